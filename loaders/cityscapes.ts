@@ -1,0 +1,61 @@
+// Cityscapes: leftImg8bit/{split}/{city}/*_leftImg8bit.png with
+// gtFine/{split}/{city}/*_gtFine_labelIds.png. Label ids 0-33 become the 19 train ids;
+// every other id becomes the ignore index.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import assert from 'node:assert/strict';
+import { parseConfig } from '../utils/config';
+import { UserError } from '../utils/errors';
+import { runIfMain, SelfTest } from '../utils/self_test';
+import { labelIdToTrainId, NUM_LABEL_IDS } from '../utils/dataset_utils/cityscapes';
+import { keyed, matchPairs, requireRoot } from './files';
+import { requireClasses } from './isic';
+import { DatasetLoader, PairRef, registerLoader } from './registry';
+
+export const cityscapesLoader: DatasetLoader = {
+  name: 'cityscapes',
+  listPairs(cfg, split) {
+    requireClasses(cfg, 19);
+    const root = cfg.data.root;
+    requireRoot(root, 'download Cityscapes leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip (https://www.cityscapes-dataset.com, registration needed)');
+    const imageRoot = path.join(root, 'leftImg8bit', split);
+    const maskRoot = path.join(root, 'gtFine', split);
+    if (!fs.existsSync(imageRoot)) throw new UserError(`${imageRoot} not found: expected Cityscapes images in leftImg8bit/${split}/<city>/*_leftImg8bit.png`);
+    const images = new Map<string, string>();
+    const masks = new Map<string, string>();
+    const cities = fs.readdirSync(imageRoot, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
+    for (const city of cities) {
+      for (const [k, f] of keyed(path.join(imageRoot, city), ['_leftImg8bit.png'])) images.set(`${city}/${k}`, f);
+      for (const [k, f] of keyed(path.join(maskRoot, city), ['_gtFine_labelIds.png'])) masks.set(`${city}/${k}`, f);
+    }
+    return matchPairs(images, masks, {
+      imageDir: imageRoot, maskDir: maskRoot, imagePattern: '<city>/*_leftImg8bit.png', maskPattern: '<city>/*_gtFine_labelIds.png',
+    }).map((p) => ({ ...p, id: path.basename(p.id) }));
+  },
+  maskLut(cfg) {
+    const lut = new Int16Array(256).fill(-1);
+    labelIdToTrainId(cfg.data.ignore_index).forEach((t, id) => (lut[id] = t));
+    return lut;
+  },
+};
+
+registerLoader(cityscapesLoader);
+
+export const selfTest: SelfTest = {
+  'lists cities and maps label ids'() {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'cs-'));
+    for (const [d, f] of [['leftImg8bit/val/a', 'a_1_leftImg8bit.png'], ['gtFine/val/a', 'a_1_gtFine_labelIds.png']]) {
+      fs.mkdirSync(path.join(root, d), { recursive: true });
+      fs.writeFileSync(path.join(root, d, f), '');
+    }
+    const cfg = parseConfig({ data: { name: 'cityscapes', root, num_classes: 19 } });
+    assert.deepEqual((cityscapesLoader.listPairs(cfg, 'val') as PairRef[]).map((p) => p.id), ['a_1']);
+    const lut = cityscapesLoader.maskLut!(cfg);
+    assert.deepEqual([lut[7], lut[0], lut[33], lut[NUM_LABEL_IDS]], [0, 255, 18, -1]);
+    assert.throws(() => cityscapesLoader.listPairs(parseConfig({ data: { name: 'cityscapes', root } }), 'val'), /set data\.num_classes: 19/);
+    fs.rmSync(root, { recursive: true });
+  },
+};
+
+runIfMain(module, selfTest);

@@ -1,0 +1,158 @@
+// Decodes one image/mask pair into plain typed arrays: image RGB uint8 HWC, mask
+// class ids uint8. Images are resized with a smooth filter (sharp/libvips, off the
+// main thread); masks are only ever resized nearest-neighbour, so no new values appear.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import assert from 'node:assert/strict';
+import sharp from 'sharp';
+import { UserError } from '../utils/errors';
+import { runIfMain, SelfTest } from '../utils/self_test';
+import { isPng, readPngMask } from './png';
+import type { MaskLut, PairRef } from './registry';
+
+export interface RgbImage { data: Uint8Array; width: number; height: number } // HWC, 3 channels
+export interface LabelMask { data: Uint8Array; width: number; height: number }
+
+export interface MaskRules { lut: MaskLut; numClasses: number; ignoreIndex: number }
+
+// Keep libvips from caching decoded files: every sample is read once per epoch, so a
+// cache only grows memory.
+sharp.cache(false);
+
+async function readFile(file: string): Promise<Buffer> {
+  try {
+    return await fs.promises.readFile(file);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new UserError(`${file}: cannot read file (${code === 'ENOENT' ? 'missing' : code ?? (e as Error).message})`);
+  }
+}
+
+function short(e: unknown): string {
+  return String((e as Error).message ?? e).split('\n')[0];
+}
+
+/** Size of an image file, from its header only. */
+async function imageSize(buf: Buffer, file: string): Promise<{ width: number; height: number }> {
+  try {
+    const m = await sharp(buf).metadata();
+    if (!m.width || !m.height) throw new Error('no size');
+    return { width: m.width, height: m.height };
+  } catch (e) {
+    throw new UserError(`${file}: not a readable image (${short(e)})`);
+  }
+}
+
+/**
+ * Any image sharp reads -> 3-channel 8-bit sRGB (greyscale expanded, alpha dropped,
+ * 16-bit scaled to 8-bit). `size` = [h, w] resizes (stretching, like the network input).
+ */
+export async function decodeImage(file: string, size?: readonly [number, number], buf?: Buffer): Promise<RgbImage & { srcWidth: number; srcHeight: number }> {
+  buf ??= await readFile(file);
+  const src = await imageSize(buf, file);
+  try {
+    let s = sharp(buf, { failOn: 'warning' });
+    if (size && (size[0] !== src.height || size[1] !== src.width)) s = s.resize(size[1], size[0], { fit: 'fill' });
+    const { data, info } = await s.removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+    if (info.channels !== 3) throw new Error(`got ${info.channels} channels`);
+    return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, srcWidth: src.width, srcHeight: src.height };
+  } catch (e) {
+    throw new UserError(`${file}: cannot decode image, truncated or corrupt? (${short(e)})`);
+  }
+}
+
+/** Raw single-channel values of a mask file (palette index / grey level, 8 or 16 bit). */
+export async function readMaskValues(file: string, buf?: Buffer): Promise<{ values: Uint8Array | Uint16Array; width: number; height: number }> {
+  buf ??= await readFile(file);
+  if (isPng(buf)) return readPngMask(buf, file);
+  let meta: sharp.Metadata;
+  try {
+    meta = await sharp(buf).metadata();
+  } catch (e) {
+    throw new UserError(`${file}: not a readable mask image (${short(e)})`);
+  }
+  if ((meta.channels ?? 1) >= 3) throw new UserError(`${file}: mask is a colour image; expected single-channel class ids (greyscale or palette PNG)`);
+  if (meta.depth && meta.depth !== 'uchar' && meta.depth !== 'char')
+    throw new UserError(`${file}: ${meta.depth} mask; expected 8-bit class ids (save it as an 8-bit greyscale PNG)`);
+  try {
+    const { data, info } = await sharp(buf, { failOn: 'warning' }).extractChannel(0).raw().toBuffer({ resolveWithObject: true });
+    return { values: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height };
+  } catch (e) {
+    throw new UserError(`${file}: cannot decode mask, truncated or corrupt? (${short(e)})`);
+  }
+}
+
+/** Applies the loader's value -> class table; the first value that is not a known class is an error naming the file. */
+export function mapMask(values: Uint8Array | Uint16Array, rules: MaskRules, file: string): Uint8Array {
+  const out = new Uint8Array(values.length);
+  const { lut, numClasses, ignoreIndex } = rules;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    const c = v < 256 ? lut[v] : -1;
+    if (c < 0 || (c >= numClasses && c !== ignoreIndex)) {
+      const why = c < 0 ? 'is not a known class value' : `maps to class ${c} but data.num_classes is ${numClasses}`;
+      throw new UserError(`${file}: mask value ${v} (first bad pixel #${i}) ${why} (ignore index is ${ignoreIndex})`);
+    }
+    out[i] = c;
+  }
+  return out;
+}
+
+/** Nearest-neighbour resize (pixel centres), for masks. */
+export function resizeNearest(src: Uint8Array, sw: number, sh: number, dw: number, dh: number): Uint8Array {
+  if (sw === dw && sh === dh) return src;
+  const out = new Uint8Array(dw * dh);
+  const xs = new Int32Array(dw);
+  for (let x = 0; x < dw; x++) xs[x] = Math.min(sw - 1, Math.floor(((x + 0.5) * sw) / dw));
+  for (let y = 0; y < dh; y++) {
+    const row = Math.min(sh - 1, Math.floor(((y + 0.5) * sh) / dh)) * sw;
+    const o = y * dw;
+    for (let x = 0; x < dw; x++) out[o + x] = src[row + xs[x]];
+  }
+  return out;
+}
+
+/** Decodes a pair at `size` = [h, w] and checks that image and mask agree. */
+export async function decodePair(pair: PairRef, rules: MaskRules, size: readonly [number, number]): Promise<{ image: RgbImage; mask: LabelMask }> {
+  const [ibuf, mbuf] = await Promise.all([readFile(pair.image), readFile(pair.mask)]);
+  const [image, raw] = await Promise.all([decodeImage(pair.image, size, ibuf), readMaskValues(pair.mask, mbuf)]);
+  if (raw.width !== image.srcWidth || raw.height !== image.srcHeight)
+    throw new UserError(
+      `image ${pair.image} is ${image.srcWidth}x${image.srcHeight} but its mask ${pair.mask} is ${raw.width}x${raw.height}; they must be the same size`,
+    );
+  const classes = mapMask(raw.values, rules, pair.mask);
+  const data = resizeNearest(classes, raw.width, raw.height, size[1], size[0]);
+  return { image: { data: image.data, width: image.width, height: image.height }, mask: { data, width: size[1], height: size[0] } };
+}
+
+export const selfTest: SelfTest = {
+  async 'greyscale, RGBA and 16-bit images become 8-bit RGB'() {
+    const d = fs.mkdtempSync(path.join(os.tmpdir(), 'decode-'));
+    const g = path.join(d, 'g.png');
+    await sharp(Buffer.alloc(12, 200), { raw: { width: 4, height: 3, channels: 1 } }).toColourspace('b-w').png().toFile(g);
+    const a = path.join(d, 'a.png');
+    await sharp(Buffer.alloc(48, 100), { raw: { width: 4, height: 3, channels: 4 } }).png().toFile(a);
+    const s16 = path.join(d, 's.png');
+    await sharp(Buffer.alloc(36, 64), { raw: { width: 4, height: 3, channels: 3 } }).toColourspace('rgb16').png().toFile(s16);
+    for (const [f, v] of [[g, 200], [a, 100], [s16, 64]] as const) {
+      const im = await decodeImage(f);
+      assert.equal(im.data.length, 36, f);
+      assert.ok(im.data.every((x) => x === v), f);
+    }
+    fs.rmSync(d, { recursive: true });
+  },
+  'nearest resize only uses source values'() {
+    const src = Uint8Array.from([0, 1, 2, 3]);
+    const up = resizeNearest(src, 2, 2, 5, 3);
+    assert.ok(up.every((v) => v <= 3));
+    assert.deepEqual([...resizeNearest(up, 5, 3, 2, 2)], [0, 1, 2, 3]);
+  },
+  'unknown mask value names file and value'() {
+    const rules = { lut: Int16Array.from({ length: 256 }, (_, i) => (i < 2 ? i : i === 255 ? 255 : -1)), numClasses: 2, ignoreIndex: 255 };
+    assert.deepEqual([...mapMask(Uint8Array.from([0, 1, 255]), rules, 'm.png')], [0, 1, 255]);
+    assert.throws(() => mapMask(Uint8Array.from([0, 7, 9]), rules, 'm.png'), /m\.png: mask value 7 /);
+  },
+};
+
+runIfMain(module, selfTest);

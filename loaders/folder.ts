@@ -1,0 +1,78 @@
+// Generic folder dataset: data.images_dir and data.masks_dir (relative to data.root),
+// matched by file stem: image `abc.jpg` <-> mask `abc<mask_suffix>.png`.
+// Splits: a `{split}` placeholder in either dir is replaced by the split name; else a
+// sub-folder named like the split is used if present; else the same folder serves every
+// split (handy for overfitting a handful of images).
+// data.value_map maps raw mask values to classes (e.g. {"255": 1}); unmapped values
+// other than the ignore index are errors.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import assert from 'node:assert/strict';
+import type { Config } from '../utils/config';
+import { parseConfig } from '../utils/config';
+import { UserError } from '../utils/errors';
+import { runIfMain, SelfTest } from '../utils/self_test';
+import { IMAGE_EXTS, keyed, matchPairs, requireRoot } from './files';
+import { DatasetLoader, identityLut, MaskLut, PairRef, registerLoader } from './registry';
+
+function splitDir(root: string, dir: string, split: string): string {
+  if (dir.includes('{split}')) return path.join(root, dir.replaceAll('{split}', split));
+  const sub = path.join(root, dir, split);
+  return fs.existsSync(sub) && fs.statSync(sub).isDirectory() ? sub : path.join(root, dir);
+}
+
+export function valueMapLut(cfg: Config): MaskLut {
+  const vm = cfg.data.value_map;
+  if (!vm) return identityLut(cfg);
+  const lut = new Int16Array(256).fill(-1);
+  lut[cfg.data.ignore_index] = cfg.data.ignore_index;
+  for (const [k, c] of Object.entries(vm)) {
+    const v = Number(k);
+    if (!Number.isInteger(v) || v < 0 || v > 255) throw new UserError(`data.value_map: key '${k}' is not a mask value 0-255`);
+    if ((c < 0 || c >= cfg.data.num_classes) && c !== cfg.data.ignore_index)
+      throw new UserError(`data.value_map: ${k} -> ${c} is not a class 0-${cfg.data.num_classes - 1} or the ignore index ${cfg.data.ignore_index}`);
+    lut[v] = c;
+  }
+  return lut;
+}
+
+export const folderLoader: DatasetLoader = {
+  name: 'folder',
+  listPairs(cfg, split) {
+    const { root, images_dir, masks_dir, mask_suffix } = cfg.data;
+    if (!images_dir || !masks_dir) throw new UserError(`dataset 'folder' needs data.images_dir and data.masks_dir (folders relative to data.root)`);
+    requireRoot(root, 'put your images and masks');
+    const imageDir = splitDir(root, images_dir, split);
+    const maskDir = splitDir(root, masks_dir, split);
+    if (!fs.existsSync(imageDir)) throw new UserError(`${imageDir} not found: expected the images there (data.images_dir)`);
+    if (!fs.existsSync(maskDir)) throw new UserError(`${maskDir} not found: expected the masks there (data.masks_dir)`);
+    const masks = keyed(maskDir, IMAGE_EXTS.map((e) => mask_suffix + e));
+    // With an empty suffix, `keyed` strips just the extension: the stem.
+    return matchPairs(keyed(imageDir, IMAGE_EXTS), masks, {
+      imageDir, maskDir, imagePattern: `*{${IMAGE_EXTS.join(',')}}`, maskPattern: `<stem>${mask_suffix}.png`,
+    });
+  },
+  maskLut: valueMapLut,
+};
+
+registerLoader(folderLoader);
+
+export const selfTest: SelfTest = {
+  'matches by stem with suffix and split sub-folders'() {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'folder-'));
+    fs.mkdirSync(path.join(root, 'img/train'), { recursive: true });
+    fs.mkdirSync(path.join(root, 'lab/train'), { recursive: true });
+    fs.writeFileSync(path.join(root, 'img/train/a.jpg'), '');
+    fs.writeFileSync(path.join(root, 'lab/train/a_mask.png'), '');
+    const cfg = parseConfig({ data: { name: 'folder', root, images_dir: 'img', masks_dir: 'lab', mask_suffix: '_mask', value_map: { '255': 1 } } });
+    const p = folderLoader.listPairs(cfg, 'train') as PairRef[];
+    assert.deepEqual(p.map((x) => x.id), ['a']);
+    const lut = valueMapLut(cfg);
+    assert.deepEqual([lut[0], lut[1], lut[255]], [-1, -1, 1]);
+    assert.throws(() => folderLoader.listPairs(parseConfig({ data: { name: 'folder', root } }), 'train'), /needs data\.images_dir/);
+    fs.rmSync(root, { recursive: true });
+  },
+};
+
+runIfMain(module, selfTest);

@@ -1,0 +1,91 @@
+// U-Net (Ronneberger et al. 2015) from the parts in unet_parts.ts, with padded
+// convolutions so the output has the input's size. Widths base*2^min(i,3) per
+// level, as in ../shared/bench/torch_unet.py, so speed comparisons are fair.
+import * as tf from '@tensorflow/tfjs';
+import assert from 'node:assert/strict';
+import { runIfMain, SelfTest } from '../utils/self_test';
+import { DoubleConv, Down, OutConv, Up, UpMode } from './unet_parts';
+
+export interface UNetOptions {
+  inChannels: number;
+  outChannels: number;
+  base: number;
+  depth: number;
+  upMode: UpMode;
+  batchNorm: boolean;
+}
+
+export function levelWidths(base: number, depth: number): number[] {
+  return Array.from({ length: depth + 1 }, (_, i) => base * 2 ** Math.min(i, 3));
+}
+
+/** Builds a U-Net accepting any input height and width (NHWC). Output: raw logits. */
+export function buildUNet(o: UNetOptions): tf.LayersModel {
+  const ch = levelWidths(o.base, o.depth);
+  const input = tf.input({ shape: [null, null, o.inChannels], name: 'image' });
+  let x = DoubleConv(input, ch[0], 'enc0', o.batchNorm);
+  const skips: tf.SymbolicTensor[] = [];
+  for (let i = 1; i <= o.depth; i++) {
+    skips.push(x);
+    x = Down(x, ch[i], `enc${i}`, o.batchNorm);
+  }
+  for (let i = o.depth - 1; i >= 0; i--) x = Up(x, skips[i], ch[i], `dec${i}`, o.upMode, o.batchNorm);
+  const logits = OutConv(x, o.outChannels, 'head');
+  return tf.model({ inputs: input, outputs: logits, name: 'unet' });
+}
+
+export const selfTest: SelfTest = {
+  'output has the input size for 64, 96 and 100 pixels'() {
+    const m = buildUNet({ inChannels: 3, outChannels: 2, base: 8, depth: 4, upMode: 'nearest', batchNorm: true });
+    for (const s of [64, 96, 100]) {
+      const y = tf.tidy(() => m.predict(tf.zeros([1, s, s, 3])) as tf.Tensor);
+      assert.deepEqual(y.shape, [1, s, s, 2], `size ${s}`);
+      y.dispose();
+    }
+    const y = tf.tidy(() => m.predict(tf.zeros([2, 37, 51, 3])) as tf.Tensor);
+    assert.deepEqual(y.shape, [2, 37, 51, 2]);
+    y.dispose();
+    m.dispose();
+  },
+  'channel count at every level'() {
+    const m = buildUNet({ inChannels: 3, outChannels: 1, base: 16, depth: 4, upMode: 'nearest', batchNorm: true });
+    const widths = levelWidths(16, 4);
+    assert.deepEqual(widths, [16, 32, 64, 128, 128]);
+    for (let i = 0; i <= 4; i++) assert.equal(m.getLayer(`enc${i}_relu2`).outputShape[3], widths[i], `enc${i}`);
+    for (let i = 0; i < 4; i++) {
+      assert.equal(m.getLayer(`dec${i}_concat`).outputShape[3], widths[i] + widths[i + 1], `dec${i} concat`);
+      assert.equal(m.getLayer(`dec${i}_relu2`).outputShape[3], widths[i], `dec${i}`);
+    }
+    assert.equal(m.getLayer('head').outputShape[3], 1);
+    m.dispose();
+  },
+  'parameter count matches the PyTorch reference U-Net'() {
+    // torch_unet.py --base 16 --depth 4 --classes 1 reports 1,946,993 parameters (BN
+    // weight+bias counted; running stats are buffers there, non-trainable weights here).
+    const m = buildUNet({ inChannels: 3, outChannels: 1, base: 16, depth: 4, upMode: 'nearest', batchNorm: true });
+    const trainable = m.trainableWeights.reduce((s, w) => s + (w.shape as number[]).reduce((a, b) => a * b, 1), 0);
+    assert.equal(trainable, expectedTorchParams(3, 1, 16, 4));
+    m.dispose();
+  },
+  'upsampling modes build and keep size'() {
+    for (const upMode of ['bilinear', 'transpose'] as UpMode[]) {
+      const m = buildUNet({ inChannels: 3, outChannels: 3, base: 4, depth: 3, upMode, batchNorm: false });
+      const y = tf.tidy(() => m.predict(tf.zeros([1, 30, 45, 3])) as tf.Tensor);
+      assert.deepEqual(y.shape, [1, 30, 45, 3], upMode);
+      y.dispose();
+      m.dispose();
+    }
+  },
+};
+
+/** Parameter count of torch_unet.py's model, computed from its definition. */
+function expectedTorchParams(cin: number, cout: number, base: number, depth: number): number {
+  const ch = levelWidths(base, depth);
+  const dc = (i: number, o: number) => 9 * i * o + 2 * o + 9 * o * o + 2 * o;
+  let n = dc(cin, ch[0]);
+  for (let i = 1; i <= depth; i++) n += dc(ch[i - 1], ch[i]);
+  for (let i = 0; i < depth; i++) n += dc(ch[i] + ch[i + 1], ch[i]);
+  return n + ch[0] * cout + cout;
+}
+
+runIfMain(module, selfTest);

@@ -1,0 +1,175 @@
+import { before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-wasm';
+import { buildLoss, registeredLosses } from '../utils/losses';
+import { parseConfig } from '../utils/config';
+import { UserError } from '../utils/errors';
+
+before(async () => {
+  await tf.setBackend('cpu'); // importing wasm may make it the default; compare explicitly at the end
+});
+
+const cfgWith = (loss: Record<string, unknown>, numClasses = 2) => parseConfig({ data: { num_classes: numClasses }, training: { loss } });
+const val = (t: tf.Scalar) => t.dataSync()[0];
+const near = (a: number, b: number, tol = 1e-5) => assert.ok(Math.abs(a - b) < tol, `${a} vs ${b}`);
+const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
+
+// 1 image, 2x3 pixels; the last pixel (and, in the binary case, pixel 2) ignored.
+const binLabels = () => tf.tensor3d([1, 0, 255, 1, 0, 255], [1, 2, 3], 'int32');
+const mcLabels = () => tf.tensor3d([0, 1, 2, 2, 255, 1], [1, 2, 3], 'int32');
+
+const SINGLE = ['bce', 'ce', 'dice', 'jaccard', 'focal', 'bce+dice', 'focal+jaccard'];
+
+for (const [c, labels, numClasses] of [
+  [1, binLabels, 2],
+  [3, mcLabels, 3],
+] as const) {
+  for (const name of SINGLE) {
+    test(`${name} (C=${c}): ignored pixels change neither value nor gradient`, () => {
+      const f = buildLoss(cfgWith({ name }, numClasses));
+      const lab = labels();
+      const ign = tf.notEqual(lab, 255).expandDims(-1);
+      const a = tf.randomNormal([1, 2, 3, c], 0, 2, 'float32', 1) as tf.Tensor4D;
+      const b = tf.where(ign, a, tf.mul(tf.randomNormal(a.shape, 0, 1, 'float32', 2), 50)) as tf.Tensor4D;
+      near(val(f(a, lab)), val(f(b, lab)));
+      const g = tf.grad((x: tf.Tensor) => f(x as tf.Tensor4D, lab))(b);
+      const gv = g.dataSync();
+      const iv = ign.cast('float32').broadcastTo(g.shape).dataSync();
+      for (let i = 0; i < gv.length; i++) {
+        assert.ok(Number.isFinite(gv[i]));
+        if (iv[i] === 0) assert.ok(gv[i] === 0, `gradient ${gv[i]} at ignored pixel ${i}`);
+      }
+      assert.ok(gv.some((x) => x !== 0), 'some gradient flows');
+    });
+
+    test(`${name} (C=${c}): all pixels ignored gives 0 and finite gradients`, () => {
+      const f = buildLoss(cfgWith({ name }, numClasses));
+      const lab = tf.fill([1, 2, 3], 255, 'int32') as tf.Tensor3D;
+      const x = tf.randomNormal([1, 2, 3, c]) as tf.Tensor4D;
+      assert.equal(val(f(x, lab)), 0);
+      const g = tf.grad((t: tf.Tensor) => f(t as tf.Tensor4D, lab))(x);
+      assert.ok(g.dataSync().every((v) => v === 0));
+    });
+  }
+}
+
+test('bce matches the closed form, stable at ±200', () => {
+  const f = buildLoss(cfgWith({ name: 'bce' }));
+  const x = tf.tensor4d([1.5, -200, 200, 0.3, 9, -1], [1, 2, 3, 1]);
+  const lab = binLabels(); // [1,0,ign,1,0,ign]
+  const l = (z: number, y: number) => Math.max(z, 0) - z * y + Math.log1p(Math.exp(-Math.abs(z)));
+  near(val(f(x, lab)), (l(1.5, 1) + l(-200, 0) + l(0.3, 1) + l(9, 0)) / 4);
+});
+
+test('ce with class weights = weighted mean of -log p[label]', () => {
+  const f = buildLoss(cfgWith({ name: 'ce', class_weights: [1, 2, 0.5] }, 3));
+  const x = tf.tensor4d([2, 0, 0, 0, 1, 0], [1, 1, 2, 3]);
+  const lab = tf.tensor3d([0, 2], [1, 1, 2], 'int32');
+  const lse = (a: number[]) => Math.log(a.reduce((s, v) => s + Math.exp(v), 0));
+  const l0 = lse([2, 0, 0]) - 2;
+  const l1 = lse([0, 1, 0]) - 0;
+  near(val(f(x, lab)), (1 * l0 + 0.5 * l1) / 1.5);
+});
+
+test('binary dice and jaccard match hand computation', () => {
+  const x = tf.tensor4d([0, 1, 5, -1, 2, 0], [1, 2, 3, 1]);
+  const lab = binLabels(); // valid: 0:1, 1:0, 3:1, 4:0
+  const p = [0, 1, -1, 2].map(sigmoid);
+  const y = [1, 0, 1, 0];
+  const inter = p[0] * y[0] + p[2] * y[2];
+  const sums = p.reduce((a, b) => a + b) + 2;
+  for (const smooth of [0, 1]) {
+    near(val(buildLoss(cfgWith({ name: 'dice', smooth }))(x, lab)), 1 - (2 * inter + smooth) / (sums + smooth));
+    near(val(buildLoss(cfgWith({ name: 'jaccard', smooth }))(x, lab)), 1 - (inter + smooth) / (sums - inter + smooth));
+  }
+});
+
+test('multi-class dice averages per-class soft dice', () => {
+  const x = tf.tensor4d([3, 0, 0, 0, 3, 0], [1, 1, 2, 3]);
+  const lab = tf.tensor3d([0, 1], [1, 1, 2], 'int32');
+  const e = Math.exp(3);
+  const hi = e / (e + 2);
+  const lo = 1 / (e + 2);
+  // class 0: inter hi, sums (hi+lo)+1; class 1 same; class 2: inter 0, sums 2*lo.
+  const d01 = (2 * hi) / (hi + lo + 1);
+  const d2 = 0 / (2 * lo);
+  near(val(buildLoss(cfgWith({ name: 'dice', smooth: 0 }, 3))(x, lab)), 1 - (2 * d01 + d2) / 3, 1e-4);
+});
+
+test('focal with gamma 0 equals cross-entropy; gamma > 0 down-weights easy pixels', () => {
+  for (const [c, labels, k] of [
+    [1, binLabels, 2],
+    [3, mcLabels, 3],
+  ] as const) {
+    const x = tf.randomNormal([1, 2, 3, c], 0, 2, 'float32', 7) as tf.Tensor4D;
+    const ce = val(buildLoss(cfgWith({ name: 'ce' }, k))(x, labels()));
+    near(val(buildLoss(cfgWith({ name: 'focal', focal_gamma: 0 }, k))(x, labels())), ce);
+    const f2 = val(buildLoss(cfgWith({ name: 'focal', focal_gamma: 2 }, k))(x, labels()));
+    const f15 = val(buildLoss(cfgWith({ name: 'focal', focal_gamma: 1.5 }, k))(x, labels()));
+    assert.ok(f2 < f15 && f15 < ce, `${f2} ${f15} ${ce}`);
+  }
+});
+
+test('binary focal matches the formula', () => {
+  const x = tf.tensor4d([1, -2, 0, 3, 0.5, 0], [1, 2, 3, 1]);
+  const lab = binLabels();
+  const fl = (z: number, y: number) => {
+    const pt = y ? sigmoid(z) : 1 - sigmoid(z);
+    return -Math.pow(1 - pt, 2) * Math.log(pt);
+  };
+  near(val(buildLoss(cfgWith({ name: 'focal' }))(x, lab)), (fl(1, 1) + fl(-2, 0) + fl(3, 1) + fl(0.5, 0)) / 4);
+});
+
+test('weighted sum: bce+dice with weights [2, 3]', () => {
+  const x = tf.randomNormal([2, 2, 3, 1], 0, 1, 'float32', 3) as tf.Tensor4D;
+  const lab = tf.concat([binLabels(), binLabels()]) as tf.Tensor3D;
+  const bce = val(buildLoss(cfgWith({ name: 'bce' }))(x, lab));
+  const dice = val(buildLoss(cfgWith({ name: 'dice' }))(x, lab));
+  near(val(buildLoss(cfgWith({ name: 'bce + dice', weights: [2, 3] }))(x, lab)), 2 * bce + 3 * dice);
+});
+
+test('config errors are one-line UserErrors naming the key', () => {
+  const check = (loss: Record<string, unknown>, re: RegExp, k = 2) =>
+    assert.throws(
+      () => buildLoss(cfgWith(loss, k)),
+      (e: Error) => e instanceof UserError && re.test(e.message) && !e.message.includes('\n'),
+    );
+  check({ name: 'bce+lovasz' }, new RegExp(`training\\.loss\\.name.*lovasz.*${registeredLosses().join(', ')}`));
+  check({ name: 'bce+dice', weights: [1, 1, 1] }, /training\.loss\.weights/);
+  check({ name: 'ce', class_weights: [1, 2] }, /training\.loss\.class_weights/, 3);
+});
+
+test('trains under optimizer.minimize with int32 labels, no tensor leak', () => {
+  const f = buildLoss(cfgWith({ name: 'ce+dice' }, 3));
+  const lab = mcLabels();
+  const w = tf.variable(tf.zeros([1, 2, 3, 3]));
+  const opt = tf.train.adam(0.1);
+  const first = val(f(w as unknown as tf.Tensor4D, lab));
+  const before = tf.memory().numTensors;
+  for (let i = 0; i < 30; i++) opt.minimize(() => f(w as unknown as tf.Tensor4D, lab));
+  assert.equal(tf.memory().numTensors - before, 2, 'only the Adam m/v slots persist');
+  assert.ok(val(f(w as unknown as tf.Tensor4D, lab)) < first * 0.5);
+});
+
+test('wasm backend gives the same values and gradients as cpu', async () => {
+  const names = ['bce+dice+focal+jaccard', 'ce+dice+focal+jaccard'];
+  const run = () =>
+    names.map((name, i) => {
+      const c = i === 0 ? 1 : 3;
+      const f = buildLoss(cfgWith({ name, class_weights: i === 0 ? [1, 2] : [1, 2, 3] }, i === 0 ? 2 : 3));
+      const x = tf.tensor4d(Array.from({ length: 6 * c }, (_, k) => Math.sin(k * 1.7) * 3), [1, 2, 3, c]);
+      const lab = i === 0 ? binLabels() : mcLabels();
+      const { value, grad } = tf.valueAndGrad((t: tf.Tensor) => f(t as tf.Tensor4D, lab))(x);
+      return [value.dataSync()[0], ...Array.from(grad.dataSync())];
+    });
+  await tf.setBackend('cpu');
+  const cpu = run();
+  await tf.setBackend('wasm');
+  try {
+    const wasm = run();
+    cpu.forEach((arr, i) => arr.forEach((v, k) => near(wasm[i][k], v, 1e-4)));
+  } finally {
+    await tf.setBackend('cpu');
+  }
+});

@@ -1,0 +1,32 @@
+// Runs every module's own checks (the ones `npx tsx <module>.ts` runs) under npm test,
+// and fails if a module in models/, loaders/ or utils/ has none.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { SelfTest } from '../utils/self_test';
+
+const root = path.resolve(__dirname, '..');
+const ext = path.extname(__filename); // .js when compiled, .ts under tsx
+
+function modules(dir: string): string[] {
+  const abs = path.join(root, dir);
+  return fs.readdirSync(abs, { withFileTypes: true }).flatMap((e) => {
+    const rel = path.join(dir, e.name);
+    if (e.isDirectory()) return modules(rel);
+    return e.name.endsWith(ext) && !e.name.endsWith('.d.ts') ? [rel] : [];
+  });
+}
+
+// Files that only describe types or wire CLIs have no behaviour of their own to check.
+const NO_CHECKS = new Set(['utils/self_test', 'utils/cli', 'utils/errors']);
+
+for (const file of ['models', 'loaders', 'utils'].flatMap(modules).sort()) {
+  const name = file.slice(0, -ext.length);
+  test(name, async (t) => {
+    const mod = require(path.join(root, file)) as { selfTest?: SelfTest };
+    if (NO_CHECKS.has(name)) return;
+    assert.ok(mod.selfTest && Object.keys(mod.selfTest).length > 0, `${file} exports no selfTest checks`);
+    for (const [check, fn] of Object.entries(mod.selfTest)) await t.test(check, fn);
+  });
+}

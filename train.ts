@@ -1,0 +1,26 @@
+#!/usr/bin/env node
+// `npx train --config configs/demo.yaml`: trains a model from a YAML config.
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { commonOptions, setup } from './utils/cli';
+import { runCli } from './utils/errors';
+import { train } from './utils/trainer';
+
+async function main(): Promise<void> {
+  const args = await commonOptions(yargs(hideBin(process.argv)))
+    .scriptName('train')
+    .usage('$0 --config FILE [options]\n\nTrains a segmentation model; checkpoints go to <ckpt_root>/<name>/{last,best}, results to <results.root>/<name>/.')
+    .option('resume', { type: 'boolean', default: false, describe: 'continue the run from <ckpt_root>/<name>/last' })
+    .option('weights', { type: 'string', describe: 'start from the weights of this checkpoint folder (overrides checkpoint.weights)' })
+    .example('$0 --config configs/demo.yaml', 'train the demo model on generated data')
+    .example('$0 --config configs/demo.yaml --resume', 'continue an interrupted run')
+    .example('$0 --config configs/isic.yaml --set training.epochs=5 --backend wasm', 'override keys')
+    .help()
+    .parse();
+  const { cfg, backend } = await setup(args);
+  const started = Date.now();
+  const out = await train(cfg, { resume: args.resume, weights: args.weights ?? null, configPath: args.config, backend: backend.description });
+  if (!out.interrupted) console.log(`done in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+}
+
+void runCli(main);

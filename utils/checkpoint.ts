@@ -1,0 +1,270 @@
+// Checkpoints that never lose work. A checkpoint is a folder (e.g.
+// checkpoints/<run>/last) holding weights.bin/.json, optimizer.bin/.json,
+// state.json, a readable config.yaml and, written last, complete.json.
+// The swap scheme that keeps a complete copy loadable at every moment (even
+// across SIGKILL) lives in checkpoint/atomic_dir.ts; the encoding in checkpoint/format.ts.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import yaml from 'js-yaml';
+import { UserError } from './errors';
+import type { OptimizerState } from './optimizers';
+import { runIfMain, SelfTest } from './self_test';
+import { MARKER, publishDir, readMarker, readVerified, resolveComplete, whyIncomplete } from './checkpoint/atomic_dir';
+import { FORMAT, FORMAT_VERSION, ManifestEntry, NamedTensor, numel, OptimizerJsonSchema, packTensors, parseJson, parseState, unpackTensors } from './checkpoint/format';
+
+export type { NamedTensor } from './checkpoint/format';
+export { oldPath } from './checkpoint/atomic_dir';
+
+// The optimizer's own type (name, tensors, plus scalars such as step and lr).
+// Stored generically: every field besides `tensors` goes to optimizer.json as
+// JSON, so fields added there later survive a round trip without changes here.
+export type { OptimizerState };
+
+export interface CheckpointMeta {
+  epoch: number;
+  step: number;
+  bestMetric: number | null;
+  bestMetricName: string;
+  rng: unknown; // opaque random-generator state
+  config: unknown; // the resolved config
+  savedAt?: string; // ISO time; filled in on save when absent
+}
+
+export interface LoadedCheckpoint {
+  weights: NamedTensor[];
+  optimizer: OptimizerState | null;
+  meta: CheckpointMeta;
+  /** The folder actually read: `dir`, or `<dir>.old` when a save was interrupted mid-swap. */
+  source: string;
+}
+
+const FILES = ['weights.bin', 'weights.json', 'optimizer.bin', 'optimizer.json', 'state.json', 'config.yaml'];
+
+/** Stable weight name like `enc0_conv1/kernel`: `originalName` lacks the `_1` suffix tfjs adds when a name repeats in the process. */
+export function weightName(v: tf.LayerVariable): string {
+  return v.originalName ?? v.name;
+}
+
+/** A variable's concrete shape (LayerVariable.shape is typed as possibly-null dims). */
+function shapeOf(v: tf.LayerVariable): number[] {
+  return v.read().shape;
+}
+
+/** Copies every model weight (trainable and not, e.g. BN moving stats) at one instant. */
+async function snapshotWeights(model: tf.LayersModel): Promise<(NamedTensor & { dtype: string })[]> {
+  const vars = model.weights;
+  // Clones share storage but survive the variables being reassigned while we await data().
+  const clones = tf.tidy(() => vars.map((v) => v.read().clone()));
+  try {
+    const data = await Promise.all(clones.map((c) => c.data()));
+    return vars.map((v, i) => ({
+      name: weightName(v),
+      shape: [...shapeOf(v)],
+      dtype: v.dtype,
+      values: data[i] instanceof Float32Array ? (data[i] as Float32Array) : Float32Array.from(data[i] as ArrayLike<number>),
+    }));
+  } finally {
+    clones.forEach((c) => c.dispose());
+  }
+}
+
+function manifestJson(manifest: ManifestEntry[]): string {
+  // One tensor per line: readable, and diffable between checkpoints.
+  return '[\n' + manifest.map((e) => ' ' + JSON.stringify(e)).join(',\n') + '\n]\n';
+}
+
+/** Saves atomically: `dir` always holds (or, mid-swap, `<dir>.old` holds) a complete checkpoint. */
+export async function saveCheckpoint(dir: string, model: tf.LayersModel, optimizer: OptimizerState | null, meta: CheckpointMeta): Promise<void> {
+  if (!Number.isFinite(meta.epoch) || !Number.isFinite(meta.step)) throw new Error(`saveCheckpoint: epoch/step must be finite numbers`);
+  const weights = packTensors(await snapshotWeights(model));
+  const opt = packTensors(optimizer?.tensors ?? []);
+  const { tensors: _t, name: optName, ...optScalars } = optimizer ?? { tensors: [], name: null };
+  const state = {
+    format: FORMAT,
+    version: FORMAT_VERSION,
+    epoch: meta.epoch,
+    step: meta.step,
+    bestMetric: meta.bestMetric !== null && Number.isFinite(meta.bestMetric) ? meta.bestMetric : null,
+    bestMetricName: meta.bestMetricName,
+    rng: meta.rng ?? null,
+    config: meta.config ?? null,
+    savedAt: meta.savedAt ?? new Date().toISOString(),
+  };
+  const stateText = JSON.stringify(state, null, 2) + '\n';
+  const configYaml =
+    `# Copy of the resolved config for reading; state.json holds the authoritative one.\n` +
+    (state.config === null ? '' : yaml.dump(state.config, { lineWidth: 120, noRefs: true, skipInvalid: true }));
+  await publishDir(
+    dir,
+    async (out) => {
+      await out.write('weights.bin', weights.bin);
+      await out.write('weights.json', manifestJson(weights.manifest));
+      await out.write('optimizer.bin', opt.bin);
+      await out.write('optimizer.json', JSON.stringify({ name: optName, state: optScalars, tensors: opt.manifest }, null, 1) + '\n');
+      await out.write('state.json', stateText);
+      await out.write('config.yaml', configYaml);
+    },
+    FILES,
+  );
+}
+
+async function readFrom(src: string): Promise<LoadedCheckpoint> {
+  const marker = await readMarker(src);
+  const read = (name: string) => readVerified(src, marker, name);
+  const [wBin, wJson, oBin, oJson, sJson] = await Promise.all(['weights.bin', 'weights.json', 'optimizer.bin', 'optimizer.json', 'state.json'].map(read));
+  const file = (name: string) => path.join(src, name);
+
+  const wManifest = parseJson(wJson.toString('utf8'), file('weights.json'), 'a list of {name, shape, dtype, offset}');
+  const weights = unpackTensors(wBin, wManifest, file('weights.bin'), file('weights.json'));
+
+  const oRaw = OptimizerJsonSchema.safeParse(parseJson(oJson.toString('utf8'), file('optimizer.json'), '{name, state, tensors}'));
+  if (!oRaw.success) throw new UserError(`${file('optimizer.json')}: expected {name, state: {...}, tensors: [{name, shape, dtype, offset}]}`);
+  const optTensors = unpackTensors(oBin, oRaw.data.tensors, file('optimizer.bin'), file('optimizer.json'));
+  const optimizer = oRaw.data.name === null ? null : ({ ...oRaw.data.state, name: oRaw.data.name, tensors: optTensors } as OptimizerState);
+
+  const s = parseState(parseJson(sJson.toString('utf8'), file('state.json'), 'a JSON object'), file('state.json'));
+  const meta: CheckpointMeta = {
+    epoch: s.epoch,
+    step: s.step,
+    bestMetric: s.bestMetric,
+    bestMetricName: s.bestMetricName,
+    rng: s.rng,
+    config: s.config,
+    savedAt: s.savedAt,
+  };
+  return { weights, optimizer, meta, source: src };
+}
+
+function markerIdentity(src: string | null): string {
+  if (src === null) return 'none';
+  try {
+    const st = fs.statSync(path.join(src, MARKER));
+    return `${src}:${st.ino}:${st.mtimeMs}`;
+  } catch {
+    return `${src}:gone`;
+  }
+}
+
+/** Loads `dir` (or `<dir>.old` after an interrupted swap). Bad/missing/corrupt data: one-line UserError naming the file. */
+export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
+  // A save in another process may swap folders while we read: if the folder we
+  // resolved changed under us, the error was the swap, not the data, so retry.
+  for (let attempt = 0; ; attempt++) {
+    const src = resolveComplete(dir);
+    const before = markerIdentity(src);
+    try {
+      if (src === null) throw new UserError(whyIncomplete(dir));
+      return await readFrom(src);
+    } catch (err) {
+      if (attempt >= 4) throw err;
+      if (src === null) await new Promise((r) => setTimeout(r, 20));
+      if (markerIdentity(resolveComplete(dir)) === before) throw err;
+    }
+  }
+}
+
+/** True when `dir` (or its mid-swap fallback `<dir>.old`) holds a complete checkpoint. */
+export function checkpointExists(dir: string): boolean {
+  return resolveComplete(dir) !== null;
+}
+
+function fmtShape(shape: number[]): string {
+  return `[${shape.join(',')}]`;
+}
+
+/**
+ * Writes checkpoint weights into `model`, matched by name. Everything is checked
+ * first, so on a mismatch the model is untouched and the UserError names the
+ * first mismatched weight (with both shapes) and how many more there are.
+ */
+export function applyWeights(model: tf.LayersModel, weights: NamedTensor[], source: string): void {
+  const byName = new Map(weights.map((w) => [w.name, w]));
+  const problems: string[] = [];
+  const vars = model.weights;
+  const used = new Set<string>();
+  for (const v of vars) {
+    const name = weightName(v);
+    const shape = shapeOf(v);
+    const w = byName.get(name);
+    if (!w) {
+      problems.push(`weight '${name}' ${fmtShape(shape)} of the model is missing from the checkpoint`);
+      continue;
+    }
+    used.add(name);
+    if (w.shape.length !== shape.length || w.shape.some((d, i) => d !== shape[i])) {
+      problems.push(`weight '${name}' has shape ${fmtShape(w.shape)} in the checkpoint but ${fmtShape(shape)} in the model`);
+    } else if (w.values.length !== numel(shape)) {
+      problems.push(`weight '${name}' has ${w.values.length} values for shape ${fmtShape(w.shape)}`);
+    }
+  }
+  for (const w of weights) {
+    if (!used.has(w.name)) problems.push(`weight '${w.name}' ${fmtShape(w.shape)} in the checkpoint has no counterpart in the model`);
+  }
+  if (problems.length) {
+    const more = problems.length > 1 ? ` (+${problems.length - 1} more mismatched weights; model has ${vars.length}, checkpoint ${weights.length})` : '';
+    throw new UserError(`${source}: ${problems[0]}${more}`);
+  }
+  for (const v of vars) {
+    const w = byName.get(weightName(v))!;
+    const t = tf.tensor(w.values, shapeOf(v), v.dtype);
+    v.write(t); // assign copies, so the temporary can go
+    t.dispose();
+  }
+}
+
+// --- self test -------------------------------------------------------------
+
+function tinyModel(filters = 4): tf.LayersModel {
+  const input = tf.input({ shape: [6, 6, 3] });
+  let x = tf.layers.conv2d({ filters, kernelSize: 3, padding: 'same', name: 'enc0_conv1' }).apply(input) as tf.SymbolicTensor;
+  x = tf.layers.batchNormalization({ name: 'enc0_bn1' }).apply(x) as tf.SymbolicTensor;
+  return tf.model({ inputs: input, outputs: x });
+}
+
+export const selfTest: SelfTest = {
+  async 'save -> load -> applyWeights reproduces weights incl. BN moving stats'() {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'ckpt-self-'));
+    try {
+      const a = tinyModel();
+      // Non-default moving stats, so the check covers non-trainable weights.
+      a.weights.forEach((v, i) => v.write(tf.randomUniform(v.shape, 0.5, 1.5, 'float32', i)));
+      const dir = path.join(root, 'last');
+      const opt: OptimizerState = { name: 'adam', step: 40, lr: 3e-4, tensors: [{ name: 'enc0_conv1/kernel/m', shape: [2], values: new Float32Array([1, 2]) }] };
+      const meta: CheckpointMeta = { epoch: 2, step: 40, bestMetric: 0.5, bestMetricName: 'val.mIoU', rng: { s: [1, 2] }, config: { name: 'r' } };
+      await saveCheckpoint(dir, a, opt, meta);
+      assert.ok(checkpointExists(dir));
+      const ck = await loadCheckpoint(dir);
+      assert.deepEqual(ck.optimizer, opt);
+      assert.deepEqual({ ...ck.meta, savedAt: undefined }, { ...meta, savedAt: undefined });
+      assert.ok(ck.weights.some((w) => w.name === 'enc0_bn1/moving_variance'));
+      const b = tinyModel();
+      applyWeights(b, ck.weights, dir);
+      a.weights.forEach((v, i) => assert.deepEqual(b.weights[i].read().dataSync(), v.read().dataSync()));
+      assert.deepEqual(fs.readdirSync(root), ['last']);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  },
+  async 'mismatched model and missing folder give one-line UserErrors'() {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'ckpt-self-'));
+    try {
+      const dir = path.join(root, 'last');
+      await assert.rejects(loadCheckpoint(dir), (e: Error) => e instanceof UserError && e.message === `${dir}: checkpoint folder not found`);
+      await saveCheckpoint(dir, tinyModel(4), null, { epoch: 0, step: 0, bestMetric: null, bestMetricName: 'val.mIoU', rng: null, config: {} });
+      const ck = await loadCheckpoint(dir);
+      assert.equal(ck.optimizer, null);
+      assert.throws(() => applyWeights(tinyModel(2), ck.weights, dir), (e: Error) => {
+        assert.ok(e instanceof UserError);
+        assert.match(e.message, /: weight 'enc0_conv1\/kernel' has shape \[3,3,3,4\] in the checkpoint but \[3,3,3,2\] in the model/);
+        return true;
+      });
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  },
+};
+
+runIfMain(module, selfTest);

@@ -1,0 +1,317 @@
+// Publishes a folder so that a complete copy is loadable at every moment, even
+// if the process is SIGKILLed or the machine loses power mid-save.
+//
+// Scheme: everything is written into a hidden sibling `.<base>.tmp-<pid>-<n>`,
+// each file fsynced, then `complete.json` (sizes + sha256 of every file) is
+// written last and the folder fsynced. rename(2) cannot replace a non-empty
+// folder, so the swap is: `<base>` -> `<base>.old`, tmp -> `<base>`, drop
+// `<base>.old`. Readers take `<base>` if it has the marker, else `<base>.old`.
+// Anything deleted is first renamed to `.<base>.trash-<pid>-<n>` so a half-deleted
+// folder never carries a name a reader would look at.
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { UserError } from '../errors';
+import { runIfMain, SelfTest } from '../self_test';
+
+export const MARKER = 'complete.json';
+const MARKER_VERSION = 1;
+
+export interface FileRecord { bytes: number; sha256: string }
+export interface Marker { version: number; files: Record<string, FileRecord> }
+
+interface Siblings { dir: string; parent: string; base: string; old: string }
+
+function siblings(dir: string): Siblings {
+  const clean = dir.replace(/[\\/]+$/, '') || dir;
+  const abs = path.resolve(clean);
+  return { dir: clean, parent: path.dirname(abs), base: path.basename(abs), old: clean + '.old' };
+}
+
+/** `<dir>.old`: where the previous copy lives during a swap. */
+export function oldPath(dir: string): string {
+  return siblings(dir).old;
+}
+
+let counter = 0;
+const activeTmp = new Set<string>(); // our own in-flight tmp folders: never cleaned as stale
+const queues = new Map<string, Promise<unknown>>(); // one save at a time per folder in this process
+
+function sha256(data: Buffer): string {
+  return crypto.createHash('sha256').update(data).digest('hex');
+}
+
+/** fsync a folder so renames/creations inside it survive a crash (not supported on Windows: ignored). */
+export async function fsyncDir(dir: string): Promise<void> {
+  let fh: fsp.FileHandle | undefined;
+  try {
+    fh = await fsp.open(dir, 'r');
+    await fh.sync();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EISDIR' && code !== 'EPERM' && code !== 'EINVAL' && code !== 'EBADF') throw err;
+  } finally {
+    await fh?.close();
+  }
+}
+
+async function writeDurable(file: string, data: Buffer): Promise<void> {
+  const fh = await fsp.open(file, 'w');
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Handed to the fill callback: writes files durably and records them for the marker. */
+export class DirWriter {
+  readonly files: Record<string, FileRecord> = {};
+  constructor(readonly dir: string) {}
+  async write(name: string, data: Buffer | string): Promise<void> {
+    if (name === MARKER || name.includes('/') || name.includes('\\')) throw new Error(`bad file name '${name}'`);
+    const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+    await writeDurable(path.join(this.dir, name), buf);
+    this.files[name] = { bytes: buf.length, sha256: sha256(buf) };
+  }
+  /** The marker goes last: its presence means every listed file is fully on disk. */
+  async seal(): Promise<void> {
+    const marker: Marker = { version: MARKER_VERSION, files: this.files };
+    await writeDurable(path.join(this.dir, MARKER), Buffer.from(JSON.stringify(marker, null, 1)));
+    await fsyncDir(this.dir);
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function escapeRe(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/** Removes tmp/trash siblings left by killed runs (their pid is gone) or by our own failed saves. */
+export async function cleanStale(dir: string): Promise<string[]> {
+  const { parent, base } = siblings(dir);
+  const re = new RegExp(`^\\.${escapeRe(base)}\\.(tmp|trash)-(\\d+)-\\d+$`);
+  let names: string[];
+  try {
+    names = await fsp.readdir(parent);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    const m = re.exec(name);
+    if (!m) continue;
+    const full = path.join(parent, name);
+    const pid = Number(m[2]);
+    const stale = pid === process.pid ? !activeTmp.has(full) : !pidAlive(pid);
+    if (!stale) continue;
+    await fsp.rm(full, { recursive: true, force: true });
+    removed.push(name);
+  }
+  return removed;
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await fsp.lstat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function hasMarkerSync(dir: string): boolean {
+  try {
+    return fs.statSync(path.join(dir, MARKER)).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** Renames away first (atomic), then deletes: a reader never sees a half-deleted `<base>`/`<base>.old`. */
+async function discard(p: string, s: Siblings): Promise<void> {
+  const trash = path.join(s.parent, `.${s.base}.trash-${process.pid}-${++counter}`);
+  activeTmp.add(trash);
+  try {
+    await fsp.rename(p, trash);
+    await fsp.rm(trash, { recursive: true, force: true });
+  } finally {
+    activeTmp.delete(trash);
+  }
+}
+
+/**
+ * Writes a new version of `dir` via `fill` and swaps it in. `allowedFiles`: a
+ * marker-less `dir` holding only these names is treated as debris and replaced;
+ * anything else is refused so a mistyped path never wipes unrelated data.
+ */
+export function publishDir(dir: string, fill: (out: DirWriter) => Promise<void>, allowedFiles: string[]): Promise<void> {
+  const s = siblings(dir);
+  const key = path.join(s.parent, s.base);
+  const prev = queues.get(key) ?? Promise.resolve();
+  const run = prev.catch(() => undefined).then(() => publishNow(s, fill, allowedFiles));
+  queues.set(key, run);
+  void run.finally(() => {
+    if (queues.get(key) === run) queues.delete(key);
+  }).catch(() => undefined);
+  return run;
+}
+
+async function publishNow(s: Siblings, fill: (out: DirWriter) => Promise<void>, allowedFiles: string[]): Promise<void> {
+  await fsp.mkdir(s.parent, { recursive: true });
+  await cleanStale(s.dir);
+  const tmp = path.join(s.parent, `.${s.base}.tmp-${process.pid}-${++counter}`);
+  activeTmp.add(tmp);
+  try {
+    await fsp.mkdir(tmp);
+    const out = new DirWriter(tmp);
+    await fill(out);
+    await out.seal();
+    await swapIn(s, tmp, allowedFiles);
+  } finally {
+    activeTmp.delete(tmp);
+    await fsp.rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+async function swapIn(s: Siblings, tmp: string, allowedFiles: string[]): Promise<void> {
+  if (await exists(s.dir)) {
+    if (hasMarkerSync(s.dir)) {
+      if (await exists(s.old)) await discard(s.old, s);
+      await fsp.rename(s.dir, s.old);
+      await fsyncDir(s.parent);
+    } else {
+      // Never a complete copy (e.g. written by hand or corrupted); `.old`, if any, stays the fallback.
+      const allowed = new Set([...allowedFiles, MARKER]);
+      const foreign = (await fsp.readdir(s.dir)).filter((n) => !allowed.has(n));
+      if (foreign.length) {
+        throw new UserError(`${s.dir}: exists and is not a checkpoint folder (holds '${foreign[0]}'); refusing to replace it`);
+      }
+      await discard(s.dir, s);
+    }
+  }
+  await fsp.rename(tmp, s.dir);
+  await fsyncDir(s.parent);
+  if (await exists(s.old)) await discard(s.old, s);
+}
+
+/** The folder a reader should use: `dir` when complete, else `<dir>.old` when complete, else null. */
+export function resolveComplete(dir: string): string | null {
+  const s = siblings(dir);
+  if (hasMarkerSync(s.dir)) return s.dir;
+  if (hasMarkerSync(s.old)) return s.old;
+  return null;
+}
+
+/** One line saying why `dir` has no complete copy. */
+export function whyIncomplete(dir: string): string {
+  const s = siblings(dir);
+  if (!fs.existsSync(s.dir)) return `${s.dir}: checkpoint folder not found`;
+  if (!fs.statSync(s.dir).isDirectory()) return `${s.dir}: expected a checkpoint folder, found a file`;
+  return `${s.dir}: not a complete checkpoint (no ${MARKER}: the save was interrupted or the folder holds something else)`;
+}
+
+export async function readMarker(dir: string): Promise<Marker> {
+  const file = path.join(dir, MARKER);
+  let raw: any;
+  try {
+    raw = JSON.parse(await fsp.readFile(file, 'utf8'));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code) throw err; // fs errors (e.g. swapped away) are retried by the caller
+    throw new UserError(`${file}: not valid JSON; expected {version, files: {name: {bytes, sha256}}}`);
+  }
+  const ok =
+    raw && typeof raw === 'object' && typeof raw.version === 'number' && raw.files && typeof raw.files === 'object' &&
+    Object.values(raw.files).every((f: any) => f && Number.isInteger(f.bytes) && typeof f.sha256 === 'string');
+  if (!ok) throw new UserError(`${file}: expected {version, files: {name: {bytes, sha256}}}`);
+  if (raw.version > MARKER_VERSION) throw new UserError(`${file}: version ${raw.version} is newer than this program reads (${MARKER_VERSION})`);
+  return raw as Marker;
+}
+
+/** Reads a file listed in the marker; size and checksum must match what was sealed. */
+export async function readVerified(dir: string, marker: Marker, name: string): Promise<Buffer> {
+  const rec = marker.files[name];
+  const file = path.join(dir, name);
+  if (!rec) throw new UserError(`${dir}: ${MARKER} does not list ${name}; expected a checkpoint written by saveCheckpoint`);
+  let buf: Buffer;
+  try {
+    buf = await fsp.readFile(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && fs.existsSync(dir)) {
+      throw new UserError(`${file}: missing; expected ${rec.bytes} bytes as listed in ${MARKER}`);
+    }
+    throw err;
+  }
+  if (buf.length !== rec.bytes) {
+    throw new UserError(`${file}: has ${buf.length} bytes, expected ${rec.bytes} (truncated or modified after saving)`);
+  }
+  if (sha256(buf) !== rec.sha256) throw new UserError(`${file}: corrupt (sha256 differs from ${MARKER})`);
+  return buf;
+}
+
+export const selfTest: SelfTest = {
+  async 'publish, replace, read back; old copy is the fallback'() {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'atomic-dir-'));
+    try {
+      const dir = path.join(root, 'last');
+      assert.equal(resolveComplete(dir), null);
+      assert.match(whyIncomplete(dir), /checkpoint folder not found/);
+      for (const v of ['one', 'two', 'three']) await publishDir(dir, (o) => o.write('a.txt', v), ['a.txt']);
+      assert.equal(resolveComplete(dir), dir);
+      const m = await readMarker(dir);
+      assert.equal((await readVerified(dir, m, 'a.txt')).toString(), 'three');
+      assert.deepEqual(fs.readdirSync(root), ['last']);
+      // Mid-swap state: only `.old` exists.
+      fs.renameSync(dir, dir + '.old');
+      assert.equal(resolveComplete(dir), dir + '.old');
+      await publishDir(dir, (o) => o.write('a.txt', 'four'), ['a.txt']);
+      assert.deepEqual(fs.readdirSync(root), ['last']);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  },
+  async 'stale tmp of a dead pid is removed; truncation and corruption are named'() {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'atomic-dir-'));
+    try {
+      const dir = path.join(root, 'best');
+      fs.mkdirSync(path.join(root, '.best.tmp-999999999-1'));
+      fs.mkdirSync(path.join(root, '.best.trash-999999999-2'));
+      await publishDir(dir, (o) => o.write('a.bin', Buffer.alloc(64, 7)), ['a.bin']);
+      assert.deepEqual(fs.readdirSync(root), ['best']);
+      const m = await readMarker(dir);
+      fs.truncateSync(path.join(dir, 'a.bin'), 10);
+      await assert.rejects(readVerified(dir, m, 'a.bin'), /a\.bin: has 10 bytes, expected 64/);
+      fs.writeFileSync(path.join(dir, 'a.bin'), Buffer.alloc(64, 8));
+      await assert.rejects(readVerified(dir, m, 'a.bin'), /corrupt \(sha256/);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  },
+  async 'refuses to replace a foreign folder'() {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'atomic-dir-'));
+    try {
+      const dir = path.join(root, 'last');
+      fs.mkdirSync(dir);
+      fs.writeFileSync(path.join(dir, 'thesis.tex'), 'x');
+      await assert.rejects(publishDir(dir, (o) => o.write('a.txt', 'x'), ['a.txt']), (e: Error) => e instanceof UserError && /thesis\.tex/.test(e.message));
+      assert.ok(fs.existsSync(path.join(dir, 'thesis.tex')));
+      assert.deepEqual(fs.readdirSync(root), ['last']);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  },
+};
+
+runIfMain(module, selfTest);

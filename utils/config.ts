@@ -1,0 +1,295 @@
+// The config schema: one zod schema holds every key, its type and its default.
+// Types used across the project are inferred from it (no hand-written copy).
+import fs from 'node:fs';
+import path from 'node:path';
+import yaml from 'js-yaml';
+import { z } from 'zod';
+import { UserError } from './errors';
+import { runIfMain, SelfTest } from './self_test';
+import assert from 'node:assert/strict';
+
+const prob = z.number().min(0).max(1);
+const pair = z.tuple([z.number(), z.number()]);
+const size2 = z.tuple([z.number().int().positive(), z.number().int().positive()]);
+
+// Each augmentation is off unless its section is present. `p` is the chance it
+// is applied to a sample. Geometric ones move image and mask together;
+// photometric ones touch the image only.
+const AugmentationsSchema = z
+  .object({
+    scale: z.object({ p: prob.default(1), range: pair.default([0.75, 1.25]) }).strict().optional(),
+    crop: z.object({ size: size2, cat_max_ratio: z.number().min(0).max(1).default(1) }).strict().optional(),
+    hflip: z.object({ p: prob.default(0.5) }).strict().optional(),
+    vflip: z.object({ p: prob.default(0.5) }).strict().optional(),
+    rotate: z.object({ p: prob.default(0.5), degrees: z.number().min(0).max(180).default(30) }).strict().optional(),
+    brightness: z.object({ p: prob.default(0.5), range: z.number().min(0).max(1).default(0.2) }).strict().optional(),
+    contrast: z.object({ p: prob.default(0.5), range: z.number().min(0).max(1).default(0.2) }).strict().optional(),
+    saturation: z.object({ p: prob.default(0.5), range: z.number().min(0).max(1).default(0.2) }).strict().optional(),
+    hue: z.object({ p: prob.default(0.5), range: z.number().min(0).max(0.5).default(0.05) }).strict().optional(),
+    noise: z.object({ p: prob.default(0.3), std: z.number().min(0).default(0.03) }).strict().optional(),
+  })
+  .strict();
+
+const ModelSchema = z
+  .object({
+    name: z.string().default('unet'),
+    in_channels: z.number().int().positive().default(3),
+    base: z.number().int().positive().default(16),
+    depth: z.number().int().min(1).max(6).default(4),
+    up_mode: z.enum(['nearest', 'bilinear', 'transpose']).default('nearest'),
+    batch_norm: z.boolean().default(true),
+    // 'auto': 1 sigmoid output for two classes, else one softmax output per class.
+    out_channels: z.union([z.literal('auto'), z.number().int().positive()]).default('auto'),
+  })
+  .strict();
+
+const SyntheticSchema = z
+  .object({
+    kind: z.enum(['lesion', 'multiclass']).default('lesion'),
+    train: z.number().int().positive().default(240),
+    val: z.number().int().positive().default(60),
+    image_size: z.number().int().positive().default(128),
+  })
+  .strict();
+
+const DataSchema = z
+  .object({
+    name: z.string().default('synthetic'),
+    root: z.string().default('data/synthetic'),
+    num_classes: z.number().int().min(2).default(2),
+    ignore_index: z.number().int().min(0).max(255).default(255),
+    train_split: z.string().default('train'),
+    val_split: z.string().default('val'),
+    test_split: z.string().default('test'),
+    // Network input [height, width]: every sample is resized to this (unless a crop
+    // augmentation sets the training size), validation images too.
+    size: size2.default([128, 128]),
+    mean: z.tuple([z.number(), z.number(), z.number()]).default([0.485, 0.456, 0.406]),
+    std: z.tuple([z.number().positive(), z.number().positive(), z.number().positive()]).default([0.229, 0.224, 0.225]),
+    // `folder` loader: images and masks matched by file stem.
+    images_dir: z.string().optional(),
+    masks_dir: z.string().optional(),
+    mask_suffix: z.string().default(''),
+    value_map: z.record(z.string(), z.number().int()).optional(),
+    synthetic: SyntheticSchema.default({}),
+    // Cap on pairs per split (0 = all); handy for quick runs.
+    limit: z.number().int().min(0).default(0),
+  })
+  .strict();
+
+const LossSchema = z
+  .object({
+    name: z.string().default('bce+dice'),
+    weights: z.array(z.number().min(0)).optional(),
+    class_weights: z.array(z.number().min(0)).optional(),
+    smooth: z.number().min(0).default(1),
+    focal_gamma: z.number().min(0).default(2),
+  })
+  .strict();
+
+const OptimizerSchema = z
+  .object({
+    name: z.enum(['sgd', 'adam', 'adamw', 'rmsprop']).default('adam'),
+    lr: z.number().positive().default(1e-3),
+    momentum: z.number().min(0).max(1).default(0.9),
+    nesterov: z.boolean().default(false),
+    weight_decay: z.number().min(0).default(0),
+    beta1: z.number().min(0).max(1).default(0.9),
+    beta2: z.number().min(0).max(1).default(0.999),
+    epsilon: z.number().positive().default(1e-7),
+  })
+  .strict();
+
+const ScheduleSchema = z
+  .object({
+    name: z.enum(['constant', 'poly', 'cosine', 'step']).default('poly'),
+    power: z.number().positive().default(0.9),
+    min_lr: z.number().min(0).default(0),
+    step_size: z.number().int().positive().default(30), // epochs, for `step`
+    gamma: z.number().positive().default(0.1),
+    warmup_iters: z.number().int().min(0).default(0),
+    warmup_ratio: z.number().min(0).max(1).default(0.1),
+  })
+  .strict();
+
+const TrainingSchema = z
+  .object({
+    epochs: z.number().int().positive().default(20),
+    // When set, training stops after this many iterations (steps) instead.
+    iterations: z.number().int().positive().optional(),
+    batch_size: z.number().int().positive().default(4),
+    workers: z.number().int().positive().default(2),
+    seed: z.number().int().default(42),
+    loss: LossSchema.default({}),
+    optimizer: OptimizerSchema.default({}),
+    lr_schedule: ScheduleSchema.default({}),
+    grad_clip: z.number().positive().optional(),
+    augmentations: AugmentationsSchema.default({}),
+    val_interval: z.number().int().positive().default(1), // epochs
+    print_interval: z.number().int().positive().default(10), // steps
+    threshold: z.number().min(0).max(1).default(0.5),
+    // Stop after this many seconds of training (0 = no limit); the run still validates and saves.
+    time_limit: z.number().min(0).default(0),
+  })
+  .strict();
+
+const CheckpointSchema = z
+  .object({
+    ckpt_root: z.string().default('checkpoints'),
+    save_interval: z.number().int().positive().default(1), // epochs
+    save_every_iters: z.number().int().min(0).default(0), // 0 = only at epoch ends
+    best_metric: z.string().default('val.mIoU'),
+    // Start from these weights (a checkpoint folder); --weights overrides it.
+    weights: z.string().nullable().default(null),
+  })
+  .strict();
+
+const ResultsSchema = z
+  .object({
+    root: z.string().default('results'),
+    save_predictions: z.boolean().default(true),
+    gallery_size: z.number().int().min(0).default(24),
+  })
+  .strict();
+
+export const ConfigSchema = z
+  .object({
+    name: z.string().regex(/^[\w.-]+$/, 'letters, digits, _ . - only').default('run'),
+    backend: z.enum(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'),
+    gpus: z.array(z.number().int().min(0)).default([]),
+    model: ModelSchema.default({}),
+    data: DataSchema.default({}),
+    training: TrainingSchema.default({}),
+    checkpoint: CheckpointSchema.default({}),
+    results: ResultsSchema.default({}),
+  })
+  .strict();
+
+export type Config = z.infer<typeof ConfigSchema>;
+export type Augmentations = z.infer<typeof AugmentationsSchema>;
+export type LossConfig = z.infer<typeof LossSchema>;
+export type OptimizerConfig = z.infer<typeof OptimizerSchema>;
+export type ScheduleConfig = z.infer<typeof ScheduleSchema>;
+export type DataConfig = z.infer<typeof DataSchema>;
+export type ModelConfig = z.infer<typeof ModelSchema>;
+
+/** Number of network outputs: 1 (sigmoid) for binary by default, else one per class. */
+export function outChannels(cfg: Config): number {
+  const o = cfg.model.out_channels;
+  if (o !== 'auto') return o;
+  return cfg.data.num_classes === 2 ? 1 : cfg.data.num_classes;
+}
+
+function show(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  const s = JSON.stringify(v);
+  return s.length > 60 ? s.slice(0, 57) + '...' : s;
+}
+
+function valueAt(obj: unknown, keys: (string | number)[]): unknown {
+  let cur: any = obj;
+  for (const k of keys) {
+    if (cur === null || typeof cur !== 'object') return undefined;
+    cur = cur[k];
+  }
+  return cur;
+}
+
+/** One line per problem: key path, value found, what is allowed. */
+export function formatIssues(source: string, raw: unknown, issues: z.ZodIssue[]): string {
+  const lines = issues.map((iss) => {
+    if (iss.code === 'unrecognized_keys') {
+      const at = iss.path.length ? iss.path.join('.') + '.' : '';
+      return `${source}: unknown key ${iss.keys.map((k) => `'${at}${k}'`).join(', ')} (check the spelling; see README "Configuration")`;
+    }
+    const key = iss.path.join('.') || '(top level)';
+    const found = show(valueAt(raw, iss.path));
+    let allowed = iss.message;
+    if (iss.code === 'invalid_enum_value') allowed = `one of ${iss.options.join(', ')}`;
+    else if (iss.code === 'invalid_type') allowed = `expected ${iss.expected}`;
+    return `${source}: key '${key}' has ${found}; ${allowed}`;
+  });
+  return lines.join('\n');
+}
+
+/** Parses `key.path=value`; the value is read as YAML so numbers, booleans and lists get their types. */
+export function applySet(obj: Record<string, any>, assignment: string): void {
+  const eq = assignment.indexOf('=');
+  if (eq <= 0) throw new UserError(`--set '${assignment}': expected key.path=value`);
+  const keys = assignment.slice(0, eq).trim().split('.');
+  let value: unknown;
+  try {
+    value = yaml.load(assignment.slice(eq + 1));
+  } catch {
+    value = assignment.slice(eq + 1);
+  }
+  let cur = obj;
+  for (const k of keys.slice(0, -1)) {
+    if (cur[k] === undefined || cur[k] === null) cur[k] = {};
+    if (typeof cur[k] !== 'object') throw new UserError(`--set '${assignment}': '${k}' is not a section`);
+    cur = cur[k];
+  }
+  cur[keys[keys.length - 1]] = value === undefined ? null : value;
+}
+
+export function parseConfig(raw: unknown, source = 'config'): Config {
+  const res = ConfigSchema.safeParse(raw ?? {});
+  if (!res.success) throw new UserError(formatIssues(source, raw, res.error.issues));
+  return res.data;
+}
+
+/** Reads a YAML config, applies `--set` overrides, validates; errors are UserErrors. */
+export function loadConfig(file: string, sets: string[] = []): Config {
+  if (!fs.existsSync(file)) throw new UserError(`config file not found: ${file}`);
+  let raw: unknown;
+  try {
+    raw = yaml.load(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    const msg = (err as Error).message.split('\n')[0];
+    throw new UserError(`${file}: not valid YAML: ${msg}`);
+  }
+  if (raw === null || raw === undefined) raw = {};
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw new UserError(`${file}: expected a mapping of sections at the top level`);
+  for (const s of sets) applySet(raw as Record<string, any>, s);
+  return parseConfig(raw, path.basename(file));
+}
+
+export function dumpConfig(cfg: Config): string {
+  return yaml.dump(cfg, { lineWidth: 120, noRefs: true });
+}
+
+export const selfTest: SelfTest = {
+  'defaults fill an empty config'() {
+    const c = parseConfig({});
+    assert.equal(c.model.name, 'unet');
+    assert.equal(c.training.batch_size, 4);
+    assert.equal(outChannels(c), 1);
+  },
+  'unknown key is one line naming it'() {
+    assert.throws(() => parseConfig({ training: { epohcs: 3 } }, 'x.yaml'), (e: Error) => {
+      assert.ok(e instanceof UserError);
+      assert.match(e.message, /unknown key 'training\.epohcs'/);
+      assert.equal(e.message.split('\n').length, 1);
+      return true;
+    });
+  },
+  'wrong type names key, value and expectation'() {
+    assert.throws(() => parseConfig({ training: { batch_size: 'four' } }, 'x.yaml'), /key 'training\.batch_size' has "four"; expected number/);
+    assert.throws(() => parseConfig({ backend: 'gpu' }), /key 'backend' has "gpu"; one of auto, tensorflow, wasm, cpu/);
+  },
+  '--set overrides are typed through the schema'() {
+    const raw: any = { training: { epochs: 3 } };
+    applySet(raw, 'training.epochs=7');
+    applySet(raw, 'data.size=[64, 96]');
+    applySet(raw, 'model.batch_norm=false');
+    const c = parseConfig(raw);
+    assert.equal(c.training.epochs, 7);
+    assert.deepEqual(c.data.size, [64, 96]);
+    assert.equal(c.model.batch_norm, false);
+    const bad: any = {};
+    applySet(bad, 'training.epochs=many');
+    assert.throws(() => parseConfig(bad), /training\.epochs/);
+  },
+};
+
+runIfMain(module, selfTest);

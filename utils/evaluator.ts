@@ -1,0 +1,108 @@
+// Runs a model over a split: split-wide confusion matrix, per-image scores,
+// optional threshold sweep, and (optionally) prediction and overlay PNGs.
+import fs from 'node:fs';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { BatchLoader } from '../loaders/batcher';
+import { PairRef } from '../loaders';
+import { getDatasetInfo } from './dataset_utils';
+import { Config, outChannels } from './config';
+import { BinaryImageStats, ConfusionMatrix, ThresholdSweep, formatMetricsTable } from './metrics';
+import { classMap, denormalize } from './predictions';
+import { colorizePng, overlayPng } from './overlay';
+
+export interface ImageScore {
+  id: string;
+  dice: number;
+  iou: number;
+  /** Overlay path relative to the results folder, when written. */
+  overlay?: string;
+}
+
+export interface EvalResult {
+  metrics: Record<string, number>;
+  perClass: { name: string; iou: number; dice: number; acc: number }[];
+  perImage: ImageScore[];
+  sweep?: { threshold: number; dice: number; iou: number }[];
+  bestThreshold?: { threshold: number; dice: number; iou: number };
+  table: string;
+  images: number;
+}
+
+export interface EvalOptions {
+  threshold: number;
+  sweep?: boolean;
+  /** Folder to write predictions/ and overlays/ into (results folder). */
+  outDir?: string;
+}
+
+/** Mean IoU and Dice over the classes present in this image's ground truth or prediction. */
+function imageScores(pred: Uint8Array, gt: Uint8Array, numClasses: number, ignore: number): { dice: number; iou: number } {
+  const cm = new ConfusionMatrix(numClasses, ignore);
+  cm.update(pred, gt);
+  const s = cm.summary();
+  return { dice: s.mDice, iou: s.mIoU };
+}
+
+export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: PairRef[], opts: EvalOptions): Promise<EvalResult> {
+  const { num_classes: numClasses, ignore_index: ignore } = cfg.data;
+  const binary = outChannels(cfg) <= 2 && numClasses === 2;
+  const info = getDatasetInfo(cfg.data.name, numClasses);
+  const cm = new ConfusionMatrix(numClasses, ignore);
+  const imageStats = binary ? new BinaryImageStats(ignore) : null;
+  const sweep = binary && opts.sweep ? new ThresholdSweep(ignore) : null;
+  const perImage: ImageScore[] = [];
+  const loader = new BatchLoader(cfg, pairs, { train: false });
+  if (opts.outDir) {
+    fs.mkdirSync(path.join(opts.outDir, 'overlays'), { recursive: true });
+    fs.mkdirSync(path.join(opts.outDir, 'predictions'), { recursive: true });
+  }
+
+  for await (const batch of loader.batches(0)) {
+    const { n, h, w } = batch;
+    const logits = tf.tidy(() => model.predict(tf.tensor4d(batch.images, [n, h, w, 3])) as tf.Tensor4D);
+    const { classes, prob } = classMap(logits, opts.threshold);
+    logits.dispose();
+    cm.update(classes, batch.masks);
+    if (sweep && prob) sweep.update(prob, batch.masks);
+    const hw = h * w;
+    for (let i = 0; i < n; i++) {
+      const pred = classes.subarray(i * hw, (i + 1) * hw);
+      const gt = batch.masks.subarray(i * hw, (i + 1) * hw);
+      const s = imageStats ? imageStats.update(pred, gt) : imageScores(pred, gt, numClasses, ignore);
+      const score: ImageScore = { id: batch.ids[i], ...s };
+      if (opts.outDir) {
+        const safe = batch.ids[i].replace(/[^\w.-]+/g, '_');
+        const rgb = denormalize(batch.images, i, h, w, cfg.data.mean, cfg.data.std);
+        const overlay = await overlayPng(rgb, w, h, pred, gt, { numClasses, palette: info.palette, ignoreIndex: ignore });
+        fs.writeFileSync(path.join(opts.outDir, 'overlays', `${safe}.png`), overlay);
+        fs.writeFileSync(path.join(opts.outDir, 'predictions', `${safe}.png`), await colorizePng(pred, w, h, info.palette, ignore));
+        score.overlay = `overlays/${safe}.png`;
+      }
+      perImage.push(score);
+    }
+  }
+
+  const s = cm.summary();
+  const metrics: Record<string, number> = {
+    mIoU: s.mIoU,
+    mDice: s.mDice,
+    pixel_acc: s.pixelAcc,
+    mean_acc: s.meanAcc,
+  };
+  if (binary) {
+    metrics.iou = s.fgIoU ?? s.iou[1];
+    metrics.dice = s.fgDice ?? s.dice[1];
+    const b = imageStats!.summary();
+    metrics.image_jaccard = b.jaccard;
+    metrics.image_dice = b.dice;
+    metrics.thresholded_jaccard = b.thresholdedJaccard;
+  }
+  const perClass = info.classNames.map((name, c) => ({ name, iou: s.iou[c], dice: s.dice[c], acc: s.acc[c] }));
+  const res: EvalResult = { metrics, perClass, perImage, table: formatMetricsTable(s, info.classNames, imageStats?.summary()), images: perImage.length };
+  if (sweep) {
+    res.sweep = sweep.results();
+    res.bestThreshold = sweep.best();
+  }
+  return res;
+}

@@ -1,0 +1,246 @@
+// Segmentation losses by name, combined as weighted sums (`bce+dice`).
+// Logits are raw network outputs [N,H,W,C]; C = 1 means one sigmoid output
+// (labels 0/1), C > 1 means softmax over C classes. Pixels whose label is the
+// ignore index contribute nothing to any loss (value or gradient).
+import * as tf from '@tensorflow/tfjs';
+import assert from 'node:assert/strict';
+import { Config, parseConfig } from './config';
+import { UserError } from './errors';
+import { runIfMain, SelfTest } from './self_test';
+
+export type LossFn = (logits: tf.Tensor4D, labels: tf.Tensor3D) => tf.Scalar;
+
+// Keeps a fully ignored batch or an empty class from dividing by zero.
+const EPS = 1e-7;
+
+interface LossOptions {
+  ignoreIndex: number;
+  numClasses: number;
+  classWeights?: number[];
+  smooth: number;
+  gamma: number;
+}
+
+/**
+ * Tensors shared by the parts of one loss call, built on first use so that
+ * e.g. `ce+dice` computes the softmax once.
+ */
+class Ctx {
+  private cache = new Map<string, tf.Tensor>();
+  readonly c: number;
+
+  constructor(readonly logits: tf.Tensor4D, readonly labels: tf.Tensor3D, readonly o: LossOptions) {
+    this.c = logits.shape[3];
+  }
+
+  private memo<T extends tf.Tensor>(key: string, make: () => T): T {
+    let t = this.cache.get(key);
+    if (!t) this.cache.set(key, (t = make()));
+    return t as T;
+  }
+
+  /** 1 for pixels that count, 0 for ignored ones; [N,H,W]. */
+  valid(): tf.Tensor3D {
+    return this.memo('valid', () => tf.notEqual(this.labels, this.o.ignoreIndex).cast('float32') as tf.Tensor3D);
+  }
+
+  /** Binary target: 1 for foreground, 0 for background and ignored; [N,H,W]. */
+  y(): tf.Tensor3D {
+    return this.memo('y', () => tf.mul(tf.equal(this.labels, 1).cast('float32'), this.valid()) as tf.Tensor3D);
+  }
+
+  /** Single-channel logits as [N,H,W]. */
+  x(): tf.Tensor3D {
+    return this.memo('x', () => tf.squeeze(this.logits, [3]) as tf.Tensor3D);
+  }
+
+  /** One-hot target with all-zero rows at ignored pixels; [N,H,W,C]. */
+  oneHot(): tf.Tensor4D {
+    return this.memo('oneHot', () => {
+      // -1 is outside [0, C), so oneHot leaves those rows empty. int32 then cast:
+      // the wasm OneHot kernel ignores a float32 dtype argument and returns int bits.
+      const safe = tf.where(tf.notEqual(this.labels, this.o.ignoreIndex), this.labels, tf.fill(this.labels.shape, -1, 'int32'));
+      return tf.oneHot(safe as tf.Tensor3D, this.c).cast('float32') as tf.Tensor4D;
+    });
+  }
+
+  logSoftmax(): tf.Tensor4D {
+    return this.memo('logp', () => tf.logSoftmax(this.logits) as tf.Tensor4D);
+  }
+
+  /** Foreground probability [N,H,W] (C = 1) or class probabilities [N,H,W,C]. */
+  probs(): tf.Tensor {
+    return this.memo('probs', () => (this.c === 1 ? tf.sigmoid(this.x()) : tf.exp(this.logSoftmax())));
+  }
+
+  /** Per-pixel weight: class weight of the pixel's label, 0 at ignored pixels; [N,H,W]. */
+  pixelWeight(): tf.Tensor3D {
+    return this.memo('w', () => {
+      const cw = this.o.classWeights;
+      if (!cw) return this.valid();
+      if (this.c === 1) {
+        // bg weight where y = 0, fg weight where y = 1, both masked by valid.
+        return tf.add(tf.mul(this.valid(), cw[0]), tf.mul(this.y(), cw[1] - cw[0])) as tf.Tensor3D;
+      }
+      return tf.sum(tf.mul(this.oneHot(), tf.tensor1d(cw)), -1) as tf.Tensor3D;
+    });
+  }
+}
+
+/** sum(perPixel * w) / sum(w); 0 when every pixel is ignored. */
+function weightedMean(perPixel: tf.Tensor, w: tf.Tensor): tf.Scalar {
+  const den = tf.sum(w);
+  const safeDen = tf.add(den, tf.equal(den, 0).cast('float32'));
+  return tf.div(tf.sum(tf.mul(perPixel, w)), safeDen) as tf.Scalar;
+}
+
+function bce(ctx: Ctx): tf.Scalar {
+  if (ctx.c !== 1) return ce(ctx);
+  // -[y log σ(x) + (1-y) log(1-σ(x))] = softplus(x) - x*y, stable for large |x|.
+  const perPixel = tf.sub(tf.softplus(ctx.x()), tf.mul(ctx.x(), ctx.y()));
+  return weightedMean(perPixel, ctx.pixelWeight());
+}
+
+function ce(ctx: Ctx): tf.Scalar {
+  if (ctx.c === 1) return bce(ctx);
+  // -log p[label]; the one-hot row is empty at ignored pixels.
+  const nll = tf.neg(tf.sum(tf.mul(ctx.logSoftmax(), ctx.oneHot()), -1));
+  return weightedMean(nll, ctx.pixelWeight());
+}
+
+/** base^gamma without pow's gradient trouble at base 0. */
+function powGamma(base: tf.Tensor, gamma: number): tf.Tensor {
+  if (gamma === 0) return tf.onesLike(base);
+  if (Number.isInteger(gamma) && gamma <= 4) {
+    let r = base;
+    for (let i = 1; i < gamma; i++) r = tf.mul(r, base);
+    return r;
+  }
+  return tf.exp(tf.mul(tf.log(tf.maximum(base, 1e-12)), gamma));
+}
+
+function focal(ctx: Ctx): tf.Scalar {
+  const g = ctx.o.gamma;
+  let perPixel: tf.Tensor;
+  if (ctx.c === 1) {
+    // z = x for fg, -x for bg: p_t = σ(z), -log p_t = softplus(-z), (1-p_t)^γ = exp(-γ softplus(z)).
+    const z = tf.mul(ctx.x(), tf.sub(tf.mul(ctx.y(), 2), 1));
+    const nll = tf.softplus(tf.neg(z));
+    perPixel = g === 0 ? nll : tf.mul(tf.exp(tf.mul(tf.softplus(z), -g)), nll);
+  } else {
+    const logPt = tf.sum(tf.mul(ctx.logSoftmax(), ctx.oneHot()), -1);
+    perPixel = tf.neg(tf.mul(powGamma(tf.sub(1, tf.exp(logPt)), g), logPt));
+  }
+  return weightedMean(perPixel, ctx.pixelWeight());
+}
+
+/** Soft intersection and sums per class over the batch, ignored pixels excluded. */
+function softOverlap(ctx: Ctx): { inter: tf.Tensor1D; sums: tf.Tensor1D } {
+  if (ctx.c === 1) {
+    const p = tf.mul(ctx.probs(), ctx.valid());
+    const inter = tf.sum(tf.mul(p, ctx.y()));
+    const sums = tf.add(tf.sum(p), tf.sum(ctx.y()));
+    return { inter: tf.reshape(inter, [1]) as tf.Tensor1D, sums: tf.reshape(sums, [1]) as tf.Tensor1D };
+  }
+  const p = tf.mul(ctx.probs(), tf.expandDims(ctx.valid(), -1));
+  const oh = ctx.oneHot();
+  const axes = [0, 1, 2];
+  return { inter: tf.sum(tf.mul(p, oh), axes) as tf.Tensor1D, sums: tf.add(tf.sum(p, axes), tf.sum(oh, axes)) as tf.Tensor1D };
+}
+
+/** 1 - mean over classes of `score` (foreground only for a single sigmoid output). */
+function oneMinusMean(ctx: Ctx, score: tf.Tensor1D): tf.Scalar {
+  const cw = ctx.o.classWeights;
+  if (!cw || ctx.c === 1) return tf.sub(1, tf.mean(score)) as tf.Scalar;
+  const w = tf.tensor1d(cw);
+  return tf.sub(1, tf.div(tf.sum(tf.mul(score, w)), Math.max(EPS, cw.reduce((a, b) => a + b, 0)))) as tf.Scalar;
+}
+
+function dice(ctx: Ctx): tf.Scalar {
+  const { inter, sums } = softOverlap(ctx);
+  const s = ctx.o.smooth + EPS; // EPS: a class empty in both scores 1, not 0/0
+  return oneMinusMean(ctx, tf.div(tf.add(tf.mul(inter, 2), s), tf.add(sums, s)) as tf.Tensor1D);
+}
+
+function jaccard(ctx: Ctx): tf.Scalar {
+  const { inter, sums } = softOverlap(ctx);
+  const s = ctx.o.smooth + EPS;
+  return oneMinusMean(ctx, tf.div(tf.add(inter, s), tf.add(tf.sub(sums, inter), s)) as tf.Tensor1D);
+}
+
+const REGISTRY: Record<string, (ctx: Ctx) => tf.Scalar> = { bce, ce, dice, jaccard, focal };
+
+export function registeredLosses(): string[] {
+  return Object.keys(REGISTRY);
+}
+
+/** Builds the training loss from training.loss (names joined by '+', optional weights). */
+export function buildLoss(cfg: Config): LossFn {
+  const lc = cfg.training.loss;
+  const names = lc.name.split('+').map((s) => s.trim().toLowerCase());
+  for (const n of names) {
+    if (!REGISTRY[n]) throw new UserError(`training.loss.name: unknown loss '${n}'; expected one of ${registeredLosses().join(', ')} (join with '+')`);
+  }
+  const weights = lc.weights ?? names.map(() => 1);
+  if (weights.length !== names.length) {
+    throw new UserError(`training.loss.weights: expected ${names.length} numbers (one per loss in '${lc.name}'), got ${weights.length}`);
+  }
+  if (lc.class_weights && lc.class_weights.length !== cfg.data.num_classes) {
+    throw new UserError(`training.loss.class_weights: expected ${cfg.data.num_classes} numbers (data.num_classes), got ${lc.class_weights.length}`);
+  }
+  const opts: LossOptions = {
+    ignoreIndex: cfg.data.ignore_index,
+    numClasses: cfg.data.num_classes,
+    classWeights: lc.class_weights,
+    smooth: lc.smooth,
+    gamma: lc.focal_gamma,
+  };
+  const parts = names.map((n, i) => ({ fn: REGISTRY[n], w: weights[i] })).filter((p) => p.w !== 0);
+  return (logits, labels) =>
+    tf.tidy(() => {
+      if (logits.rank !== 4 || labels.rank !== 3) throw new Error(`loss: expected logits [N,H,W,C] and labels [N,H,W], got ${logits.shape} and ${labels.shape}`);
+      const lab = labels.dtype === 'int32' ? labels : (labels.cast('int32') as tf.Tensor3D);
+      const ctx = new Ctx(logits, lab, opts);
+      let total: tf.Scalar = tf.scalar(0);
+      for (const p of parts) {
+        const v = p.fn(ctx);
+        total = tf.add(total, p.w === 1 ? v : tf.mul(v, p.w));
+      }
+      return total;
+    });
+}
+
+// ---------------------------------------------------------------------------
+const cfgWith = (loss: Record<string, unknown>, numClasses = 2) =>
+  parseConfig({ data: { num_classes: numClasses }, training: { loss } });
+
+export const selfTest: SelfTest = {
+  'bce matches the closed form and is finite for large logits'() {
+    const f = buildLoss(cfgWith({ name: 'bce' }));
+    const logits = tf.tensor4d([0, 200, -200, 2], [1, 2, 2, 1]);
+    const labels = tf.tensor3d([1, 1, 0, 0], [1, 2, 2], 'int32');
+    const v = f(logits, labels).dataSync()[0];
+    const expect = (Math.log(2) + 0 + 0 + Math.log(1 + Math.exp(2))) / 4;
+    assert.ok(Math.abs(v - expect) < 1e-5, `${v} vs ${expect}`);
+  },
+  'ce equals -log softmax at the label, ignoring ignore_index'() {
+    const f = buildLoss(cfgWith({ name: 'ce' }, 3));
+    const logits = tf.tensor4d([1, 2, 3, 0, 0, 0, 5, 5, 5], [1, 1, 3, 3]);
+    const labels = tf.tensor3d([2, 0, 255], [1, 1, 3], 'int32');
+    const v = f(logits, labels).dataSync()[0];
+    const l0 = -(3 - Math.log(Math.exp(1) + Math.exp(2) + Math.exp(3)));
+    const expect = (l0 + Math.log(3)) / 2;
+    assert.ok(Math.abs(v - expect) < 1e-5, `${v} vs ${expect}`);
+  },
+  'all pixels ignored gives 0, not NaN'() {
+    const f = buildLoss(cfgWith({ name: 'ce+dice+focal+jaccard' }, 3));
+    const v = f(tf.randomNormal([1, 2, 2, 3]) as tf.Tensor4D, tf.fill([1, 2, 2], 255, 'int32') as tf.Tensor3D).dataSync()[0];
+    assert.ok(Math.abs(v) < 1e-6, String(v));
+  },
+  'unknown name and mismatched weights are UserErrors'() {
+    assert.throws(() => buildLoss(cfgWith({ name: 'bce+dcie' })), (e: Error) => e instanceof UserError && /dcie.*bce, ce, dice/.test(e.message));
+    assert.throws(() => buildLoss(cfgWith({ name: 'bce+dice', weights: [1] })), /training\.loss\.weights/);
+  },
+};
+
+runIfMain(module, selfTest);

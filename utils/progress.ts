@@ -1,0 +1,34 @@
+// Per-epoch progress bar (cli-progress) with loss, learning rate, images/s and ETA.
+// Without a terminal (CI, log files) it prints a plain line every few seconds instead.
+import cliProgress from 'cli-progress';
+
+export class EpochProgress {
+  private bar: cliProgress.SingleBar;
+  private started = Date.now();
+  private images = 0;
+
+  constructor(readonly epoch: number, readonly epochs: number, total: number, startAt = 0) {
+    this.bar = new cliProgress.SingleBar(
+      {
+        format: `epoch ${epoch + 1}/${epochs} {bar} {value}/{total} | loss {loss} | lr {lr} | {ips} img/s | ETA {eta_formatted}`,
+        barsize: 24,
+        hideCursor: true,
+        noTTYOutput: true,
+        notTTYSchedule: 5000,
+        etaBuffer: 20,
+      },
+      cliProgress.Presets.shades_classic,
+    );
+    this.bar.start(total, startAt, { loss: '-', lr: '-', ips: '-' });
+  }
+
+  update(step: number, loss: number, lr: number, batchSize: number): void {
+    this.images += batchSize;
+    const secs = (Date.now() - this.started) / 1000;
+    this.bar.update(step, { loss: loss.toFixed(4), lr: lr.toExponential(2), ips: (this.images / Math.max(secs, 1e-3)).toFixed(1) });
+  }
+
+  stop(): void {
+    this.bar.stop();
+  }
+}

@@ -1,0 +1,336 @@
+// Writes results/<run>/report.html: one self-contained page (inline CSS, JS and
+// Chart.js) with curves, per-class table, worst-first overlay gallery and config.
+// Chart.js rather than hand-drawn SVG: it brings axes, legends, tooltips and log
+// scales for ~200 kB inlined, and is a well-kept package.
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import yaml from 'js-yaml';
+import { chartJsSource, CLIENT_JS, REPORT_CSS } from './report/assets';
+import { BOTH_COLOR, GT_COLOR, PRED_COLOR, RGB, vocPalette } from './overlay';
+import { runIfMain, SelfTest } from './self_test';
+
+export type HistoryRow = {
+  epoch: number;
+  step: number;
+  split: 'train' | 'val';
+  loss?: number;
+  lr?: number;
+  [metric: string]: number | string | undefined;
+};
+
+export interface GalleryItem {
+  id: string;
+  /** Path relative to the report's folder (an absolute path is made relative). */
+  image: string;
+  dice: number;
+  iou: number;
+}
+
+export interface ReportData {
+  runName: string;
+  createdAt: string;
+  /** Resolved config, shown as YAML. */
+  config: unknown;
+  history: HistoryRow[];
+  classNames: string[];
+  /** Headline numbers, e.g. mIoU, mDice, pixel_acc, fg_iou, fg_dice. */
+  summary: Record<string, number>;
+  perClass: { name: string; iou: number; dice: number; acc?: number }[];
+  gallery: GalleryItem[];
+  backend?: string;
+  trainSeconds?: number;
+  /** Class colours used in multi-class overlays, for the legend (default: VOC palette). */
+  palette?: RGB[];
+}
+
+export interface ChartSeries {
+  label: string;
+  points: [number, number][];
+}
+
+export interface ChartSpec {
+  id: string;
+  title: string;
+  xLabel: string;
+  yLabel: string;
+  logY?: boolean;
+  /** Values are scores in [0, 1]: show the full range. */
+  unitRange?: boolean;
+  series: ChartSeries[];
+}
+
+const HEADLINE = ['mIoU', 'mDice', 'fg_iou', 'fg_dice', 'pixel_acc'];
+const NOT_METRICS = new Set(['epoch', 'step', 'split', 'loss', 'lr']);
+
+export function escapeHtml(s: unknown): string {
+  return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+}
+
+/** 3 decimals for scores; scientific for tiny/huge values (learning rates); a dash for NaN. */
+export function fmt(v: number | undefined): string {
+  if (v === undefined || !Number.isFinite(v)) return '—';
+  const a = Math.abs(v);
+  return a !== 0 && (a < 1e-3 || a >= 1e5) ? v.toExponential(2) : v.toFixed(3);
+}
+
+function fmtDuration(s: number): string {
+  const t = Math.round(s);
+  const h = Math.floor(t / 3600);
+  const m = Math.floor((t % 3600) / 60);
+  const sec = t % 60;
+  if (h) return `${h}h ${String(m).padStart(2, '0')}m ${String(sec).padStart(2, '0')}s`;
+  return m ? `${m}m ${String(sec).padStart(2, '0')}s` : `${sec}s`;
+}
+
+const num = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+const byX = (a: [number, number], b: [number, number]) => a[0] - b[0];
+
+/** The three curve charts; a chart with no points has no series. */
+export function chartSpecs(history: HistoryRow[]): ChartSpec[] {
+  const train = history.filter((r) => r.split === 'train');
+  const val = history.filter((r) => r.split === 'val');
+  const loss: ChartSeries[] = [
+    { label: 'train loss', points: train.filter((r) => num(r.loss)).map((r) => [r.step, r.loss!] as [number, number]).sort(byX) },
+    { label: 'val loss', points: val.filter((r) => num(r.loss)).map((r) => [r.step, r.loss!] as [number, number]).sort(byX) },
+  ].filter((s) => s.points.length > 0);
+
+  const keys: string[] = [];
+  for (const r of val) for (const k of Object.keys(r)) if (!NOT_METRICS.has(k) && num(r[k]) && !keys.includes(k)) keys.push(k);
+  const metrics: ChartSeries[] = keys.map((k) => ({
+    label: k,
+    points: val.filter((r) => num(r[k])).map((r) => [r.epoch, r[k] as number] as [number, number]).sort(byX),
+  }));
+  const allUnit = metrics.every((s) => s.points.every(([, y]) => y >= 0 && y <= 1));
+
+  const lrPts = train.filter((r) => num(r.lr)).map((r) => [r.step, r.lr!] as [number, number]).sort(byX);
+  const lrs = lrPts.map(([, y]) => y);
+  // Log scale only when the schedule spans two decades and never reaches 0.
+  const logLr = lrs.length > 0 && Math.min(...lrs) > 0 && Math.max(...lrs) / Math.min(...lrs) >= 100;
+
+  return [
+    { id: 'loss', title: 'Loss', xLabel: 'step', yLabel: 'loss', series: loss },
+    { id: 'val-metrics', title: 'Validation metrics', xLabel: 'epoch', yLabel: 'score', unitRange: allUnit, series: metrics },
+    { id: 'lr', title: 'Learning rate', xLabel: 'step', yLabel: 'learning rate', logY: logLr, series: lrPts.length ? [{ label: 'lr', points: lrPts }] : [] },
+  ];
+}
+
+/** Worst first: lowest Dice, ties by lowest IoU; images without a score go last. */
+export function sortWorstFirst<T extends { dice: number; iou: number }>(items: T[]): T[] {
+  const key = (v: number) => (Number.isFinite(v) ? v : Infinity);
+  return [...items].sort((a, b) => key(a.dice) - key(b.dice) || key(a.iou) - key(b.iou));
+}
+
+/** Relative URL for an image path: forward slashes, each segment percent-encoded ('#', '?', spaces). */
+export function imageUrl(dir: string, image: string): string {
+  const rel = path.isAbsolute(image) ? path.relative(dir, image) : image;
+  return rel.split(/[\\/]/).map((seg) => (seg === '.' || seg === '..' ? seg : encodeURIComponent(seg))).join('/');
+}
+
+const swatch = (c: RGB) => `<i class="sw" style="background:rgb(${c.map((v) => Math.round(v)).join(',')})"></i>`;
+
+function headlineKeys(summary: Record<string, number>): string[] {
+  return HEADLINE.filter((k) => num(summary[k])).slice(0, 3);
+}
+
+function renderHeader(d: ReportData): string {
+  const head = headlineKeys(d.summary);
+  const rest = Object.keys(d.summary).filter((k) => !head.includes(k));
+  const card = (k: string, cls: string) =>
+    `<div class="card${cls}"><div class="k">${escapeHtml(k)}</div><div class="v">${fmt(d.summary[k])}</div></div>`;
+  const meta = [
+    `<span>created ${escapeHtml(d.createdAt)}</span>`,
+    d.backend ? `<span>backend ${escapeHtml(d.backend)}</span>` : '',
+    num(d.trainSeconds) ? `<span>training ${fmtDuration(d.trainSeconds)}</span>` : '',
+    `<span>${d.classNames.length} classes</span>`,
+  ].join('');
+  return `<header>
+<h1>${escapeHtml(d.runName)}</h1>
+<div class="meta">${meta}</div>
+<div class="cards">${head.map((k) => card(k, ' headline')).join('')}${rest.map((k) => card(k, '')).join('')}</div>
+</header>`;
+}
+
+function renderCharts(specs: ChartSpec[]): string {
+  const boxes = specs.map((s) => {
+    const body = s.series.length
+      ? `<div class="box"><canvas data-chart="${escapeHtml(s.id)}" role="img" aria-label="${escapeHtml(s.title)}"></canvas></div>`
+      : `<p class="empty">No data recorded.</p>`;
+    return `<div class="chart"><h3>${escapeHtml(s.title)}</h3>${body}</div>`;
+  });
+  return `<section id="curves"><h2>Training curves</h2><div class="charts">${boxes.join('')}</div></section>`;
+}
+
+function renderClassTable(d: ReportData): string {
+  if (!d.perClass.length) return `<section id="classes"><h2>Per-class metrics</h2><p class="empty">No per-class metrics.</p></section>`;
+  const hasAcc = d.perClass.some((c) => c.acc !== undefined);
+  const bar = (v: number, cls: string) =>
+    Number.isFinite(v) ? `<span class="bar ${cls}"><i style="--v:${Math.min(1, Math.max(0, v))}"></i></span>` : '';
+  const rows = d.perClass.map(
+    (c) =>
+      `<tr><td>${escapeHtml(c.name)}</td><td class="num">${fmt(c.iou)}${bar(c.iou, 'iou')}</td><td class="num">${fmt(c.dice)}${bar(c.dice, 'dice')}</td>${
+        hasAcc ? `<td class="num">${fmt(c.acc)}</td>` : ''
+      }</tr>`,
+  );
+  // Mean over classes that have a value (absent classes give NaN).
+  const mean = (vals: (number | undefined)[]) => {
+    const f = vals.filter(num);
+    return f.length ? f.reduce((a, b) => a + b, 0) / f.length : NaN;
+  };
+  const foot = `<tr><td>mean</td><td class="num">${fmt(mean(d.perClass.map((c) => c.iou)))}</td><td class="num">${fmt(mean(d.perClass.map((c) => c.dice)))}</td>${
+    hasAcc ? `<td class="num">${fmt(mean(d.perClass.map((c) => c.acc)))}</td>` : ''
+  }</tr>`;
+  return `<section id="classes"><h2>Per-class metrics</h2>
+<table><thead><tr><th>class</th><th>IoU</th><th>Dice</th>${hasAcc ? '<th>accuracy</th>' : ''}</tr></thead>
+<tbody>${rows.join('\n')}</tbody><tfoot>${foot}</tfoot></table></section>`;
+}
+
+function renderGallery(dir: string, d: ReportData): string {
+  const binary = d.classNames.length === 2;
+  let legend: string;
+  if (binary) {
+    legend = `<span>${swatch(PRED_COLOR)}prediction</span><span>${swatch(GT_COLOR)}ground truth</span><span>${swatch(BOTH_COLOR)}both</span>`;
+  } else {
+    const pal = d.palette ?? vocPalette(d.classNames.length);
+    legend =
+      `<span>left: prediction, right: ground truth (grey = ignored)</span>` +
+      d.classNames.map((n, i) => `<span>${swatch(pal[i] ?? vocPalette(i + 1)[i])}${escapeHtml(n)}</span>`).join('');
+  }
+  const items = sortWorstFirst(d.gallery).map(
+    (g, i) => `<figure data-id="${escapeHtml(g.id)}" data-dice="${g.dice}" data-iou="${g.iou}">
+<a href="${escapeHtml(imageUrl(dir, g.image))}" target="_blank"><img src="${escapeHtml(imageUrl(dir, g.image))}" alt="${escapeHtml(g.id)}"></a>
+<figcaption><span class="rank">#${i + 1}</span><span class="id">${escapeHtml(g.id)}</span><br><span class="scores">Dice ${fmt(g.dice)} · IoU ${fmt(g.iou)}</span></figcaption></figure>`,
+  );
+  const body = items.length
+    ? `<div class="legend">${legend}</div><div class="gallery${binary ? '' : ' wide'}">${items.join('\n')}</div>`
+    : `<p class="empty">No validation overlays were saved (see results.save_predictions and results.gallery_size).</p>`;
+  return `<section id="gallery"><h2>Validation gallery<small>worst first, by per-image Dice then IoU</small></h2>${body}</section>`;
+}
+
+function renderConfig(config: unknown): string {
+  let text: string;
+  try {
+    text = yaml.dump(config ?? {}, { lineWidth: 120, noRefs: true, skipInvalid: true });
+  } catch {
+    text = JSON.stringify(config, null, 2) ?? '';
+  }
+  return `<section id="config"><details><summary>Resolved config</summary><pre>${escapeHtml(text)}</pre></details></section>`;
+}
+
+/** JSON for a <script type="application/json"> block: no '<' can close it early. */
+function scriptJson(v: unknown): string {
+  return JSON.stringify(v).replace(/</g, '\\u003c').replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029');
+}
+
+const sha256 = (s: string) => `'sha256-${crypto.createHash('sha256').update(s, 'utf8').digest('base64')}'`;
+
+export function renderReport(dir: string, d: ReportData): string {
+  const specs = chartSpecs(d.history);
+  const head = headlineKeys(d.summary);
+  const title = `${d.runName}${head.length ? ' — ' + head.map((k) => `${k} ${fmt(d.summary[k])}`).join(' · ') : ''}`;
+  const chartJs = chartJsSource();
+  // Only our two scripts may run (by hash), and nothing may be fetched but local
+  // images: defence in depth should any text slip past escaping.
+  const csp = `default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'; script-src ${sha256(chartJs)} ${sha256(CLIENT_JS)}`;
+  return `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="${escapeHtml(csp)}">
+<title>${escapeHtml(title)}</title>
+<style>${REPORT_CSS}</style>
+</head>
+<body>
+<main>
+${renderHeader(d)}
+${renderCharts(specs)}
+${renderClassTable(d)}
+${renderGallery(dir, d)}
+${renderConfig(d.config)}
+<footer>Generated by tfjs-semseg · ${escapeHtml(d.createdAt)}</footer>
+</main>
+<script type="application/json" id="report-data">${scriptJson({ charts: specs.filter((s) => s.series.length) })}</script>
+<script>${chartJs}</script>
+<script>${CLIENT_JS}</script>
+</body>
+</html>
+`;
+}
+
+/** Writes dir/report.html (creating dir) and returns its path. */
+export function writeReport(dir: string, data: ReportData): string {
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, 'report.html');
+  fs.writeFileSync(file, renderReport(dir, data));
+  return file;
+}
+
+// ---------------------------------------------------------------------------
+
+/** Small but complete data set, shared with test/report.test.ts. */
+export function fixtureReportData(gallery: GalleryItem[] = []): ReportData {
+  const history: HistoryRow[] = [];
+  for (let e = 1; e <= 5; e++) {
+    for (let s = 1; s <= 4; s++) {
+      const step = (e - 1) * 40 + s * 10;
+      history.push({ epoch: e, step, split: 'train', loss: 1.2 / Math.sqrt(step / 10) + 0.05 * Math.sin(step), lr: 1e-3 * (1 - step / 220) ** 0.9 });
+    }
+    history.push({ epoch: e, step: e * 40, split: 'val', loss: 0.9 / Math.sqrt(e), mIoU: 0.5 + 0.07 * e, mDice: 0.6 + 0.06 * e, pixel_acc: 0.85 + 0.02 * e });
+  }
+  return {
+    runName: 'unet-<lesion>',
+    createdAt: '2025-01-02 03:04:05',
+    config: { name: 'unet-lesion', model: { name: 'unet', base: 16 }, training: { epochs: 5, note: '</pre><b>x</b>' } },
+    history,
+    classNames: ['background', 'lesion <b>'],
+    summary: { mIoU: 0.851, mDice: 0.902, pixel_acc: 0.953, fg_iou: 0.74, fg_dice: 0.85 },
+    perClass: [
+      { name: 'background', iou: 0.962, dice: 0.981, acc: 0.99 },
+      { name: 'lesion <b>', iou: 0.74, dice: 0.85, acc: 0.81 },
+    ],
+    gallery,
+    backend: 'cpu',
+    trainSeconds: 754,
+  };
+}
+
+export const selfTest: SelfTest = {
+  'gallery is sorted worst first, ties by IoU'() {
+    const s = sortWorstFirst([
+      { id: 'a', dice: 0.9, iou: 0.8 },
+      { id: 'b', dice: 0.2, iou: 0.5 },
+      { id: 'c', dice: NaN, iou: NaN },
+      { id: 'd', dice: 0.2, iou: 0.1 },
+    ]);
+    assert.deepEqual(s.map((x) => x.id), ['d', 'b', 'a', 'c']);
+  },
+  'chart specs from history'() {
+    const [loss, val, lr] = chartSpecs(fixtureReportData().history);
+    assert.deepEqual(loss.series.map((s) => s.label), ['train loss', 'val loss']);
+    assert.equal(loss.series[0].points.length, 20);
+    assert.deepEqual(val.series.map((s) => s.label), ['mIoU', 'mDice', 'pixel_acc']);
+    assert.equal(val.unitRange, true);
+    assert.equal(lr.series[0].points.length, 20);
+    assert.deepEqual(chartSpecs([]).map((c) => c.series.length), [0, 0, 0]);
+  },
+  'text is escaped and the page is self-contained'() {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'report-self-'));
+    try {
+      const file = writeReport(dir, fixtureReportData([{ id: '<img src=x onerror=alert(1)>', image: path.join(dir, 'overlays', 'a #1.png'), dice: 0.5, iou: 0.3 }]));
+      const html = fs.readFileSync(file, 'utf8');
+      assert.ok(!html.includes('<img src=x'));
+      assert.ok(!html.includes('lesion <b>'));
+      assert.ok(!html.includes('</pre><b>'));
+      assert.ok(html.includes('src="overlays/a%20%231.png"'));
+      assert.doesNotMatch(html, /(src|href)="(https?:)?\/\//);
+      assert.match(html, /<title>unet-&lt;lesion&gt; — mIoU 0\.851 · mDice 0\.902 · fg_iou 0\.740<\/title>/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  },
+};
+
+runIfMain(module, selfTest);

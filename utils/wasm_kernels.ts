@@ -1,0 +1,284 @@
+// Conv2D gradient kernels for the wasm backend, computed as forward
+// convolutions so they run on XNNPACK. tfjs-backend-wasm 4.22 has no
+// Conv2DBackpropFilter at all (training fails) and its Conv2DBackpropInput is a
+// plain C loop about 10x slower than the forward Conv2D.
+import * as tf from '@tensorflow/tfjs';
+// Registers the stock wasm kernels first, so ours replace them rather than
+// being overwritten when the package is imported later.
+import '@tensorflow/tfjs-backend-wasm';
+import assert from 'node:assert/strict';
+import { UserError } from './errors';
+import { SelfTest, runIfMain } from './self_test';
+
+type Info = tf.TensorInfo;
+type Pads4 = [[number, number], [number, number], [number, number], [number, number]];
+type ConvPad = 'valid' | 'same' | number | Pads4;
+
+/** Intermediates made while computing one kernel, freed together at the end. */
+class Scratch {
+  private owned: Info[] = [];
+  constructor(private readonly backend: tf.KernelBackend) {}
+
+  run(name: string, inputs: Record<string, Info>, attrs: Record<string, unknown>): Info {
+    const kernel = tf.getKernel(name, 'wasm');
+    if (!kernel) throw new Error(`wasm_kernels: kernel '${name}' is not registered for backend 'wasm'`);
+    const out = kernel.kernelFunc({ inputs, backend: this.backend, attrs: attrs as tf.NamedAttrMap }) as Info;
+    this.owned.push(out);
+    return out;
+  }
+
+  /** Same buffer, new shape: reshapes of row-major data need no copy. */
+  view(x: Info, shape: number[]): Info {
+    return { dataId: x.dataId, shape, dtype: x.dtype };
+  }
+
+  /** Transpose, or a free view when the perm only moves size-1 axes. */
+  permute(x: Info, perm: number[]): Info {
+    const shape = perm.map((p) => x.shape[p]);
+    const moved = perm.filter((p) => x.shape[p] !== 1);
+    if (moved.every((p, i) => i === 0 || moved[i - 1] < p)) return this.view(x, shape);
+    return this.run('Transpose', { x }, { perm });
+  }
+
+  /** Crops the leading [h, w] window of an NHWC tensor when it is larger. */
+  cropHW(x: Info, h: number, w: number): Info {
+    const [n, xh, xw, c] = x.shape;
+    if (xh === h && xw === w) return x;
+    return this.run('Slice', { x }, { begin: [0, 0, 0, 0], size: [n, h, w, c] });
+  }
+
+  /** Stride-1 NHWC convolution on XNNPACK with explicit (non-negative) pads. */
+  conv(x: Info, filter: Info, dilations: [number, number], pads: Pads4): Info {
+    return this.run('Conv2D', { x, filter }, {
+      strides: [1, 1], pad: pads, dataFormat: 'NHWC', dilations, dimRoundingMode: undefined,
+    });
+  }
+
+  /** Frees every intermediate except the one backing `result`, which is returned. */
+  finish(result: Info): Info {
+    for (const t of this.owned) if (t.dataId !== result.dataId) this.backend.disposeData(t.dataId);
+    this.owned = [];
+    return result;
+  }
+
+  /** Frees everything (error path). */
+  abort(): void {
+    for (const t of this.owned) this.backend.disposeData(t.dataId);
+    this.owned = [];
+  }
+}
+
+function withScratch(backend: tf.KernelBackend, body: (s: Scratch) => Info): Info {
+  const s = new Scratch(backend);
+  try {
+    return s.finish(body(s));
+  } catch (err) {
+    s.abort();
+    throw err;
+  }
+}
+
+function input(inputs: tf.NamedTensorInfoMap, name: string, kernel: string): Info {
+  const t = inputs[name];
+  if (!t) throw new Error(`${kernel}: missing input '${name}'`);
+  return t;
+}
+
+function convInfoFor(
+  kernel: string, xShape: number[], filterShape: number[], strides: unknown, pad: unknown,
+  dataFormat: unknown, dimRoundingMode: unknown,
+): tf.backend_util.Conv2DInfo {
+  if (dataFormat !== undefined && dataFormat !== 'NHWC') {
+    throw new UserError(`${kernel} on the wasm backend: dataFormat '${String(dataFormat)}' is not supported, expected 'NHWC'`);
+  }
+  return tf.backend_util.computeConv2DInfo(
+    xShape as [number, number, number, number], filterShape as [number, number, number, number],
+    strides as number | [number, number], 1, pad as ConvPad,
+    dimRoundingMode as 'floor' | 'round' | 'ceil' | undefined, false, 'channelsLast');
+}
+
+/**
+ * dW[kh,kw,ci,co] = sum_{n,oh,ow} x[n, oh*sh+kh-top, ow*sw+kw-left, ci] * dy[n,oh,ow,co]:
+ * a stride-1 convolution of x^T [Cin,H,W,N] ("batch" = Cin, "channels" = N) by
+ * dy^T [OH,OW,N,Cout] used as the filter, dilated by the forward stride.
+ */
+function conv2DBackpropFilter(args: { inputs: tf.NamedTensorInfoMap; backend: {}; attrs?: tf.NamedAttrMap }): Info {
+  const x = input(args.inputs, 'x', 'Conv2DBackpropFilter');
+  const dy = input(args.inputs, 'dy', 'Conv2DBackpropFilter');
+  const a = args.attrs ?? {};
+  const info = convInfoFor('Conv2DBackpropFilter', x.shape, a.filterShape as number[], a.strides, a.pad, a.dataFormat, a.dimRoundingMode);
+  const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw, padInfo } = info;
+  const { inHeight: h, inWidth: w, outHeight: oh, outWidth: ow } = info;
+  // XNNPACK pads must be >= 0: when the forward conv never reads the last rows
+  // of x, we convolve over them anyway and crop the extra output rows below.
+  const bottom = Math.max(0, kh + (oh - 1) * sh - padInfo.top - h);
+  const right = Math.max(0, kw + (ow - 1) * sw - padInfo.left - w);
+  return withScratch(args.backend as tf.KernelBackend, (s) => {
+    const xT = s.permute(x, [3, 1, 2, 0]);
+    const dyT = s.permute(dy, [1, 2, 0, 3]);
+    const g = s.conv(xT, dyT, [sh, sw], [[0, 0], [padInfo.top, bottom], [padInfo.left, right], [0, 0]]);
+    return s.permute(s.cropHW(g, kh, kw), [1, 2, 0, 3]);
+  });
+}
+
+/**
+ * dx = stride-1 convolution of dy (zero-interleaved when the forward stride is
+ * > 1) with the spatially flipped filter whose in/out channels are swapped.
+ */
+function makeConv2DBackpropInput(fallback: tf.KernelFunc | undefined) {
+  return function conv2DBackpropInput(args: { inputs: tf.NamedTensorInfoMap; backend: {}; attrs?: tf.NamedAttrMap }): Info {
+    const dy = input(args.inputs, 'dy', 'Conv2DBackpropInput');
+    const filter = input(args.inputs, 'filter', 'Conv2DBackpropInput');
+    const a = args.attrs ?? {};
+    const inputShape = a.inputShape as number[];
+    const nchw = a.dataFormat !== undefined && a.dataFormat !== 'NHWC';
+    if (nchw && fallback) return fallback(args) as Info;
+    const info = convInfoFor('Conv2DBackpropInput', inputShape, filter.shape, a.strides, a.pad, a.dataFormat, a.dimRoundingMode);
+    const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw, padInfo } = info;
+    const { inHeight: h, inWidth: w, outHeight: oh, outWidth: ow, inChannels: ci, outChannels: co } = info;
+    const top = kh - 1 - padInfo.top;
+    const left = kw - 1 - padInfo.left;
+    // Explicit pads wider than the kernel would need a negative leading pad.
+    if ((top < 0 || left < 0) && fallback) return fallback(args) as Info;
+    if (top < 0 || left < 0) throw new UserError(`Conv2DBackpropInput on the wasm backend: padding ${JSON.stringify(a.pad)} is larger than the ${kh}x${kw} kernel`);
+    // Interleaving leaves (stride-1) zeros after the last dy row, hence OH*sh.
+    const bottom = h + padInfo.top - oh * sh;
+    const right = w + padInfo.left - ow * sw;
+    return withScratch(args.backend as tf.KernelBackend, (s) => {
+      // Flipping both spatial axes of a row-major [KH,KW] grid reverses its flat index.
+      let f = s.view(filter, [kh * kw, ci, co]);
+      if (kh * kw > 1) f = s.run('Reverse', { x: f }, { dims: [0] });
+      f = s.view(s.permute(f, [0, 2, 1]), [kh, kw, co, ci]);
+      let d = dy;
+      if (sh > 1 || sw > 1) {
+        const n = dy.shape[0];
+        d = s.run('PadV2', { x: s.view(dy, [n, oh, 1, ow, 1, co]) }, {
+          paddings: [[0, 0], [0, 0], [0, sh - 1], [0, 0], [0, sw - 1], [0, 0]], constantValue: 0,
+        });
+        d = s.view(d, [n, oh * sh, ow * sw, co]);
+      }
+      const g = s.conv(d, f, [1, 1], [[0, 0], [top, Math.max(0, bottom)], [left, Math.max(0, right)], [0, 0]]);
+      return s.cropHW(g, h, w);
+    });
+  };
+}
+
+const ours = new Set<tf.KernelFunc>();
+
+/** Installs the XNNPACK-based Conv2D gradient kernels for 'wasm'. Idempotent. */
+export function registerWasmGradKernels(): void {
+  const filterName = 'Conv2DBackpropFilter';
+  const inputName = 'Conv2DBackpropInput';
+  const oldFilter = tf.getKernel(filterName, 'wasm');
+  if (!oldFilter || !ours.has(oldFilter.kernelFunc)) {
+    if (oldFilter) tf.unregisterKernel(filterName, 'wasm');
+    const kernelFunc = conv2DBackpropFilter as unknown as tf.KernelFunc;
+    ours.add(kernelFunc);
+    tf.registerKernel({ kernelName: filterName, backendName: 'wasm', kernelFunc });
+  }
+  const oldInput = tf.getKernel(inputName, 'wasm');
+  if (!oldInput || !ours.has(oldInput.kernelFunc)) {
+    if (oldInput) tf.unregisterKernel(inputName, 'wasm');
+    // The stock kernel stays reachable for NCHW and oversized explicit pads.
+    const kernelFunc = makeConv2DBackpropInput(oldInput?.kernelFunc) as unknown as tf.KernelFunc;
+    ours.add(kernelFunc);
+    // The backend runs setupFunc of the kernels registered at its init; keeping
+    // the stock one binds its wasm function so the fallback works either way.
+    tf.registerKernel({ kernelName: inputName, backendName: 'wasm', kernelFunc, setupFunc: oldInput?.setupFunc });
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Shared by the self-test, test/wasm_kernels.test.ts and bench/conv_grads.ts.
+
+export interface GradCase {
+  n: number; h: number; w: number; cin: number; cout: number; k: number;
+  stride: number; pad: 'same' | 'valid';
+}
+
+/** Deterministic pseudo-random values in [-1, 1) so both backends see the same data. */
+export function seededValues(count: number, seed: number): Float32Array {
+  const out = new Float32Array(count);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < count; i++) {
+    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
+    out[i] = (s / 2 ** 32) * 2 - 1;
+  }
+  return out;
+}
+
+/** Gradients of sum(conv2d(x, f) * r) w.r.t. x and f on the current backend. */
+export function convGrads(c: GradCase, seed = 1): { dx: Float32Array; df: Float32Array } {
+  return tf.tidy(() => {
+    const x = tf.tensor4d(seededValues(c.n * c.h * c.w * c.cin, seed), [c.n, c.h, c.w, c.cin]);
+    const f = tf.tensor4d(seededValues(c.k * c.k * c.cin * c.cout, seed + 1), [c.k, c.k, c.cin, c.cout]);
+    const y = tf.conv2d(x, f, c.stride, c.pad);
+    const r = tf.tensor(seededValues(y.size, seed + 2), y.shape);
+    const g = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, c.stride, c.pad), r)));
+    const [dx, df] = g([x, f]);
+    return { dx: dx.dataSync() as Float32Array, df: df.dataSync() as Float32Array };
+  });
+}
+
+/** max|a-b| / max(1, max|b|). */
+export function relError(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length, 'length mismatch');
+  let diff = 0;
+  let scale = 1;
+  for (let i = 0; i < a.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return diff / scale;
+}
+
+/** Runs `body` on `name`, then restores whichever backend was active. */
+export async function onBackend<T>(name: string, body: () => T): Promise<T> {
+  const prev = tf.getBackend();
+  await tf.setBackend(name);
+  try {
+    return body();
+  } finally {
+    if (prev && prev !== name) await tf.setBackend(prev);
+  }
+}
+
+/** Compares wasm (with our kernels) against cpu on one case; returns the errors. */
+export async function compareWithCpu(c: GradCase, seed = 1): Promise<{ dx: number; df: number }> {
+  const ref = await onBackend('cpu', () => convGrads(c, seed));
+  registerWasmGradKernels();
+  const got = await onBackend('wasm', () => {
+    const before = tf.memory().numTensors;
+    const out = convGrads(c, seed);
+    assert.equal(tf.memory().numTensors, before, `tensor leak on ${JSON.stringify(c)}`);
+    return out;
+  });
+  return { dx: relError(got.dx, ref.dx), df: relError(got.df, ref.df) };
+}
+
+export const selfTest: SelfTest = {
+  'register is idempotent and replaces the stock kernels': () => {
+    registerWasmGradKernels();
+    const f = tf.getKernel('Conv2DBackpropFilter', 'wasm')?.kernelFunc;
+    const i = tf.getKernel('Conv2DBackpropInput', 'wasm')?.kernelFunc;
+    registerWasmGradKernels();
+    assert.ok(f && ours.has(f));
+    assert.ok(i && ours.has(i));
+    assert.equal(tf.getKernel('Conv2DBackpropFilter', 'wasm')?.kernelFunc, f);
+    assert.equal(tf.getKernel('Conv2DBackpropInput', 'wasm')?.kernelFunc, i);
+  },
+  'gradients match cpu (stride 1/2, same/valid, k 1/3, odd sizes)': async () => {
+    const cases: GradCase[] = [
+      { n: 2, h: 7, w: 9, cin: 3, cout: 4, k: 3, stride: 1, pad: 'same' },
+      { n: 1, h: 7, w: 9, cin: 2, cout: 5, k: 3, stride: 2, pad: 'same' },
+      { n: 3, h: 13, w: 11, cin: 4, cout: 3, k: 3, stride: 2, pad: 'valid' },
+      { n: 2, h: 7, w: 8, cin: 1, cout: 6, k: 1, stride: 2, pad: 'valid' },
+    ];
+    for (const c of cases) {
+      const e = await compareWithCpu(c);
+      assert.ok(e.dx <= 1e-4 && e.df <= 1e-4, `${JSON.stringify(c)}: dx err ${e.dx}, dW err ${e.df}`);
+    }
+  },
+};
+
+runIfMain(module, selfTest);
