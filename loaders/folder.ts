@@ -3,8 +3,8 @@
 // Splits: a `{split}` placeholder in either dir is replaced by the split name; else a
 // sub-folder named like the split is used if present; else the same folder serves every
 // split (handy for overfitting a handful of images).
-// data.value_map maps raw mask values to classes (e.g. {"255": 1}); unmapped values
-// other than the ignore index are errors.
+// data.value_map maps raw mask values to classes (e.g. {"255": 1}); other values are
+// read as class ids; values that are neither a class nor the ignore index are errors.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -25,8 +25,7 @@ function splitDir(root: string, dir: string, split: string): string {
 export function valueMapLut(cfg: Config): MaskLut {
   const vm = cfg.data.value_map;
   if (!vm) return identityLut(cfg);
-  const lut = new Int16Array(256).fill(-1);
-  lut[cfg.data.ignore_index] = cfg.data.ignore_index;
+  const lut = identityLut(cfg); // values not in the map keep their meaning as class ids
   for (const [k, c] of Object.entries(vm)) {
     const v = Number(k);
     if (!Number.isInteger(v) || v < 0 || v > 255) throw new UserError(`data.value_map: key '${k}' is not a mask value 0-255`);
@@ -69,7 +68,7 @@ export const selfTest: SelfTest = {
     const p = folderLoader.listPairs(cfg, 'train') as PairRef[];
     assert.deepEqual(p.map((x) => x.id), ['a']);
     const lut = valueMapLut(cfg);
-    assert.deepEqual([lut[0], lut[1], lut[255]], [-1, -1, 1]);
+    assert.deepEqual([lut[0], lut[1], lut[2], lut[255]], [0, 1, -1, 1]);
     assert.throws(() => folderLoader.listPairs(parseConfig({ data: { name: 'folder', root } }), 'train'), /needs data\.images_dir/);
     fs.rmSync(root, { recursive: true });
   },

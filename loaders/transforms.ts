@@ -8,7 +8,7 @@
 // encode/decode round trips.
 import assert from 'node:assert/strict';
 import type { Augmentations } from '../utils/config';
-import { Rng, gaussian, mulberry32, randInt, uniform } from '../utils/rng';
+import { Rng, mulberry32, randInt, uniform } from '../utils/rng';
 import { runIfMain, SelfTest } from '../utils/self_test';
 
 export interface Sample { image: Uint8Array; mask: Uint8Array; width: number; height: number } // image HWC RGB
@@ -190,14 +190,28 @@ export function photometric(img: Float32Array, inside: Uint8Array | null, aug: A
   }
   const noiseStd = aug.noise && chance(rng, aug.noise.p) ? aug.noise.std * 255 : 0;
   if (!changed && !noiseStd) return;
+  const [m0, m1, m2, m3, m4, m5, m6, m7, m8] = M;
+  const [t0, t1, t2] = t;
+  const clamp = (v: number) => (v < 0 ? 0 : v > 255 ? 255 : v);
+  let spare = NaN; // Box-Muller gives two normals per draw; use both
+  const noise = (): number => {
+    if (!noiseStd) return 0;
+    if (spare === spare) {
+      const v = spare;
+      spare = NaN;
+      return v * noiseStd;
+    }
+    const rad = Math.sqrt(-2 * Math.log(1 - rng()));
+    const a = 2 * Math.PI * rng();
+    spare = rad * Math.sin(a);
+    return rad * Math.cos(a) * noiseStd;
+  };
   for (let i = 0, p = 0; p < img.length; i++, p += 3) {
     if (inside && !inside[i]) continue;
     const r = img[p], g = img[p + 1], b = img[p + 2];
-    for (let k = 0; k < 3; k++) {
-      let v = M[k * 3] * r + M[k * 3 + 1] * g + M[k * 3 + 2] * b + t[k];
-      if (noiseStd) v += noiseStd * gaussian(rng);
-      img[p + k] = v < 0 ? 0 : v > 255 ? 255 : v;
-    }
+    img[p] = clamp(m0 * r + m1 * g + m2 * b + t0 + noise());
+    img[p + 1] = clamp(m3 * r + m4 * g + m5 * b + t1 + noise());
+    img[p + 2] = clamp(m6 * r + m7 * g + m8 * b + t2 + noise());
   }
 }
 

@@ -77,7 +77,12 @@ function manifestJson(manifest: ManifestEntry[]): string {
 }
 
 /** Saves atomically: `dir` always holds (or, mid-swap, `<dir>.old` holds) a complete checkpoint. */
-export async function saveCheckpoint(dir: string, model: tf.LayersModel, optimizer: OptimizerState | null, meta: CheckpointMeta): Promise<void> {
+export async function saveCheckpoint(
+  dir: string,
+  model: tf.LayersModel,
+  optimizer: { name: string; tensors: NamedTensor[] } | null, // an OptimizerState; extra fields are kept
+  meta: CheckpointMeta,
+): Promise<void> {
   if (!Number.isFinite(meta.epoch) || !Number.isFinite(meta.step)) throw new Error(`saveCheckpoint: epoch/step must be finite numbers`);
   const weights = packTensors(await snapshotWeights(model));
   const opt = packTensors(optimizer?.tensors ?? []);
@@ -103,7 +108,7 @@ export async function saveCheckpoint(dir: string, model: tf.LayersModel, optimiz
       await out.write('weights.bin', weights.bin);
       await out.write('weights.json', manifestJson(weights.manifest));
       await out.write('optimizer.bin', opt.bin);
-      await out.write('optimizer.json', JSON.stringify({ name: optName, state: optScalars, tensors: opt.manifest }, null, 1) + '\n');
+      await out.write('optimizer.json', `{\n "name": ${JSON.stringify(optName)},\n "state": ${JSON.stringify(optScalars)},\n "tensors": ${manifestJson(opt.manifest)}}\n`);
       await out.write('state.json', stateText);
       await out.write('config.yaml', configYaml);
     },
@@ -230,7 +235,7 @@ export const selfTest: SelfTest = {
     try {
       const a = tinyModel();
       // Non-default moving stats, so the check covers non-trainable weights.
-      a.weights.forEach((v, i) => v.write(tf.randomUniform(v.shape, 0.5, 1.5, 'float32', i)));
+      a.weights.forEach((v, i) => v.write(tf.randomUniform(shapeOf(v), 0.5, 1.5, 'float32', i)));
       const dir = path.join(root, 'last');
       const opt: OptimizerState = { name: 'adam', step: 40, lr: 3e-4, tensors: [{ name: 'enc0_conv1/kernel/m', shape: [2], values: new Float32Array([1, 2]) }] };
       const meta: CheckpointMeta = { epoch: 2, step: 40, bestMetric: 0.5, bestMetricName: 'val.mIoU', rng: { s: [1, 2] }, config: { name: 'r' } };

@@ -5,6 +5,8 @@ import type { Argv } from 'yargs';
 import { Config, dumpConfig, loadConfig } from './config';
 import { BackendInfo, initBackend } from './backend';
 import { UserError } from './errors';
+import assert from 'node:assert/strict';
+import { runIfMain, SelfTest } from './self_test';
 
 export interface CommonArgs {
   config: string;
@@ -49,3 +51,24 @@ export function writeResolvedConfig(dir: string, cfg: Config): void {
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'config.yaml'), dumpConfig(cfg));
 }
+
+export const selfTest: SelfTest = {
+  async 'a misspelled option is one line, not a stack trace'() {
+    const yargs = (await import('yargs')).default;
+    await assert.rejects(
+      async () => commonOptions(yargs(['--config', 'x.yaml', '--epohcs', '3'])).parse(),
+      (e: Error) => e instanceof UserError && /Unknown argument: epohcs/.test(e.message),
+    );
+  },
+  async '--backend is applied over the config'() {
+    const fs = await import('node:fs');
+    const os = await import('node:os');
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'cli-')), 'c.yaml');
+    fs.writeFileSync(file, 'backend: wasm\n');
+    const { cfg, backend } = await setup({ config: file, set: [], backend: 'cpu' }, { printConfig: false });
+    assert.equal(cfg.backend, 'cpu');
+    assert.equal(backend.name, 'cpu');
+  },
+};
+
+runIfMain(module, selfTest);

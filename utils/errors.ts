@@ -1,5 +1,7 @@
 // User-facing failures: bad config, bad data, bad checkpoints. The CLI prints
 // their message as one line and exits non-zero, never with a stack trace.
+import assert from 'node:assert/strict';
+import { runIfMain, SelfTest } from './self_test';
 export class UserError extends Error {
   constructor(message: string) {
     super(message);
@@ -26,3 +28,17 @@ export function describeError(err: unknown): string {
   }
   return String(err);
 }
+
+
+export const selfTest: SelfTest = {
+  'user errors print as their message alone'() {
+    assert.equal(describeError(new UserError('data/x.png: expected a PNG')), 'data/x.png: expected a PNG');
+  },
+  'internal errors give their first line and a hint, not a stack'() {
+    const d = describeError(new TypeError('boom\n    at somewhere'));
+    assert.match(d, /^boom \(internal error; set SEMSEG_DEBUG=1/);
+    assert.doesNotMatch(d, /at somewhere/);
+  },
+};
+
+runIfMain(module, selfTest);

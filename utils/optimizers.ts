@@ -22,7 +22,11 @@ export interface TrainOptimizer {
   readonly name: string;
   setLearningRate(lr: number): void;
   getLearningRate(): number;
-  /** Updates `vars` in place from `grads` (same keys). Does not dispose `grads`. */
+  /**
+   * Updates `vars` in place from `grads`. Keys are the caller's names for the
+   * variables (tf.variableGrads uses Variable.name); optimizer state is keyed
+   * by them, so they must be stable across runs for resume. Does not dispose `grads`.
+   */
   applyGradients(grads: Record<string, tf.Tensor>, vars: Record<string, tf.Variable>): void;
   /** Global gradient norm of the last step before clipping (only tracked when grad_clip is set). */
   lastGradNorm(): number | null;
@@ -61,6 +65,8 @@ class SlotOptimizer implements TrainOptimizer {
   private step = 0;
   private lr: number;
   private normTensor: tf.Scalar | null = null;
+  // Set by setState until the next step, to catch state saved under other variable names.
+  private restored = false;
   private readonly decayFilter: (n: string) => boolean;
 
   constructor(readonly name: OptimizerConfig['name'], private readonly c: OptimizerConfig, private readonly clip: number | undefined, opts: OptimizerOptions) {
@@ -102,6 +108,8 @@ class SlotOptimizer implements TrainOptimizer {
   }
 
   applyGradients(grads: Record<string, tf.Tensor>, vars: Record<string, tf.Variable>): void {
+    if (this.restored && Object.keys(grads).some((n) => !this.slots.has(n))) this.remapByOrder(Object.keys(grads), vars);
+    this.restored = false;
     let g = grads;
     if (this.clip !== undefined) {
       const clipped = clipByGlobalNorm(grads, this.clip);
@@ -164,6 +172,23 @@ class SlotOptimizer implements TrainOptimizer {
     if (g !== grads) tf.dispose(Object.values(g));
   }
 
+  /**
+   * Restored state names no variable: tfjs suffixes names (`conv/kernel_1`)
+   * when a model is built twice in one process. Slots are kept in first-update
+   * order, so match them to the variables by position if every shape agrees.
+   */
+  private remapByOrder(keys: string[], vars: Record<string, tf.Variable>): void {
+    const entries = [...this.slots.values()];
+    const fits =
+      entries.length === keys.length &&
+      entries.every((s, i) => Object.values(s).every((v) => tf.util.arraysEqual(v.shape, vars[keys[i]]?.shape ?? [])));
+    if (!fits) {
+      const missing = keys.find((n) => !this.slots.has(n));
+      throw new UserError(`optimizer state from the checkpoint has no entry for variable '${missing}' and does not match the model's variables in order; resume without optimizer state`);
+    }
+    this.slots = new Map(keys.map((k, i) => [k, entries[i]]));
+  }
+
   async getState(): Promise<OptimizerState> {
     const tensors: OptimizerState['tensors'] = [];
     for (const [varName, s] of this.slots) {
@@ -191,6 +216,7 @@ class SlotOptimizer implements TrainOptimizer {
     }
     this.step = st.step;
     this.lr = st.lr;
+    this.restored = st.tensors.length > 0;
   }
 
   private disposeSlots(): void {

@@ -1,5 +1,7 @@
 // Per-epoch progress bar (cli-progress) with loss, learning rate, images/s and ETA.
 // Without a terminal (CI, log files) it prints a plain line every few seconds instead.
+import assert from 'node:assert/strict';
+import { runIfMain, SelfTest } from './self_test';
 import cliProgress from 'cli-progress';
 
 export class EpochProgress {
@@ -32,3 +34,15 @@ export class EpochProgress {
     this.bar.stop();
   }
 }
+
+
+export const selfTest: SelfTest = {
+  'runs to the end without a terminal and reports rates'() {
+    const p = new EpochProgress(0, 1, 3);
+    for (let s = 1; s <= 3; s++) p.update(s, 0.5, 1e-3, 4);
+    assert.equal((p as any).images, 12);
+    p.stop();
+  },
+};
+
+runIfMain(module, selfTest);

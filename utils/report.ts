@@ -36,7 +36,7 @@ export interface ReportData {
   config: unknown;
   history: HistoryRow[];
   classNames: string[];
-  /** Headline numbers, e.g. mIoU, mDice, pixel_acc, fg_iou, fg_dice. */
+  /** Headline numbers, e.g. mIoU, mDice, pixel_acc; for binary runs the foreground dice and iou. */
   summary: Record<string, number>;
   perClass: { name: string; iou: number; dice: number; acc?: number }[];
   gallery: GalleryItem[];
@@ -62,7 +62,9 @@ export interface ChartSpec {
   series: ChartSeries[];
 }
 
-const HEADLINE = ['mIoU', 'mDice', 'fg_iou', 'fg_dice', 'pixel_acc'];
+// Binary runs lead with foreground scores: background inflates the class means.
+const HEADLINE_BINARY = ['dice', 'iou', 'thresholded_jaccard', 'mIoU', 'pixel_acc'];
+const HEADLINE_MULTI = ['mIoU', 'mDice', 'pixel_acc'];
 const NOT_METRICS = new Set(['epoch', 'step', 'split', 'loss', 'lr']);
 
 export function escapeHtml(s: unknown): string {
@@ -131,12 +133,12 @@ export function imageUrl(dir: string, image: string): string {
 
 const swatch = (c: RGB) => `<i class="sw" style="background:rgb(${c.map((v) => Math.round(v)).join(',')})"></i>`;
 
-function headlineKeys(summary: Record<string, number>): string[] {
-  return HEADLINE.filter((k) => num(summary[k])).slice(0, 3);
+function headlineKeys(d: ReportData): string[] {
+  return (d.classNames.length === 2 ? HEADLINE_BINARY : HEADLINE_MULTI).filter((k) => num(d.summary[k])).slice(0, 3);
 }
 
 function renderHeader(d: ReportData): string {
-  const head = headlineKeys(d.summary);
+  const head = headlineKeys(d);
   const rest = Object.keys(d.summary).filter((k) => !head.includes(k));
   const card = (k: string, cls: string) =>
     `<div class="card${cls}"><div class="k">${escapeHtml(k)}</div><div class="v">${fmt(d.summary[k])}</div></div>`;
@@ -228,7 +230,7 @@ const sha256 = (s: string) => `'sha256-${crypto.createHash('sha256').update(s, '
 
 export function renderReport(dir: string, d: ReportData): string {
   const specs = chartSpecs(d.history);
-  const head = headlineKeys(d.summary);
+  const head = headlineKeys(d);
   const title = `${d.runName}${head.length ? ' — ' + head.map((k) => `${k} ${fmt(d.summary[k])}`).join(' · ') : ''}`;
   const chartJs = chartJsSource();
   // Only our two scripts may run (by hash), and nothing may be fetched but local
@@ -286,7 +288,7 @@ export function fixtureReportData(gallery: GalleryItem[] = []): ReportData {
     config: { name: 'unet-lesion', model: { name: 'unet', base: 16 }, training: { epochs: 5, note: '</pre><b>x</b>' } },
     history,
     classNames: ['background', 'lesion <b>'],
-    summary: { mIoU: 0.851, mDice: 0.902, pixel_acc: 0.953, fg_iou: 0.74, fg_dice: 0.85 },
+    summary: { mIoU: 0.851, mDice: 0.902, pixel_acc: 0.953, iou: 0.74, dice: 0.85 },
     perClass: [
       { name: 'background', iou: 0.962, dice: 0.981, acc: 0.99 },
       { name: 'lesion <b>', iou: 0.74, dice: 0.85, acc: 0.81 },
@@ -326,7 +328,7 @@ export const selfTest: SelfTest = {
       assert.ok(!html.includes('</pre><b>'));
       assert.ok(html.includes('src="overlays/a%20%231.png"'));
       assert.doesNotMatch(html, /(src|href)="(https?:)?\/\//);
-      assert.match(html, /<title>unet-&lt;lesion&gt; — mIoU 0\.851 · mDice 0\.902 · fg_iou 0\.740<\/title>/);
+      assert.match(html, /<title>unet-&lt;lesion&gt; — dice 0\.850 · iou 0\.740 · mIoU 0\.851<\/title>/);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -2,6 +2,7 @@
 // checks. Running the module file on its own (`npx tsx models/unet.ts` or
 // `node dist/models/unet.js`) runs them, like Python's `if __name__ == "__main__"`;
 // test/self_tests.test.ts runs the same checks under `npm test`.
+import assert from 'node:assert/strict';
 export type Check = () => void | Promise<void>;
 export type SelfTest = Record<string, Check>;
 
@@ -27,3 +28,30 @@ export async function runChecks(label: string, checks: SelfTest): Promise<boolea
   console.log(`${label}: ${names.length - failed} passed, ${failed} failed`);
   return failed === 0;
 }
+
+
+export const selfTest: SelfTest = {
+  async 'a failing check is counted, the others still run'() {
+    const log = console.log;
+    const lines: string[] = [];
+    console.log = (s: string) => lines.push(s);
+    let ran = false;
+    try {
+      const ok = await runChecks('demo', {
+        fails() {
+          throw new Error('nope');
+        },
+        passes() {
+          ran = true;
+        },
+      });
+      assert.equal(ok, false);
+    } finally {
+      console.log = log;
+    }
+    assert.ok(ran);
+    assert.equal(lines.at(-1), 'demo: 1 passed, 1 failed');
+  },
+};
+
+runIfMain(module, selfTest);

@@ -27,6 +27,11 @@ class Scratch {
     return out;
   }
 
+  /** Takes ownership of a tensor made outside `run`. */
+  adopt(t: Info): void {
+    this.owned.push(t);
+  }
+
   /** Same buffer, new shape: reshapes of row-major data need no copy. */
   view(x: Info, shape: number[]): Info {
     return { dataId: x.dataId, shape, dtype: x.dtype };
@@ -122,45 +127,91 @@ function conv2DBackpropFilter(args: { inputs: tf.NamedTensorInfoMap; backend: {}
 }
 
 /**
- * dx = stride-1 convolution of dy (zero-interleaved when the forward stride is
- * > 1) with the spatially flipped filter whose in/out channels are swapped.
+ * dx for stride 1: a convolution of dy with the spatially flipped filter whose
+ * in/out channels are swapped, padded so the output lands on x's grid.
  */
 function makeConv2DBackpropInput(fallback: tf.KernelFunc | undefined) {
   return function conv2DBackpropInput(args: { inputs: tf.NamedTensorInfoMap; backend: {}; attrs?: tf.NamedAttrMap }): Info {
     const dy = input(args.inputs, 'dy', 'Conv2DBackpropInput');
     const filter = input(args.inputs, 'filter', 'Conv2DBackpropInput');
     const a = args.attrs ?? {};
-    const inputShape = a.inputShape as number[];
-    const nchw = a.dataFormat !== undefined && a.dataFormat !== 'NHWC';
-    if (nchw && fallback) return fallback(args) as Info;
-    const info = convInfoFor('Conv2DBackpropInput', inputShape, filter.shape, a.strides, a.pad, a.dataFormat, a.dimRoundingMode);
+    // The stock kernel is a slow loop, but it does handle NCHW.
+    if (a.dataFormat !== undefined && a.dataFormat !== 'NHWC' && fallback) return fallback(args) as Info;
+    const info = convInfoFor('Conv2DBackpropInput', a.inputShape as number[], filter.shape, a.strides, a.pad, a.dataFormat, a.dimRoundingMode);
     const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw, padInfo } = info;
     const { inHeight: h, inWidth: w, outHeight: oh, outWidth: ow, inChannels: ci, outChannels: co } = info;
     const top = kh - 1 - padInfo.top;
     const left = kw - 1 - padInfo.left;
-    // Explicit pads wider than the kernel would need a negative leading pad.
-    if ((top < 0 || left < 0) && fallback) return fallback(args) as Info;
-    if (top < 0 || left < 0) throw new UserError(`Conv2DBackpropInput on the wasm backend: padding ${JSON.stringify(a.pad)} is larger than the ${kh}x${kw} kernel`);
-    // Interleaving leaves (stride-1) zeros after the last dy row, hence OH*sh.
-    const bottom = h + padInfo.top - oh * sh;
-    const right = w + padInfo.left - ow * sw;
+    // Strided convs, and explicit pads wider than the kernel (which would need a
+    // negative leading pad here), go through the phase decomposition instead.
+    if (sh > 1 || sw > 1 || top < 0 || left < 0) {
+      return subPixelBackpropInput(args.backend as WasmBackendLike, dy, filter, info);
+    }
+    const bottom = h + padInfo.top - oh;
+    const right = w + padInfo.left - ow;
     return withScratch(args.backend as tf.KernelBackend, (s) => {
       // Flipping both spatial axes of a row-major [KH,KW] grid reverses its flat index.
       let f = s.view(filter, [kh * kw, ci, co]);
       if (kh * kw > 1) f = s.run('Reverse', { x: f }, { dims: [0] });
       f = s.view(s.permute(f, [0, 2, 1]), [kh, kw, co, ci]);
-      let d = dy;
-      if (sh > 1 || sw > 1) {
-        const n = dy.shape[0];
-        d = s.run('PadV2', { x: s.view(dy, [n, oh, 1, ow, 1, co]) }, {
-          paddings: [[0, 0], [0, 0], [0, sh - 1], [0, 0], [0, sw - 1], [0, 0]], constantValue: 0,
-        });
-        d = s.view(d, [n, oh * sh, ow * sw, co]);
-      }
-      const g = s.conv(d, f, [1, 1], [[0, 0], [top, Math.max(0, bottom)], [left, Math.max(0, right)], [0, 0]]);
+      // A negative trailing pad means dy's last rows never reach x: crop instead.
+      const g = s.conv(dy, f, [1, 1], [[0, 0], [top, Math.max(0, bottom)], [left, Math.max(0, right)], [0, 0]]);
       return s.cropHW(g, h, w);
     });
   };
+}
+
+/** The parts of tfjs-backend-wasm's BackendWasm used here (not exported as a type). */
+interface WasmBackendLike extends tf.KernelBackend {
+  makeOutput(shape: number[], dtype: 'float32', memoryOffset?: number, values?: Float32Array): Info;
+}
+
+/**
+ * dx for strides > 1 without zero-interleaving dy (which would waste
+ * (s^2-1)/s^2 of the MACs). Per axis, with i + top = s*m + r:
+ * dx[i] = sum_t dy[m-t] * w[s*t + r]. So one stride-1 conv of dy with a
+ * ceil(K/s)-tap filter yields all sh*sw phases r as channels; a transpose
+ * interleaves them and a crop drops the `top`/`left` offset.
+ */
+function subPixelBackpropInput(backend: WasmBackendLike, dy: Info, filter: Info, info: tf.backend_util.Conv2DInfo): Info {
+  const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw, padInfo } = info;
+  const { batchSize: n, inHeight: h, inWidth: w, outHeight: oh, outWidth: ow, inChannels: ci, outChannels: co } = info;
+  const th = Math.ceil(kh / sh);
+  const tw = Math.ceil(kw / sw);
+  // Filters are small next to activations, so a JS relayout is cheap.
+  const src = backend.readSync(filter.dataId) as Float32Array;
+  const dst = new Float32Array(th * tw * co * sh * sw * ci);
+  let o = 0;
+  for (let jh = 0; jh < th; jh++) {
+    for (let jw = 0; jw < tw; jw++) {
+      for (let c = 0; c < co; c++) {
+        for (let rh = 0; rh < sh; rh++) {
+          const fh = sh * (th - 1 - jh) + rh;
+          for (let rw = 0; rw < sw; rw++) {
+            const fw = sw * (tw - 1 - jw) + rw;
+            if (fh >= kh || fw >= kw) { o += ci; continue; }
+            const base = (fh * kw + fw) * ci * co + c;
+            for (let i = 0; i < ci; i++) dst[o++] = src[base + i * co];
+          }
+        }
+      }
+    }
+  }
+  // Phase rows m = 0..mh-1 must cover every i + top < h + top.
+  const mh = Math.ceil((h + padInfo.top) / sh);
+  const mw = Math.ceil((w + padInfo.left) / sw);
+  return withScratch(backend, (s) => {
+    const f = backend.makeOutput([th, tw, co, sh * sw * ci], 'float32', undefined, dst);
+    s.adopt(f);
+    const z = s.conv(dy, f, [1, 1], [[0, 0], [th - 1, Math.max(0, mh - oh)], [tw - 1, Math.max(0, mw - ow)], [0, 0]]);
+    // A 6-D transpose, not DepthToSpace: the wasm DepthToSpace kernel measured
+    // ~20x slower than Transpose on the same data (and needs sh == sw).
+    const [, zh, zw] = z.shape;
+    const zt = s.permute(s.view(z, [n, zh, zw, sh, sw, ci]), [0, 1, 3, 2, 4, 5]);
+    const d = s.view(zt, [n, zh * sh, zw * sw, ci]);
+    if (padInfo.top === 0 && padInfo.left === 0) return s.cropHW(d, h, w);
+    return s.run('Slice', { x: d }, { begin: [0, padInfo.top, padInfo.left, 0], size: [n, h, w, ci] });
+  });
 }
 
 const ours = new Set<tf.KernelFunc>();

@@ -58,7 +58,8 @@ export const CLIENT_JS = String.raw`(function () {
     var y = {
       type: spec.logY ? 'logarithmic' : 'linear',
       title: { display: true, text: spec.yLabel },
-      ticks: { callback: function (v) { return fmt(v); } },
+      // Shortest exact form for ticks (0.0005, 1e-7), fixed 3 decimals in tooltips.
+      ticks: { callback: function (v) { return String(+Number(v).toPrecision(3)); } },
       grid: { color: '#eef0f3' }
     };
     if (spec.unitRange) { y.suggestedMin = 0; y.suggestedMax = 1; }

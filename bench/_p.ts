@@ -1,0 +1,11 @@
+import { generateSample } from '../loaders/synthetic';
+import { augment, blockySample } from '../loaders/transforms';
+import { mulberry32 } from '../utils/rng';
+let t = Date.now();
+for (let i = 0; i < 50; i++) generateSample('lesion', 'train', i, 128);
+console.log('gen128 ms/img', (Date.now() - t) / 50);
+const s = blockySample(128, 128);
+const aug: any = { scale: { p: 1, range: [0.75, 1.25] }, crop: { size: [128, 128], cat_max_ratio: 1 }, hflip: { p: 0.5 }, vflip: { p: 0.5 }, rotate: { p: 0.5, degrees: 30 }, brightness: { p: 0.5, range: 0.2 }, contrast: { p: 0.5, range: 0.2 }, saturation: { p: 0.5, range: 0.2 }, hue: { p: 0.5, range: 0.05 }, noise: { p: 0.3, std: 0.03 } };
+t = Date.now();
+for (let i = 0; i < 300; i++) augment(s, aug, mulberry32(i), 255);
+console.log('aug ms/img', (Date.now() - t) / 300);
