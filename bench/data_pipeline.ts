@@ -1,6 +1,6 @@
 // Measures augmented training samples per second of the data pipeline (decode + resize
 // + scale/crop/flip/rotate/photometric + normalise + batching), no model.
-//   npx tsx bench/data_pipeline.ts --size 128 --batch 8 [--images 300] [--src 256] [--workers 2] [--root /path/to/isic2018]
+//   npx tsx bench/data_pipeline.ts --size 128 --batch 8 [--images 300] [--src 256] [--workers 2] [--threads 0|1] [--epochs 2] [--root /path/to/isic2018]
 // Without --root it runs on generated 256x256 ISIC-style JPEG/PNG pairs in a temp folder.
 import fs from 'node:fs';
 import os from 'node:os';
@@ -21,6 +21,7 @@ async function main(): Promise<void> {
   const src = Number(arg('src', '256'));
   const workers = Number(arg('workers', '2'));
   const realRoot = arg('root', '');
+  const threads = arg('threads', '1') !== '0';
   const tmp = realRoot ? '' : fs.mkdtempSync(path.join(os.tmpdir(), 'bench-data-'));
   const cfg = parseConfig({
     data: realRoot
@@ -46,15 +47,19 @@ async function main(): Promise<void> {
   const t0 = Date.now();
   const pairs = await listSplit(cfg, 'train');
   const listMs = Date.now() - t0;
-  const loader = new BatchLoader(cfg, pairs, { train: true });
+  const loader = new BatchLoader(cfg, pairs, { train: true, threads });
   let n = 0;
   const rss: number[] = [];
   const t1 = Date.now();
-  for (let e = 0; e < 2; e++) {
+  const c1 = process.cpuUsage();
+  const epochs = Number(arg('epochs', '2'));
+  for (let e = 0; e < epochs; e++) {
     for await (const b of loader.batches(e)) n += b.n;
     rss.push(Math.round(process.memoryUsage().rss / 2 ** 20));
   }
   const s = (Date.now() - t1) / 1000;
+  const cpu = process.cpuUsage(c1);
+  const cpuS = (cpu.user + cpu.system) / 1e6; // this process incl. libvips threads
   console.log(
     JSON.stringify({
       data: realRoot ? 'isic' : 'generated',
@@ -62,10 +67,14 @@ async function main(): Promise<void> {
       size,
       batch,
       workers,
+      threads,
       list_or_generate_s: listMs / 1000,
       samples: n,
       seconds: s,
       data_images_per_s: Math.round(n / s),
+      // Machine-load independent: CPU seconds spent per image (all threads of this process).
+      cpu_ms_per_image: +((cpuS * 1000) / n).toFixed(2),
+      load_avg_1m: +os.loadavg()[0].toFixed(2),
       rss_mb_per_epoch: rss,
     }),
   );

@@ -2,12 +2,10 @@
 // and squeezes 16-bit to 8-bit, but a mask's class id is the stored value (palette
 // index or grey level), so masks are read here, bit-exact.
 import zlib from 'node:zlib';
-import { promisify } from 'node:util';
 import assert from 'node:assert/strict';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 
-const inflate = promisify(zlib.inflate);
 const SIGNATURE = Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]);
 
 export interface PngHeader { width: number; height: number; bitDepth: number; colorType: number; interlace: number }
@@ -57,7 +55,7 @@ export async function readPngMask(buf: Buffer, file: string): Promise<MaskValues
   if (!ended || !idat.length) throw new UserError(`${file}: truncated or corrupt PNG (no complete image data)`);
   let raw: Buffer;
   try {
-    raw = await inflate(Buffer.concat(idat));
+    raw = zlib.inflateSync(idat.length === 1 ? idat[0] : Buffer.concat(idat)); // sync: measured cheaper than the async round trip for mask-sized data
   } catch {
     throw new UserError(`${file}: truncated or corrupt PNG (image data does not decompress)`);
   }
@@ -66,30 +64,28 @@ export async function readPngMask(buf: Buffer, file: string): Promise<MaskValues
   const stride = Math.ceil((h.width * bitsPP) / 8);
   const bpp = Math.max(1, bitsPP >> 3);
   if (raw.length < (stride + 1) * h.height) throw new UserError(`${file}: truncated or corrupt PNG (too little image data)`);
-  // Undo the per-row filters in place.
+  // Undo the per-row filters (one loop per filter type: this runs for every pixel).
   const rows = Buffer.alloc(stride * h.height);
   for (let y = 0; y < h.height; y++) {
     const f = raw[y * (stride + 1)];
     const src = y * (stride + 1) + 1;
     const dst = y * stride;
     const prev = dst - stride;
-    for (let i = 0; i < stride; i++) {
-      const x = raw[src + i];
-      const a = i >= bpp ? rows[dst + i - bpp] : 0;
-      const b = y > 0 ? rows[prev + i] : 0;
-      const c = i >= bpp && y > 0 ? rows[prev + i - bpp] : 0;
-      let v: number;
-      if (f === 0) v = x;
-      else if (f === 1) v = x + a;
-      else if (f === 2) v = x + b;
-      else if (f === 3) v = x + ((a + b) >> 1);
-      else if (f === 4) {
+    const up = (i: number) => (y > 0 ? rows[prev + i] : 0);
+    if (f === 0) raw.copy(rows, dst, src, src + stride);
+    else if (f === 1) for (let i = 0; i < stride; i++) rows[dst + i] = raw[src + i] + (i >= bpp ? rows[dst + i - bpp] : 0);
+    else if (f === 2) for (let i = 0; i < stride; i++) rows[dst + i] = raw[src + i] + up(i);
+    else if (f === 3) for (let i = 0; i < stride; i++) rows[dst + i] = raw[src + i] + (((i >= bpp ? rows[dst + i - bpp] : 0) + up(i)) >> 1);
+    else if (f === 4)
+      for (let i = 0; i < stride; i++) {
+        const a = i >= bpp ? rows[dst + i - bpp] : 0;
+        const b = up(i);
+        const c = i >= bpp ? up(i - bpp) : 0;
         const p = a + b - c;
         const pa = Math.abs(p - a), pb = Math.abs(p - b), pc = Math.abs(p - c);
-        v = x + (pa <= pb && pa <= pc ? a : pb <= pc ? b : c);
-      } else throw new UserError(`${file}: corrupt PNG (bad row filter ${f})`);
-      rows[dst + i] = v & 255;
-    }
+        rows[dst + i] = raw[src + i] + (pa <= pb && pa <= pc ? a : pb <= pc ? b : c);
+      }
+    else throw new UserError(`${file}: corrupt PNG (bad row filter ${f})`);
   }
   const n = h.width * h.height;
   const values = h.bitDepth === 16 ? new Uint16Array(n) : new Uint8Array(n);

@@ -165,7 +165,9 @@ function multiclassSample(rng: Rng, s: number): { image: Float32Array; mask: Uin
 export function generateSample(kind: Kind, split: 'train' | 'val', index: number, size: number): { image: Uint8Array; mask: Uint8Array } {
   const rng = rngFor(GEN_SEED, kind === 'lesion' ? 1 : 2, split === 'train' ? 1 : 2, index);
   const { image, mask } = kind === 'lesion' ? lesionSample(rng, size) : multiclassSample(rng, size);
-  return { image: Uint8Array.from(image, (v) => Math.round(v)), mask };
+  const bytes = new Uint8Array(image.length);
+  for (let i = 0; i < image.length; i++) bytes[i] = image[i] + 0.5; // typed-array store truncates: rounds
+  return { image: bytes, mask };
 }
 
 function specOf(cfg: Config): SyntheticSpec {

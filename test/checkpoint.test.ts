@@ -264,11 +264,16 @@ test('SIGKILL at random moments never leaves an unloadable or torn checkpoint, n
       });
       child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
       const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-      await Promise.race([
-        started,
-        exited.then(() => assert.fail(`writer exited before saving: ${stderr}`)),
-        new Promise((_, reject) => setTimeout(() => reject(new Error('writer did not save within 60 s')), 60_000)),
-      ]);
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        await Promise.race([
+          started,
+          exited.then(() => assert.fail(`writer exited before saving: ${stderr}`)),
+          new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('writer did not save within 60 s')), 60_000))),
+        ]);
+      } finally {
+        clearTimeout(timer);
+      }
       // While the writer keeps saving, read concurrently: every load must be consistent too.
       const until = Date.now() + 5 + Math.random() * 195;
       while (Date.now() < until) {

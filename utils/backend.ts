@@ -71,8 +71,6 @@ async function startWasm(): Promise<BackendInfo> {
 export async function initBackend(requested: BackendName, gpus: number[] = []): Promise<BackendInfo> {
   const warning = applyGpus(gpus);
   if (warning) console.warn(warning);
-  // Quiet tfjs's own "Hi there" hint about tfjs-node: we print our own choice.
-  (tf.env() as any).set('IS_TEST', true);
 
   if (requested === 'tensorflow' || requested === 'auto') {
     const pkg = loadNative();

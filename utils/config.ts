@@ -180,6 +180,11 @@ export function outChannels(cfg: Config): number {
   return cfg.data.num_classes === 2 ? 1 : cfg.data.num_classes;
 }
 
+/** Two classes: scored by foreground Dice/IoU, predicted through a threshold. */
+export function isBinary(cfg: Config): boolean {
+  return cfg.data.num_classes === 2;
+}
+
 function show(v: unknown): string {
   if (v === undefined) return 'nothing';
   const s = JSON.stringify(v);

@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import { BatchLoader } from '../loaders/batcher';
 import { PairRef } from '../loaders';
 import { getDatasetInfo } from './dataset_utils';
-import { Config, outChannels } from './config';
+import { Config, isBinary } from './config';
 import { BinaryImageStats, ConfusionMatrix, ThresholdSweep, formatMetricsTable } from './metrics';
 import { classMap, denormalize } from './predictions';
 import { colorizePng, overlayPng } from './overlay';
@@ -46,7 +46,7 @@ function imageScores(pred: Uint8Array, gt: Uint8Array, numClasses: number, ignor
 
 export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: PairRef[], opts: EvalOptions): Promise<EvalResult> {
   const { num_classes: numClasses, ignore_index: ignore } = cfg.data;
-  const binary = outChannels(cfg) <= 2 && numClasses === 2;
+  const binary = isBinary(cfg);
   const info = getDatasetInfo(cfg.data.name, numClasses);
   const cm = new ConfusionMatrix(numClasses, ignore);
   const imageStats = binary ? new BinaryImageStats(ignore) : null;

@@ -1,0 +1,129 @@
+// Paired augmentation: geometric steps move image and mask identically, photometric
+// steps never touch the mask, padding uses 0 / the ignore index.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { Augmentations } from '../utils/config';
+import { parseConfig } from '../utils/config';
+import { mulberry32 } from '../utils/rng';
+import { augment, blockySample, mismatch, photometric, planGeometry, Sample } from '../loaders/transforms';
+
+const IGN = 255;
+const aug = (a: object): Augmentations => parseConfig({ training: { augmentations: a } }).training.augmentations;
+
+test('each geometric transform keeps the thresholded image equal to the mask', () => {
+  const s = blockySample(48, 40, 7);
+  const exact: Record<string, object> = {
+    hflip: { hflip: { p: 1 } },
+    vflip: { vflip: { p: 1 } },
+    crop: { crop: { size: [24, 30] } },
+    'crop+flips': { crop: { size: [24, 30] }, hflip: { p: 1 }, vflip: { p: 1 } },
+    'rotate 180': { rotate: { p: 1, degrees: 180 } },
+  };
+  const interpolated: Record<string, object> = {
+    scale: { scale: { p: 1, range: [0.6, 1.6] } },
+    rotate: { rotate: { p: 1, degrees: 45 } },
+    all: { scale: { p: 1 }, crop: { size: [32, 32] }, hflip: {}, vflip: {}, rotate: { p: 1, degrees: 90 } },
+  };
+  for (const [name, a] of Object.entries(exact)) {
+    for (let seed = 0; seed < 10; seed++) {
+      const out = augment(s, aug(a), mulberry32(seed), IGN);
+      if (name !== 'rotate 180') assert.equal(mismatch(out, IGN), 0, `${name} seed ${seed}`);
+      else assert.ok(mismatch(out, IGN) < 0.03, `${name} seed ${seed}`); // non-multiple-of-90 angles interpolate
+    }
+  }
+  for (const [name, a] of Object.entries(interpolated)) {
+    for (let seed = 0; seed < 10; seed++) {
+      const out = augment(s, aug(a), mulberry32(seed), IGN);
+      // Only pixels on block edges may differ (bilinear image vs nearest mask).
+      assert.ok(mismatch(out, IGN) < 0.03, `${name} seed ${seed}: ${mismatch(out, IGN)}`);
+      assert.ok(out.mask.every((v) => v === 0 || v === 1 || v === IGN), name);
+    }
+  }
+});
+
+test('hflip mirrors exactly', () => {
+  const s: Sample = { image: Uint8Array.from([1, 1, 1, 2, 2, 2, 3, 3, 3]), mask: Uint8Array.from([0, 1, 2]), width: 3, height: 1 };
+  const out = augment(s, aug({ hflip: { p: 1 } }), mulberry32(1), IGN);
+  assert.deepEqual([...out.mask], [2, 1, 0]);
+  assert.deepEqual([...out.image], [3, 3, 3, 2, 2, 2, 1, 1, 1]);
+});
+
+test('crop larger than the image pads image with 0 and mask with the ignore index', () => {
+  const s = blockySample(10, 10);
+  for (let seed = 0; seed < 5; seed++) {
+    const out = augment(s, aug({ crop: { size: [16, 14] } }), mulberry32(seed), IGN);
+    assert.equal(out.mask.length, 16 * 14);
+    assert.equal(out.mask.filter((v) => v === IGN).length, 16 * 14 - 100);
+    for (let i = 0; i < out.mask.length; i++) if (out.mask[i] === IGN) assert.deepEqual([...out.image.slice(3 * i, 3 * i + 3)], [0, 0, 0]);
+    assert.equal(mismatch(out, IGN), 0);
+  }
+});
+
+test('rotation: corners coming from outside are ignore in the mask, 0 in the image', () => {
+  const s = blockySample(32, 32);
+  const out = augment(s, aug({ rotate: { p: 1, degrees: 45 } }), mulberry32(4), IGN);
+  const plan = planGeometry(s, aug({ rotate: { p: 1, degrees: 45 } }), mulberry32(4), IGN);
+  assert.ok(Math.abs(plan.angle) > 0.2, 'test needs a real rotation');
+  assert.equal(out.mask[0], IGN);
+  assert.equal(out.image[0], 0);
+  assert.notEqual(out.mask[16 * 32 + 16], IGN);
+});
+
+test('scale without crop keeps data.size; crop sets the output size', () => {
+  const s = blockySample(20, 12);
+  assert.deepEqual([augment(s, aug({ scale: { p: 1 } }), mulberry32(1), IGN)].map((o) => [o.width, o.height]), [[20, 12]]);
+  assert.deepEqual([augment(s, aug({ scale: { p: 1 }, crop: { size: [8, 6] } }), mulberry32(1), IGN)].map((o) => [o.width, o.height]), [[6, 8]]);
+});
+
+test('photometric transforms never change the mask and stay in [0, 255]', () => {
+  const s = blockySample(32, 24);
+  const all = aug({ brightness: { p: 1, range: 0.6 }, contrast: { p: 1, range: 0.6 }, saturation: { p: 1, range: 0.9 }, hue: { p: 1, range: 0.5 }, noise: { p: 1, std: 0.2 } });
+  for (let seed = 0; seed < 10; seed++) {
+    const out = augment(s, all, mulberry32(seed), IGN);
+    assert.deepEqual(out.mask, s.mask);
+    assert.ok(out.image.every((v) => v >= 0 && v <= 255));
+  }
+  for (const one of ['brightness', 'contrast', 'saturation', 'hue', 'noise']) {
+    const out = augment(s, aug({ [one]: { p: 1 } }), mulberry32(3), IGN);
+    assert.deepEqual(out.mask, s.mask, one);
+  }
+});
+
+test('brightness scales, contrast keeps the mean grey', () => {
+  const img = new Float32Array([100, 100, 100, 50, 50, 50]);
+  photometric(img, null, aug({ brightness: { p: 1, range: 0.5 } }), mulberry32(1));
+  assert.ok(Math.abs(img[0] / img[3] - 2) < 1e-4);
+  const img2 = new Float32Array([100, 100, 100, 50, 50, 50]);
+  photometric(img2, null, aug({ contrast: { p: 1, range: 0.5 } }), mulberry32(1));
+  assert.ok(Math.abs((img2[0] + img2[3]) / 2 - 75) < 1e-3);
+});
+
+test('same rng seed, same augmentation', () => {
+  const s = blockySample(24, 24);
+  const a = aug({ scale: {}, crop: { size: [16, 16] }, hflip: {}, vflip: {}, rotate: {}, brightness: {}, contrast: {}, saturation: {}, hue: {}, noise: {} });
+  assert.deepEqual(augment(s, a, mulberry32(9), IGN), augment(s, a, mulberry32(9), IGN));
+  assert.notDeepEqual(augment(s, a, mulberry32(9), IGN).image, augment(s, a, mulberry32(10), IGN).image);
+});
+
+test('cat_max_ratio retries crops dominated by one class', () => {
+  // 80% class 0, a 12-pixel-wide stripe of class 1 at the right: a random 20-wide
+  // crop holds enough of it only ~1 time in 4, so without retries ~5/20 would pass.
+  const w = 60, h = 20;
+  const mask = new Uint8Array(w * h);
+  for (let y = 0; y < h; y++) for (let x = 48; x < 60; x++) mask[y * w + x] = 1;
+  const s: Sample = { image: new Uint8Array(w * h * 3), mask, width: w, height: h };
+  let hits = 0;
+  for (let seed = 0; seed < 20; seed++) {
+    const out = augment(s, aug({ crop: { size: [20, 20], cat_max_ratio: 0.9 } }), mulberry32(seed), IGN);
+    if (out.mask.includes(1)) hits++;
+  }
+  assert.ok(hits >= 14, `crops containing the stripe: ${hits}/20`);
+});
+
+test('gaussian noise has the configured std (in units of 255)', () => {
+  const img = new Float32Array(64 * 64 * 3).fill(128);
+  photometric(img, null, aug({ noise: { p: 1, std: 0.05 } }), mulberry32(5));
+  const mean = img.reduce((a, b) => a + b, 0) / img.length;
+  const sd = Math.sqrt(img.reduce((a, b) => a + (b - mean) ** 2, 0) / img.length);
+  assert.ok(Math.abs(mean - 128) < 0.5 && Math.abs(sd - 0.05 * 255) < 0.5, `mean ${mean} sd ${sd}`);
+});

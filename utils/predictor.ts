@@ -1,0 +1,66 @@
+// Prediction for single image files: network at the configured size, logits
+// resized back to the image's own size, dataset post-processing, PNG outputs.
+import fs from 'node:fs';
+import path from 'node:path';
+import sharp from 'sharp';
+import * as tf from '@tensorflow/tfjs';
+import { decodeImage } from '../loaders/decode';
+import { IMAGE_EXTS } from '../loaders/files';
+import { normaliseImage } from '../loaders/batcher';
+import { Config, isBinary } from './config';
+import { UserError } from './errors';
+import { getDatasetInfo } from './dataset_utils';
+import { classMap } from './predictions';
+import { colorizePng, overlayPng } from './overlay';
+
+export function listImages(input: string): string[] {
+  if (!fs.existsSync(input)) throw new UserError(`--input ${input}: no such file or folder`);
+  if (fs.statSync(input).isFile()) return [input];
+  return fs
+    .readdirSync(input)
+    .filter((f) => IMAGE_EXTS.includes(path.extname(f).toLowerCase()))
+    .sort()
+    .map((f) => path.join(input, f));
+}
+
+export interface PredictOptions {
+  threshold: number;
+  postprocess: boolean;
+}
+
+/** Class ids at the image's original size. */
+export async function predictMask(model: tf.LayersModel, cfg: Config, file: string, opts: PredictOptions) {
+  const buf = fs.readFileSync(file);
+  const full = await decodeImage(file, undefined, buf);
+  const [h, w] = cfg.data.size;
+  const small = await decodeImage(file, cfg.data.size, buf);
+  const x = normaliseImage(small.data, cfg.data.mean, cfg.data.std);
+  // Logits, not labels, are resized: interpolating scores gives smooth boundaries.
+  const logits = tf.tidy(() => tf.image.resizeBilinear(model.predict(tf.tensor4d(x, [1, h, w, 3])) as tf.Tensor4D, [full.height, full.width]));
+  let { classes } = classMap(logits, opts.threshold);
+  logits.dispose();
+  const info = getDatasetInfo(cfg.data.name, cfg.data.num_classes);
+  if (opts.postprocess && info.postprocess) classes = info.postprocess(classes, full.width, full.height);
+  return { classes, image: full.data, width: full.width, height: full.height };
+}
+
+/** Writes <stem>.png (+ <stem>_color.png for multi-class) and <stem>_overlay.png; returns the paths. */
+export async function predictFile(model: tf.LayersModel, cfg: Config, file: string, outDir: string, opts: PredictOptions): Promise<string[]> {
+  const { classes, image, width, height } = await predictMask(model, cfg, file, opts);
+  const info = getDatasetInfo(cfg.data.name, cfg.data.num_classes);
+  const stem = path.join(outDir, path.basename(file, path.extname(file)));
+  const grey = (data: Uint8Array) => sharp(Buffer.from(data), { raw: { width, height, channels: 1 } }).png();
+  const written: string[] = [];
+  if (isBinary(cfg)) {
+    await grey(classes.map((c) => (c ? 255 : 0))).toFile(`${stem}.png`);
+    written.push(`${stem}.png`);
+  } else {
+    await grey(info.toSubmission ? info.toSubmission(classes) : classes).toFile(`${stem}.png`);
+    fs.writeFileSync(`${stem}_color.png`, await colorizePng(classes, width, height, info.palette, cfg.data.ignore_index));
+    written.push(`${stem}.png`, `${stem}_color.png`);
+  }
+  const overlay = await overlayPng(image, width, height, classes, null, { numClasses: cfg.data.num_classes, palette: info.palette, ignoreIndex: cfg.data.ignore_index });
+  fs.writeFileSync(`${stem}_overlay.png`, overlay);
+  written.push(`${stem}_overlay.png`);
+  return written;
+}
