@@ -14,14 +14,20 @@ function arg(name: string, def: string): string {
   return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : def;
 }
 
-async function main(): Promise<void> {
-  const size = Number(arg('size', '128'));
-  const batch = Number(arg('batch', '8'));
-  const images = Number(arg('images', '300'));
-  const src = Number(arg('src', '256'));
-  const workers = Number(arg('workers', '2'));
-  const realRoot = arg('root', '');
-  const threads = arg('threads', '1') !== '0';
+export interface DataBenchOptions {
+  size: number;
+  batch: number;
+  images: number;
+  src: number;
+  workers: number;
+  realRoot: string;
+  threads: boolean;
+  epochs: number;
+}
+
+/** Runs the training data pipeline (augmentations on) for `epochs` and returns its figures. */
+export async function measureDataPipeline(o: DataBenchOptions): Promise<Record<string, unknown> & { data_images_per_s: number }> {
+  const { size, batch, images, src, workers, realRoot, threads } = o;
   const tmp = realRoot ? '' : fs.mkdtempSync(path.join(os.tmpdir(), 'bench-data-'));
   const cfg = parseConfig({
     data: realRoot
@@ -52,7 +58,7 @@ async function main(): Promise<void> {
   const rss: number[] = [];
   const t1 = Date.now();
   const c1 = process.cpuUsage();
-  const epochs = Number(arg('epochs', '2'));
+  const epochs = o.epochs;
   for (let e = 0; e < epochs; e++) {
     for await (const b of loader.batches(e)) n += b.n;
     rss.push(Math.round(process.memoryUsage().rss / 2 ** 20));
@@ -60,25 +66,37 @@ async function main(): Promise<void> {
   const s = (Date.now() - t1) / 1000;
   const cpu = process.cpuUsage(c1);
   const cpuS = (cpu.user + cpu.system) / 1e6; // this process incl. libvips threads
-  console.log(
-    JSON.stringify({
-      data: realRoot ? 'isic' : 'generated',
-      pairs: pairs.length,
-      size,
-      batch,
-      workers,
-      threads,
-      list_or_generate_s: listMs / 1000,
-      samples: n,
-      seconds: s,
-      data_images_per_s: Math.round(n / s),
-      // Machine-load independent: CPU seconds spent per image (all threads of this process).
-      cpu_ms_per_image: +((cpuS * 1000) / n).toFixed(2),
-      load_avg_1m: +os.loadavg()[0].toFixed(2),
-      rss_mb_per_epoch: rss,
-    }),
-  );
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  return {
+    data: realRoot ? 'isic' : 'generated',
+    pairs: pairs.length,
+    size,
+    batch,
+    workers,
+    threads,
+    list_or_generate_s: listMs / 1000,
+    samples: n,
+    seconds: s,
+    data_images_per_s: Math.round(n / s),
+    // Machine-load independent: CPU seconds spent per image (all threads of this process).
+    cpu_ms_per_image: +((cpuS * 1000) / n).toFixed(2),
+    load_avg_1m: +os.loadavg()[0].toFixed(2),
+    rss_mb_per_epoch: rss,
+  };
 }
 
-void main();
+async function main(): Promise<void> {
+  const r = await measureDataPipeline({
+    size: Number(arg('size', '128')),
+    batch: Number(arg('batch', '8')),
+    images: Number(arg('images', '300')),
+    src: Number(arg('src', '256')),
+    workers: Number(arg('workers', '2')),
+    realRoot: arg('root', ''),
+    threads: arg('threads', '1') !== '0',
+    epochs: Number(arg('epochs', '2')),
+  });
+  console.log(JSON.stringify(r));
+}
+
+if (require.main === module) void main();

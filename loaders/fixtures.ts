@@ -5,7 +5,9 @@ import os from 'node:os';
 import path from 'node:path';
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
+import * as tf from '@tensorflow/tfjs';
 import { mulberry32 } from '../utils/rng';
+import { Config, parseConfig } from '../utils/config';
 import { runIfMain, SelfTest } from '../utils/self_test';
 
 export function tmpDir(prefix: string): string {
@@ -61,6 +63,36 @@ export async function writeCamvid(root: string, split: string, names: string[], 
     await writeRaw(path.join(root, split, `${n}.png`), imageForMask(mask), w, h, 3);
     await writeRaw(path.join(root, `${split}annot`, `${n}.png`), mask, w, h, 1);
   }
+}
+
+/**
+ * A small, fast config for tests: everything (data, checkpoints, results) under `dir`,
+ * tiny U-Net, synthetic data; `over` is merged section by section.
+ */
+export function fixtureConfig(dir: string, over: Record<string, any> = {}): Config {
+  const base: Record<string, any> = {
+    name: 'fixture',
+    backend: 'wasm',
+    model: { base: 4, depth: 2 },
+    data: { name: 'synthetic', root: path.join(dir, 'data'), size: [32, 32], synthetic: { train: 16, val: 8, image_size: 32 } },
+    training: { epochs: 2, batch_size: 4, print_interval: 2, workers: 1 },
+    checkpoint: { ckpt_root: path.join(dir, 'checkpoints'), best_metric: 'val.dice' },
+    results: { root: path.join(dir, 'results') },
+  };
+  for (const [k, v] of Object.entries(over)) base[k] = v && typeof v === 'object' && !Array.isArray(v) ? { ...base[k], ...v } : v;
+  return parseConfig(base, 'fixture config');
+}
+
+/**
+ * A 1x1-convolution model that predicts the foreground of imageForMask() images
+ * from their red channel: a known-perfect model for evaluation and prediction tests.
+ */
+export function redChannelModel(): tf.LayersModel {
+  const kernel = tf.tensor4d([20, 0, 0], [1, 1, 3, 1]);
+  const bias = tf.tensor1d([0]);
+  const m = tf.sequential({ layers: [tf.layers.conv2d({ inputShape: [null, null, 3], filters: 1, kernelSize: 1, weights: [kernel, bias], name: 'red' })] });
+  tf.dispose([kernel, bias]);
+  return m;
 }
 
 export const selfTest: SelfTest = {

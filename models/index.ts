@@ -32,6 +32,7 @@ registerModel('unet', (cfg) =>
     depth: cfg.model.depth,
     upMode: cfg.model.up_mode,
     batchNorm: cfg.model.batch_norm,
+    seed: cfg.training.seed,
   }),
 );
 

@@ -13,6 +13,8 @@ export interface UNetOptions {
   depth: number;
   upMode: UpMode;
   batchNorm: boolean;
+  /** Seeds the weight initialisation (training.seed). */
+  seed?: number;
 }
 
 export function levelWidths(base: number, depth: number): number[] {
@@ -23,14 +25,15 @@ export function levelWidths(base: number, depth: number): number[] {
 export function buildUNet(o: UNetOptions): tf.LayersModel {
   const ch = levelWidths(o.base, o.depth);
   const input = tf.input({ shape: [null, null, o.inChannels], name: 'image' });
-  let x = DoubleConv(input, ch[0], 'enc0', o.batchNorm);
+  const seed = o.seed ?? 0;
+  let x = DoubleConv(input, ch[0], 'enc0', o.batchNorm, seed);
   const skips: tf.SymbolicTensor[] = [];
   for (let i = 1; i <= o.depth; i++) {
     skips.push(x);
-    x = Down(x, ch[i], `enc${i}`, o.batchNorm);
+    x = Down(x, ch[i], `enc${i}`, o.batchNorm, seed);
   }
-  for (let i = o.depth - 1; i >= 0; i--) x = Up(x, skips[i], ch[i], `dec${i}`, o.upMode, o.batchNorm);
-  const logits = OutConv(x, o.outChannels, 'head');
+  for (let i = o.depth - 1; i >= 0; i--) x = Up(x, skips[i], ch[i], `dec${i}`, o.upMode, o.batchNorm, seed);
+  const logits = OutConv(x, o.outChannels, 'head', seed);
   return tf.model({ inputs: input, outputs: logits, name: 'unet' });
 }
 
@@ -66,6 +69,15 @@ export const selfTest: SelfTest = {
     const trainable = m.trainableWeights.reduce((s, w) => s + (w.shape as number[]).reduce((a, b) => a * b, 1), 0);
     assert.equal(trainable, expectedTorchParams(3, 1, 16, 4));
     m.dispose();
+  },
+  'the same seed gives the same initial weights, another seed others'() {
+    const opts = { inChannels: 3, outChannels: 1, base: 4, depth: 2, upMode: 'nearest' as UpMode, batchNorm: true };
+    const [a, b, c] = [1, 1, 2].map((seed) => buildUNet({ ...opts, seed }));
+    const k = (m: tf.LayersModel) => Array.from(m.getLayer('enc1_conv2').getWeights()[0].dataSync());
+    assert.deepEqual(k(a), k(b));
+    assert.notDeepEqual(k(a), k(c));
+    assert.notDeepEqual(k(a).slice(0, 8), Array.from(a.getLayer('enc1_conv1').getWeights()[0].dataSync()).slice(0, 8));
+    [a, b, c].forEach((m) => m.dispose());
   },
   'upsampling modes build and keep size'() {
     for (const upMode of ['bilinear', 'transpose'] as UpMode[]) {

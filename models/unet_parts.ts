@@ -9,11 +9,22 @@ import { runIfMain, SelfTest } from '../utils/self_test';
 type T = tf.SymbolicTensor;
 export type UpMode = 'nearest' | 'bilinear' | 'transpose';
 
+/**
+ * Seeded He-normal initialisation: the same training.seed gives the same initial
+ * weights, so runs are reproducible. The layer name is hashed into the seed so that
+ * each layer draws different values.
+ */
+function init(name: string, seed: number) {
+  let h = seed ^ 0x9e3779b9;
+  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193);
+  return tf.initializers.heNormal({ seed: (h >>> 0) % 2147483647 });
+}
+
 /** (3x3 conv 'same' -> batch norm -> ReLU) x 2; spatial size is kept (padded convs). */
-export function DoubleConv(x: T, filters: number, name: string, batchNorm = true): T {
+export function DoubleConv(x: T, filters: number, name: string, batchNorm = true, seed = 0): T {
   for (const i of [1, 2]) {
     x = tf.layers
-      .conv2d({ filters, kernelSize: 3, padding: 'same', useBias: !batchNorm, kernelInitializer: 'heNormal', name: `${name}_conv${i}` })
+      .conv2d({ filters, kernelSize: 3, padding: 'same', useBias: !batchNorm, kernelInitializer: init(`${name}_conv${i}`, seed), name: `${name}_conv${i}` })
       .apply(x) as T;
     if (batchNorm) {
       // momentum 0.9 = PyTorch's 0.1: running stats that follow a short training run.
@@ -25,9 +36,9 @@ export function DoubleConv(x: T, filters: number, name: string, batchNorm = true
 }
 
 /** 2x2 max-pool ('same', so odd sizes round up) then DoubleConv. */
-export function Down(x: T, filters: number, name: string, batchNorm = true): T {
+export function Down(x: T, filters: number, name: string, batchNorm = true, seed = 0): T {
   x = tf.layers.maxPooling2d({ poolSize: 2, strides: 2, padding: 'same', name: `${name}_pool` }).apply(x) as T;
-  return DoubleConv(x, filters, name, batchNorm);
+  return DoubleConv(x, filters, name, batchNorm, seed);
 }
 
 /**
@@ -51,21 +62,21 @@ export class CropToMatch extends tf.layers.Layer {
 tf.serialization.registerClass(CropToMatch);
 
 /** x2 upsampling (nearest by default), crop to the skip, concat [skip, up], DoubleConv. */
-export function Up(x: T, skip: T, filters: number, name: string, mode: UpMode = 'nearest', batchNorm = true): T {
+export function Up(x: T, skip: T, filters: number, name: string, mode: UpMode = 'nearest', batchNorm = true, seed = 0): T {
   if (mode === 'transpose') {
     const ch = x.shape[3] as number;
-    x = tf.layers.conv2dTranspose({ filters: ch, kernelSize: 2, strides: 2, padding: 'same', name: `${name}_upconv` }).apply(x) as T;
+    x = tf.layers.conv2dTranspose({ filters: ch, kernelSize: 2, strides: 2, padding: 'same', kernelInitializer: init(`${name}_upconv`, seed), name: `${name}_upconv` }).apply(x) as T;
   } else {
     x = tf.layers.upSampling2d({ size: [2, 2], interpolation: mode, name: `${name}_up` }).apply(x) as T;
   }
   x = new CropToMatch({ name: `${name}_crop` }).apply([x, skip]) as T;
   x = tf.layers.concatenate({ axis: -1, name: `${name}_concat` }).apply([skip, x]) as T;
-  return DoubleConv(x, filters, name, batchNorm);
+  return DoubleConv(x, filters, name, batchNorm, seed);
 }
 
 /** 1x1 convolution to the class logits. */
-export function OutConv(x: T, classes: number, name = 'head'): T {
-  return tf.layers.conv2d({ filters: classes, kernelSize: 1, name }).apply(x) as T;
+export function OutConv(x: T, classes: number, name = 'head', seed = 0): T {
+  return tf.layers.conv2d({ filters: classes, kernelSize: 1, kernelInitializer: init(name, seed), name }).apply(x) as T;
 }
 
 export const selfTest: SelfTest = {

@@ -21,7 +21,7 @@ export function commonOptions<T>(y: Argv<T>) {
     .option('backend', { type: 'string', choices: ['auto', 'tensorflow', 'wasm', 'cpu'], describe: 'compute backend (overrides the config)' })
     .strict()
     .fail((msg, err) => {
-      throw new UserError(err ? err.message : `${msg} (see --help)`);
+      throw new UserError((err ? err.message : `${msg} (see --help)`).replace(/\s*\n\s*/g, ' ')); // yargs messages span lines
     });
 }
 

@@ -4,12 +4,16 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { BatchLoader } from '../loaders/batcher';
-import { PairRef } from '../loaders';
+import type { PairRef } from '../loaders';
 import { getDatasetInfo } from './dataset_utils';
 import { Config, isBinary } from './config';
 import { BinaryImageStats, ConfusionMatrix, ThresholdSweep, formatMetricsTable } from './metrics';
 import { classMap, denormalize } from './predictions';
 import { colorizePng, overlayPng } from './overlay';
+import assert from 'node:assert/strict';
+import { listSplit } from '../loaders';
+import { fixtureConfig, redChannelModel, tmpDir, writeIsic } from '../loaders/fixtures';
+import { runIfMain, SelfTest } from './self_test';
 
 export interface ImageScore {
   id: string;
@@ -106,3 +110,37 @@ export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: P
   }
   return res;
 }
+
+export const selfTest: SelfTest = {
+  async 'a perfect model scores 1; per-image scores, overlays and predictions are written'() {
+    const dir = tmpDir('eval');
+    await writeIsic(path.join(dir, 'isic'), 'Validation', ['ISIC_1', 'ISIC_2', 'ISIC_3'], 16, 12);
+    const cfg = fixtureConfig(dir, { data: { name: 'isic', root: path.join(dir, 'isic'), size: [12, 16] } });
+    const model = redChannelModel();
+    const res = await evaluateSplit(model, cfg, await listSplit(cfg, 'val'), { threshold: 0.5, sweep: true, outDir: path.join(dir, 'out') });
+    assert.equal(res.images, 3);
+    assert.equal(res.metrics.dice, 1);
+    assert.equal(res.metrics.mIoU, 1);
+    assert.equal(res.metrics.thresholded_jaccard, 1);
+    assert.deepEqual(res.perImage.map((s) => s.dice), [1, 1, 1]);
+    assert.ok(res.bestThreshold && res.bestThreshold.dice === 1);
+    for (const s of res.perImage) assert.ok(fs.existsSync(path.join(dir, 'out', s.overlay!)));
+    assert.equal(fs.readdirSync(path.join(dir, 'out', 'predictions')).length, 3);
+    model.dispose();
+    fs.rmSync(dir, { recursive: true });
+  },
+  async 'a model that predicts nothing gets 0 foreground IoU but high pixel accuracy'() {
+    const dir = tmpDir('eval0');
+    await writeIsic(path.join(dir, 'isic'), 'Validation', ['ISIC_1', 'ISIC_2'], 16, 12);
+    const cfg = fixtureConfig(dir, { data: { name: 'isic', root: path.join(dir, 'isic'), size: [12, 16] } });
+    const model = redChannelModel();
+    const res = await evaluateSplit(model, cfg, await listSplit(cfg, 'val'), { threshold: 1 });
+    assert.equal(res.metrics.iou, 0);
+    assert.equal(res.metrics.thresholded_jaccard, 0);
+    assert.ok(res.metrics.pixel_acc > 0.4 && res.metrics.pixel_acc < 0.6);
+    model.dispose();
+    fs.rmSync(dir, { recursive: true });
+  },
+};
+
+runIfMain(module, selfTest);

@@ -4,7 +4,11 @@ import path from 'node:path';
 import { getModel } from '../models';
 import { Config } from './config';
 import { UserError } from './errors';
-import { applyWeights, checkpointExists, loadCheckpoint } from './checkpoint';
+import { applyWeights, checkpointExists, loadCheckpoint, saveCheckpoint } from './checkpoint';
+import fs from 'node:fs';
+import assert from 'node:assert/strict';
+import { fixtureConfig, tmpDir } from '../loaders/fixtures';
+import { runIfMain, SelfTest } from './self_test';
 
 /** The checkpoint to use when none is given: best/ of the run, else last/. */
 export function defaultCheckpoint(cfg: Config): string {
@@ -19,3 +23,30 @@ export async function loadModel(cfg: Config, checkpoint: string): Promise<tf.Lay
   applyWeights(model, ck.weights, checkpoint);
   return model;
 }
+
+export const selfTest: SelfTest = {
+  async 'without a checkpoint the error says to train first'() {
+    const dir = tmpDir('mio');
+    const cfg = fixtureConfig(dir);
+    assert.throws(() => defaultCheckpoint(cfg), (e: Error) => e instanceof UserError && /train first/.test(e.message));
+    fs.rmSync(dir, { recursive: true });
+  },
+  async 'loads the weights of best/, else last/'() {
+    const dir = tmpDir('mio2');
+    const cfg = fixtureConfig(dir);
+    const model = getModel(cfg);
+    const meta = { epoch: 1, step: 4, bestMetric: null, bestMetricName: 'val.dice', rng: null, config: cfg };
+    const last = path.join(cfg.checkpoint.ckpt_root, cfg.name, 'last');
+    await saveCheckpoint(last, model, null, meta);
+    assert.equal(defaultCheckpoint(cfg), last);
+    const loaded = await loadModel(cfg, last);
+    const a = model.getWeights().map((w) => w.dataSync());
+    const b = loaded.getWeights().map((w) => w.dataSync());
+    assert.deepEqual(b, a);
+    model.dispose();
+    loaded.dispose();
+    fs.rmSync(dir, { recursive: true });
+  },
+};
+
+runIfMain(module, selfTest);

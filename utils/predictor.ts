@@ -12,6 +12,9 @@ import { UserError } from './errors';
 import { getDatasetInfo } from './dataset_utils';
 import { classMap } from './predictions';
 import { colorizePng, overlayPng } from './overlay';
+import assert from 'node:assert/strict';
+import { redChannelModel, fixtureConfig, tmpDir, writeIsic } from '../loaders/fixtures';
+import { runIfMain, SelfTest } from './self_test';
 
 export function listImages(input: string): string[] {
   if (!fs.existsSync(input)) throw new UserError(`--input ${input}: no such file or folder`);
@@ -64,3 +67,35 @@ export async function predictFile(model: tf.LayersModel, cfg: Config, file: stri
   written.push(`${stem}_overlay.png`);
   return written;
 }
+
+export const selfTest: SelfTest = {
+  'lists image files of a folder, sorted'() {
+    const dir = tmpDir('pred-ls');
+    for (const f of ['b.png', 'a.JPG', 'notes.txt']) fs.writeFileSync(path.join(dir, f), '');
+    assert.deepEqual(listImages(dir).map((f) => path.basename(f)), ['a.JPG', 'b.png']);
+    assert.throws(() => listImages(path.join(dir, 'nope')), /no such file or folder/);
+    fs.rmSync(dir, { recursive: true });
+  },
+  async 'masks come back at the original size, 0/255 for binary, with an overlay'() {
+    const dir = tmpDir('pred');
+    await writeIsic(dir, 'Test', ['ISIC_9'], 50, 37);
+    const cfg = fixtureConfig(dir, { data: { name: 'isic', root: dir, size: [32, 32] } });
+    const model = redChannelModel();
+    const input = path.join(dir, 'ISIC2018_Task1-2_Test_Input', 'ISIC_9.jpg');
+    const out = path.join(dir, 'out');
+    fs.mkdirSync(out);
+    const written = await predictFile(model, cfg, input, out, { threshold: 0.5, postprocess: false });
+    assert.deepEqual(written.map((f) => path.basename(f)), ['ISIC_9.png', 'ISIC_9_overlay.png']);
+    const { data, info } = await sharp(written[0]).extractChannel(0).raw().toBuffer({ resolveWithObject: true });
+    assert.deepEqual([info.width, info.height], [50, 37]);
+    assert.ok([...new Set(data)].every((v) => v === 0 || v === 255));
+    const gt = await sharp(path.join(dir, 'ISIC2018_Task1_Test_GroundTruth', 'ISIC_9_segmentation.png')).extractChannel(0).raw().toBuffer();
+    let agree = 0;
+    for (let i = 0; i < gt.length; i++) agree += gt[i] === data[i] ? 1 : 0;
+    assert.ok(agree / gt.length > 0.95, `agreement ${agree / gt.length}`);
+    model.dispose();
+    fs.rmSync(dir, { recursive: true });
+  },
+};
+
+runIfMain(module, selfTest);

@@ -3,12 +3,15 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import type { PairRef } from '../loaders';
 import { Config } from './config';
 import { evaluateSplit, EvalResult } from './evaluator';
 import { HistoryRow } from './history';
 import { writeReport } from './report';
 import { getDatasetInfo } from './dataset_utils';
+import assert from 'node:assert/strict';
+import { listSplit, PairRef } from '../loaders';
+import { fixtureConfig, redChannelModel, tmpDir, writeIsic } from '../loaders/fixtures';
+import { runIfMain, SelfTest } from './self_test';
 
 export interface ResultsOptions {
   trainSeconds?: number;
@@ -54,3 +57,24 @@ export async function writeResults(model: tf.LayersModel, cfg: Config, pairs: Pa
   if (!opts.quiet) console.log(res.table);
   return res;
 }
+
+export const selfTest: SelfTest = {
+  async 'writes metrics.json (with per-image scores and the threshold sweep), overlays and report.html'() {
+    const dir = tmpDir('results');
+    await writeIsic(path.join(dir, 'isic'), 'Validation', ['ISIC_1', 'ISIC_2'], 16, 12);
+    const cfg = fixtureConfig(dir, { data: { name: 'isic', root: path.join(dir, 'isic'), size: [12, 16] } });
+    const model = redChannelModel();
+    const out = path.join(dir, 'out');
+    await writeResults(model, cfg, await listSplit(cfg, 'val'), [{ epoch: 1, step: 2, split: 'val', dice: 0.5 }], { outDir: out, quiet: true });
+    const m = JSON.parse(fs.readFileSync(path.join(out, 'metrics.json'), 'utf8'));
+    assert.equal(m.metrics.dice, 1);
+    assert.equal(m.per_image.length, 2);
+    assert.equal(m.threshold_sweep.length, 19);
+    const html = fs.readFileSync(path.join(out, 'report.html'), 'utf8');
+    assert.match(html, /overlays\/ISIC_1\.png/);
+    model.dispose();
+    fs.rmSync(dir, { recursive: true });
+  },
+};
+
+runIfMain(module, selfTest);

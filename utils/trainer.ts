@@ -17,6 +17,10 @@ import { applyWeights, checkpointExists, loadCheckpoint, saveCheckpoint, Checkpo
 import { evaluateSplit, EvalResult } from './evaluator';
 import { writeResults } from './results';
 import { makeTrainStep } from './train_step';
+import assert from 'node:assert/strict';
+import { fixtureConfig, tmpDir } from '../loaders/fixtures';
+import { initBackend } from './backend';
+import { runIfMain, SelfTest } from './self_test';
 
 export interface TrainOptions {
   /** Continue from ckpt_root/<name>/last. */
@@ -33,6 +37,8 @@ export interface TrainOptions {
   skipResults?: boolean;
   /** Stop (as if interrupted) once this global step is reached (tests of resume). */
   stopAtStep?: number;
+  /** Called after every training step (tests: tensor counts, fault injection). */
+  onStep?: (step: number, model: tf.LayersModel) => void;
 }
 
 export interface TrainOutcome {
@@ -105,8 +111,10 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   const totalEpochs = Math.ceil(totalSteps / spe);
   const step = makeTrainStep(model, lossFn, optimizer);
 
+  let lastSavedStep = -1;
   const save = async (dir: string) => {
     await saveCheckpoint(dir, model, await optimizer.getState(), { ...meta, savedAt: new Date().toISOString() });
+    if (dir === dirs.last) lastSavedStep = meta.step;
   };
 
   let stopSignal: string | null = null;
@@ -150,6 +158,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
           lossSum = lossN = 0;
         }
         if (cfg.checkpoint.save_every_iters && meta.step % cfg.checkpoint.save_every_iters === 0 && meta.step < epochEnd) await save(dirs.last);
+        opts.onStep?.(meta.step, model);
         if (opts.stopAtStep !== undefined && meta.step >= opts.stopAtStep) stopSignal = stopSignal ?? 'stop';
         if (stopSignal && meta.step < epochEnd) {
           interrupted = true;
@@ -182,7 +191,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
       if (stopSignal) interrupted = meta.step < totalSteps;
     }
     if (interrupted) {
-      await save(dirs.last);
+      if (lastSavedStep !== meta.step) await save(dirs.last);
       const cmd = `npx train --config ${opts.configPath ?? '<config>'} --resume`;
       log(`stopped at epoch ${meta.epoch + 1}, step ${meta.step}; saved ${dirs.last}. Resume with: ${cmd}`);
     }
@@ -197,9 +206,32 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
     if (timeUp) log(`training.time_limit of ${t.time_limit} s reached at step ${meta.step}`);
     // The report shows the best checkpoint's predictions, the one a user would keep.
     if (checkpointExists(dirs.best)) applyWeights(model, (await loadCheckpoint(dirs.best)).weights, dirs.best);
+    log(`final evaluation of ${checkpointExists(dirs.best) ? dirs.best : 'the last weights'} on ${valPairs.length} ${cfg.data.val_split} pairs, writing ${dirs.results}`);
     outcome.final = await writeResults(model, cfg, valPairs, history.read(), { trainSeconds: (Date.now() - started) / 1000, quiet: opts.quiet, backend: opts.backend });
     log(`checkpoints: ${dirs.last} (latest), ${dirs.best} (best ${cfg.checkpoint.best_metric} = ${meta.bestMetric?.toFixed(4)})`);
     log(`report: ${path.join(dirs.results, 'report.html')}`);
   }
   return outcome;
 }
+
+export const selfTest: SelfTest = {
+  async 'a tiny run writes last/, best/, history, metrics and the report'() {
+    await initBackend('wasm');
+    const dir = tmpDir('trainer');
+    const cfg = fixtureConfig(dir);
+    const out = await train(cfg, { quiet: true });
+    assert.equal(out.epoch, 2);
+    assert.equal(out.step, 8);
+    assert.ok(checkpointExists(out.lastDir) && checkpointExists(out.bestDir));
+    const meta = (await loadCheckpoint(out.lastDir)).meta;
+    assert.equal(meta.step, 8);
+    for (const f of ['history.jsonl', 'metrics.json', 'report.html', 'config.yaml']) assert.ok(fs.existsSync(path.join(out.resultsDir, f)), f);
+    const vals = new History(path.join(out.resultsDir, 'history.jsonl')).read().filter((r) => r.split === 'val');
+    assert.deepEqual(vals.map((r) => r.epoch), [1, 2]);
+    assert.ok(out.final && out.final.metrics.dice >= 0 && out.final.metrics.dice <= 1);
+    out.model.dispose();
+    fs.rmSync(dir, { recursive: true });
+  },
+};
+
+runIfMain(module, selfTest);

@@ -1,0 +1,87 @@
+// The training loop's promises: exact resume, no tensor leaks, and a NaN loss that
+// stops the run while keeping the last good checkpoint.
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { fixtureConfig, tmpDir } from '../loaders/fixtures';
+import { initBackend } from '../utils/backend';
+import { loadCheckpoint } from '../utils/checkpoint';
+import { UserError } from '../utils/errors';
+import { train } from '../utils/trainer';
+
+before(async () => {
+  await initBackend('wasm');
+});
+
+function weightsOf(model: tf.LayersModel): Float32Array[] {
+  return model.getWeights().map((w) => w.dataSync() as Float32Array);
+}
+
+// Augmentation on, so resume must also reproduce the random draws of the data pipeline.
+const aug = { hflip: { p: 0.5 }, rotate: { p: 0.5, degrees: 20 }, brightness: { p: 0.5, range: 0.2 }, noise: { p: 0.5, std: 0.05 } };
+
+for (const [label, stopAt] of [
+  ['at an epoch boundary', 4],
+  ['in the middle of an epoch', 6],
+] as const) {
+  test(`resume ${label} gives weights identical to an uninterrupted run`, async () => {
+    const dir = tmpDir('resume');
+    const over = { training: { epochs: 3, batch_size: 4, print_interval: 2, workers: 2, augmentations: aug, optimizer: { name: 'adamw', lr: 0.01, weight_decay: 0.01 } }, checkpoint: { ckpt_root: path.join(dir, 'ck'), best_metric: 'val.dice', save_every_iters: 1 } };
+    const straight = await train(fixtureConfig(dir, { ...over, name: 'straight' }), { quiet: true, skipResults: true });
+    const cfg = fixtureConfig(dir, { ...over, name: 'split' });
+    const first = await train(cfg, { quiet: true, skipResults: true, stopAtStep: stopAt });
+    assert.ok(first.interrupted);
+    assert.equal(first.step, stopAt);
+    assert.equal((await loadCheckpoint(first.lastDir)).meta.step, stopAt);
+    first.model.dispose();
+    const resumed = await train(cfg, { quiet: true, skipResults: true, resume: true });
+    assert.equal(resumed.step, straight.step);
+    assert.equal(resumed.epoch, 3);
+    const a = weightsOf(straight.model);
+    const b = weightsOf(resumed.model);
+    assert.equal(a.length, b.length);
+    for (let i = 0; i < a.length; i++) assert.deepEqual(b[i], a[i], `weight ${straight.model.weights[i].originalName} differs`);
+    straight.model.dispose();
+    resumed.model.dispose();
+    fs.rmSync(dir, { recursive: true });
+  });
+}
+
+test('the tensor count after step 2 equals the count after step 200', async () => {
+  const dir = tmpDir('leak');
+  const counts = new Map<number, number>();
+  const cfg = fixtureConfig(dir, {
+    data: { synthetic: { train: 8, val: 4, image_size: 24 }, size: [24, 24] },
+    training: { iterations: 200, batch_size: 2, val_interval: 1, print_interval: 7, augmentations: aug, lr_schedule: { name: 'poly', warmup_iters: 5 } },
+  });
+  const out = await train(cfg, { quiet: true, skipResults: true, onStep: (s) => counts.set(s, tf.memory().numTensors) });
+  assert.equal(out.step, 200);
+  assert.equal(counts.get(200), counts.get(2));
+  out.model.dispose();
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('a NaN loss stops the run with a clear error and keeps the last good checkpoint', async () => {
+  const dir = tmpDir('nan');
+  const cfg = fixtureConfig(dir, { training: { epochs: 3 }, checkpoint: { ckpt_root: path.join(dir, 'ck'), save_every_iters: 1, best_metric: 'val.dice' } });
+  await assert.rejects(
+    train(cfg, {
+      quiet: true,
+      skipResults: true,
+      onStep: (step, model) => {
+        // Poison one weight after step 5 has been saved: step 6's loss is NaN.
+        if (step === 5) {
+          const w = model.trainableWeights[0];
+          w.write(tf.fill(w.shape as number[], NaN));
+        }
+      },
+    }),
+    (e: Error) => e instanceof UserError && /loss became NaN at epoch 2, step 6/.test(e.message) && /last good checkpoint/.test(e.message),
+  );
+  const ck = await loadCheckpoint(path.join(dir, 'ck', 'fixture', 'last'));
+  assert.equal(ck.meta.step, 5);
+  for (const w of ck.weights) assert.ok(w.values.every(Number.isFinite), `${w.name} is not finite`);
+  fs.rmSync(dir, { recursive: true });
+});
