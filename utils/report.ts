@@ -11,15 +11,9 @@ import yaml from 'js-yaml';
 import { chartJsSource, CLIENT_JS, REPORT_CSS } from './report/assets';
 import { BOTH_COLOR, GT_COLOR, PRED_COLOR, RGB, vocPalette } from './overlay';
 import { runIfMain, SelfTest } from './self_test';
+import type { HistoryRow } from './history';
 
-export type HistoryRow = {
-  epoch: number;
-  step: number;
-  split: 'train' | 'val';
-  loss?: number;
-  lr?: number;
-  [metric: string]: number | string | undefined;
-};
+export type { HistoryRow };
 
 export interface GalleryItem {
   id: string;

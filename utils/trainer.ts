@@ -79,6 +79,8 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   const model = getModel(cfg);
   const optimizer = createOptimizer(cfg);
   const lossFn = buildLoss(cfg);
+  // The data pipeline draws its randomness from (seed, epoch, position in epoch), so the
+  // seed plus epoch and step is the whole random-generator state a resume needs.
   const meta: CheckpointMeta = { epoch: 0, step: 0, bestMetric: null, bestMetricName: cfg.checkpoint.best_metric, rng: { seed: t.seed }, config: cfg };
 
   if (opts.resume) {
