@@ -76,11 +76,10 @@ test('a second SIGINT leaves at once, and last/ stays loadable', { timeout: TIME
   const r = await run.done;
   // 130 = left on the second Ctrl-C; 0 only if the clean stop had already finished.
   if (r.code !== 130) assert.ok(r.code === 0 && r.stdout.includes('Resume with:'), show(r));
-  console.log(`second SIGINT: exit ${r.code}`);
   assert.ok((await loadCheckpoint(last)).meta.step >= 2);
 });
 
-test('SIGKILL at random moments never loses last/ nor moves it backwards', { timeout: TIMEOUT }, async () => {
+test('SIGKILL at random moments never loses last/ nor moves it backwards', { timeout: TIMEOUT }, async (t) => {
   const { config, last } = longRun('sigkill');
   const seed = Date.now() % 1_000_000;
   const rand = mulberry32(seed);
@@ -106,6 +105,7 @@ test('SIGKILL at random moments never loses last/ nor moves it backwards', { tim
     assert.ok(step >= prev && step >= 1, `seed ${seed}: step went from ${prev} to ${step} (${kills.join(' ')})`);
     prev = step;
   }
+  t.diagnostic(`seed ${seed}; kill delay -> saved step: ${kills.join(' ')}`);
   // And the killed run still resumes and completes (ending two steps further on).
   const r = await start('train', ['--config', config, '--resume', '--set', `training.iterations=${prev + 2}`]).done;
   assertOk(r);

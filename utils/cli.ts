@@ -20,6 +20,7 @@ export function commonOptions<T>(y: Argv<T>) {
     .option('set', { type: 'string', array: true, default: [] as string[], describe: 'override a config key: --set training.epochs=5 (repeatable)' })
     .option('backend', { type: 'string', choices: ['auto', 'tensorflow', 'wasm', 'cpu'], describe: 'compute backend (overrides the config)' })
     .strict()
+    .wrap(Math.min(110, y.terminalWidth()))
     .fail((msg, err) => {
       throw new UserError((err ? err.message : `${msg} (see --help)`).replace(/\s*\n\s*/g, ' ')); // yargs messages span lines
     });

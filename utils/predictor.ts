@@ -52,7 +52,7 @@ export async function predictFile(model: tf.LayersModel, cfg: Config, file: stri
   const { classes, image, width, height } = await predictMask(model, cfg, file, opts);
   const info = getDatasetInfo(cfg.data.name, cfg.data.num_classes);
   const stem = path.join(outDir, path.basename(file, path.extname(file)));
-  const grey = (data: Uint8Array) => sharp(Buffer.from(data), { raw: { width, height, channels: 1 } }).png();
+  const grey = (data: Uint8Array) => sharp(Buffer.from(data), { raw: { width, height, channels: 1 } }).toColourspace('b-w').png();
   const written: string[] = [];
   if (isBinary(cfg)) {
     await grey(classes.map((c) => (c ? 255 : 0))).toFile(`${stem}.png`);

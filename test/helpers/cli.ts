@@ -46,10 +46,19 @@ export interface Started {
 }
 
 export function start(cmd: Command, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Started {
+  return startNode([...nodeArgs(cmd), ...args], opts);
+}
+
+/** Runs node with these arguments (e.g. a launcher script) like `run`. */
+export function runNode(args: string[], opts: { cwd?: string } = {}): Promise<RunResult> {
+  return startNode(args, opts).done;
+}
+
+function startNode(nodeArgv: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv }): Started {
   const env = { ...process.env, ...opts.env };
   delete env.SEMSEG_DEBUG; // stack traces must not show up whatever the caller's shell has
   delete env.NODE_TEST_CONTEXT; // a child of `node --test` must not act as a test reporter
-  const child = spawn(process.execPath, [...nodeArgs(cmd), ...args], { cwd: opts.cwd ?? os.tmpdir(), env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, nodeArgv, { cwd: opts.cwd ?? os.tmpdir(), env, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   const out = { stdout: '', stderr: '' };
   const watchers: { re: RegExp; resolve: () => void }[] = [];
@@ -96,7 +105,7 @@ const progressLine = /^epoch \d+\/\d+ /;
 
 /**
  * Asserts the run failed the way a user error should: non-zero exit, no stack trace,
- * and stderr (bar progress lines) is exactly one `error: ...` line. Returns that line.
+ * and stderr (progress lines aside) is exactly one `error: ...` line. Returns that line.
  */
 export function assertOneLineError(r: RunResult, ...patterns: RegExp[]): string {
   assert.notEqual(r.code, 0, show(r));
