@@ -94,7 +94,8 @@ async function main(): Promise<void> {
   const leaked = tf.memory().numTensors - afterFirst;
 
   const x = tf.tensor4d(b.images, [batch, size, size, 3]);
-  const infer = () => tf.tidy(() => (model.predict(x) as tf.Tensor).dataSync());
+  // Synced outside tidy: tidy walks a returned typed array element by element.
+  const infer = () => { const y = tf.tidy(() => model.predict(x) as tf.Tensor); y.dataSync(); y.dispose(); };
   infer();
   const inferS: number[] = [];
   for (let i = 0; i < steps; i++) {
@@ -111,7 +112,10 @@ async function main(): Promise<void> {
     train_images_per_s: +(batch / median(trainS)).toFixed(2),
     infer_images_per_s: +(batch / median(inferS)).toFixed(2),
   };
-  if (flag('profile')) out.profile_train = await profileKernels(() => step(b));
+  if (flag('profile')) {
+    out.profile_train = await profileKernels(() => step(b));
+    out.profile_infer = await profileKernels(infer);
+  }
   x.dispose();
   step.dispose();
   model.dispose();

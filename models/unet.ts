@@ -63,7 +63,7 @@ export const selfTest: SelfTest = {
     m.dispose();
   },
   'parameter count matches the PyTorch reference U-Net'() {
-    // torch_unet.py --base 16 --depth 4 --classes 1 reports 1,946,993 parameters (BN
+    // torch_unet.py --base 16 --depth 4 --classes 1 reports 1,226,305 parameters (BN
     // weight+bias counted; running stats are buffers there, non-trainable weights here).
     const m = buildUNet({ inChannels: 3, outChannels: 1, base: 16, depth: 4, upMode: 'nearest', batchNorm: true });
     const trainable = m.trainableWeights.reduce((s, w) => s + (w.shape as number[]).reduce((a, b) => a * b, 1), 0);

@@ -5,6 +5,7 @@
 import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../utils/self_test';
+import { fastBatchNorm } from './batch_norm';
 
 type T = tf.SymbolicTensor;
 export type UpMode = 'nearest' | 'bilinear' | 'transpose';
@@ -28,7 +29,8 @@ export function DoubleConv(x: T, filters: number, name: string, batchNorm = true
       .apply(x) as T;
     if (batchNorm) {
       // momentum 0.9 = PyTorch's 0.1: running stats that follow a short training run.
-      x = tf.layers.batchNormalization({ momentum: 0.9, epsilon: 1e-5, name: `${name}_bn${i}` }).apply(x) as T;
+      // FastBatchNorm: tfjs's layer with a training gradient that avoids full-size Tile.
+      x = fastBatchNorm({ momentum: 0.9, epsilon: 1e-5, name: `${name}_bn${i}` }).apply(x) as T;
     }
     x = tf.layers.reLU({ name: `${name}_relu${i}` }).apply(x) as T;
   }

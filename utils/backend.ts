@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { UserError } from './errors';
 import { runIfMain, SelfTest } from './self_test';
 import { registerWasmGradKernels } from './wasm_kernels';
+import { useThreadedWasm, wasmThreads } from './wasm_threads';
 
 export type BackendName = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
 
@@ -61,10 +62,12 @@ async function startNative(pkg: string): Promise<BackendInfo> {
 }
 
 async function startWasm(): Promise<BackendInfo> {
+  useThreadedWasm();
   await tf.setBackend('wasm');
   await tf.ready();
   registerWasmGradKernels();
-  return { name: 'wasm', description: 'wasm (@tensorflow/tfjs-backend-wasm, XNNPACK SIMD, 1 thread)' };
+  const n = wasmThreads();
+  return { name: 'wasm', description: `wasm (@tensorflow/tfjs-backend-wasm, XNNPACK SIMD, ${n} thread${n > 1 ? 's' : ''})` };
 }
 
 /** Starts the requested backend; an unavailable one is a UserError saying how to install it. */

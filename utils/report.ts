@@ -59,6 +59,7 @@ export interface ChartSpec {
 // Binary runs lead with foreground scores: background inflates the class means.
 const HEADLINE_BINARY = ['dice', 'iou', 'thresholded_jaccard', 'mIoU', 'pixel_acc'];
 const HEADLINE_MULTI = ['mIoU', 'mDice', 'pixel_acc'];
+const CURVE_METRICS = ['dice', 'iou', 'thresholded_jaccard', 'mIoU', 'mDice', 'pixel_acc'];
 const NOT_METRICS = new Set(['epoch', 'step', 'split', 'loss', 'lr']);
 
 export function escapeHtml(s: unknown): string {
@@ -95,6 +96,9 @@ export function chartSpecs(history: HistoryRow[]): ChartSpec[] {
 
   const keys: string[] = [];
   for (const r of val) for (const k of Object.keys(r)) if (!NOT_METRICS.has(k) && num(r[k]) && !keys.includes(k)) keys.push(k);
+  // A readable chart shows the headline scores only, when the history has them.
+  const headline = keys.filter((k) => CURVE_METRICS.includes(k));
+  if (headline.length) keys.splice(0, keys.length, ...headline);
   const metrics: ChartSeries[] = keys.map((k) => ({
     label: k,
     points: val.filter((r) => num(r[k])).map((r) => [r.epoch, r[k] as number] as [number, number]).sort(byX),

@@ -62,7 +62,7 @@ export const CLIENT_JS = String.raw`(function () {
       ticks: { callback: function (v) { return String(+Number(v).toPrecision(3)); } },
       grid: { color: '#eef0f3' }
     };
-    if (spec.unitRange) { y.suggestedMin = 0; y.suggestedMax = 1; }
+    if (spec.unitRange) { y.suggestedMax = 1; } // the minimum follows the data, so small gains stay visible
     new Chart(canvas, {
       type: 'line',
       data: { datasets: datasets },
