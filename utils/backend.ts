@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { UserError } from './errors';
 import { runIfMain, SelfTest } from './self_test';
 import { registerWasmGradKernels } from './wasm_kernels';
-import { useThreadedWasm, wasmThreads } from './wasm_threads';
+import { useStockWasm, useThreadedWasm, wasmThreads } from './wasm_threads';
 
 export type BackendName = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
 
@@ -62,8 +62,14 @@ async function startNative(pkg: string): Promise<BackendInfo> {
 }
 
 async function startWasm(): Promise<BackendInfo> {
-  useThreadedWasm();
-  await tf.setBackend('wasm');
+  const threads = useThreadedWasm();
+  let ok = await tf.setBackend('wasm');
+  if (!ok && threads > 1) {
+    console.warn('warning: the multi-threaded wasm build did not start; using the single-threaded one');
+    useStockWasm();
+    ok = await tf.setBackend('wasm');
+  }
+  if (!ok) throw new Error('tf.setBackend("wasm") failed');
   await tf.ready();
   registerWasmGradKernels();
   const n = wasmThreads();

@@ -86,6 +86,7 @@ async function initThreaded(threads: number): Promise<EmscriptenModule> {
 }
 
 let installed = 0;
+let stockFactory: { factory: () => unknown; priority: number } | null = null;
 
 /**
  * Makes 'wasm' the threaded build with `threads` threads. Call before the first
@@ -98,6 +99,7 @@ export function useThreadedWasm(threads = wantedThreads()): number {
   if (threads <= 1 || engine.registry.wasm) return 1;
   const stock = engine.registryFactory.wasm;
   if (!stock) throw new Error('wasm_threads: @tensorflow/tfjs-backend-wasm did not register a wasm backend');
+  stockFactory = stock;
   tf.removeBackend('wasm');
   const BackendWasm = (tfwasm as unknown as { BackendWasm: new (m: EmscriptenModule) => tf.KernelBackend }).BackendWasm;
   tf.registerBackend('wasm', async () => {
@@ -110,6 +112,15 @@ export function useThreadedWasm(threads = wantedThreads()): number {
   }, stock.priority);
   installed = threads;
   return threads;
+}
+
+/** Puts tfjs's own single-threaded 'wasm' back, e.g. when the threaded build failed to start. */
+export function useStockWasm(): void {
+  if (!stockFactory) return;
+  tf.removeBackend('wasm');
+  tf.registerBackend('wasm', stockFactory.factory as () => tf.KernelBackend, stockFactory.priority);
+  stockFactory = null;
+  installed = 1;
 }
 
 /** Threads the running wasm backend uses (1 for the stock build). */
