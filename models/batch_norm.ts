@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { BatchNormalization } from '@tensorflow/tfjs-layers/dist/layers/normalization';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../utils/self_test';
+import { seededValues } from '../utils/rng';
 
 type BNArgs = NonNullable<Parameters<typeof tf.layers.batchNormalization>[0]>;
 // The class itself is not exported by @tensorflow/tfjs; take it from an instance.
@@ -103,15 +104,9 @@ export function fastBatchNorm(args: BNArgs): FastBatchNorm {
 
 // ---------------------------------------------------------------------------
 
-/** Seeded values in [-1, 1) (same generator as utils/wasm_kernels). */
+/** Seeded values in [offset - scale, offset + scale). */
 function seeded(count: number, seed: number, scale = 1, offset = 0): Float32Array {
-  const out = new Float32Array(count);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < count; i++) {
-    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
-    out[i] = ((s / 2 ** 32) * 2 - 1) * scale + offset;
-  }
-  return out;
+  return seededValues(count, seed).map((v) => v * scale + offset);
 }
 
 function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {

@@ -61,6 +61,17 @@ export function permutation(n: number, rng: Rng): number[] {
   return a;
 }
 
+/** Deterministic pseudo-random values in [-1, 1) so both backends see the same data. */
+export function seededValues(count: number, seed: number): Float32Array {
+  const out = new Float32Array(count);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < count; i++) {
+    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
+    out[i] = (s / 2 ** 32) * 2 - 1;
+  }
+  return out;
+}
+
 export const selfTest: SelfTest = {
   'same seed, same stream'() {
     const a = rngFor(42, 3, 7);

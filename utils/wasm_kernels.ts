@@ -14,6 +14,7 @@ import '@tensorflow/tfjs-backend-wasm';
 import assert from 'node:assert/strict';
 import { UserError } from './errors';
 import { SelfTest, runIfMain } from './self_test';
+import { seededValues } from './rng';
 
 type Info = tf.TensorInfo;
 type Pads4 = [[number, number], [number, number], [number, number], [number, number]];
@@ -262,16 +263,7 @@ export interface GradCase {
   stride: number; pad: 'same' | 'valid';
 }
 
-/** Deterministic pseudo-random values in [-1, 1) so both backends see the same data. */
-export function seededValues(count: number, seed: number): Float32Array {
-  const out = new Float32Array(count);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < count; i++) {
-    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
-    out[i] = (s / 2 ** 32) * 2 - 1;
-  }
-  return out;
-}
+export { seededValues };
 
 /** Gradients of sum(conv2d(x, f) * r) w.r.t. x and f on the current backend. */
 export function convGrads(c: GradCase, seed = 1): { dx: Float32Array; df: Float32Array } {
