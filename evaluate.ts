@@ -18,6 +18,7 @@ async function main(): Promise<void> {
     .option('split', { type: 'string', describe: 'split to evaluate (default: data.val_split)' })
     .option('threshold', { type: 'number', describe: 'foreground probability threshold for binary models (default: training.threshold)' })
     .option('sweep-threshold', { type: 'boolean', default: false, describe: 'report Dice/IoU over thresholds 0.05..0.95 and the best one' })
+    .option('postprocess', { type: 'boolean', default: false, describe: "score after the dataset's post-processing (ISIC: keep the largest lesion, fill holes), as predict writes it" })
     .option('output', { type: 'string', describe: 'folder for metrics.json and the report (default: <results.root>/<name>/eval-<split>)' })
     .help()
     .parse();
@@ -29,7 +30,7 @@ async function main(): Promise<void> {
   console.log(`evaluating ${checkpoint} on ${pairs.length} ${split} pairs of ${cfg.data.root}`);
   const outDir = args.output ?? path.join(cfg.results.root, cfg.name, `eval-${split}`);
   const history = new History(path.join(cfg.results.root, cfg.name, 'history.jsonl')).read();
-  const res = await writeResults(model, cfg, pairs, history, { threshold: args.threshold, split, outDir, backend: backend.description });
+  const res = await writeResults(model, cfg, pairs, history, { threshold: args.threshold, split, outDir, backend: backend.description, postprocess: args.postprocess });
   if (args['sweep-threshold']) {
     if (!res.sweep) console.log('threshold sweep: only for binary problems');
     else {

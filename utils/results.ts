@@ -21,17 +21,19 @@ export interface ResultsOptions {
   threshold?: number;
   split?: string;
   outDir?: string;
+  postprocess?: boolean;
 }
 
 export async function writeResults(model: tf.LayersModel, cfg: Config, pairs: PairRef[], history: HistoryRow[], opts: ResultsOptions = {}): Promise<EvalResult> {
   const dir = opts.outDir ?? path.join(cfg.results.root, cfg.name);
   const threshold = opts.threshold ?? cfg.training.threshold;
-  const res = await evaluateSplit(model, cfg, pairs, { threshold, sweep: true, outDir: cfg.results.save_predictions ? dir : undefined });
+  const res = await evaluateSplit(model, cfg, pairs, { threshold, sweep: true, outDir: cfg.results.save_predictions ? dir : undefined, postprocess: opts.postprocess });
   const metricsJson = {
     run: cfg.name,
     split: opts.split ?? cfg.data.val_split,
     images: res.images,
     threshold,
+    postprocess: opts.postprocess ?? false,
     metrics: res.metrics,
     per_class: res.perClass,
     best_threshold: res.bestThreshold,
