@@ -207,8 +207,9 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   if (!interrupted && !opts.skipResults) {
     if (timeUp) log(`training.time_limit of ${t.time_limit} s reached at step ${meta.step}`);
     // The report shows the best checkpoint's predictions, the one a user would keep.
-    if (checkpointExists(dirs.best)) applyWeights(model, (await loadCheckpoint(dirs.best)).weights, dirs.best);
-    log(`final evaluation of ${checkpointExists(dirs.best) ? dirs.best : 'the last weights'} on ${valPairs.length} ${cfg.data.val_split} pairs, writing ${dirs.results}`);
+    const hasBest = checkpointExists(dirs.best);
+    if (hasBest) applyWeights(model, (await loadCheckpoint(dirs.best)).weights, dirs.best);
+    log(`final evaluation of ${hasBest ? dirs.best : 'the last weights'} on ${valPairs.length} ${cfg.data.val_split} pairs, writing ${dirs.results}`);
     outcome.final = await writeResults(model, cfg, valPairs, history.read(), { trainSeconds: (Date.now() - started) / 1000, quiet: opts.quiet, backend: opts.backend });
     log(`checkpoints: ${dirs.last} (latest), ${dirs.best} (best ${cfg.checkpoint.best_metric} = ${meta.bestMetric?.toFixed(4)})`);
     log(`report: ${path.join(dirs.results, 'report.html')}`);
