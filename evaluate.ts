@@ -18,7 +18,7 @@ async function main(): Promise<void> {
     .option('split', { type: 'string', describe: 'split to evaluate (default: data.val_split)' })
     .option('threshold', { type: 'number', describe: 'foreground probability threshold for binary models (default: training.threshold)' })
     .option('sweep-threshold', { type: 'boolean', default: false, describe: 'report Dice/IoU over thresholds 0.05..0.95 and the best one' })
-    .option('postprocess', { type: 'boolean', default: false, describe: "score after the dataset's post-processing (ISIC: keep the largest lesion, fill holes), as predict writes it" })
+    .option('postprocess', { type: 'boolean', describe: "score after the dataset's post-processing (ISIC: keep the largest lesion, fill holes), as predict writes it (default: evaluation.postprocess)" })
     .option('output', { type: 'string', describe: 'folder for metrics.json and the report (default: <results.root>/<name>/eval-<split>)' })
     .help()
     .parse();

@@ -18,7 +18,7 @@ async function main(): Promise<void> {
     .option('input', { alias: 'i', type: 'string', demandOption: true, describe: 'an image file or a folder of images' })
     .option('output', { alias: 'o', type: 'string', demandOption: true, describe: 'output folder' })
     .option('threshold', { type: 'number', describe: 'foreground probability threshold for binary models (default: training.threshold)' })
-    .option('postprocess', { type: 'boolean', default: true, describe: 'dataset post-processing (ISIC: keep the largest lesion, fill holes); --no-postprocess to skip' })
+    .option('postprocess', { type: 'boolean', describe: 'dataset post-processing (ISIC: keep the largest lesion, fill holes; default: evaluation.postprocess); --no-postprocess to skip' })
     .help()
     .parse();
   const { cfg } = await setup(args, { printConfig: false });
@@ -30,7 +30,7 @@ async function main(): Promise<void> {
   console.log(`predicting ${files.length} image(s) with ${checkpoint}`);
   const threshold = args.threshold ?? cfg.training.threshold;
   for (const file of files) {
-    const written = await predictFile(model, cfg, file, args.output, { threshold, postprocess: args.postprocess });
+    const written = await predictFile(model, cfg, file, args.output, { threshold, postprocess: args.postprocess ?? cfg.evaluation.postprocess, tta: cfg.evaluation.tta });
     console.log(`${file} -> ${written.map((w) => path.basename(w)).join(', ')}`);
   }
   console.log(`wrote ${files.length} prediction(s) to ${args.output}`);

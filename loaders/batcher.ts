@@ -16,7 +16,7 @@ import { parseConfig } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { permutation, rngFor } from '../utils/rng';
 import { runIfMain, SelfTest } from '../utils/self_test';
-import type { MaskRules } from './decode';
+import type { LabelMask, MaskRules } from './decode';
 import { SamplePool } from './pool';
 import { loadSample, SampleJob, SampleResult } from './sample';
 import { maskLutFor } from './registry';
@@ -30,6 +30,8 @@ export interface Batch {
   h: number;
   w: number;
   ids: string[];
+  /** Each mask at its own size, when the loader was asked for them (scoring at label resolution). */
+  fullMasks?: LabelMask[];
 }
 
 const SHUFFLE_STREAM = 0x5f1e;
@@ -60,7 +62,7 @@ export class BatchLoader {
   private readonly shift: Float32Array;
   private pool: SamplePool | null = null;
 
-  constructor(private readonly cfg: Config, private readonly pairs: PairRef[], private readonly opts: { train: boolean; threads?: boolean }) {
+  constructor(private readonly cfg: Config, private readonly pairs: PairRef[], private readonly opts: { train: boolean; threads?: boolean; fullMasks?: boolean }) {
     const d = cfg.data;
     if (!pairs.length) throw new UserError(`dataset '${d.name}' at ${d.root}: no image/mask pairs to load`);
     if (opts.train && pairs.length < cfg.training.batch_size)
@@ -92,6 +94,7 @@ export class BatchLoader {
       seed: this.cfg.training.seed,
       epoch,
       pos,
+      fullMask: this.opts.fullMasks,
     };
   }
 
@@ -124,6 +127,7 @@ export class BatchLoader {
         const images = new Float32Array(n * hw * 3);
         const masks = new Uint8Array(n * hw);
         const ids: string[] = [];
+        const fullMasks: LabelMask[] = [];
         for (let k = 0; k < n; k++) {
           const s = await pending.get(start + k)!;
           pending.delete(start + k);
@@ -131,8 +135,9 @@ export class BatchLoader {
           this.normalise(s.image, images, k * hw * 3);
           masks.set(s.mask, k * hw);
           ids.push(s.id);
+          if (s.fullMask) fullMasks.push(s.fullMask);
         }
-        yield { images, masks, n, h: this.outH, w: this.outW, ids };
+        yield { images, masks, n, h: this.outH, w: this.outW, ids, ...(this.opts.fullMasks ? { fullMasks } : {}) };
       }
     } finally {
       for (const p of pending.values()) p.catch(() => {}); // abandoned prefetches

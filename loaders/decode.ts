@@ -161,8 +161,11 @@ export function resizeNearest(src: Uint8Array, sw: number, sh: number, dw: numbe
   return resizeNearestAny(src, sw, sh, dw, dh, new Uint8Array(dw * dh));
 }
 
-/** Decodes a pair at `size` = [h, w] and checks that image and mask agree. */
-export async function decodePair(pair: PairRef, rules: MaskRules, size: readonly [number, number]): Promise<{ image: RgbImage; mask: LabelMask }> {
+/**
+ * Decodes a pair at `size` = [h, w] and checks that image and mask agree. With `full`,
+ * also returns the mask at its own size (scoring at the label resolution).
+ */
+export async function decodePair(pair: PairRef, rules: MaskRules, size: readonly [number, number], full = false): Promise<{ image: RgbImage; mask: LabelMask; fullMask?: LabelMask }> {
   const [ibuf, mbuf] = await Promise.all([readFile(pair.image), readFile(pair.mask)]);
   const [image, raw] = await Promise.all([decodeImage(pair.image, size, ibuf), readMaskValues(pair.mask, mbuf)]);
   if (raw.width !== image.srcWidth || raw.height !== image.srcHeight)
@@ -174,7 +177,8 @@ export async function decodePair(pair: PairRef, rules: MaskRules, size: readonly
   const [h, w] = size;
   const small = raw.width === w && raw.height === h ? raw.values : resizeNearestAny(raw.values, raw.width, raw.height, w, h, raw.values instanceof Uint16Array ? new Uint16Array(w * h) : new Uint8Array(w * h));
   const data = applyLut(small, rules.lut);
-  return { image: { data: image.data, width: image.width, height: image.height }, mask: { data, width: size[1], height: size[0] } };
+  const fullMask = full ? (small === raw.values ? { data, width: w, height: h } : { data: applyLut(raw.values, rules.lut), width: raw.width, height: raw.height }) : undefined;
+  return { image: { data: image.data, width: image.width, height: image.height }, mask: { data, width: size[1], height: size[0] }, fullMask };
 }
 
 export const selfTest: SelfTest = {

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import type { Augmentations } from '../utils/config';
 import { rngFor } from '../utils/rng';
 import { runIfMain, SelfTest } from '../utils/self_test';
-import { decodePair, MaskRules } from './decode';
+import { decodePair, LabelMask, MaskRules } from './decode';
 import type { PairRef } from './registry';
 import { augment } from './transforms';
 
@@ -16,13 +16,14 @@ export interface SampleJob {
   seed: number;
   epoch: number;
   pos: number; // position in the epoch: with (seed, epoch) it fixes every random draw
+  fullMask?: boolean; // also return the mask at its own size (validation)
 }
 
-export interface SampleResult { image: Float32Array | Uint8Array; mask: Uint8Array; id: string }
+export interface SampleResult { image: Float32Array | Uint8Array; mask: Uint8Array; id: string; fullMask?: LabelMask }
 
 export async function loadSample(job: SampleJob): Promise<SampleResult> {
-  const { image, mask } = await decodePair(job.pair, job.rules, job.size);
-  if (!job.augment) return { image: image.data, mask: mask.data, id: job.pair.id };
+  const { image, mask, fullMask } = await decodePair(job.pair, job.rules, job.size, job.fullMask);
+  if (!job.augment) return { image: image.data, mask: mask.data, id: job.pair.id, fullMask };
   const rng = rngFor(job.seed, job.epoch, job.pos);
   const a = augment({ image: image.data, mask: mask.data, width: image.width, height: image.height }, job.augment, rng, job.rules.ignoreIndex);
   return { image: a.image, mask: a.mask, id: job.pair.id };

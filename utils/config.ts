@@ -144,6 +144,18 @@ const CheckpointSchema = z
   })
   .strict();
 
+// How evaluate, predict and the end-of-training report run the model.
+const EvaluationSchema = z
+  .object({
+    // Average the predictions of these flipped copies in (test-time augmentation).
+    tta: z.array(z.enum(['hflip', 'vflip', 'hvflip'])).default([]),
+    // Score at each mask's own size (probabilities resized bilinearly); false: at data.size.
+    full_resolution: z.boolean().default(true),
+    // Apply the dataset's post-processing (ISIC: largest lesion, holes filled) before scoring.
+    postprocess: z.boolean().default(false),
+  })
+  .strict();
+
 const ResultsSchema = z
   .object({
     root: z.string().default('results'),
@@ -161,6 +173,7 @@ export const ConfigSchema = z
     data: DataSchema.default({}),
     training: TrainingSchema.default({}),
     checkpoint: CheckpointSchema.default({}),
+    evaluation: EvaluationSchema.default({}),
     results: ResultsSchema.default({}),
   })
   .strict();

@@ -1,6 +1,7 @@
 // Runs a model over a split: split-wide confusion matrix, per-image scores,
 // optional threshold sweep, and (optionally) prediction and overlay PNGs.
 import fs from 'node:fs';
+import sharp from 'sharp';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { BatchLoader } from '../loaders/batcher';
@@ -8,7 +9,8 @@ import type { PairRef } from '../loaders';
 import { getDatasetInfo } from './dataset_utils';
 import { Config, isBinary } from './config';
 import { BinaryImageStats, ConfusionMatrix, ThresholdSweep, formatMetricsTable } from './metrics';
-import { classMap, denormalize } from './predictions';
+import { classMap, denormalize, Flip, predictProbs } from './predictions';
+import { decodeImage } from '../loaders/decode';
 import { colorizePng, overlayPng } from './overlay';
 import assert from 'node:assert/strict';
 import { listSplit } from '../loaders';
@@ -40,6 +42,10 @@ export interface EvalOptions {
   outDir?: string;
   /** Apply the dataset's post-processing (ISIC: largest lesion, holes filled) before scoring. */
   postprocess?: boolean;
+  /** Flipped copies whose predictions are averaged in (test-time augmentation). */
+  tta?: readonly Flip[];
+  /** Score at each mask's own size (probabilities resized bilinearly) rather than at data.size. */
+  fullResolution?: boolean;
 }
 
 /** Mean IoU and Dice over the classes present in this image's ground truth or prediction. */
@@ -50,6 +56,12 @@ function imageScores(pred: Uint8Array, gt: Uint8Array, numClasses: number, ignor
   return { dice: s.mDice, iou: s.mIoU };
 }
 
+/** Evaluation options as the config sets them (evaluation.*, training.threshold). */
+export function evalOptionsFrom(cfg: Config): EvalOptions {
+  const e = cfg.evaluation;
+  return { threshold: cfg.training.threshold, tta: e.tta, fullResolution: e.full_resolution, postprocess: e.postprocess };
+}
+
 export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: PairRef[], opts: EvalOptions): Promise<EvalResult> {
   const { num_classes: numClasses, ignore_index: ignore } = cfg.data;
   const binary = isBinary(cfg);
@@ -58,39 +70,44 @@ export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: P
   const imageStats = binary ? new BinaryImageStats(ignore) : null;
   const sweep = binary && opts.sweep ? new ThresholdSweep(ignore) : null;
   const perImage: ImageScore[] = [];
-  const loader = new BatchLoader(cfg, pairs, { train: false });
+  const loader = new BatchLoader(cfg, pairs, { train: false, fullMasks: opts.fullResolution });
   if (opts.outDir) {
     fs.mkdirSync(path.join(opts.outDir, 'overlays'), { recursive: true });
     fs.mkdirSync(path.join(opts.outDir, 'predictions'), { recursive: true });
   }
 
+  let index = 0; // position in `pairs`: evaluation keeps their order
   for await (const batch of loader.batches(0)) {
     const { n, h, w } = batch;
-    const logits = tf.tidy(() => model.predict(tf.tensor4d(batch.images, [n, h, w, 3])) as tf.Tensor4D);
-    const { classes, prob } = classMap(logits, opts.threshold);
-    logits.dispose();
-    if (sweep && prob) sweep.update(prob, batch.masks);
-    const hw = h * w;
-    for (let i = 0; i < n; i++) {
-      let pred = classes.subarray(i * hw, (i + 1) * hw);
-      if (opts.postprocess && info.postprocess) {
-        pred = info.postprocess(pred, w, h);
-        classes.set(pred, i * hw);
-      }
-      const gt = batch.masks.subarray(i * hw, (i + 1) * hw);
+    const probs = tf.tidy(() => predictProbs(model, tf.tensor4d(batch.images, [n, h, w, 3]), opts.tta));
+    for (let i = 0; i < n; i++, index++) {
+      const full = batch.fullMasks?.[i];
+      const gt = full ? full.data : batch.masks.subarray(i * h * w, (i + 1) * h * w);
+      const gw = full ? full.width : w;
+      const gh = full ? full.height : h;
+      // Probabilities, not labels, are resized: interpolated scores give smooth boundaries.
+      const p = tf.tidy(() => {
+        const one = probs.slice([i, 0, 0, 0], [1, -1, -1, -1]);
+        return gh === h && gw === w ? one : tf.image.resizeBilinear(one, [gh, gw], false, true);
+      });
+      let { classes: pred, prob } = classMap(p, opts.threshold);
+      p.dispose();
+      if (sweep && prob) sweep.update(prob, gt);
+      if (opts.postprocess && info.postprocess) pred = info.postprocess(pred, gw, gh);
       cm.update(pred, gt);
       const s = imageStats ? imageStats.update(pred, gt) : imageScores(pred, gt, numClasses, ignore);
       const score: ImageScore = { id: batch.ids[i], ...s };
       if (opts.outDir) {
         const safe = batch.ids[i].replace(/[^\w.-]+/g, '_');
-        const rgb = denormalize(batch.images, i, h, w, cfg.data.mean, cfg.data.std);
-        const overlay = await overlayPng(rgb, w, h, pred, gt, { numClasses, palette: info.palette, ignoreIndex: ignore });
+        const rgb = full ? (await decodeImage(pairs[index].image)).data : denormalize(batch.images, i, h, w, cfg.data.mean, cfg.data.std);
+        const overlay = await overlayPng(rgb, gw, gh, pred, gt, { numClasses, palette: info.palette, ignoreIndex: ignore });
         fs.writeFileSync(path.join(opts.outDir, 'overlays', `${safe}.png`), overlay);
-        fs.writeFileSync(path.join(opts.outDir, 'predictions', `${safe}.png`), await colorizePng(pred, w, h, info.palette, ignore));
+        fs.writeFileSync(path.join(opts.outDir, 'predictions', `${safe}.png`), await colorizePng(pred, gw, gh, info.palette, ignore));
         score.overlay = `overlays/${safe}.png`;
       }
       perImage.push(score);
     }
+    probs.dispose();
   }
 
   const s = cm.summary();
@@ -152,6 +169,23 @@ export const selfTest: SelfTest = {
     const clean = await evaluateSplit(model, cfg, pairs, { threshold: 0.5, postprocess: true });
     assert.ok(raw.metrics.dice < 1, `raw dice ${raw.metrics.dice}`);
     assert.equal(clean.metrics.dice, 1);
+    model.dispose();
+    fs.rmSync(dir, { recursive: true });
+  },
+  async 'full resolution scores each mask at its own size; data.size scoring is the other choice'() {
+    const dir = tmpDir('evalfull');
+    await writeIsic(path.join(dir, 'isic'), 'Validation', ['ISIC_1', 'ISIC_2'], 32, 24);
+    const cfg = fixtureConfig(dir, { data: { name: 'isic', root: path.join(dir, 'isic'), size: [12, 16] } });
+    const model = redChannelModel();
+    const pairs = await listSplit(cfg, 'val');
+    const sizeOf = async (f: string) => { const m = await sharp(f).metadata(); return [m.width, m.height]; };
+    for (const fullResolution of [true, false]) {
+      const out = path.join(dir, `out-${fullResolution}`);
+      const res = await evaluateSplit(model, cfg, pairs, { threshold: 0.5, sweep: true, outDir: out, fullResolution, tta: ['hflip'] });
+      assert.deepEqual(await sizeOf(path.join(out, res.perImage[0].overlay!)), fullResolution ? [32, 24] : [16, 12]);
+      assert.ok(res.metrics.dice > 0.9, `dice ${res.metrics.dice}`);
+      assert.ok(res.bestThreshold!.dice >= res.metrics.dice - 1e-9);
+    }
     model.dispose();
     fs.rmSync(dir, { recursive: true });
   },

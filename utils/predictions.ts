@@ -3,22 +3,39 @@ import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from './self_test';
 
+export type Flip = 'hflip' | 'vflip' | 'hvflip';
+const FLIP_AXES: Record<Flip, number[]> = { hflip: [2], vflip: [1], hvflip: [1, 2] };
+
+/** Sigmoid for one output channel (foreground probability), softmax otherwise. */
+export function toProbs(logits: tf.Tensor4D): tf.Tensor4D {
+  return tf.tidy(() => (logits.shape[3] === 1 ? tf.sigmoid(logits) : tf.softmax(logits)) as tf.Tensor4D);
+}
+
 /**
- * Foreground probability for binary problems: sigmoid of the single output, or the
- * softmax probability of class 1 for two outputs. null for multi-class outputs.
+ * Class probabilities [N,H,W,C] of a batch, averaged over the plain input and each
+ * flipped copy in `tta` (each flipped back first): test-time augmentation.
  */
-export function foregroundProb(logits: tf.Tensor4D): tf.Tensor3D | null {
-  const c = logits.shape[3];
-  if (c > 2) return null;
+export function predictProbs(model: tf.LayersModel, x: tf.Tensor4D, tta: readonly Flip[] = []): tf.Tensor4D {
   return tf.tidy(() => {
-    if (c === 1) return tf.sigmoid(logits).squeeze([3]) as tf.Tensor3D;
-    return tf.softmax(logits).slice([0, 0, 0, 1], [-1, -1, -1, 1]).squeeze([3]) as tf.Tensor3D;
+    let sum = toProbs(model.predict(x) as tf.Tensor4D);
+    for (const f of tta) {
+      const axes = FLIP_AXES[f];
+      sum = sum.add(tf.reverse(toProbs(model.predict(tf.reverse(x, axes)) as tf.Tensor4D), axes));
+    }
+    return tta.length ? sum.div(tta.length + 1) : sum;
   });
 }
 
-/** Class ids [N,H,W]: threshold on the foreground probability for binary, argmax otherwise. */
-export function classMap(logits: tf.Tensor4D, threshold: number): { classes: Uint8Array; prob: Float32Array | null } {
-  const prob = foregroundProb(logits);
+/** Foreground probability [N,H,W] for binary outputs (1 sigmoid or 2 softmax channels); null for multi-class. */
+export function foregroundProb(probs: tf.Tensor4D): tf.Tensor3D | null {
+  const c = probs.shape[3];
+  if (c > 2) return null;
+  return tf.tidy(() => probs.slice([0, 0, 0, c - 1], [-1, -1, -1, 1]).squeeze([3]) as tf.Tensor3D);
+}
+
+/** Class ids [N,H,W] from probabilities: threshold on the foreground probability for binary, argmax otherwise. */
+export function classMap(probs: tf.Tensor4D, threshold: number): { classes: Uint8Array; prob: Float32Array | null } {
+  const prob = foregroundProb(probs);
   if (prob) {
     const p = prob.dataSync() as Float32Array;
     prob.dispose();
@@ -26,7 +43,7 @@ export function classMap(logits: tf.Tensor4D, threshold: number): { classes: Uin
     for (let i = 0; i < p.length; i++) classes[i] = p[i] > threshold ? 1 : 0;
     return { classes, prob: p };
   }
-  const arg = tf.tidy(() => tf.argMax(logits, 3));
+  const arg = tf.tidy(() => tf.argMax(probs, 3));
   const classes = Uint8Array.from(arg.dataSync());
   arg.dispose();
   return { classes, prob: null };
@@ -44,15 +61,17 @@ export function denormalize(images: Float32Array, index: number, h: number, w: n
   return out;
 }
 
+const maxDiff = (a: tf.Tensor, b: tf.Tensor): number => tf.tidy(() => tf.max(tf.abs(a.sub(b))).dataSync()[0]);
+
 export const selfTest: SelfTest = {
   'binary threshold on one sigmoid output'() {
-    const logits = tf.tensor4d([-2, 0.1, 3, -0.1], [1, 2, 2, 1]);
+    const logits = toProbs(tf.tensor4d([-2, 0.1, 3, -0.1], [1, 2, 2, 1]));
     assert.deepEqual([...classMap(logits, 0.5).classes], [0, 1, 1, 0]);
     assert.deepEqual([...classMap(logits, 0.9).classes], [0, 0, 1, 0]);
     logits.dispose();
   },
   'two softmax outputs use the class-1 probability'() {
-    const logits = tf.tensor4d([0, 1, 1, 0], [1, 1, 2, 2]);
+    const logits = toProbs(tf.tensor4d([0, 1, 1, 0], [1, 1, 2, 2]));
     const r = classMap(logits, 0.5);
     assert.deepEqual([...r.classes], [1, 0]);
     assert.ok(r.prob && Math.abs(r.prob[0] - 0.7311) < 1e-3);
@@ -64,6 +83,28 @@ export const selfTest: SelfTest = {
     assert.deepEqual([...r.classes], [1, 0]);
     assert.equal(r.prob, null);
     logits.dispose();
+  },
+  'flip TTA averages the flipped-back predictions of the flipped inputs'() {
+    const x = tf.randomNormal([2, 5, 6, 3], 0, 1, 'float32', 3) as tf.Tensor4D;
+    const model = tf.sequential({ layers: [tf.layers.conv2d({ inputShape: [null, null, 3], filters: 3, kernelSize: 3, padding: 'same', kernelInitializer: tf.initializers.randomNormal({ seed: 7 }) })] });
+    const p = (t: tf.Tensor4D) => toProbs(model.predict(t) as tf.Tensor4D);
+    const want = tf.tidy(() => p(x).add(tf.reverse(p(tf.reverse(x, 2)), 2)).div(2));
+    const got = predictProbs(model, x, ['hflip']);
+    assert.ok(maxDiff(got, want) < 1e-6);
+    // A 3x3 kernel is not flip-symmetric, so TTA really changes the output.
+    assert.ok(tf.tidy(() => maxDiff(got, p(x))) > 1e-3);
+    assert.ok(Math.abs(tf.tidy(() => tf.sum(got).dataSync()[0]) - 2 * 5 * 6) < 1e-3, 'still a distribution per pixel');
+    tf.dispose([x, want, got]);
+    model.dispose();
+  },
+  'a per-pixel model is unchanged by flip TTA'() {
+    const x = tf.randomNormal([1, 4, 7, 3], 0, 1, 'float32', 5) as tf.Tensor4D;
+    const model = tf.sequential({ layers: [tf.layers.conv2d({ inputShape: [null, null, 3], filters: 1, kernelSize: 1, kernelInitializer: tf.initializers.randomNormal({ seed: 1 }) })] });
+    const plain = predictProbs(model, x);
+    const tta = predictProbs(model, x, ['hflip', 'vflip', 'hvflip']);
+    assert.ok(maxDiff(plain, tta) < 1e-6);
+    tf.dispose([x, plain, tta]);
+    model.dispose();
   },
   'denormalize inverts normalisation'() {
     const mean = [0.5, 0.5, 0.5];

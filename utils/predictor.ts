@@ -10,7 +10,7 @@ import { normaliseImage } from '../loaders/batcher';
 import { Config, isBinary } from './config';
 import { UserError } from './errors';
 import { getDatasetInfo } from './dataset_utils';
-import { classMap } from './predictions';
+import { classMap, Flip, predictProbs } from './predictions';
 import { colorizePng, overlayPng } from './overlay';
 import assert from 'node:assert/strict';
 import { redChannelModel, fixtureConfig, tmpDir, writeIsic } from '../loaders/fixtures';
@@ -29,6 +29,8 @@ export function listImages(input: string): string[] {
 export interface PredictOptions {
   threshold: number;
   postprocess: boolean;
+  /** Flipped copies averaged in (test-time augmentation). */
+  tta?: readonly Flip[];
 }
 
 /** Class ids at the image's original size. */
@@ -38,10 +40,10 @@ export async function predictMask(model: tf.LayersModel, cfg: Config, file: stri
   const [h, w] = cfg.data.size;
   const small = await decodeImage(file, cfg.data.size, buf);
   const x = normaliseImage(small.data, cfg.data.mean, cfg.data.std);
-  // Logits, not labels, are resized: interpolating scores gives smooth boundaries.
-  const logits = tf.tidy(() => tf.image.resizeBilinear(model.predict(tf.tensor4d(x, [1, h, w, 3])) as tf.Tensor4D, [full.height, full.width]));
-  let { classes } = classMap(logits, opts.threshold);
-  logits.dispose();
+  // Probabilities, not labels, are resized: interpolated scores give smooth boundaries.
+  const probs = tf.tidy(() => tf.image.resizeBilinear(predictProbs(model, tf.tensor4d(x, [1, h, w, 3]), opts.tta), [full.height, full.width], false, true));
+  let { classes } = classMap(probs, opts.threshold);
+  probs.dispose();
   const info = getDatasetInfo(cfg.data.name, cfg.data.num_classes);
   if (opts.postprocess && info.postprocess) classes = info.postprocess(classes, full.width, full.height);
   return { classes, image: full.data, width: full.width, height: full.height };

@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { Config } from './config';
-import { evaluateSplit, EvalResult } from './evaluator';
+import { evalOptionsFrom, evaluateSplit, EvalResult } from './evaluator';
+import type { Flip } from './predictions';
 import { HistoryRow } from './history';
 import { writeReport } from './report';
 import { getDatasetInfo } from './dataset_utils';
@@ -22,18 +23,26 @@ export interface ResultsOptions {
   split?: string;
   outDir?: string;
   postprocess?: boolean;
+  /** Defaults to evaluation.tta. */
+  tta?: readonly Flip[];
 }
 
 export async function writeResults(model: tf.LayersModel, cfg: Config, pairs: PairRef[], history: HistoryRow[], opts: ResultsOptions = {}): Promise<EvalResult> {
   const dir = opts.outDir ?? path.join(cfg.results.root, cfg.name);
-  const threshold = opts.threshold ?? cfg.training.threshold;
-  const res = await evaluateSplit(model, cfg, pairs, { threshold, sweep: true, outDir: cfg.results.save_predictions ? dir : undefined, postprocess: opts.postprocess });
+  const base = evalOptionsFrom(cfg);
+  const threshold = opts.threshold ?? base.threshold;
+  const postprocess = opts.postprocess ?? base.postprocess ?? false;
+  const tta = opts.tta ?? base.tta ?? [];
+  const outDir = cfg.results.save_predictions ? dir : undefined;
+  const res = await evaluateSplit(model, cfg, pairs, { ...base, threshold, postprocess, tta, sweep: true, outDir });
   const metricsJson = {
     run: cfg.name,
     split: opts.split ?? cfg.data.val_split,
     images: res.images,
     threshold,
-    postprocess: opts.postprocess ?? false,
+    postprocess,
+    tta,
+    full_resolution: cfg.evaluation.full_resolution,
     metrics: res.metrics,
     per_class: res.perClass,
     best_threshold: res.bestThreshold,

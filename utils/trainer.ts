@@ -14,7 +14,7 @@ import { lrAt } from './lr_schedule';
 import { createOptimizer } from './optimizers';
 import { EpochProgress } from './progress';
 import { applyWeights, checkpointExists, loadCheckpoint, saveCheckpoint, CheckpointMeta } from './checkpoint';
-import { evaluateSplit, EvalResult } from './evaluator';
+import { evalOptionsFrom, evaluateSplit, EvalResult } from './evaluator';
 import { writeResults } from './results';
 import { makeTrainStep } from './train_step';
 import assert from 'node:assert/strict';
@@ -179,7 +179,8 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
       if (epochDone) meta.epoch = epoch + 1;
       const finished = meta.step >= totalSteps || timeUp;
       if ((epochDone && meta.epoch % t.val_interval === 0) || finished) {
-        const res = await evaluateSplit(model, cfg, valPairs, { threshold: t.threshold });
+        // No test-time augmentation here: it multiplies validation time; the final report uses it.
+        const res = await evaluateSplit(model, cfg, valPairs, { ...evalOptionsFrom(cfg), tta: [] });
         history.append({ epoch: meta.epoch, step: meta.step, split: 'val', ...res.metrics });
         log(res.table);
         const value = metricValue(cfg.checkpoint.best_metric, res);
