@@ -36,6 +36,8 @@ export interface ReportData {
   gallery: GalleryItem[];
   backend?: string;
   trainSeconds?: number;
+  /** How the figures were scored, e.g. "split val (400 images) · at label resolution · TTA hflip". */
+  scoring?: string;
   /** Class colours used in multi-class overlays, for the legend (default: VOC palette). */
   palette?: RGB[];
 }
@@ -145,6 +147,7 @@ function renderHeader(d: ReportData): string {
     d.backend ? `<span>backend ${escapeHtml(d.backend)}</span>` : '',
     num(d.trainSeconds) ? `<span>training ${fmtDuration(d.trainSeconds)}</span>` : '',
     `<span>${d.classNames.length} classes</span>`,
+    d.scoring ? `<span>scored: ${escapeHtml(d.scoring)}</span>` : '',
   ].join('');
   return `<header>
 <h1>${escapeHtml(d.runName)}</h1>

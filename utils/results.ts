@@ -64,6 +64,13 @@ export async function writeResults(model: tf.LayersModel, cfg: Config, pairs: Pa
     gallery: shown.filter((s) => s.overlay).map((s) => ({ id: s.id, image: s.overlay!, dice: s.dice, iou: s.iou })),
     backend: opts.backend,
     trainSeconds: opts.trainSeconds,
+    scoring: [
+      `${metricsJson.split} split, ${res.images} images`,
+      cfg.evaluation.full_resolution ? 'at label resolution' : `at ${cfg.data.size.join('x')}`,
+      tta.length ? `TTA ${tta.join('+')}` : 'no TTA',
+      ...(cfg.data.num_classes === 2 ? [`threshold ${threshold}`] : []),
+      ...(postprocess ? ['post-processed'] : []),
+    ].join(' · '),
   });
   if (!opts.quiet) console.log(res.table);
   return res;
@@ -76,13 +83,16 @@ export const selfTest: SelfTest = {
     const cfg = fixtureConfig(dir, { data: { name: 'isic', root: path.join(dir, 'isic'), size: [12, 16] } });
     const model = redChannelModel();
     const out = path.join(dir, 'out');
+    cfg.evaluation.tta = ['hflip'];
     await writeResults(model, cfg, await listSplit(cfg, 'val'), [{ epoch: 1, step: 2, split: 'val', dice: 0.5 }], { outDir: out, quiet: true });
     const m = JSON.parse(fs.readFileSync(path.join(out, 'metrics.json'), 'utf8'));
     assert.equal(m.metrics.dice, 1);
+    assert.deepEqual([m.tta, m.full_resolution, m.postprocess], [['hflip'], true, false]);
     assert.equal(m.per_image.length, 2);
     assert.equal(m.threshold_sweep.length, 19);
     const html = fs.readFileSync(path.join(out, 'report.html'), 'utf8');
     assert.match(html, /overlays\/ISIC_1\.png/);
+    assert.match(html, /scored: val split, 2 images · at label resolution · TTA hflip · threshold 0\.5/);
     model.dispose();
     fs.rmSync(dir, { recursive: true });
   },
