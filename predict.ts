@@ -30,7 +30,7 @@ async function main(): Promise<void> {
   console.log(`predicting ${files.length} image(s) with ${checkpoint}`);
   const threshold = args.threshold ?? cfg.training.threshold;
   for (const file of files) {
-    const written = await predictFile(model, cfg, file, args.output, { threshold, postprocess: args.postprocess ?? cfg.evaluation.postprocess, tta: cfg.evaluation.tta });
+    const written = await predictFile(model, cfg, file, args.output, { threshold, postprocess: args.postprocess ?? cfg.evaluation.postprocess, tta: cfg.evaluation.tta, scales: cfg.evaluation.scales });
     console.log(`${file} -> ${written.map((w) => path.basename(w)).join(', ')}`);
   }
   console.log(`wrote ${files.length} prediction(s) to ${args.output}`);

@@ -149,6 +149,8 @@ const EvaluationSchema = z
   .object({
     // Average the predictions of these flipped copies in (test-time augmentation).
     tta: z.array(z.enum(['hflip', 'vflip', 'hvflip'])).default([]),
+    // ...and at these input scales (x data.size), resized back before averaging.
+    scales: z.array(z.number().positive().max(4)).nonempty().default([1]),
     // Score at each mask's own size (probabilities resized bilinearly); false: at data.size.
     full_resolution: z.boolean().default(true),
     // Apply the dataset's post-processing (ISIC: largest lesion, holes filled) before scoring.

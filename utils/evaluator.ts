@@ -44,6 +44,8 @@ export interface EvalOptions {
   postprocess?: boolean;
   /** Flipped copies whose predictions are averaged in (test-time augmentation). */
   tta?: readonly Flip[];
+  /** Input scales (x data.size) whose predictions are averaged in. */
+  scales?: readonly number[];
   /** Score at each mask's own size (probabilities resized bilinearly) rather than at data.size. */
   fullResolution?: boolean;
 }
@@ -59,7 +61,7 @@ function imageScores(pred: Uint8Array, gt: Uint8Array, numClasses: number, ignor
 /** Evaluation options as the config sets them (evaluation.*, training.threshold). */
 export function evalOptionsFrom(cfg: Config): EvalOptions {
   const e = cfg.evaluation;
-  return { threshold: cfg.training.threshold, tta: e.tta, fullResolution: e.full_resolution, postprocess: e.postprocess };
+  return { threshold: cfg.training.threshold, tta: e.tta, scales: e.scales, fullResolution: e.full_resolution, postprocess: e.postprocess };
 }
 
 export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: PairRef[], opts: EvalOptions): Promise<EvalResult> {
@@ -79,7 +81,7 @@ export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: P
   let index = 0; // position in `pairs`: evaluation keeps their order
   for await (const batch of loader.batches(0)) {
     const { n, h, w } = batch;
-    const probs = tf.tidy(() => predictProbs(model, tf.tensor4d(batch.images, [n, h, w, 3]), opts.tta));
+    const probs = tf.tidy(() => predictProbs(model, tf.tensor4d(batch.images, [n, h, w, 3]), opts.tta, opts.scales));
     for (let i = 0; i < n; i++, index++) {
       const full = batch.fullMasks?.[i];
       const gt = full ? full.data : batch.masks.subarray(i * h * w, (i + 1) * h * w);

@@ -13,16 +13,25 @@ export function toProbs(logits: tf.Tensor4D): tf.Tensor4D {
 
 /**
  * Class probabilities [N,H,W,C] of a batch, averaged over the plain input and each
- * flipped copy in `tta` (each flipped back first): test-time augmentation.
+ * flipped copy in `tta` (each flipped back first), at each input scale in `scales`
+ * (resized back to the input's size): test-time augmentation.
  */
-export function predictProbs(model: tf.LayersModel, x: tf.Tensor4D, tta: readonly Flip[] = []): tf.Tensor4D {
+export function predictProbs(model: tf.LayersModel, x: tf.Tensor4D, tta: readonly Flip[] = [], scales: readonly number[] = [1]): tf.Tensor4D {
   return tf.tidy(() => {
-    let sum = toProbs(model.predict(x) as tf.Tensor4D);
-    for (const f of tta) {
-      const axes = FLIP_AXES[f];
-      sum = sum.add(tf.reverse(toProbs(model.predict(tf.reverse(x, axes)) as tf.Tensor4D), axes));
+    const [, h, w] = x.shape;
+    let sum: tf.Tensor4D | null = null;
+    for (const s of scales) {
+      const xs = s === 1 ? x : tf.image.resizeBilinear(x, [Math.max(1, Math.round(h * s)), Math.max(1, Math.round(w * s))], false, true);
+      for (const f of [null, ...tta]) {
+        const axes = f ? FLIP_AXES[f] : null;
+        let p = toProbs(model.predict(axes ? tf.reverse(xs, axes) : xs) as tf.Tensor4D);
+        if (axes) p = tf.reverse(p, axes);
+        if (s !== 1) p = tf.image.resizeBilinear(p, [h, w], false, true);
+        sum = sum ? (sum.add(p) as tf.Tensor4D) : p;
+      }
     }
-    return tta.length ? sum.div(tta.length + 1) : sum;
+    const n = scales.length * (tta.length + 1);
+    return n === 1 ? sum! : sum!.div(n);
   });
 }
 
@@ -95,6 +104,17 @@ export const selfTest: SelfTest = {
     assert.ok(tf.tidy(() => maxDiff(got, p(x))) > 1e-3);
     assert.ok(Math.abs(tf.tidy(() => tf.sum(got).dataSync()[0]) - 2 * 5 * 6) < 1e-3, 'still a distribution per pixel');
     tf.dispose([x, want, got]);
+    model.dispose();
+  },
+  'multi-scale TTA averages in the prediction of a resized input, brought back to size'() {
+    const x = tf.randomNormal([1, 8, 12, 3], 0, 1, 'float32', 9) as tf.Tensor4D;
+    const model = tf.sequential({ layers: [tf.layers.conv2d({ inputShape: [null, null, 3], filters: 2, kernelSize: 3, padding: 'same', kernelInitializer: tf.initializers.randomNormal({ seed: 2 }) })] });
+    const half = tf.tidy(() => tf.image.resizeBilinear(toProbs(model.predict(tf.image.resizeBilinear(x, [4, 6], false, true)) as tf.Tensor4D), [8, 12], false, true));
+    const want = tf.tidy(() => toProbs(model.predict(x) as tf.Tensor4D).add(half).div(2));
+    const got = predictProbs(model, x, [], [1, 0.5]);
+    assert.deepEqual(got.shape, [1, 8, 12, 2]);
+    assert.ok(maxDiff(got, want) < 1e-6);
+    tf.dispose([x, half, want, got]);
     model.dispose();
   },
   'a per-pixel model is unchanged by flip TTA'() {

@@ -31,6 +31,8 @@ export interface PredictOptions {
   postprocess: boolean;
   /** Flipped copies averaged in (test-time augmentation). */
   tta?: readonly Flip[];
+  /** Input scales (x data.size) averaged in. */
+  scales?: readonly number[];
 }
 
 /** Class ids at the image's original size. */
@@ -41,7 +43,7 @@ export async function predictMask(model: tf.LayersModel, cfg: Config, file: stri
   const small = await decodeImage(file, cfg.data.size, buf);
   const x = normaliseImage(small.data, cfg.data.mean, cfg.data.std);
   // Probabilities, not labels, are resized: interpolated scores give smooth boundaries.
-  const probs = tf.tidy(() => tf.image.resizeBilinear(predictProbs(model, tf.tensor4d(x, [1, h, w, 3]), opts.tta), [full.height, full.width], false, true));
+  const probs = tf.tidy(() => tf.image.resizeBilinear(predictProbs(model, tf.tensor4d(x, [1, h, w, 3]), opts.tta, opts.scales), [full.height, full.width], false, true));
   let { classes } = classMap(probs, opts.threshold);
   probs.dispose();
   const info = getDatasetInfo(cfg.data.name, cfg.data.num_classes);

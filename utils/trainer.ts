@@ -180,7 +180,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
       const finished = meta.step >= totalSteps || timeUp;
       if ((epochDone && meta.epoch % t.val_interval === 0) || finished) {
         // No test-time augmentation here: it multiplies validation time; the final report uses it.
-        const res = await evaluateSplit(model, cfg, valPairs, { ...evalOptionsFrom(cfg), tta: [] });
+        const res = await evaluateSplit(model, cfg, valPairs, { ...evalOptionsFrom(cfg), tta: [], scales: [1] });
         history.append({ epoch: meta.epoch, step: meta.step, split: 'val', ...res.metrics });
         log(res.table);
         const value = metricValue(cfg.checkpoint.best_metric, res);
