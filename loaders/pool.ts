@@ -50,7 +50,7 @@ export class SamplePool {
     if (!w) return;
     this.waiting.delete(m.id);
     if (--this.load[worker] === 0) this.workers[worker].unref();
-    if (m.ok) w.resolve({ image: m.image, mask: m.mask, id: m.sampleId });
+    if (m.ok) w.resolve({ image: m.image, mask: m.mask, id: m.sampleId, ...(m.fullMask ? { fullMask: m.fullMask } : {}) });
     else w.reject(m.user ? new UserError(m.message) : new Error(m.message));
   }
 

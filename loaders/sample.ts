@@ -23,7 +23,7 @@ export interface SampleResult { image: Float32Array | Uint8Array; mask: Uint8Arr
 
 export async function loadSample(job: SampleJob): Promise<SampleResult> {
   const { image, mask, fullMask } = await decodePair(job.pair, job.rules, job.size, job.fullMask);
-  if (!job.augment) return { image: image.data, mask: mask.data, id: job.pair.id, fullMask };
+  if (!job.augment) return { image: image.data, mask: mask.data, id: job.pair.id, ...(fullMask ? { fullMask } : {}) };
   const rng = rngFor(job.seed, job.epoch, job.pos);
   const a = augment({ image: image.data, mask: mask.data, width: image.width, height: image.height }, job.augment, rng, job.rules.ignoreIndex);
   return { image: a.image, mask: a.mask, id: job.pair.id };

@@ -5,10 +5,11 @@ import { isMainThread, parentPort } from 'node:worker_threads';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { loadSample, SampleJob } from './sample';
+import type { LabelMask } from './decode';
 
 export interface JobMessage { id: number; job: SampleJob }
 export type ReplyMessage =
-  | { id: number; ok: true; image: Float32Array | Uint8Array; mask: Uint8Array; sampleId: string }
+  | { id: number; ok: true; image: Float32Array | Uint8Array; mask: Uint8Array; sampleId: string; fullMask?: LabelMask }
   | { id: number; ok: false; message: string; user: boolean };
 
 if (parentPort) {
@@ -16,7 +17,7 @@ if (parentPort) {
   port.on('message', async ({ id, job }: JobMessage) => {
     try {
       const r = await loadSample(job);
-      const reply: ReplyMessage = { id, ok: true, image: r.image, mask: r.mask, sampleId: r.id };
+      const reply: ReplyMessage = { id, ok: true, image: r.image, mask: r.mask, sampleId: r.id, ...(r.fullMask ? { fullMask: r.fullMask } : {}) };
       const transfer = [r.image.buffer, r.mask.buffer].filter((b, i, a) => a.indexOf(b) === i && b.byteLength > 0) as ArrayBuffer[];
       port.postMessage(reply, transfer);
     } catch (e) {
@@ -42,6 +43,11 @@ export const selfTest: SelfTest = {
     const pool = new SamplePool(1);
     try {
       assert.deepEqual(await pool.run(job), await loadSample(job));
+      // Validation jobs also bring the mask at its own size back from the worker.
+      const val: SampleJob = { ...job, augment: null, fullMask: true };
+      const r = await pool.run(val);
+      assert.deepEqual([r.fullMask?.width, r.fullMask?.height], [12, 10]);
+      assert.deepEqual(r, await loadSample(val));
     } finally {
       await pool.close();
     }

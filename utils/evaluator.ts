@@ -84,6 +84,7 @@ export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: P
     const probs = tf.tidy(() => predictProbs(model, tf.tensor4d(batch.images, [n, h, w, 3]), opts.tta, opts.scales));
     for (let i = 0; i < n; i++, index++) {
       const full = batch.fullMasks?.[i];
+      if (opts.fullResolution && !full) throw new Error(`evaluation: no full-resolution mask for ${batch.ids[i]}`);
       const gt = full ? full.data : batch.masks.subarray(i * h * w, (i + 1) * h * w);
       const gw = full ? full.width : w;
       const gh = full ? full.height : h;
@@ -181,6 +182,7 @@ export const selfTest: SelfTest = {
     const model = redChannelModel();
     const pairs = await listSplit(cfg, 'val');
     const sizeOf = async (f: string) => { const m = await sharp(f).metadata(); return [m.width, m.height]; };
+    cfg.training.workers = 2; // masks at their own size must come back from worker threads too
     for (const fullResolution of [true, false]) {
       const out = path.join(dir, `out-${fullResolution}`);
       const res = await evaluateSplit(model, cfg, pairs, { threshold: 0.5, sweep: true, outDir: out, fullResolution, tta: ['hflip'] });
