@@ -74,8 +74,10 @@ test('a second SIGINT leaves at once, and last/ stays loadable', { timeout: TIME
   await run.waitFor(/SIGINT: finishing the current step/);
   run.child.kill('SIGINT');
   const r = await run.done;
-  // 130 = left on the second Ctrl-C; 0 only if the clean stop had already finished.
-  if (r.code !== 130) assert.ok(r.code === 0 && r.stdout.includes('Resume with:'), show(r));
+  // 130 = left on the second Ctrl-C. If the clean stop had already finished, the run
+  // exits 0, or the second signal meets the default handler on the way out (killed by SIGINT).
+  const cleanStopDone = r.stdout.includes('Resume with:') && (r.code === 0 || r.signal === 'SIGINT');
+  if (r.code !== 130) assert.ok(cleanStopDone, show(r));
   assert.ok((await loadCheckpoint(last)).meta.step >= 2);
 });
 

@@ -60,7 +60,7 @@ export async function writeResults(model: tf.LayersModel, cfg: Config, pairs: Pa
     config: cfg,
     history,
     classNames: getDatasetInfo(cfg.data.name, cfg.data.num_classes).classNames,
-    summary: { ...res.metrics, threshold },
+    summary: { ...res.metrics, ...(cfg.data.num_classes === 2 ? { threshold } : {}) }, // a threshold means nothing for argmax
     perClass: res.perClass,
     gallery: shown.filter((s) => s.overlay).map((s) => ({ id: s.id, image: s.overlay!, dice: s.dice, iou: s.iou })),
     backend: opts.backend,
