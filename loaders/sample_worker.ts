@@ -18,7 +18,7 @@ if (parentPort) {
     try {
       const r = await loadSample(job);
       const reply: ReplyMessage = { id, ok: true, image: r.image, mask: r.mask, sampleId: r.id, ...(r.fullMask ? { fullMask: r.fullMask } : {}) };
-      const transfer = [r.image.buffer, r.mask.buffer].filter((b, i, a) => a.indexOf(b) === i && b.byteLength > 0) as ArrayBuffer[];
+      const transfer = [r.image.buffer, r.mask.buffer, ...(r.fullMask ? [r.fullMask.data.buffer] : [])].filter((b, i, a) => a.indexOf(b) === i && b.byteLength > 0) as ArrayBuffer[];
       port.postMessage(reply, transfer);
     } catch (e) {
       port.postMessage({ id, ok: false, message: (e as Error).message, user: e instanceof UserError } satisfies ReplyMessage);
