@@ -84,6 +84,9 @@ const LossSchema = z
     class_weights: z.array(z.number().min(0)).optional(),
     smooth: z.number().min(0).default(1),
     focal_gamma: z.number().min(0).default(2),
+    // dice/jaccard per image, then averaged: each image's overlap counts alike, as in
+    // per-image metrics (ISIC's thresholded Jaccard), instead of large masks dominating.
+    per_image: z.boolean().default(false),
   })
   .strict();
 

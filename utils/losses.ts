@@ -19,6 +19,7 @@ interface LossOptions {
   classWeights?: number[];
   smooth: number;
   gamma: number;
+  perImage: boolean;
 }
 
 /**
@@ -134,38 +135,45 @@ function focal(ctx: Ctx): tf.Scalar {
   return weightedMean(perPixel, ctx.pixelWeight());
 }
 
-/** Soft intersection and sums per class over the batch, ignored pixels excluded. */
-function softOverlap(ctx: Ctx): { inter: tf.Tensor1D; sums: tf.Tensor1D } {
+/**
+ * Soft intersection and sums per class, ignored pixels excluded: [C'] summed over the
+ * batch, or [N, C'] per image (`per_image`); C' = 1 for a single sigmoid output.
+ */
+function softOverlap(ctx: Ctx): { inter: tf.Tensor; sums: tf.Tensor } {
+  const perImage = ctx.o.perImage;
   if (ctx.c === 1) {
     const p = tf.mul(ctx.probs(), ctx.valid());
-    const inter = tf.sum(tf.mul(p, ctx.y()));
-    const sums = tf.add(tf.sum(p), tf.sum(ctx.y()));
-    return { inter: tf.reshape(inter, [1]) as tf.Tensor1D, sums: tf.reshape(sums, [1]) as tf.Tensor1D };
+    const axes = perImage ? [1, 2] : [0, 1, 2];
+    const shape = perImage ? [-1, 1] : [1];
+    const inter = tf.reshape(tf.sum(tf.mul(p, ctx.y()), axes), shape);
+    const sums = tf.reshape(tf.add(tf.sum(p, axes), tf.sum(ctx.y(), axes)), shape);
+    return { inter, sums };
   }
   const p = tf.mul(ctx.probs(), tf.expandDims(ctx.valid(), -1));
   const oh = ctx.oneHot();
-  const axes = [0, 1, 2];
-  return { inter: tf.sum(tf.mul(p, oh), axes) as tf.Tensor1D, sums: tf.add(tf.sum(p, axes), tf.sum(oh, axes)) as tf.Tensor1D };
+  const axes = perImage ? [1, 2] : [0, 1, 2];
+  return { inter: tf.sum(tf.mul(p, oh), axes), sums: tf.add(tf.sum(p, axes), tf.sum(oh, axes)) };
 }
 
-/** 1 - mean over classes of `score` (foreground only for a single sigmoid output). */
-function oneMinusMean(ctx: Ctx, score: tf.Tensor1D): tf.Scalar {
+/** 1 - mean of `score` over classes (class-weighted if given), then over images if per image. */
+function oneMinusMean(ctx: Ctx, score: tf.Tensor): tf.Scalar {
   const cw = ctx.o.classWeights;
   if (!cw || ctx.c === 1) return tf.sub(1, tf.mean(score)) as tf.Scalar;
   const w = tf.tensor1d(cw);
-  return tf.sub(1, tf.div(tf.sum(tf.mul(score, w)), Math.max(EPS, cw.reduce((a, b) => a + b, 0)))) as tf.Scalar;
+  const perRow = tf.div(tf.sum(tf.mul(score, w), -1), Math.max(EPS, cw.reduce((a, b) => a + b, 0)));
+  return tf.sub(1, tf.mean(perRow)) as tf.Scalar;
 }
 
 function dice(ctx: Ctx): tf.Scalar {
   const { inter, sums } = softOverlap(ctx);
   const s = ctx.o.smooth + EPS; // EPS: a class empty in both scores 1, not 0/0
-  return oneMinusMean(ctx, tf.div(tf.add(tf.mul(inter, 2), s), tf.add(sums, s)) as tf.Tensor1D);
+  return oneMinusMean(ctx, tf.div(tf.add(tf.mul(inter, 2), s), tf.add(sums, s)));
 }
 
 function jaccard(ctx: Ctx): tf.Scalar {
   const { inter, sums } = softOverlap(ctx);
   const s = ctx.o.smooth + EPS;
-  return oneMinusMean(ctx, tf.div(tf.add(inter, s), tf.add(tf.sub(sums, inter), s)) as tf.Tensor1D);
+  return oneMinusMean(ctx, tf.div(tf.add(inter, s), tf.add(tf.sub(sums, inter), s)));
 }
 
 const REGISTRY: Record<string, (ctx: Ctx) => tf.Scalar> = { bce, ce, dice, jaccard, focal };
@@ -194,6 +202,7 @@ export function buildLoss(cfg: Config): LossFn {
     classWeights: lc.class_weights,
     smooth: lc.smooth,
     gamma: lc.focal_gamma,
+    perImage: lc.per_image,
   };
   const parts = names.map((n, i) => ({ fn: REGISTRY[n], w: weights[i] })).filter((p) => p.w !== 0);
   return (logits, labels) =>
@@ -236,6 +245,49 @@ export const selfTest: SelfTest = {
     const f = buildLoss(cfgWith({ name: 'ce+dice+focal+jaccard' }, 3));
     const v = f(tf.randomNormal([1, 2, 2, 3]) as tf.Tensor4D, tf.fill([1, 2, 2], 255, 'int32') as tf.Tensor3D).dataSync()[0];
     assert.ok(Math.abs(v) < 1e-6, String(v));
+  },
+  'per-image dice is the mean of the images\' dice; batch dice pools the pixels'() {
+    // Image 0: a large mask predicted well; image 1: a one-pixel mask missed.
+    const logits = tf.tensor4d([9, 9, 9, -9, -9, -9, -9, -9], [2, 2, 2, 1]);
+    const labels = tf.tensor3d([1, 1, 1, 0, 0, 0, 0, 1], [2, 2, 2], 'int32');
+    const p = logits.sigmoid().dataSync();
+    const y = labels.dataSync();
+    const diceOf = (lo: number, hi: number) => {
+      let inter = 0, sums = 0;
+      for (let i = lo; i < hi; i++) { inter += p[i] * y[i]; sums += p[i] + y[i]; }
+      return { inter, sums, d: (2 * inter + 1) / (sums + 1) };
+    };
+    const a = diceOf(0, 4), b = diceOf(4, 8);
+    const perImage = buildLoss(cfgWith({ name: 'dice', per_image: true }))(logits, labels).dataSync()[0];
+    const pooled = buildLoss(cfgWith({ name: 'dice' }))(logits, labels).dataSync()[0];
+    assert.ok(Math.abs(perImage - (1 - (a.d + b.d) / 2)) < 1e-5, `${perImage}`);
+    assert.ok(Math.abs(pooled - (1 - (2 * (a.inter + b.inter) + 1) / (a.sums + b.sums + 1))) < 1e-5, `${pooled}`);
+    assert.ok(perImage > pooled + 0.1, `the missed small mask weighs more per image: ${perImage} vs ${pooled}`);
+  },
+  'per-image multi-class dice with class weights ignores ignored pixels'() {
+    const logits = tf.randomNormal([2, 3, 3, 3], 0, 2, 'float32', 7) as tf.Tensor4D;
+    const lab = [0, 1, 2, 255, 1, 1, 0, 2, 2, 2, 2, 2, 1, 0, 255, 255, 1, 0];
+    const labels = tf.tensor3d(lab, [2, 3, 3], 'int32');
+    const cw = [1, 2, 0.5];
+    const v = buildLoss(cfgWith({ name: 'dice', per_image: true, class_weights: cw }, 3))(logits, labels).dataSync()[0];
+    const pr = tf.softmax(logits).dataSync();
+    let total = 0;
+    for (let n = 0; n < 2; n++) {
+      let row = 0;
+      for (let c = 0; c < 3; c++) {
+        let inter = 0, sums = 0;
+        for (let i = 0; i < 9; i++) {
+          const l = lab[n * 9 + i];
+          if (l === 255) continue;
+          const pc = pr[(n * 9 + i) * 3 + c];
+          inter += pc * (l === c ? 1 : 0);
+          sums += pc + (l === c ? 1 : 0);
+        }
+        row += cw[c] * (2 * inter + 1) / (sums + 1);
+      }
+      total += row / 3.5;
+    }
+    assert.ok(Math.abs(v - (1 - total / 2)) < 1e-5, `${v} vs ${1 - total / 2}`);
   },
   'unknown name and mismatched weights are UserErrors'() {
     assert.throws(() => buildLoss(cfgWith({ name: 'bce+dcie' })), (e: Error) => e instanceof UserError && /dcie.*bce, ce, dice/.test(e.message));
