@@ -326,12 +326,15 @@ export const selfTest: SelfTest = {
     assert.equal(tf.getKernel('Conv2DBackpropFilter', 'wasm')?.kernelFunc, f);
     assert.equal(tf.getKernel('Conv2DBackpropInput', 'wasm')?.kernelFunc, i);
   },
-  'gradients match cpu (stride 1/2, same/valid, k 1/3, odd sizes)': async () => {
+  'gradients match cpu (stride 1/2, same/valid, k 1/2/3/5, odd sizes)': async () => {
     const cases: GradCase[] = [
       { n: 2, h: 7, w: 9, cin: 3, cout: 4, k: 3, stride: 1, pad: 'same' },
       { n: 1, h: 7, w: 9, cin: 2, cout: 5, k: 3, stride: 2, pad: 'same' },
       { n: 3, h: 13, w: 11, cin: 4, cout: 3, k: 3, stride: 2, pad: 'valid' },
       { n: 2, h: 7, w: 8, cin: 1, cout: 6, k: 1, stride: 2, pad: 'valid' },
+      { n: 2, h: 6, w: 5, cin: 3, cout: 2, k: 3, stride: 1, pad: 'valid' },
+      { n: 1, h: 5, w: 9, cin: 2, cout: 3, k: 5, stride: 1, pad: 'same' },
+      { n: 3, h: 4, w: 4, cin: 5, cout: 4, k: 2, stride: 1, pad: 'same' },
     ];
     for (const c of cases) {
       const e = await compareWithCpu(c);
