@@ -101,9 +101,13 @@ export function chartSpecs(history: HistoryRow[]): ChartSpec[] {
   // A readable chart shows the headline scores only, when the history has them.
   const headline = keys.filter((k) => CURVE_METRICS.includes(k));
   if (headline.length) keys.splice(0, keys.length, ...headline);
+  // A run stopped mid-epoch (time limit, Ctrl-C) validates at a fractional epoch: x = step /
+  // steps per epoch, the latter read off whole-epoch rows (step/epoch is smallest there).
+  const spe = Math.min(...val.filter((r) => r.epoch > 0 && num(r.step)).map((r) => r.step / r.epoch));
+  const epochOf = (r: HistoryRow) => (Number.isFinite(spe) && spe > 0 ? Math.round((r.step / spe) * 100) / 100 : r.epoch);
   const metrics: ChartSeries[] = keys.map((k) => ({
     label: k,
-    points: val.filter((r) => num(r[k])).map((r) => [r.epoch, r[k] as number] as [number, number]).sort(byX),
+    points: val.filter((r) => num(r[k])).map((r) => [epochOf(r), r[k] as number] as [number, number]).sort(byX),
   }));
   const allUnit = metrics.every((s) => s.points.every(([, y]) => y >= 0 && y <= 1));
 
@@ -318,6 +322,15 @@ export const selfTest: SelfTest = {
     assert.equal(val.unitRange, true);
     assert.equal(lr.series[0].points.length, 20);
     assert.deepEqual(chartSpecs([]).map((c) => c.series.length), [0, 0, 0]);
+  },
+  'a validation after a cut-short epoch plots at its fractional epoch'() {
+    const rows = [
+      { epoch: 1, step: 40, split: 'val' as const, mIoU: 0.5 },
+      { epoch: 2, step: 80, split: 'val' as const, mIoU: 0.6 },
+      { epoch: 2, step: 100, split: 'val' as const, mIoU: 0.65 }, // time limit half-way through epoch 3
+    ];
+    const val = chartSpecs(rows)[1];
+    assert.deepEqual(val.series[0].points, [[1, 0.5], [2, 0.6], [2.5, 0.65]]);
   },
   'text is escaped and the page is self-contained'() {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'report-self-'));
