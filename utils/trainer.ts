@@ -14,6 +14,7 @@ import { lrAt } from './lr_schedule';
 import { createOptimizer } from './optimizers';
 import { EpochProgress } from './progress';
 import { applyWeights, checkpointExists, loadCheckpoint, saveCheckpoint, CheckpointMeta } from './checkpoint';
+import { acquireRunLock, LOCK_FILE } from './checkpoint/run_lock';
 import { evalOptionsFrom, evaluateSplit, EvalResult } from './evaluator';
 import { writeResults } from './results';
 import { makeTrainStep } from './train_step';
@@ -67,7 +68,19 @@ function metricValue(name: string, res: EvalResult): number {
   return v;
 }
 
+/** Trains under the checkpoint folder's lock: one run per folder at a time. */
 export async function train(cfg: Config, opts: TrainOptions = {}): Promise<TrainOutcome> {
+  const { ckpt } = runDirs(cfg);
+  fs.mkdirSync(ckpt, { recursive: true });
+  const release = acquireRunLock(ckpt);
+  try {
+    return await trainLocked(cfg, opts);
+  } finally {
+    release();
+  }
+}
+
+async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcome> {
   const log = opts.quiet ? () => {} : (s: string) => console.log(s);
   const dirs = runDirs(cfg);
   const t = cfg.training;
@@ -219,11 +232,14 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
 }
 
 export const selfTest: SelfTest = {
-  async 'a tiny run writes last/, best/, history, metrics and the report'() {
+  async 'a tiny run writes last/, best/, history, metrics and the report; a second run on its folder is refused'() {
     await initBackend('wasm');
     const dir = tmpDir('trainer');
     const cfg = fixtureConfig(dir);
-    const out = await train(cfg, { quiet: true });
+    const first = train(cfg, { quiet: true });
+    await assert.rejects(train(cfg, { quiet: true }), (e: Error) => e instanceof UserError && /in use by another training run/.test(e.message));
+    const out = await first;
+    assert.ok(!fs.existsSync(path.join(runDirs(cfg).ckpt, LOCK_FILE)), 'lock released');
     assert.equal(out.epoch, 2);
     assert.equal(out.step, 8);
     assert.ok(checkpointExists(out.lastDir) && checkpointExists(out.bestDir));
