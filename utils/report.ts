@@ -101,7 +101,7 @@ export function chartSpecs(history: HistoryRow[]): ChartSpec[] {
   // A readable chart shows the headline scores only, when the history has them.
   const headline = keys.filter((k) => CURVE_METRICS.includes(k));
   if (headline.length) keys.splice(0, keys.length, ...headline);
-  // A run stopped mid-epoch (time limit, Ctrl-C) validates at a fractional epoch: x = step /
+  // A run stopped mid-epoch by training.time_limit validates at a fractional epoch: x = step /
   // steps per epoch, the latter read off whole-epoch rows (step/epoch is smallest there).
   const spe = Math.min(...val.filter((r) => r.epoch > 0 && num(r.step)).map((r) => r.step / r.epoch));
   const epochOf = (r: HistoryRow) => (Number.isFinite(spe) && spe > 0 ? Math.round((r.step / spe) * 100) / 100 : r.epoch);
