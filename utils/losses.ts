@@ -141,9 +141,9 @@ function focal(ctx: Ctx): tf.Scalar {
  */
 function softOverlap(ctx: Ctx): { inter: tf.Tensor; sums: tf.Tensor } {
   const perImage = ctx.o.perImage;
+  const axes = perImage ? [1, 2] : [0, 1, 2];
   if (ctx.c === 1) {
     const p = tf.mul(ctx.probs(), ctx.valid());
-    const axes = perImage ? [1, 2] : [0, 1, 2];
     const shape = perImage ? [-1, 1] : [1];
     const inter = tf.reshape(tf.sum(tf.mul(p, ctx.y()), axes), shape);
     const sums = tf.reshape(tf.add(tf.sum(p, axes), tf.sum(ctx.y(), axes)), shape);
@@ -151,7 +151,6 @@ function softOverlap(ctx: Ctx): { inter: tf.Tensor; sums: tf.Tensor } {
   }
   const p = tf.mul(ctx.probs(), tf.expandDims(ctx.valid(), -1));
   const oh = ctx.oneHot();
-  const axes = perImage ? [1, 2] : [0, 1, 2];
   return { inter: tf.sum(tf.mul(p, oh), axes), sums: tf.add(tf.sum(p, axes), tf.sum(oh, axes)) };
 }
 

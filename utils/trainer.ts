@@ -112,8 +112,7 @@ async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcom
     }
   }
 
-  fs.mkdirSync(dirs.ckpt, { recursive: true });
-  fs.writeFileSync(path.join(dirs.ckpt, 'config.yaml'), dumpConfig(cfg));
+  fs.writeFileSync(path.join(dirs.ckpt, 'config.yaml'), dumpConfig(cfg)); // folder made by train()
   fs.mkdirSync(dirs.results, { recursive: true });
   fs.writeFileSync(path.join(dirs.results, 'config.yaml'), dumpConfig(cfg));
   const history = new History(path.join(dirs.results, 'history.jsonl'));

@@ -89,53 +89,50 @@ export function acquireRunLock(dir: string): () => void {
 }
 
 // ---------------------------------------------------------------------------
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'run-lock-'));
+/** Runs a check in a fresh folder, removed afterwards; `file` is that folder's lock file. */
+function inTmpDir(check: (dir: string, file: string) => void): void {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'run-lock-'));
+  try {
+    check(dir, path.join(dir, LOCK_FILE));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
 
 export const selfTest: SelfTest = {
   'a held lock refuses a second run, naming the folder and the holder; release frees it'() {
-    const dir = tmp();
-    try {
+    inTmpDir((dir, file) => {
       const release = acquireRunLock(dir);
       assert.throws(() => acquireRunLock(dir), (e: Error) => e instanceof UserError && e.message.includes(dir) && e.message.includes(`pid ${process.pid}`));
       release();
-      assert.ok(!fs.existsSync(path.join(dir, LOCK_FILE)));
+      assert.ok(!fs.existsSync(file));
       acquireRunLock(dir)();
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    });
   },
   'a lock left by a dead process or a corrupt lock file is taken over'() {
-    const dir = tmp();
-    try {
+    inTmpDir((dir, file) => {
       const gone = spawnSync(process.execPath, ['-e', '']).pid; // has exited by now
       assert.ok(gone && !pidAlive(gone));
-      fs.writeFileSync(path.join(dir, LOCK_FILE), JSON.stringify({ pid: gone, host: os.hostname(), started: 'x' }));
+      fs.writeFileSync(file, JSON.stringify({ pid: gone, host: os.hostname(), started: 'x' }));
       acquireRunLock(dir)();
-      const file = path.join(dir, LOCK_FILE);
       fs.writeFileSync(file, '{"pid": 1'); // torn write: busy while fresh, stale after 5 s
       assert.throws(() => acquireRunLock(dir), /lock file being written/);
       const old = new Date(Date.now() - 6000);
       fs.utimesSync(file, old, old);
       acquireRunLock(dir)();
       // Our own pid, not held by us: left by an earlier process with the same pid.
-      fs.writeFileSync(path.join(dir, LOCK_FILE), JSON.stringify({ pid: process.pid, host: os.hostname(), started: 'x' }));
+      fs.writeFileSync(file, JSON.stringify({ pid: process.pid, host: os.hostname(), started: 'x' }));
       acquireRunLock(dir)();
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    });
   },
   'another host\'s lock holds while it is touched, and is taken over once untouched for 10 minutes'() {
-    const dir = tmp();
-    try {
-      const file = path.join(dir, LOCK_FILE);
+    inTmpDir((dir, file) => {
       fs.writeFileSync(file, JSON.stringify({ pid: process.pid, host: 'elsewhere', started: 'x' }));
       assert.throws(() => acquireRunLock(dir), /in use by another training run \(pid \d+ on elsewhere/);
       const old = new Date(Date.now() - STALE_MS - 1000);
       fs.utimesSync(file, old, old);
       acquireRunLock(dir)();
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    });
   },
 };
 
