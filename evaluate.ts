@@ -6,9 +6,9 @@ import { hideBin } from 'yargs/helpers';
 import { listSplit } from './loaders';
 import { commonOptions, setup } from './utils/cli';
 import { runCli } from './utils/errors';
-import { History } from './utils/history';
-import { defaultCheckpoint, loadModel } from './utils/model_io';
-import { writeResults } from './utils/results';
+import { History } from './engine/history';
+import { defaultCheckpoint, loadModel } from './engine/model_io';
+import { writeResults } from './engine/results';
 
 async function main(): Promise<void> {
   const args = await commonOptions(yargs(hideBin(process.argv)))

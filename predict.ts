@@ -7,8 +7,8 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { commonOptions, setup } from './utils/cli';
 import { runCli, UserError } from './utils/errors';
-import { defaultCheckpoint, loadModel } from './utils/model_io';
-import { listImages, predictFile } from './utils/predictor';
+import { defaultCheckpoint, loadModel } from './engine/model_io';
+import { listImages, predictFile } from './engine/predictor';
 
 async function main(): Promise<void> {
   const args = await commonOptions(yargs(hideBin(process.argv)))

@@ -4,7 +4,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { commonOptions, setup } from './utils/cli';
 import { runCli } from './utils/errors';
-import { train } from './utils/trainer';
+import { train } from './engine/trainer';
 
 async function main(): Promise<void> {
   const args = await commonOptions(yargs(hideBin(process.argv)))

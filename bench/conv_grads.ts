@@ -5,7 +5,7 @@
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import assert from 'node:assert/strict';
-import { registerWasmGradKernels, seededValues } from '../utils/wasm_kernels';
+import { registerWasmGradKernels, seededValues } from '../backends/wasm_kernels';
 import { SelfTest, runIfMain } from '../utils/self_test';
 
 export interface BenchShape { n: number; h: number; w: number; cin: number; cout: number; k: number; stride: number }

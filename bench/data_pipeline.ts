@@ -6,8 +6,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseConfig } from '../utils/config';
-import { listSplit } from '../loaders/index';
-import { BatchLoader } from '../loaders/batcher';
+import { listSplit } from '../loaders';
+import { BatchLoader } from '../pipeline/batcher';
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);

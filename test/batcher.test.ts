@@ -4,10 +4,10 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { parseConfig } from '../utils/config';
 import { UserError } from '../utils/errors';
-import { listSplit } from '../loaders/index';
-import { Batch, BatchLoader } from '../loaders/batcher';
-import { tmpDir, writeIsic } from '../loaders/fixtures';
-import { decodeImage } from '../loaders/decode';
+import { listSplit } from '../loaders';
+import { Batch, BatchLoader } from '../pipeline/batcher';
+import { tmpDir, writeIsic } from './fixtures/datasets';
+import { decodeImage } from '../pipeline/decode';
 import type { Config } from '../utils/config';
 
 async function collect(l: BatchLoader, epoch: number, skip = 0): Promise<Batch[]> {

@@ -6,8 +6,8 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import sharp from 'sharp';
 import yaml from 'js-yaml';
-import { bandMask, imageForMask, writeCityscapes, writeRaw } from '../loaders/fixtures';
-import { loadCheckpoint } from '../utils/checkpoint';
+import { bandMask, imageForMask, writeCityscapes, writeRaw } from './fixtures/datasets';
+import { loadCheckpoint } from '../engine/checkpoint/store';
 import { assertOk, assertOneLineError, killLeftovers, run, runNode, show, tinyConfig, tmpDir, writeConfig } from './helpers/cli';
 
 const TIMEOUT = 120_000;
@@ -227,7 +227,7 @@ describe('full cycle on a tiny synthetic dataset', () => {
     }
   });
 
-  // utils/predictor.ts encodes the 1-channel raw buffer without toColourspace('b-w'),
+  // engine/predictor.ts encodes the 1-channel raw buffer without toColourspace('b-w'),
   // so sharp writes an RGB PNG; tools that read submissions expect one channel.
   test('predict masks are single-channel PNGs', { timeout: TIMEOUT }, async () => {
     for (const stem of ['a', 'b']) assert.equal((await readGrey(path.join(dir, 'pred', `${stem}.png`))).channels, 1, stem);

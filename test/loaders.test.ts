@@ -8,11 +8,11 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { parseConfig } from '../utils/config';
 import { UserError } from '../utils/errors';
-import { listSplit, maskLutFor } from '../loaders/index';
-import { decodePair, decodeImage, MaskRules } from '../loaders/decode';
-import { bandMask, imageForMask, tmpDir, writeCamvid, writeCityscapes, writeIsic, writeRaw } from '../loaders/fixtures';
+import { listSplit, maskLutFor } from '../loaders';
+import { decodePair, decodeImage, MaskRules } from '../pipeline/decode';
+import { bandMask, imageForMask, tmpDir, writeCamvid, writeCityscapes, writeIsic, writeRaw } from './fixtures/datasets';
 import type { Config } from '../utils/config';
-import type { PairRef } from '../loaders/index';
+import type { PairRef } from '../loaders';
 
 function rules(cfg: Config): MaskRules {
   return { lut: maskLutFor(cfg), numClasses: cfg.data.num_classes, ignoreIndex: cfg.data.ignore_index };

@@ -12,7 +12,7 @@ import {
   PANEL_GAP,
   PRED_COLOR,
   vocPalette,
-} from '../utils/overlay';
+} from '../report/overlay';
 
 const W = 12;
 const H = 10;

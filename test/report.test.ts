@@ -7,8 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { chromium, Browser, Page } from 'playwright-core';
-import { overlayPng, vocPalette } from '../utils/overlay';
-import { fixtureReportData, GalleryItem, ReportData, writeReport } from '../utils/report';
+import { overlayPng, vocPalette } from '../report/overlay';
+import { fixtureReportData, GalleryItem, ReportData, writeReport } from '../report/page';
 
 // Overridable only so the missing-browser paths can be tried without uninstalling it.
 const CHROMIUM = process.env.REPORT_TEST_CHROMIUM ?? '/usr/bin/chromium';

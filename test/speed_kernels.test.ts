@@ -1,5 +1,5 @@
 // The speed work: FastBatchNorm (models/batch_norm.ts) against tfjs's own batch norm on
-// wasm and cpu, and the threaded wasm build (utils/wasm_threads.ts) against one thread.
+// wasm and cpu, and the threaded wasm build (backends/wasm_threads.ts) against one thread.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -7,7 +7,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { compareWithTfjs } from '../models/batch_norm';
-import { onBackend, registerWasmGradKernels } from '../utils/wasm_kernels';
+import { onBackend, registerWasmGradKernels } from '../backends/wasm_kernels';
 
 const TOL = 1e-4;
 
@@ -22,7 +22,7 @@ test('FastBatchNorm matches tf.layers.batchNormalization on cpu and wasm', async
 
 test('U-Net training step gives the same loss with FastBatchNorm as with tfjs batch norm', async () => {
   // Swaps FastBatchNorm's training call for the base class's one on the same model.
-  const { getModel } = await import('../models/index');
+  const { getModel } = await import('../models');
   const { parseConfig } = await import('../utils/config');
   const { buildLoss } = await import('../utils/losses');
   const { FastBatchNorm } = await import('../models/batch_norm');
@@ -71,14 +71,14 @@ function trainDigest(threads: number): { threads: number; digest: string } {
   const mod = (p: string) => JSON.stringify(path.join(root, p + ext));
   const script = `
     const tf = require('@tensorflow/tfjs');
-    const { initBackend } = require(${mod('utils/backend')});
-    const { wasmThreads } = require(${mod('utils/wasm_threads')});
+    const { initBackend } = require(${mod('backends/index')});
+    const { wasmThreads } = require(${mod('backends/wasm_threads')});
     const { getModel } = require(${mod('models/index')});
     const { parseConfig } = require(${mod('utils/config')});
     const { buildLoss } = require(${mod('utils/losses')});
     const { createOptimizer } = require(${mod('utils/optimizers')});
-    const { makeTrainStep } = require(${mod('utils/train_step')});
-    const { seededValues } = require(${mod('utils/wasm_kernels')});
+    const { makeTrainStep } = require(${mod('engine/train_step')});
+    const { seededValues } = require(${mod('backends/wasm_kernels')});
     const crypto = require('node:crypto');
     (async () => {
       await initBackend('wasm');

@@ -5,11 +5,11 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { fixtureConfig, tmpDir } from '../loaders/fixtures';
-import { initBackend } from '../utils/backend';
-import { loadCheckpoint } from '../utils/checkpoint';
+import { fixtureConfig, tmpDir } from './fixtures/datasets';
+import { initBackend } from '../backends';
+import { loadCheckpoint } from '../engine/checkpoint/store';
 import { UserError } from '../utils/errors';
-import { train } from '../utils/trainer';
+import { train } from '../engine/trainer';
 
 before(async () => {
   await initBackend('wasm');

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import type { Augmentations } from '../utils/config';
 import { parseConfig } from '../utils/config';
 import { mulberry32 } from '../utils/rng';
-import { augment, blockySample, mismatch, photometric, planGeometry, Sample } from '../loaders/transforms';
+import { augment, blockySample, mismatch, photometric, planGeometry, Sample } from '../pipeline/transforms';
 
 const IGN = 255;
 const aug = (a: object): Augmentations => parseConfig({ training: { augmentations: a } }).training.augmentations;

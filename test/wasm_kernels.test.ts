@@ -1,4 +1,4 @@
-// Conv2D gradients on the wasm backend (utils/wasm_kernels.ts) against the cpu
+// Conv2D gradients on the wasm backend (backends/wasm_kernels.ts) against the cpu
 // backend's reference kernels, plus a tiny end-to-end training run.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import {
   GradCase, compareWithCpu, onBackend, registerWasmGradKernels, relError, seededValues,
-} from '../utils/wasm_kernels';
+} from '../backends/wasm_kernels';
 import { UserError } from '../utils/errors';
 
 const TOL = 1e-4;

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Argv } from 'yargs';
 import { Config, dumpConfig, loadConfig } from './config';
-import { BackendInfo, initBackend } from './backend';
+import { BackendInfo, initBackend } from '../backends';
 import { UserError } from './errors';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from './self_test';

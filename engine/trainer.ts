@@ -4,24 +4,24 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { listSplit } from '../loaders';
-import { BatchLoader } from '../loaders/batcher';
+import { BatchLoader } from '../pipeline/batcher';
 import { getModel } from '../models';
-import { Config, dumpConfig } from './config';
-import { UserError } from './errors';
+import { Config, dumpConfig } from '../utils/config';
+import { UserError } from '../utils/errors';
 import { History } from './history';
-import { buildLoss } from './losses';
-import { lrAt } from './lr_schedule';
-import { createOptimizer } from './optimizers';
+import { buildLoss } from '../utils/losses';
+import { lrAt } from '../utils/lr_schedule';
+import { createOptimizer } from '../utils/optimizers';
 import { EpochProgress } from './progress';
-import { applyWeights, checkpointExists, loadCheckpoint, saveCheckpoint, CheckpointMeta } from './checkpoint';
+import { applyWeights, checkpointExists, loadCheckpoint, saveCheckpoint, CheckpointMeta } from './checkpoint/store';
 import { acquireRunLock, LOCK_FILE } from './checkpoint/run_lock';
 import { evalOptionsFrom, evaluateSplit, EvalResult } from './evaluator';
 import { writeResults } from './results';
 import { makeTrainStep } from './train_step';
 import assert from 'node:assert/strict';
-import { fixtureConfig, tmpDir } from '../loaders/fixtures';
-import { initBackend } from './backend';
-import { runIfMain, SelfTest } from './self_test';
+import { fixtureConfig, tmpDir } from '../test/fixtures/datasets';
+import { initBackend } from '../backends';
+import { runIfMain, SelfTest } from '../utils/self_test';
 
 export interface TrainOptions {
   /** Continue from ckpt_root/<name>/last. */

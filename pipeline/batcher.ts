@@ -19,8 +19,8 @@ import { runIfMain, SelfTest } from '../utils/self_test';
 import type { LabelMask, MaskRules } from './decode';
 import { SamplePool } from './pool';
 import { loadSample, SampleJob, SampleResult } from './sample';
-import { maskLutFor } from './registry';
-import type { PairRef } from './registry';
+import { maskLutFor } from '../loaders/registry';
+import type { PairRef } from '../loaders/registry';
 import './index';
 
 export interface Batch {
@@ -175,7 +175,7 @@ export function normaliseImage(src: Uint8Array | Float32Array, mean: readonly nu
 
 export const selfTest: SelfTest = {
   async 'same seed, same batches; skipSteps resumes exactly'() {
-    const { listSplit } = await import('./index');
+    const { listSplit } = await import('../loaders');
     const root = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'batch-')), 'ds');
     const cfg = parseConfig({
       data: { root, size: [24, 24], synthetic: { train: 10, val: 3, image_size: 32 } },

@@ -4,18 +4,18 @@ import fs from 'node:fs';
 import sharp from 'sharp';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { BatchLoader } from '../loaders/batcher';
+import { BatchLoader } from '../pipeline/batcher';
 import type { PairRef } from '../loaders';
-import { getDatasetInfo } from './dataset_utils';
-import { Config, isBinary } from './config';
-import { BinaryImageStats, ConfusionMatrix, ThresholdSweep, formatMetricsTable } from './metrics';
-import { classMap, denormalize, Flip, predictProbs } from './predictions';
-import { decodeImage } from '../loaders/decode';
-import { colorizePng, overlayPng } from './overlay';
+import { getDatasetInfo } from '../utils/dataset_utils';
+import { Config, isBinary } from '../utils/config';
+import { BinaryImageStats, ConfusionMatrix, ThresholdSweep, formatMetricsTable } from '../utils/metrics';
+import { classMap, denormalize, Flip, predictProbs } from './inference';
+import { decodeImage } from '../pipeline/decode';
+import { colorizePng, overlayPng } from '../report/overlay';
 import assert from 'node:assert/strict';
 import { listSplit } from '../loaders';
-import { fixtureConfig, imageForMask, redChannelModel, tmpDir, writeIsic, writeRaw } from '../loaders/fixtures';
-import { runIfMain, SelfTest } from './self_test';
+import { fixtureConfig, imageForMask, redChannelModel, tmpDir, writeIsic, writeRaw } from '../test/fixtures/datasets';
+import { runIfMain, SelfTest } from '../utils/self_test';
 
 export interface ImageScore {
   id: string;

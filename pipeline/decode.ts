@@ -9,7 +9,7 @@ import sharp from 'sharp';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { isPng, readPngMask } from './png';
-import type { MaskLut, PairRef } from './registry';
+import type { MaskLut, PairRef } from '../loaders/registry';
 
 export interface RgbImage { data: Uint8Array; width: number; height: number } // HWC, 3 channels
 export interface LabelMask { data: Uint8Array; width: number; height: number }

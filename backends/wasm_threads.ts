@@ -11,8 +11,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { UserError } from './errors';
-import { SelfTest, runIfMain } from './self_test';
+import { UserError } from '../utils/errors';
+import { SelfTest, runIfMain } from '../utils/self_test';
 
 const PKG_DIR = path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json'));
 const OUT = path.join(PKG_DIR, 'wasm-out');

@@ -1,17 +1,17 @@
 // One optimisation step: forward in training mode (batch norm uses batch
 // statistics and updates its running ones), loss, gradients, update.
 import * as tf from '@tensorflow/tfjs';
-import type { Batch } from '../loaders/batcher';
-import type { LossFn } from './losses';
-import type { TrainOptimizer } from './optimizers';
+import type { Batch } from '../pipeline/batcher';
+import type { LossFn } from '../utils/losses';
+import type { TrainOptimizer } from '../utils/optimizers';
 import assert from 'node:assert/strict';
 import { getModel } from '../models';
-import { initBackend } from './backend';
-import { parseConfig } from './config';
-import { buildLoss } from './losses';
-import { createOptimizer } from './optimizers';
-import { mulberry32 } from './rng';
-import { runIfMain, SelfTest } from './self_test';
+import { initBackend } from '../backends';
+import { parseConfig } from '../utils/config';
+import { buildLoss } from '../utils/losses';
+import { createOptimizer } from '../utils/optimizers';
+import { mulberry32 } from '../utils/rng';
+import { runIfMain, SelfTest } from '../utils/self_test';
 
 export interface TrainStep {
   /** Runs one step and returns the loss; a non-finite loss leaves the weights untouched. */

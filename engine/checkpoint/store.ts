@@ -9,14 +9,14 @@ import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import yaml from 'js-yaml';
-import { UserError } from './errors';
-import type { OptimizerState } from './optimizers';
-import { runIfMain, SelfTest } from './self_test';
-import { MARKER, publishDir, readMarker, readVerified, resolveComplete, whyIncomplete } from './checkpoint/atomic_dir';
-import { FORMAT, FORMAT_VERSION, ManifestEntry, NamedTensor, numel, OptimizerJsonSchema, packTensors, parseJson, parseState, unpackTensors } from './checkpoint/format';
+import { UserError } from '../../utils/errors';
+import type { OptimizerState } from '../../utils/optimizers';
+import { runIfMain, SelfTest } from '../../utils/self_test';
+import { MARKER, publishDir, readMarker, readVerified, resolveComplete, whyIncomplete } from './atomic_dir';
+import { FORMAT, FORMAT_VERSION, ManifestEntry, NamedTensor, numel, OptimizerJsonSchema, packTensors, parseJson, parseState, unpackTensors } from './format';
 
-export type { NamedTensor } from './checkpoint/format';
-export { oldPath } from './checkpoint/atomic_dir';
+export type { NamedTensor } from './format';
+export { oldPath } from './atomic_dir';
 
 // The optimizer's own type (name, tensors, plus scalars such as step and lr).
 // Stored generically: every field besides `tensors` goes to optimizer.json as

@@ -4,17 +4,17 @@ import fs from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
 import * as tf from '@tensorflow/tfjs';
-import { decodeImage } from '../loaders/decode';
+import { decodeImage } from '../pipeline/decode';
 import { IMAGE_EXTS } from '../loaders/files';
-import { normaliseImage } from '../loaders/batcher';
-import { Config, isBinary } from './config';
-import { UserError } from './errors';
-import { getDatasetInfo } from './dataset_utils';
-import { classMap, Flip, predictProbs } from './predictions';
-import { colorizePng, overlayPng } from './overlay';
+import { normaliseImage } from '../pipeline/batcher';
+import { Config, isBinary } from '../utils/config';
+import { UserError } from '../utils/errors';
+import { getDatasetInfo } from '../utils/dataset_utils';
+import { classMap, Flip, predictProbs } from './inference';
+import { colorizePng, overlayPng } from '../report/overlay';
 import assert from 'node:assert/strict';
-import { redChannelModel, fixtureConfig, tmpDir, writeIsic } from '../loaders/fixtures';
-import { runIfMain, SelfTest } from './self_test';
+import { redChannelModel, fixtureConfig, tmpDir, writeIsic } from '../test/fixtures/datasets';
+import { runIfMain, SelfTest } from '../utils/self_test';
 
 export function listImages(input: string): string[] {
   if (!fs.existsSync(input)) throw new UserError(`--input ${input}: no such file or folder`);

@@ -2,13 +2,13 @@
 import * as tf from '@tensorflow/tfjs';
 import path from 'node:path';
 import { getModel } from '../models';
-import { Config } from './config';
-import { UserError } from './errors';
-import { applyWeights, checkpointExists, loadCheckpoint, saveCheckpoint } from './checkpoint';
+import { Config } from '../utils/config';
+import { UserError } from '../utils/errors';
+import { applyWeights, checkpointExists, loadCheckpoint, saveCheckpoint } from './checkpoint/store';
 import fs from 'node:fs';
 import assert from 'node:assert/strict';
-import { fixtureConfig, tmpDir } from '../loaders/fixtures';
-import { runIfMain, SelfTest } from './self_test';
+import { fixtureConfig, tmpDir } from '../test/fixtures/datasets';
+import { runIfMain, SelfTest } from '../utils/self_test';
 
 /** The checkpoint to use when none is given: best/ of the run, else last/. */
 export function defaultCheckpoint(cfg: Config): string {

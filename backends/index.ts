@@ -3,8 +3,8 @@
 // else WebAssembly (XNNPACK, SIMD), else pure JavaScript.
 import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
-import { UserError } from './errors';
-import { runIfMain, SelfTest } from './self_test';
+import { UserError } from '../utils/errors';
+import { runIfMain, SelfTest } from '../utils/self_test';
 import { registerWasmGradKernels } from './wasm_kernels';
 import { useStockWasm, useThreadedWasm, wasmThreads } from './wasm_threads';
 

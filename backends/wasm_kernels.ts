@@ -12,9 +12,9 @@ import * as tf from '@tensorflow/tfjs';
 // being overwritten when the package is imported later.
 import '@tensorflow/tfjs-backend-wasm';
 import assert from 'node:assert/strict';
-import { UserError } from './errors';
-import { SelfTest, runIfMain } from './self_test';
-import { seededValues } from './rng';
+import { UserError } from '../utils/errors';
+import { SelfTest, runIfMain } from '../utils/self_test';
+import { seededValues } from '../utils/rng';
 
 type Info = tf.TensorInfo;
 type Pads4 = [[number, number], [number, number], [number, number], [number, number]];

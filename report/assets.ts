@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import vm from 'node:vm';
-import { runIfMain, SelfTest } from '../self_test';
+import { runIfMain, SelfTest } from '../utils/self_test';
 
 let chartJsCache: string | null = null;
 

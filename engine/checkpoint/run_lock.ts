@@ -10,8 +10,8 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { UserError } from '../errors';
-import { runIfMain, SelfTest } from '../self_test';
+import { UserError } from '../../utils/errors';
+import { runIfMain, SelfTest } from '../../utils/self_test';
 import { pidAlive } from './atomic_dir';
 
 export const LOCK_FILE = '.train.lock';

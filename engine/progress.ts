@@ -1,7 +1,7 @@
 // Per-epoch progress bar (cli-progress) with loss, learning rate, images/s and ETA.
 // Without a terminal (CI, log files) it prints a plain line every few seconds instead.
 import assert from 'node:assert/strict';
-import { runIfMain, SelfTest } from './self_test';
+import { runIfMain, SelfTest } from '../utils/self_test';
 import cliProgress from 'cli-progress';
 
 export class EpochProgress {

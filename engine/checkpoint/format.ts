@@ -3,8 +3,8 @@
 // (offset in bytes) so the files stay readable with any tool.
 import assert from 'node:assert/strict';
 import { z } from 'zod';
-import { UserError } from '../errors';
-import { runIfMain, SelfTest } from '../self_test';
+import { UserError } from '../../utils/errors';
+import { runIfMain, SelfTest } from '../../utils/self_test';
 
 export interface NamedTensor { name: string; shape: number[]; values: Float32Array }
 export interface ManifestEntry { name: string; shape: number[]; dtype: string; offset: number }

@@ -14,8 +14,8 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { UserError } from '../errors';
-import { runIfMain, SelfTest } from '../self_test';
+import { UserError } from '../../utils/errors';
+import { runIfMain, SelfTest } from '../../utils/self_test';
 
 export const MARKER = 'complete.json';
 const MARKER_VERSION = 1;

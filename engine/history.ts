@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
 import assert from 'node:assert/strict';
-import { runIfMain, SelfTest } from './self_test';
+import { runIfMain, SelfTest } from '../utils/self_test';
 
 export interface HistoryRow {
   epoch: number;

@@ -1,7 +1,7 @@
 // Turning network outputs into class maps, shared by evaluate, validation and predict.
 import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
-import { runIfMain, SelfTest } from './self_test';
+import { runIfMain, SelfTest } from '../utils/self_test';
 
 export type Flip = 'hflip' | 'vflip' | 'hvflip';
 const FLIP_AXES: Record<Flip, number[]> = { hflip: [2], vflip: [1], hvflip: [1, 2] };

@@ -8,10 +8,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import yaml from 'js-yaml';
-import { chartJsSource, CLIENT_JS, REPORT_CSS } from './report/assets';
+import { chartJsSource, CLIENT_JS, REPORT_CSS } from './assets';
 import { BOTH_COLOR, GT_COLOR, PRED_COLOR, RGB, vocPalette } from './overlay';
-import { runIfMain, SelfTest } from './self_test';
-import type { HistoryRow } from './history';
+import { runIfMain, SelfTest } from '../utils/self_test';
+import type { HistoryRow } from '../engine/history';
 
 export type { HistoryRow };
 

@@ -5,7 +5,7 @@ import type { Augmentations } from '../utils/config';
 import { rngFor } from '../utils/rng';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { decodePair, LabelMask, MaskRules } from './decode';
-import type { PairRef } from './registry';
+import type { PairRef } from '../loaders/registry';
 import { augment } from './transforms';
 
 export interface SampleJob {

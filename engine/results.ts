@@ -3,16 +3,16 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { Config } from './config';
+import { Config } from '../utils/config';
 import { evalOptionsFrom, evaluateSplit, EvalResult } from './evaluator';
-import type { Flip } from './predictions';
+import type { Flip } from './inference';
 import { HistoryRow } from './history';
-import { writeReport } from './report';
-import { getDatasetInfo } from './dataset_utils';
+import { writeReport } from '../report/page';
+import { getDatasetInfo } from '../utils/dataset_utils';
 import assert from 'node:assert/strict';
 import { listSplit, PairRef } from '../loaders';
-import { fixtureConfig, redChannelModel, tmpDir, writeIsic } from '../loaders/fixtures';
-import { runIfMain, SelfTest } from './self_test';
+import { fixtureConfig, redChannelModel, tmpDir, writeIsic } from '../test/fixtures/datasets';
+import { runIfMain, SelfTest } from '../utils/self_test';
 
 export interface ResultsOptions {
   trainSeconds?: number;

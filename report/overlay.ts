@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import zlib from 'node:zlib';
 import sharp from 'sharp';
-import { runIfMain, SelfTest } from './self_test';
+import { runIfMain, SelfTest } from '../utils/self_test';
 
 export type RGB = [number, number, number];
 
