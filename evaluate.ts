@@ -3,11 +3,12 @@
 import path from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { listSplit } from './loaders';
+import { listSplit } from './loaders/registry';
 import { commonOptions, setup } from './utils/cli';
 import { runCli } from './utils/errors';
 import { History } from './engine/history';
 import { defaultCheckpoint, loadModel } from './engine/model_io';
+import { evalDir, runDirs } from './engine/run_dirs';
 import { writeResults } from './engine/results';
 
 async function main(): Promise<void> {
@@ -28,8 +29,8 @@ async function main(): Promise<void> {
   const model = await loadModel(cfg, checkpoint);
   const pairs = await listSplit(cfg, split);
   console.log(`evaluating ${checkpoint} on ${pairs.length} ${split} pairs of ${cfg.data.root}`);
-  const outDir = args.output ?? path.join(cfg.results.root, cfg.name, `eval-${split}`);
-  const history = new History(path.join(cfg.results.root, cfg.name, 'history.jsonl')).read();
+  const outDir = args.output ?? evalDir(cfg, split);
+  const history = new History(runDirs(cfg).history).read();
   const res = await writeResults(model, cfg, pairs, history, { threshold: args.threshold, split, outDir, backend: backend.description, postprocess: args.postprocess });
   if (args['sweep-threshold']) {
     if (!res.sweep) console.log('threshold sweep: only for binary problems');

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseConfig } from '../utils/config';
-import { listSplit } from '../loaders';
+import { listSplit } from '../loaders/registry';
 import { BatchLoader } from '../pipeline/batcher';
 
 function arg(name: string, def: string): string {

@@ -1,20 +1,16 @@
 // Runs a model over a split: split-wide confusion matrix, per-image scores,
 // optional threshold sweep, and (optionally) prediction and overlay PNGs.
+import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import sharp from 'sharp';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { BatchLoader } from '../pipeline/batcher';
-import type { PairRef } from '../loaders';
-import { getDatasetInfo } from '../utils/dataset_utils';
+import { datasetMeta, listSplit, PairRef } from '../loaders/registry';
 import { Config, isBinary } from '../utils/config';
 import { BinaryImageStats, ConfusionMatrix, ThresholdSweep, formatMetricsTable } from '../utils/metrics';
-import { classMap, denormalize, Flip, predictProbs } from './inference';
+import { denormalize, Flip, predictProbs, probsToMask } from './inference';
 import { decodeImage } from '../pipeline/decode';
 import { colorizePng, overlayPng } from '../report/overlay';
-import assert from 'node:assert/strict';
-import { listSplit } from '../loaders';
-import { fixtureConfig, imageForMask, redChannelModel, tmpDir, writeIsic, writeRaw } from '../test/fixtures/datasets';
 import { runIfMain, SelfTest } from '../utils/self_test';
 
 export interface ImageScore {
@@ -67,7 +63,7 @@ export function evalOptionsFrom(cfg: Config): EvalOptions {
 export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: PairRef[], opts: EvalOptions): Promise<EvalResult> {
   const { num_classes: numClasses, ignore_index: ignore } = cfg.data;
   const binary = isBinary(cfg);
-  const info = getDatasetInfo(cfg.data.name, numClasses);
+  const meta = datasetMeta(cfg);
   const cm = new ConfusionMatrix(numClasses, ignore);
   const imageStats = binary ? new BinaryImageStats(ignore) : null;
   const sweep = binary && opts.sweep ? new ThresholdSweep(ignore) : null;
@@ -88,24 +84,19 @@ export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: P
       const gt = full ? full.data : batch.masks.subarray(i * h * w, (i + 1) * h * w);
       const gw = full ? full.width : w;
       const gh = full ? full.height : h;
-      // Probabilities, not labels, are resized: interpolated scores give smooth boundaries.
-      const p = tf.tidy(() => {
-        const one = probs.slice([i, 0, 0, 0], [1, -1, -1, -1]);
-        return gh === h && gw === w ? one : tf.image.resizeBilinear(one, [gh, gw], false, true);
-      });
-      let { classes: pred, prob } = classMap(p, opts.threshold);
-      p.dispose();
-      if (sweep && prob) sweep.update(prob, gt);
-      if (opts.postprocess && info.postprocess) pred = info.postprocess(pred, gw, gh);
+      const one = probs.slice([i, 0, 0, 0], [1, -1, -1, -1]);
+      const { classes: pred, prob } = await probsToMask(one, gw, gh, { threshold: opts.threshold, postprocess: opts.postprocess ? meta.postprocess : undefined });
+      one.dispose();
+      if (sweep && prob) sweep.update(prob, gt); // the sweep scores raw probabilities, before any cleaning
       cm.update(pred, gt);
       const s = imageStats ? imageStats.update(pred, gt) : imageScores(pred, gt, numClasses, ignore);
       const score: ImageScore = { id: batch.ids[i], ...s };
       if (opts.outDir) {
         const safe = batch.ids[i].replace(/[^\w.-]+/g, '_');
         const rgb = full ? (await decodeImage(pairs[index].image)).data : denormalize(batch.images, i, h, w, cfg.data.mean, cfg.data.std);
-        const overlay = await overlayPng(rgb, gw, gh, pred, gt, { numClasses, palette: info.palette, ignoreIndex: ignore });
+        const overlay = await overlayPng(rgb, gw, gh, pred, gt, { binary, palette: meta.palette, ignoreIndex: ignore });
         fs.writeFileSync(path.join(opts.outDir, 'overlays', `${safe}.png`), overlay);
-        fs.writeFileSync(path.join(opts.outDir, 'predictions', `${safe}.png`), await colorizePng(pred, gw, gh, info.palette, ignore));
+        fs.writeFileSync(path.join(opts.outDir, 'predictions', `${safe}.png`), await colorizePng(pred, gw, gh, meta.palette, ignore));
         score.overlay = `overlays/${safe}.png`;
       }
       perImage.push(score);
@@ -128,8 +119,8 @@ export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: P
     metrics.image_dice = b.dice;
     metrics.thresholded_jaccard = b.thresholdedJaccard;
   }
-  const perClass = info.classNames.map((name, c) => ({ name, iou: s.iou[c], dice: s.dice[c], acc: s.acc[c] }));
-  const res: EvalResult = { metrics, perClass, perImage, table: formatMetricsTable(s, info.classNames, imageStats?.summary()), images: perImage.length };
+  const perClass = meta.classes.map((name, c) => ({ name, iou: s.iou[c], dice: s.dice[c], acc: s.acc[c] }));
+  const res: EvalResult = { metrics, perClass, perImage, table: formatMetricsTable(s, meta.classes, imageStats?.summary()), images: perImage.length };
   if (sweep) {
     res.sweep = sweep.results();
     res.bestThreshold = sweep.best();
@@ -137,8 +128,11 @@ export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: P
   return res;
 }
 
+const fixtures = () => import('../test/fixtures/datasets');
+
 export const selfTest: SelfTest = {
   async 'a perfect model scores 1; per-image scores, overlays and predictions are written'() {
+    const { fixtureConfig, redChannelModel, tmpDir, writeIsic } = await fixtures();
     const dir = tmpDir('eval');
     await writeIsic(path.join(dir, 'isic'), 'Validation', ['ISIC_1', 'ISIC_2', 'ISIC_3'], 16, 12);
     const cfg = fixtureConfig(dir, { data: { name: 'isic', root: path.join(dir, 'isic'), size: [12, 16] } });
@@ -156,6 +150,7 @@ export const selfTest: SelfTest = {
     fs.rmSync(dir, { recursive: true });
   },
   async '--postprocess scores the cleaned mask: a stray speck is dropped'() {
+    const { fixtureConfig, imageForMask, redChannelModel, tmpDir, writeRaw } = await fixtures();
     const dir = tmpDir('evalpp');
     const root = path.join(dir, 'isic');
     const w = 16, h = 12;
@@ -176,6 +171,8 @@ export const selfTest: SelfTest = {
     fs.rmSync(dir, { recursive: true });
   },
   async 'full resolution scores each mask at its own size; data.size scoring is the other choice'() {
+    const { fixtureConfig, redChannelModel, tmpDir, writeIsic } = await fixtures();
+    const sharp = (await import('sharp')).default;
     const dir = tmpDir('evalfull');
     await writeIsic(path.join(dir, 'isic'), 'Validation', ['ISIC_1', 'ISIC_2'], 32, 24);
     const cfg = fixtureConfig(dir, { data: { name: 'isic', root: path.join(dir, 'isic'), size: [12, 16] } });
@@ -194,6 +191,7 @@ export const selfTest: SelfTest = {
     fs.rmSync(dir, { recursive: true });
   },
   async 'a model that predicts nothing gets 0 foreground IoU but high pixel accuracy'() {
+    const { fixtureConfig, redChannelModel, tmpDir, writeIsic } = await fixtures();
     const dir = tmpDir('eval0');
     await writeIsic(path.join(dir, 'isic'), 'Validation', ['ISIC_1', 'ISIC_2'], 16, 12);
     const cfg = fixtureConfig(dir, { data: { name: 'isic', root: path.join(dir, 'isic'), size: [12, 16] } });

@@ -42,20 +42,47 @@ export function foregroundProb(probs: tf.Tensor4D): tf.Tensor3D | null {
   return tf.tidy(() => probs.slice([0, 0, 0, c - 1], [-1, -1, -1, 1]).squeeze([3]) as tf.Tensor3D);
 }
 
-/** Class ids [N,H,W] from probabilities: threshold on the foreground probability for binary, argmax otherwise. */
-export function classMap(probs: tf.Tensor4D, threshold: number): { classes: Uint8Array; prob: Float32Array | null } {
+/**
+ * Class ids from probabilities [N,H,W,C]: threshold on the foreground probability for
+ * binary outputs, argmax otherwise. Reads asynchronously (GPU backends cannot read synchronously).
+ */
+export async function classMap(probs: tf.Tensor4D, threshold: number): Promise<{ classes: Uint8Array; prob: Float32Array | null }> {
   const prob = foregroundProb(probs);
   if (prob) {
-    const p = prob.dataSync() as Float32Array;
+    const p = (await prob.data()) as Float32Array;
     prob.dispose();
     const classes = new Uint8Array(p.length);
     for (let i = 0; i < p.length; i++) classes[i] = p[i] > threshold ? 1 : 0;
     return { classes, prob: p };
   }
   const arg = tf.tidy(() => tf.argMax(probs, 3));
-  const classes = Uint8Array.from(arg.dataSync());
+  const classes = Uint8Array.from(await arg.data());
   arg.dispose();
   return { classes, prob: null };
+}
+
+export interface MaskOptions {
+  threshold: number;
+  /** The dataset's post-processing, applied when given. */
+  postprocess?: (mask: Uint8Array, w: number, h: number) => Uint8Array;
+}
+
+/**
+ * One image's mask at width x height: probabilities [1,h,w,C] resized bilinearly to that
+ * size (interpolated scores give smoother boundaries than resized labels), turned into
+ * class ids, then post-processed. `prob` is the foreground probability before cleaning.
+ * Disposes nothing it was given.
+ */
+export async function probsToMask(probs: tf.Tensor4D, width: number, height: number, opts: MaskOptions): Promise<{ classes: Uint8Array; prob: Float32Array | null }> {
+  const [, h, w] = probs.shape;
+  const sized = h === height && w === width ? probs : tf.tidy(() => tf.image.resizeBilinear(probs, [height, width], false, true));
+  try {
+    const out = await classMap(sized, opts.threshold);
+    if (opts.postprocess) out.classes = opts.postprocess(out.classes, width, height);
+    return out;
+  } finally {
+    if (sized !== probs) sized.dispose();
+  }
 }
 
 /** Undoes the input normalisation of one image of a batch, back to RGB uint8 (HWC). */
@@ -73,22 +100,22 @@ export function denormalize(images: Float32Array, index: number, h: number, w: n
 const maxDiff = (a: tf.Tensor, b: tf.Tensor): number => tf.tidy(() => tf.max(tf.abs(a.sub(b))).dataSync()[0]);
 
 export const selfTest: SelfTest = {
-  'binary threshold on one sigmoid output'() {
+  async 'binary threshold on one sigmoid output'() {
     const logits = toProbs(tf.tensor4d([-2, 0.1, 3, -0.1], [1, 2, 2, 1]));
-    assert.deepEqual([...classMap(logits, 0.5).classes], [0, 1, 1, 0]);
-    assert.deepEqual([...classMap(logits, 0.9).classes], [0, 0, 1, 0]);
+    assert.deepEqual([...(await classMap(logits, 0.5)).classes], [0, 1, 1, 0]);
+    assert.deepEqual([...(await classMap(logits, 0.9)).classes], [0, 0, 1, 0]);
     logits.dispose();
   },
-  'two softmax outputs use the class-1 probability'() {
+  async 'two softmax outputs use the class-1 probability'() {
     const logits = toProbs(tf.tensor4d([0, 1, 1, 0], [1, 1, 2, 2]));
-    const r = classMap(logits, 0.5);
+    const r = await classMap(logits, 0.5);
     assert.deepEqual([...r.classes], [1, 0]);
     assert.ok(r.prob && Math.abs(r.prob[0] - 0.7311) < 1e-3);
     logits.dispose();
   },
-  'multi-class argmax'() {
+  async 'multi-class argmax'() {
     const logits = tf.tensor4d([0, 5, 1, 9, 0, 0], [1, 1, 2, 3]);
-    const r = classMap(logits, 0.5);
+    const r = await classMap(logits, 0.5);
     assert.deepEqual([...r.classes], [1, 0]);
     assert.equal(r.prob, null);
     logits.dispose();
@@ -125,6 +152,15 @@ export const selfTest: SelfTest = {
     assert.ok(maxDiff(plain, tta) < 1e-6);
     tf.dispose([x, plain, tta]);
     model.dispose();
+  },
+  async 'a mask is resized as probabilities, then post-processed'() {
+    // 1x2 probabilities 0.2 | 0.9 resized to 1x4: bilinear gives 0.2, 0.375, 0.725, 0.9.
+    const p = tf.tensor4d([0.2, 0.9], [1, 1, 2, 1]);
+    assert.deepEqual([...(await probsToMask(p, 4, 1, { threshold: 0.5 })).classes], [0, 0, 1, 1]);
+    const invert = (m: Uint8Array) => m.map((v) => 1 - v);
+    assert.deepEqual([...(await probsToMask(p, 4, 1, { threshold: 0.5, postprocess: invert })).classes], [1, 1, 0, 0]);
+    assert.ok(!p.isDisposed);
+    p.dispose();
   },
   'denormalize inverts normalisation'() {
     const mean = [0.5, 0.5, 0.5];

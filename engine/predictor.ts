@@ -7,13 +7,12 @@ import * as tf from '@tensorflow/tfjs';
 import { decodeImage } from '../pipeline/decode';
 import { IMAGE_EXTS } from '../loaders/files';
 import { normaliseImage } from '../pipeline/batcher';
+import assert from 'node:assert/strict';
+import { datasetMeta } from '../loaders/registry';
 import { Config, isBinary } from '../utils/config';
 import { UserError } from '../utils/errors';
-import { getDatasetInfo } from '../utils/dataset_utils';
-import { classMap, Flip, predictProbs } from './inference';
+import { Flip, predictProbs, probsToMask } from './inference';
 import { colorizePng, overlayPng } from '../report/overlay';
-import assert from 'node:assert/strict';
-import { redChannelModel, fixtureConfig, tmpDir, writeIsic } from '../test/fixtures/datasets';
 import { runIfMain, SelfTest } from '../utils/self_test';
 
 export function listImages(input: string): string[] {
@@ -42,19 +41,17 @@ export async function predictMask(model: tf.LayersModel, cfg: Config, file: stri
   const [h, w] = cfg.data.size;
   const small = await decodeImage(file, cfg.data.size, buf);
   const x = normaliseImage(small.data, cfg.data.mean, cfg.data.std);
-  // Probabilities, not labels, are resized: interpolated scores give smooth boundaries.
-  const probs = tf.tidy(() => tf.image.resizeBilinear(predictProbs(model, tf.tensor4d(x, [1, h, w, 3]), opts.tta, opts.scales), [full.height, full.width], false, true));
-  let { classes } = classMap(probs, opts.threshold);
+  const probs = tf.tidy(() => predictProbs(model, tf.tensor4d(x, [1, h, w, 3]), opts.tta, opts.scales));
+  const postprocess = opts.postprocess ? datasetMeta(cfg).postprocess : undefined;
+  const { classes } = await probsToMask(probs, full.width, full.height, { threshold: opts.threshold, postprocess });
   probs.dispose();
-  const info = getDatasetInfo(cfg.data.name, cfg.data.num_classes);
-  if (opts.postprocess && info.postprocess) classes = info.postprocess(classes, full.width, full.height);
   return { classes, image: full.data, width: full.width, height: full.height };
 }
 
 /** Writes <stem>.png (+ <stem>_color.png for multi-class) and <stem>_overlay.png; returns the paths. */
 export async function predictFile(model: tf.LayersModel, cfg: Config, file: string, outDir: string, opts: PredictOptions): Promise<string[]> {
   const { classes, image, width, height } = await predictMask(model, cfg, file, opts);
-  const info = getDatasetInfo(cfg.data.name, cfg.data.num_classes);
+  const meta = datasetMeta(cfg);
   const stem = path.join(outDir, path.basename(file, path.extname(file)));
   const grey = (data: Uint8Array) => sharp(Buffer.from(data), { raw: { width, height, channels: 1 } }).toColourspace('b-w').png();
   const written: string[] = [];
@@ -62,18 +59,21 @@ export async function predictFile(model: tf.LayersModel, cfg: Config, file: stri
     await grey(classes.map((c) => (c ? 255 : 0))).toFile(`${stem}.png`);
     written.push(`${stem}.png`);
   } else {
-    await grey(info.toSubmission ? info.toSubmission(classes) : classes).toFile(`${stem}.png`);
-    fs.writeFileSync(`${stem}_color.png`, await colorizePng(classes, width, height, info.palette, cfg.data.ignore_index));
+    await grey(meta.toSubmission ? meta.toSubmission(classes) : classes).toFile(`${stem}.png`);
+    fs.writeFileSync(`${stem}_color.png`, await colorizePng(classes, width, height, meta.palette, cfg.data.ignore_index));
     written.push(`${stem}.png`, `${stem}_color.png`);
   }
-  const overlay = await overlayPng(image, width, height, classes, null, { numClasses: cfg.data.num_classes, palette: info.palette, ignoreIndex: cfg.data.ignore_index });
+  const overlay = await overlayPng(image, width, height, classes, null, { binary: isBinary(cfg), palette: meta.palette, ignoreIndex: cfg.data.ignore_index });
   fs.writeFileSync(`${stem}_overlay.png`, overlay);
   written.push(`${stem}_overlay.png`);
   return written;
 }
 
+const fixtures = () => import('../test/fixtures/datasets');
+
 export const selfTest: SelfTest = {
-  'lists image files of a folder, sorted'() {
+  async 'lists image files of a folder, sorted'() {
+    const { tmpDir } = await fixtures();
     const dir = tmpDir('pred-ls');
     for (const f of ['b.png', 'a.JPG', 'notes.txt']) fs.writeFileSync(path.join(dir, f), '');
     assert.deepEqual(listImages(dir).map((f) => path.basename(f)), ['a.JPG', 'b.png']);
@@ -81,6 +81,7 @@ export const selfTest: SelfTest = {
     fs.rmSync(dir, { recursive: true });
   },
   async 'masks come back at the original size, 0/255 for binary, with an overlay'() {
+    const { fixtureConfig, redChannelModel, tmpDir, writeIsic } = await fixtures();
     const dir = tmpDir('pred');
     await writeIsic(dir, 'Test', ['ISIC_9'], 50, 37);
     const cfg = fixtureConfig(dir, { data: { name: 'isic', root: dir, size: [32, 32] } });

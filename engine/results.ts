@@ -3,16 +3,15 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { Config } from '../utils/config';
+import { Config, isBinary } from '../utils/config';
 import { evalOptionsFrom, evaluateSplit, EvalResult } from './evaluator';
 import type { Flip } from './inference';
 import { HistoryRow } from './history';
-import { writeReport } from '../report/page';
-import { getDatasetInfo } from '../utils/dataset_utils';
+import { sortWorstFirst, writeReport } from '../report/page';
 import assert from 'node:assert/strict';
-import { listSplit, PairRef } from '../loaders';
-import { fixtureConfig, redChannelModel, tmpDir, writeIsic } from '../test/fixtures/datasets';
+import { datasetMeta, listSplit, PairRef } from '../loaders/registry';
 import { runIfMain, SelfTest } from '../utils/self_test';
+import { runDirs } from './run_dirs';
 
 export interface ResultsOptions {
   trainSeconds?: number;
@@ -28,7 +27,9 @@ export interface ResultsOptions {
 }
 
 export async function writeResults(model: tf.LayersModel, cfg: Config, pairs: PairRef[], history: HistoryRow[], opts: ResultsOptions = {}): Promise<EvalResult> {
-  const dir = opts.outDir ?? path.join(cfg.results.root, cfg.name);
+  const dir = opts.outDir ?? runDirs(cfg).results;
+  const binary = isBinary(cfg);
+  const meta = datasetMeta(cfg);
   const base = evalOptionsFrom(cfg);
   const threshold = opts.threshold ?? base.threshold;
   const postprocess = opts.postprocess ?? base.postprocess ?? false;
@@ -52,15 +53,17 @@ export async function writeResults(model: tf.LayersModel, cfg: Config, pairs: Pa
   };
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'metrics.json'), JSON.stringify(metricsJson, null, 2));
-  const ordered = [...res.perImage].sort((a, b) => a.dice - b.dice || a.iou - b.iou);
+  const ordered = sortWorstFirst(res.perImage);
   const shown = cfg.results.gallery_size ? ordered.slice(0, cfg.results.gallery_size) : ordered;
   writeReport(dir, {
     runName: cfg.name,
     createdAt: new Date().toISOString(),
     config: cfg,
     history,
-    classNames: getDatasetInfo(cfg.data.name, cfg.data.num_classes).classNames,
-    summary: { ...res.metrics, ...(cfg.data.num_classes === 2 ? { threshold } : {}) }, // a threshold means nothing for argmax
+    classNames: meta.classes,
+    binary,
+    palette: meta.palette,
+    summary: { ...res.metrics, ...(binary ? { threshold } : {}) }, // a threshold means nothing for argmax
     perClass: res.perClass,
     gallery: shown.filter((s) => s.overlay).map((s) => ({ id: s.id, image: s.overlay!, dice: s.dice, iou: s.iou })),
     backend: opts.backend,
@@ -70,7 +73,7 @@ export async function writeResults(model: tf.LayersModel, cfg: Config, pairs: Pa
       cfg.evaluation.full_resolution ? 'at label resolution' : `at ${cfg.data.size.join('x')}`,
       tta.length ? `TTA ${tta.join('+')}` : 'no TTA',
       ...(base.scales && (base.scales.length > 1 || base.scales[0] !== 1) ? [`scales ${base.scales.join(', ')}`] : []),
-      ...(cfg.data.num_classes === 2 ? [`threshold ${threshold}`] : []),
+      ...(binary ? [`threshold ${threshold}`] : []),
       ...(postprocess ? ['post-processed'] : []),
     ].join(' · '),
   });
@@ -78,8 +81,11 @@ export async function writeResults(model: tf.LayersModel, cfg: Config, pairs: Pa
   return res;
 }
 
+const fixtures = () => import('../test/fixtures/datasets');
+
 export const selfTest: SelfTest = {
   async 'writes metrics.json (with per-image scores and the threshold sweep), overlays and report.html'() {
+    const { fixtureConfig, redChannelModel, tmpDir, writeIsic } = await fixtures();
     const dir = tmpDir('results');
     await writeIsic(path.join(dir, 'isic'), 'Validation', ['ISIC_1', 'ISIC_2'], 16, 12);
     const cfg = fixtureConfig(dir, { data: { name: 'isic', root: path.join(dir, 'isic'), size: [12, 16] } });
@@ -96,6 +102,23 @@ export const selfTest: SelfTest = {
     assert.match(html, /overlays\/ISIC_1\.png/);
     assert.match(html, /scored: val split, 2 images · at label resolution · TTA hflip · threshold 0\.5/);
     model.dispose();
+    fs.rmSync(dir, { recursive: true });
+  },
+  async "the report legend shows the dataset's own colours (CamVid, not VOC)"() {
+    const { fixtureConfig, tmpDir, writeCamvid } = await fixtures();
+    const dir = tmpDir('results-camvid');
+    const root = path.join(dir, 'camvid');
+    await writeCamvid(root, 'val', ['f1'], [0, 3, 8], 12, 9);
+    const cfg = fixtureConfig(dir, { data: { name: 'camvid', root, num_classes: 11, size: [9, 12] } });
+    const constant = tf.sequential({ layers: [tf.layers.conv2d({ inputShape: [null, null, 3], filters: 11, kernelSize: 1, kernelInitializer: 'zeros' })] });
+    const out = path.join(dir, 'out');
+    await writeResults(constant, cfg, await listSplit(cfg, 'val'), [], { outDir: out, quiet: true });
+    const html = fs.readFileSync(path.join(out, 'report.html'), 'utf8');
+    const legend = html.slice(html.indexOf('class="legend"'));
+    // Sky, Building, Road in the SegNet colours, named in the legend.
+    for (const [name, rgb] of [['Sky', '128,128,128'], ['Building', '128,0,0'], ['Road', '128,64,128']])
+      assert.match(legend, new RegExp(`background:rgb\\(${rgb}\\)"></i>${name}<`), name);
+    constant.dispose();
     fs.rmSync(dir, { recursive: true });
   },
 };

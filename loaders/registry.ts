@@ -1,8 +1,14 @@
-// Dataset loaders by name, like MMSegmentation's DATASETS registry. A loader only
-// lists image/mask file pairs and says how raw mask values become class ids;
-// decoding, augmentation and batching are shared.
+// Datasets by name, like MMSegmentation's DATASETS registry. A dataset is declared once,
+// in loaders/<name>.ts: its file layout (listPairs), how raw mask values become class ids
+// (maskLut) and its metainfo (classes, palette, post-processing, submission format, from
+// utils/dataset_utils/<name>.ts). `data.name: X` loads loaders/X.ts on first use, so a
+// new dataset needs no list or switch edited here.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import type { Config } from '../utils/config';
+import { parseConfig } from '../utils/config';
+import type { DatasetMeta } from '../utils/dataset_utils';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 
@@ -11,27 +17,69 @@ export interface PairRef { id: string; image: string; mask: string }
 /** raw mask value (index) -> class id, ignore index, or -1 for "not a known value". */
 export type MaskLut = Int16Array;
 
-export interface DatasetLoader {
+export interface DatasetDefinition {
   name: string;
+  /** The dataset's class count, checked against data.num_classes before anything is read. */
+  numClasses?: number | ((cfg: Config) => number);
+  /** Metainfo: class names, palette, post-processing, submission format. */
+  meta(cfg: Config): DatasetMeta;
   listPairs(cfg: Config, split: string): Promise<PairRef[]> | PairRef[];
   /** Defaults to identityLut: values 0..num_classes-1 and the ignore index are valid. */
   maskLut?(cfg: Config): MaskLut;
 }
 
-const loaders = new Map<string, DatasetLoader>();
+const datasets = new Map<string, DatasetDefinition>();
 
-export function registerLoader(l: DatasetLoader): void {
-  loaders.set(l.name, l);
+// Files of this folder that are not datasets.
+const NOT_DATASETS = new Set(['registry', 'files']);
+const ext = path.extname(__filename); // .ts under tsx, .js compiled
+
+export function registerDataset(d: DatasetDefinition): void {
+  datasets.set(d.name, d);
 }
 
-export function getLoader(name: string): DatasetLoader {
-  const l = loaders.get(name);
-  if (!l) throw new UserError(`unknown dataset 'data.name: ${name}': expected one of ${[...loaders.keys()].sort().join(', ')}`);
-  return l;
+function fileOf(name: string): string | null {
+  if (!/^[a-z][a-z0-9_]*$/.test(name) || NOT_DATASETS.has(name)) return null;
+  const f = path.join(__dirname, name + ext);
+  return fs.existsSync(f) ? f : null;
 }
 
-export function registeredLoaders(): string[] {
-  return [...loaders.keys()];
+/** Names of the datasets in this folder (and any registered from elsewhere). */
+export function registeredDatasets(): string[] {
+  const files = fs.readdirSync(__dirname).filter((f) => f.endsWith(ext) && !f.endsWith('.d.ts')).map((f) => f.slice(0, -ext.length));
+  return [...new Set([...files.filter((n) => fileOf(n)), ...datasets.keys()])].sort();
+}
+
+export function getDataset(name: string): DatasetDefinition {
+  if (!datasets.has(name)) {
+    const file = fileOf(name);
+    if (file) require(file); // registers itself
+  }
+  const d = datasets.get(name);
+  if (!d) throw new UserError(`unknown dataset 'data.name: ${name}': expected one of ${registeredDatasets().join(', ')}`);
+  return d;
+}
+
+/** The dataset's metainfo for this config (class names and palette, for reports and exports). */
+export function datasetMeta(cfg: Config): DatasetMeta {
+  return getDataset(cfg.data.name).meta(cfg);
+}
+
+/** Throws the one-line error when data.num_classes disagrees with the dataset's class count. */
+export function checkNumClasses(cfg: Config): void {
+  const d = getDataset(cfg.data.name);
+  const n = typeof d.numClasses === 'function' ? d.numClasses(cfg) : d.numClasses;
+  if (n !== undefined && cfg.data.num_classes !== n)
+    throw new UserError(`dataset '${cfg.data.name}' has ${n} classes but data.num_classes is ${cfg.data.num_classes}; set data.num_classes: ${n}`);
+}
+
+/** The pairs of one split, sorted by id, capped at data.limit (0 = all). Empty -> UserError. */
+export async function listSplit(cfg: Config, split: string): Promise<PairRef[]> {
+  checkNumClasses(cfg);
+  let pairs = await getDataset(cfg.data.name).listPairs(cfg, split);
+  if (cfg.data.limit > 0) pairs = pairs.slice(0, cfg.data.limit);
+  if (!pairs.length) throw new UserError(`dataset '${cfg.data.name}' at ${cfg.data.root}: split '${split}' has no image/mask pairs`);
+  return pairs;
 }
 
 export function identityLut(cfg: Config): MaskLut {
@@ -42,16 +90,42 @@ export function identityLut(cfg: Config): MaskLut {
 }
 
 export function maskLutFor(cfg: Config): MaskLut {
-  const l = getLoader(cfg.data.name);
-  return l.maskLut ? l.maskLut(cfg) : identityLut(cfg);
+  const d = getDataset(cfg.data.name);
+  return d.maskLut ? d.maskLut(cfg) : identityLut(cfg);
 }
 
 export const selfTest: SelfTest = {
-  'unknown name lists the registered ones'() {
-    registerLoader({ name: 'zz_test', listPairs: () => [] });
-    assert.throws(() => getLoader('nope'), (e: Error) => e instanceof UserError && /expected one of .*zz_test/.test(e.message));
-    assert.equal(getLoader('zz_test').name, 'zz_test');
-    loaders.delete('zz_test');
+  'built-in datasets are found by file name, each with names and colours for every class'() {
+    const want: Record<string, number> = { isic: 2, cityscapes: 19, camvid: 11, folder: 5, synthetic: 2 };
+    assert.deepEqual(registeredDatasets().filter((n) => n in want), Object.keys(want).sort());
+    for (const [name, k] of Object.entries(want)) {
+      const meta = datasetMeta(parseConfig({ data: { name, num_classes: k } }));
+      assert.equal(meta.classes.length, k, name);
+      assert.equal(meta.palette.length, k, name);
+    }
+    const shapes = datasetMeta(parseConfig({ data: { name: 'synthetic', num_classes: 4, synthetic: { kind: 'multiclass' } } }));
+    assert.equal(shapes.classes[3], 'triangle');
+  },
+  'cityscapes submissions use label ids'() {
+    const meta = datasetMeta(parseConfig({ data: { name: 'cityscapes', num_classes: 19 } }));
+    assert.deepEqual([...meta.toSubmission!(Uint8Array.from([0, 18]))], [7, 33]);
+  },
+  'unknown name lists the datasets; a registered one is found'() {
+    registerDataset({ name: 'zz_test', meta: () => ({ classes: [], palette: [] }), listPairs: () => [] });
+    assert.throws(() => getDataset('voc'), (e: Error) => e instanceof UserError && /expected one of camvid, cityscapes, folder, isic, synthetic, zz_test/.test(e.message));
+    assert.equal(getDataset('zz_test').name, 'zz_test');
+    datasets.delete('zz_test');
+    assert.throws(() => getDataset('registry'), /unknown dataset/);
+  },
+  'a fixed class count is checked'() {
+    assert.throws(() => checkNumClasses(parseConfig({ data: { name: 'cityscapes' } })), /has 19 classes but data\.num_classes is 2; set data\.num_classes: 19/);
+  },
+  async 'limit caps a split'() {
+    const os = await import('node:os');
+    const root = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'idx-')), 'ds');
+    const cfg = parseConfig({ data: { root, limit: 2, synthetic: { train: 4, val: 2, image_size: 16 } } });
+    assert.equal((await listSplit(cfg, 'train')).length, 2);
+    fs.rmSync(path.dirname(root), { recursive: true });
   },
 };
 

@@ -17,7 +17,8 @@ import { UserError } from '../utils/errors';
 import { Rng, rngFor, uniform, randInt } from '../utils/rng';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { binaryThresholdLut, isicSplitDir, listIsicLayout } from './isic';
-import { DatasetLoader, identityLut, PairRef, registerLoader } from './registry';
+import { syntheticMeta } from '../utils/dataset_utils/synthetic';
+import { DatasetDefinition, identityLut, PairRef, registerDataset } from './registry';
 
 const GENERATOR_VERSION = 1;
 const GEN_SEED = 20180; // the data set is fixed; training seeds must not change it
@@ -234,12 +235,11 @@ async function ensure(root: string, spec: SyntheticSpec): Promise<void> {
   }
 }
 
-export const syntheticLoader: DatasetLoader = {
+export const syntheticLoader: DatasetDefinition = {
   name: 'synthetic',
+  numClasses: (cfg) => syntheticMeta(cfg.data.synthetic.kind).classes.length,
+  meta: (cfg) => syntheticMeta(cfg.data.synthetic.kind),
   async listPairs(cfg, split) {
-    const need = cfg.data.synthetic.kind === 'lesion' ? 2 : 4;
-    if (cfg.data.num_classes !== need)
-      throw new UserError(`synthetic kind '${cfg.data.synthetic.kind}' has ${need} classes but data.num_classes is ${cfg.data.num_classes}; set data.num_classes: ${need}`);
     await ensureSynthetic(cfg);
     // The generator writes train and val; a test split reuses val.
     return listIsicLayout(path.resolve(cfg.data.root), split === 'test' ? 'val' : split);
@@ -247,7 +247,7 @@ export const syntheticLoader: DatasetLoader = {
   maskLut: (cfg) => (cfg.data.synthetic.kind === 'lesion' ? binaryThresholdLut() : identityLut(cfg)),
 };
 
-registerLoader(syntheticLoader);
+registerDataset(syntheticLoader);
 
 export const selfTest: SelfTest = {
   'generation is deterministic and masks are exact'() {

@@ -21,7 +21,6 @@ import { SamplePool } from './pool';
 import { loadSample, SampleJob, SampleResult } from './sample';
 import { maskLutFor } from '../loaders/registry';
 import type { PairRef } from '../loaders/registry';
-import './index';
 
 export interface Batch {
   images: Float32Array; // N*H*W*3, NHWC, (x/255 - mean) / std
@@ -175,7 +174,7 @@ export function normaliseImage(src: Uint8Array | Float32Array, mean: readonly nu
 
 export const selfTest: SelfTest = {
   async 'same seed, same batches; skipSteps resumes exactly'() {
-    const { listSplit } = await import('../loaders');
+    const { listSplit } = await import('../loaders/registry');
     const root = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'batch-')), 'ds');
     const cfg = parseConfig({
       data: { root, size: [24, 24], synthetic: { train: 10, val: 3, image_size: 32 } },

@@ -8,7 +8,8 @@ import { runIfMain, SelfTest } from '../utils/self_test';
 export type RGB = [number, number, number];
 
 export interface OverlayOptions {
-  numClasses: number;
+  /** Binary runs draw contours; multi-class runs blend class colours. */
+  binary: boolean;
   palette: RGB[];
   ignoreIndex: number;
   /** Contour width in pixels; default 1, or 2 on images of 256 px and up so lines stay visible. */
@@ -141,7 +142,7 @@ function rawToPng(data: Uint8Array, width: number, height: number): Promise<Buff
 
 /**
  * Overlay PNG of a prediction on its image (RGB, HWC, uint8).
- * Binary (numClasses 2): image with the predicted foreground contour (green) and,
+ * Binary: image with the predicted foreground contour (green) and,
  * if given, the ground-truth contour (magenta; yellow where they coincide).
  * Multi-class: image blended 50% with the predicted class colours plus class
  * boundaries; with gt, two panels [image+pred | image+gt], ignored gt pixels grey.
@@ -155,7 +156,7 @@ export async function overlayPng(
   opts: OverlayOptions,
 ): Promise<Buffer> {
   checkSizes(w, h, image, [pred, gt]);
-  if (opts.numClasses === 2) {
+  if (opts.binary) {
     const t = opts.thickness ?? (Math.min(w, h) >= 256 ? 2 : 1);
     return rawToPng(binaryOverlay(image, w, h, pred, gt, t), w, h);
   }
@@ -245,7 +246,7 @@ export const selfTest: SelfTest = {
   },
   async 'binary overlay draws pred and gt contours'() {
     const img = new Uint8Array(10 * 10 * 3).fill(100);
-    const png = await overlayPng(img, 10, 10, square(10, 10, 1, 1, 4), square(10, 10, 5, 5, 4), { numClasses: 2, palette: vocPalette(2), ignoreIndex: 255 });
+    const png = await overlayPng(img, 10, 10, square(10, 10, 1, 1, 4), square(10, 10, 5, 5, 4), { binary: true, palette: vocPalette(2), ignoreIndex: 255 });
     const d = await decode(png);
     assert.deepEqual([d.info.width, d.info.height], [10, 10]);
     assert.deepEqual(d.at(1, 1), PRED_COLOR);
@@ -255,7 +256,7 @@ export const selfTest: SelfTest = {
   async 'multi-class with gt is two panels'() {
     const img = new Uint8Array(6 * 5 * 3).fill(0);
     const gt = new Uint8Array(30).fill(255);
-    const png = await overlayPng(img, 6, 5, new Uint8Array(30).fill(2), gt, { numClasses: 3, palette: vocPalette(3), ignoreIndex: 255 });
+    const png = await overlayPng(img, 6, 5, new Uint8Array(30).fill(2), gt, { binary: false, palette: vocPalette(3), ignoreIndex: 255 });
     const d = await decode(png);
     assert.deepEqual([d.info.width, d.info.height], [12 + PANEL_GAP, 5]);
     assert.deepEqual(d.at(0, 0), [0, 64, 0]); // half of VOC class 2 (0,128,0)

@@ -30,6 +30,8 @@ export interface ReportData {
   config: unknown;
   history: HistoryRow[];
   classNames: string[];
+  /** Two classes scored by foreground Dice/IoU (contour overlays), else multi-class. */
+  binary: boolean;
   /** Headline numbers, e.g. mIoU, mDice, pixel_acc; for binary runs the foreground dice and iou. */
   summary: Record<string, number>;
   perClass: { name: string; iou: number; dice: number; acc?: number }[];
@@ -38,8 +40,8 @@ export interface ReportData {
   trainSeconds?: number;
   /** How the figures were scored, e.g. "split val (400 images) · at label resolution · TTA hflip". */
   scoring?: string;
-  /** Class colours used in multi-class overlays, for the legend (default: VOC palette). */
-  palette?: RGB[];
+  /** Class colours used in the overlays, for the legend. */
+  palette: RGB[];
 }
 
 export interface ChartSeries {
@@ -138,7 +140,7 @@ export function imageUrl(dir: string, image: string): string {
 const swatch = (c: RGB) => `<i class="sw" style="background:rgb(${c.map((v) => Math.round(v)).join(',')})"></i>`;
 
 function headlineKeys(d: ReportData): string[] {
-  return (d.classNames.length === 2 ? HEADLINE_BINARY : HEADLINE_MULTI).filter((k) => num(d.summary[k])).slice(0, 3);
+  return (d.binary ? HEADLINE_BINARY : HEADLINE_MULTI).filter((k) => num(d.summary[k])).slice(0, 3);
 }
 
 function renderHeader(d: ReportData): string {
@@ -195,12 +197,12 @@ function renderClassTable(d: ReportData): string {
 }
 
 function renderGallery(dir: string, d: ReportData): string {
-  const binary = d.classNames.length === 2;
+  const binary = d.binary;
   let legend: string;
   if (binary) {
     legend = `<span>${swatch(PRED_COLOR)}prediction</span><span>${swatch(GT_COLOR)}ground truth</span><span>${swatch(BOTH_COLOR)}both</span>`;
   } else {
-    const pal = d.palette ?? vocPalette(d.classNames.length);
+    const pal = d.palette;
     legend =
       `<span>left: prediction, right: ground truth (grey = ignored)</span>` +
       d.classNames.map((n, i) => `<span>${swatch(pal[i] ?? vocPalette(i + 1)[i])}${escapeHtml(n)}</span>`).join('');
@@ -275,34 +277,7 @@ export function writeReport(dir: string, data: ReportData): string {
   return file;
 }
 
-// ---------------------------------------------------------------------------
-
-/** Small but complete data set, shared with test/report.test.ts. */
-export function fixtureReportData(gallery: GalleryItem[] = []): ReportData {
-  const history: HistoryRow[] = [];
-  for (let e = 1; e <= 5; e++) {
-    for (let s = 1; s <= 4; s++) {
-      const step = (e - 1) * 40 + s * 10;
-      history.push({ epoch: e, step, split: 'train', loss: 1.2 / Math.sqrt(step / 10) + 0.05 * Math.sin(step), lr: 1e-3 * (1 - step / 220) ** 0.9 });
-    }
-    history.push({ epoch: e, step: e * 40, split: 'val', loss: 0.9 / Math.sqrt(e), mIoU: 0.5 + 0.07 * e, mDice: 0.6 + 0.06 * e, pixel_acc: 0.85 + 0.02 * e });
-  }
-  return {
-    runName: 'unet-<lesion>',
-    createdAt: '2025-01-02 03:04:05',
-    config: { name: 'unet-lesion', model: { name: 'unet', base: 16 }, training: { epochs: 5, note: '</pre><b>x</b>' } },
-    history,
-    classNames: ['background', 'lesion <b>'],
-    summary: { mIoU: 0.851, mDice: 0.902, pixel_acc: 0.953, iou: 0.74, dice: 0.85 },
-    perClass: [
-      { name: 'background', iou: 0.962, dice: 0.981, acc: 0.99 },
-      { name: 'lesion <b>', iou: 0.74, dice: 0.85, acc: 0.81 },
-    ],
-    gallery,
-    backend: 'cpu',
-    trainSeconds: 754,
-  };
-}
+const fixtures = () => import('../test/fixtures/report');
 
 export const selfTest: SelfTest = {
   'gallery is sorted worst first, ties by IoU'() {
@@ -314,7 +289,8 @@ export const selfTest: SelfTest = {
     ]);
     assert.deepEqual(s.map((x) => x.id), ['d', 'b', 'a', 'c']);
   },
-  'chart specs from history'() {
+  async 'chart specs from history'() {
+    const { fixtureReportData } = await fixtures();
     const [loss, val, lr] = chartSpecs(fixtureReportData().history);
     assert.deepEqual(loss.series.map((s) => s.label), ['train loss', 'val loss']);
     assert.equal(loss.series[0].points.length, 20);
@@ -332,7 +308,8 @@ export const selfTest: SelfTest = {
     const val = chartSpecs(rows)[1];
     assert.deepEqual(val.series[0].points, [[1, 0.5], [2, 0.6], [2.5, 0.65]]);
   },
-  'text is escaped and the page is self-contained'() {
+  async 'text is escaped and the page is self-contained'() {
+    const { fixtureReportData } = await fixtures();
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'report-self-'));
     try {
       const file = writeReport(dir, fixtureReportData([{ id: '<img src=x onerror=alert(1)>', image: path.join(dir, 'overlays', 'a #1.png'), dice: 0.5, iou: 0.3 }]));

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { parseConfig } from '../utils/config';
 import { UserError } from '../utils/errors';
-import { listSplit } from '../loaders';
+import { listSplit } from '../loaders/registry';
 import { Batch, BatchLoader } from '../pipeline/batcher';
 import { tmpDir, writeIsic } from './fixtures/datasets';
 import { decodeImage } from '../pipeline/decode';

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { loadConfig } from '../utils/config';
 import { registeredModels } from '../models';
-import { registeredLoaders } from '../loaders';
+import { registeredDatasets } from '../loaders/registry';
 
 const dir = path.resolve(__dirname, '..', '..', 'configs');
 const root = fs.existsSync(dir) ? dir : path.resolve(__dirname, '..', 'configs'); // compiled or under tsx
@@ -14,7 +14,7 @@ for (const file of fs.readdirSync(root).filter((f) => f.endsWith('.yaml'))) {
   test(`configs/${file} is valid`, () => {
     const cfg = loadConfig(path.join(root, file));
     assert.ok(registeredModels().includes(cfg.model.name), cfg.model.name);
-    assert.ok(registeredLoaders().includes(cfg.data.name), cfg.data.name);
+    assert.ok(registeredDatasets().includes(cfg.data.name), cfg.data.name);
     assert.equal(cfg.name, path.basename(file, '.yaml'));
   });
 }

@@ -8,11 +8,20 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { parseConfig } from '../utils/config';
 import { UserError } from '../utils/errors';
-import { listSplit, maskLutFor } from '../loaders';
+import { listSplit, maskLutFor } from '../loaders/registry';
 import { decodePair, decodeImage, MaskRules } from '../pipeline/decode';
 import { bandMask, imageForMask, tmpDir, writeCamvid, writeCityscapes, writeIsic, writeRaw } from './fixtures/datasets';
 import type { Config } from '../utils/config';
-import type { PairRef } from '../loaders';
+import type { PairRef } from '../loaders/registry';
+
+test('fixtures are readable: single-channel masks, bands in order', async () => {
+  const d = tmpDir('fx');
+  await writeIsic(d, 'Training', ['ISIC_0000001'], 8, 6);
+  const meta = await sharp(path.join(d, 'ISIC2018_Task1_Training_GroundTruth', 'ISIC_0000001_segmentation.png')).metadata();
+  assert.equal(meta.channels, 1);
+  assert.deepEqual([...bandMask(2, 4, [1, 2])], [1, 1, 1, 1, 2, 2, 2, 2]);
+  fs.rmSync(d, { recursive: true });
+});
 
 function rules(cfg: Config): MaskRules {
   return { lut: maskLutFor(cfg), numClasses: cfg.data.num_classes, ignoreIndex: cfg.data.ignore_index };

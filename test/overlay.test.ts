@@ -17,7 +17,7 @@ import {
 const W = 12;
 const H = 10;
 const GREY = 90;
-const binary = { numClasses: 2, palette: vocPalette(2), ignoreIndex: 255 };
+const binary = { binary: true, palette: vocPalette(2), ignoreIndex: 255 };
 
 function square(x0: number, y0: number, size: number, value = 1, w = W, h = H): Uint8Array {
   const m = new Uint8Array(w * h);
@@ -87,7 +87,7 @@ test('contour thickness 2 is a 2-px band', () => {
 
 test('multi-class: 50% blend of the prediction colour, boundaries, pred | gt panels', async () => {
   const pal = vocPalette(3);
-  const opts = { numClasses: 3, palette: pal, ignoreIndex: 255 };
+  const opts = { binary: false, palette: pal, ignoreIndex: 255 };
   const pred = square(3, 3, 4, 2);
   const d1 = await decode(await overlayPng(greyImage(), W, H, pred, null, opts));
   assert.deepEqual([d1.info.width, d1.info.height], [W, H]);

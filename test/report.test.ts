@@ -8,7 +8,8 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { chromium, Browser, Page } from 'playwright-core';
 import { overlayPng, vocPalette } from '../report/overlay';
-import { fixtureReportData, GalleryItem, ReportData, writeReport } from '../report/page';
+import { GalleryItem, ReportData, writeReport } from '../report/page';
+import { fixtureReportData } from './fixtures/report';
 
 // Overridable only so the missing-browser paths can be tried without uninstalling it.
 const CHROMIUM = process.env.REPORT_TEST_CHROMIUM ?? '/usr/bin/chromium';
@@ -49,6 +50,9 @@ function scores(pred: Uint8Array, gt: Uint8Array): { dice: number; iou: number }
   return { dice: p + g ? (2 * inter) / (p + g) : 1, iou: p + g - inter ? inter / (p + g - inter) : 1 };
 }
 
+// Not VOC's colours: the legend must show the dataset's own palette, as the overlays do.
+const MULTI_PALETTE: [number, number, number][] = [[128, 128, 128], [60, 40, 222], [192, 192, 128]];
+
 /** Binary fixture: predictions shifted by growing amounts; ids with characters that need escaping. */
 async function binaryGallery(dir: string): Promise<GalleryItem[]> {
   fs.mkdirSync(path.join(dir, 'overlays'), { recursive: true });
@@ -62,7 +66,7 @@ async function binaryGallery(dir: string): Promise<GalleryItem[]> {
   const out: GalleryItem[] = [];
   for (const [id, pred] of cases) {
     const file = `overlays/${id}.png`;
-    fs.writeFileSync(path.join(dir, file), await overlayPng(image(), W, H, pred, gt, { numClasses: 2, palette: vocPalette(2), ignoreIndex: 255 }));
+    fs.writeFileSync(path.join(dir, file), await overlayPng(image(), W, H, pred, gt, { binary: true, palette: vocPalette(2), ignoreIndex: 255 }));
     out.push({ id, image: file, ...scores(pred, gt) });
   }
   return out;
@@ -80,7 +84,7 @@ async function multiclassData(dir: string): Promise<ReportData> {
     const p2 = disc(34, 24 - shift, 9, 2);
     for (let i = 0; i < pred.length; i++) if (p2[i]) pred[i] = 2;
     const file = path.join(dir, 'overlays', `${id}.png`); // absolute: the report makes it relative
-    fs.writeFileSync(file, await overlayPng(image(), W, H, pred, gt, { numClasses: 3, palette: vocPalette(3), ignoreIndex: 255 }));
+    fs.writeFileSync(file, await overlayPng(image(), W, H, pred, gt, { binary: false, palette: MULTI_PALETTE, ignoreIndex: 255 }));
     gallery.push({ id, image: file, dice: 0.9 - shift * 0.1, iou: 0.8 - shift * 0.1 });
   }
   const base = fixtureReportData(gallery);
@@ -89,6 +93,8 @@ async function multiclassData(dir: string): Promise<ReportData> {
     runName: 'multiclass',
     summary: { mIoU: 0.835, mDice: 0.902, pixel_acc: 0.96 },
     classNames: ['background', 'disc', 'blob'],
+    binary: false,
+    palette: MULTI_PALETTE,
     perClass: [
       { name: 'background', iou: 0.97, dice: 0.985 },
       { name: 'disc', iou: 0.7, dice: 0.82 },
@@ -220,6 +226,8 @@ describe('report.html in headless Chromium', () => {
     }
     assert.equal(await page.locator('#classes tbody tr').count(), 3);
     assert.match((await page.locator('#classes tbody tr').nth(2).textContent())!, /—/);
+    const swatches = await page.locator('.legend .sw').evaluateAll((els) => els.map((e) => getComputedStyle(e).backgroundColor));
+    assert.deepEqual(swatches, MULTI_PALETTE.map((c) => `rgb(${c.join(', ')})`));
     if (process.env.REPORT_SCREENSHOT) await page.screenshot({ path: process.env.REPORT_SCREENSHOT.replace(/\.png$/, '-multi.png'), fullPage: true });
     await page.close();
   });

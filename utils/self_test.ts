@@ -1,4 +1,4 @@
-// Each module in models/, loaders/ and utils/ exports `selfTest`, a set of named
+// Each production module (models/, loaders/, pipeline/, engine/, backends/, report/, utils/) exports `selfTest`, a set of named
 // checks. Running the module file on its own (`npx tsx models/unet.ts` or
 // `node dist/models/unet.js`) runs them, like Python's `if __name__ == "__main__"`;
 // test/self_tests.test.ts runs the same checks under `npm test`.

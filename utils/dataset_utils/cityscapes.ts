@@ -2,13 +2,14 @@
 // Source: cityscapesScripts/helpers/labels.py.
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../self_test';
+import type { DatasetMeta, Rgb } from './index';
 
-export const CITYSCAPES_CLASSES = [
+const CLASSES = [
   'road', 'sidewalk', 'building', 'wall', 'fence', 'pole', 'traffic light', 'traffic sign', 'vegetation',
   'terrain', 'sky', 'person', 'rider', 'car', 'truck', 'bus', 'train', 'motorcycle', 'bicycle',
 ];
 
-export const CITYSCAPES_PALETTE: [number, number, number][] = [
+const PALETTE: Rgb[] = [
   [128, 64, 128], [244, 35, 232], [70, 70, 70], [102, 102, 156], [190, 153, 153], [153, 153, 153],
   [250, 170, 30], [220, 220, 0], [107, 142, 35], [152, 251, 152], [70, 130, 180], [220, 20, 60],
   [255, 0, 0], [0, 0, 142], [0, 0, 70], [0, 60, 100], [0, 80, 100], [0, 0, 230], [119, 11, 32],
@@ -33,10 +34,12 @@ export function trainIdsToLabelIds(mask: Uint8Array): Uint8Array {
   return out;
 }
 
+export const CITYSCAPES_META: DatasetMeta = { classes: CLASSES, palette: PALETTE, toSubmission: trainIdsToLabelIds };
+
 export const selfTest: SelfTest = {
   'tables are consistent'() {
-    assert.equal(CITYSCAPES_CLASSES.length, 19);
-    assert.equal(CITYSCAPES_PALETTE.length, 19);
+    assert.equal(CITYSCAPES_META.classes.length, 19);
+    assert.equal(CITYSCAPES_META.palette.length, 19);
     const t = labelIdToTrainId();
     assert.equal(t[7], 0); // road
     assert.equal(t[26], 13); // car

@@ -2,12 +2,8 @@
 // a lesion is one blob, so keep the largest connected component and fill its holes.
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../self_test';
+import type { DatasetMeta } from './index';
 
-export const ISIC_CLASSES = ['background', 'lesion'];
-export const ISIC_PALETTE: [number, number, number][] = [
-  [0, 0, 0],
-  [255, 255, 255],
-];
 
 export interface IsicPostprocessOptions {
   largestComponent?: boolean; // default true
@@ -76,6 +72,14 @@ export function isicPostprocess(mask: Uint8Array, w: number, h: number, opts: Is
   }
   return out;
 }
+
+/** ISIC's metainfo; also the synthetic lesion set's, which imitates it. */
+export const ISIC_META: DatasetMeta = {
+  classes: ['background', 'lesion'],
+  palette: [[0, 0, 0], [255, 255, 255]],
+  postprocessName: 'largest lesion, holes filled',
+  postprocess: (mask, w, h) => isicPostprocess(mask, w, h),
+};
 
 export const selfTest: SelfTest = {
   'keeps the largest blob and fills its hole'() {
