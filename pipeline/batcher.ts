@@ -35,7 +35,10 @@ export interface Batch {
 
 const SHUFFLE_STREAM = 0x5f1e;
 
-/** Runs at most `n` async jobs at a time, in submission order. */
+/**
+ * Runs at most `n` async jobs at a time, in submission order.
+ * Kept over p-limit: same FIFO behaviour and cost for the <= 2 batches queued here, and p-limit 4+ is ESM-only.
+ */
 function limiter(n: number): <T>(job: () => Promise<T>) => Promise<T> {
   let active = 0;
   const queue: (() => void)[] = [];
@@ -43,7 +46,8 @@ function limiter(n: number): <T>(job: () => Promise<T>) => Promise<T> {
     new Promise((resolve, reject) => {
       const run = () => {
         active++;
-        job().then(resolve, reject).finally(() => {
+        // Through a promise, so a job that throws synchronously still frees its slot.
+        Promise.resolve().then(job).then(resolve, reject).finally(() => {
           active--;
           queue.shift()?.();
         });

@@ -1,6 +1,4 @@
 // Options and start-up shared by the train, evaluate and predict commands.
-import fs from 'node:fs';
-import path from 'node:path';
 import type { Argv } from 'yargs';
 import { Config, dumpConfig, loadConfig } from './config';
 import { BackendInfo, initBackend } from '../backends';
@@ -48,11 +46,6 @@ function indent(s: string): string {
     .join('\n');
 }
 
-export function writeResolvedConfig(dir: string, cfg: Config): void {
-  fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'config.yaml'), dumpConfig(cfg));
-}
-
 export const selfTest: SelfTest = {
   async 'a misspelled option is one line, not a stack trace'() {
     const yargs = (await import('yargs')).default;
@@ -64,6 +57,7 @@ export const selfTest: SelfTest = {
   async '--backend is applied over the config'() {
     const fs = await import('node:fs');
     const os = await import('node:os');
+    const path = await import('node:path');
     const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'cli-')), 'c.yaml');
     fs.writeFileSync(file, 'backend: wasm\n');
     const { cfg, backend } = await setup({ config: file, set: [], backend: 'cpu' }, { printConfig: false });

@@ -185,11 +185,8 @@ export const ConfigSchema = z
 
 export type Config = z.infer<typeof ConfigSchema>;
 export type Augmentations = z.infer<typeof AugmentationsSchema>;
-export type LossConfig = z.infer<typeof LossSchema>;
 export type OptimizerConfig = z.infer<typeof OptimizerSchema>;
 export type ScheduleConfig = z.infer<typeof ScheduleSchema>;
-export type DataConfig = z.infer<typeof DataSchema>;
-export type ModelConfig = z.infer<typeof ModelSchema>;
 
 /** Number of network outputs: 1 (sigmoid) for binary by default, else one per class. */
 export function outChannels(cfg: Config): number {

@@ -15,7 +15,6 @@ const EPS = 1e-7;
 
 interface LossOptions {
   ignoreIndex: number;
-  numClasses: number;
   classWeights?: number[];
   smooth: number;
   gamma: number;
@@ -197,7 +196,6 @@ export function buildLoss(cfg: Config): LossFn {
   }
   const opts: LossOptions = {
     ignoreIndex: cfg.data.ignore_index,
-    numClasses: cfg.data.num_classes,
     classWeights: lc.class_weights,
     smooth: lc.smooth,
     gamma: lc.focal_gamma,

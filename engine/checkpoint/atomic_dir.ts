@@ -31,10 +31,6 @@ function siblings(dir: string): Siblings {
   return { dir: clean, parent: path.dirname(abs), base: path.basename(abs), old: clean + '.old' };
 }
 
-/** `<dir>.old`: where the previous copy lives during a swap. */
-export function oldPath(dir: string): string {
-  return siblings(dir).old;
-}
 
 let counter = 0;
 const activeTmp = new Set<string>(); // our own in-flight tmp folders: never cleaned as stale

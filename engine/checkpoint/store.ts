@@ -16,7 +16,6 @@ import { MARKER, publishDir, readMarker, readVerified, resolveComplete, whyIncom
 import { FORMAT, FORMAT_VERSION, ManifestEntry, NamedTensor, numel, OptimizerJsonSchema, packTensors, parseJson, parseState, unpackTensors } from './format';
 
 export type { NamedTensor } from './format';
-export { oldPath } from './atomic_dir';
 
 // The optimizer's own type (name, tensors, plus scalars such as step and lr).
 // Stored generically: every field besides `tensors` goes to optimizer.json as
