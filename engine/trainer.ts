@@ -246,24 +246,15 @@ async function finalResults(run: Run): Promise<EvalResult> {
 }
 
 export const selfTest: SelfTest = {
-  async 'a tiny run writes last/, best/, history, metrics and the report; a second run on its folder is refused'() {
+  async 'a second run on a folder in use is refused; the lock is released afterwards'() {
     const { fixtureConfig, tmpDir } = await import('../test/fixtures/datasets');
     await initBackend('wasm');
     const dir = tmpDir('trainer');
     const cfg = fixtureConfig(dir);
-    const first = train(cfg, { quiet: true });
+    const first = train(cfg, { quiet: true, stopAtStep: 1, skipResults: true });
     await assert.rejects(train(cfg, { quiet: true }), (e: Error) => e instanceof UserError && /in use by another training run/.test(e.message));
     const out = await first;
     assert.ok(!fs.existsSync(path.join(runDirs(cfg).ckpt, LOCK_FILE)), 'lock released');
-    assert.equal(out.epoch, 2);
-    assert.equal(out.step, 8);
-    assert.ok(checkpointExists(out.lastDir) && checkpointExists(out.bestDir));
-    const meta = (await loadCheckpoint(out.lastDir)).meta;
-    assert.equal(meta.step, 8);
-    for (const f of ['history.jsonl', 'metrics.json', 'report.html', 'config.yaml']) assert.ok(fs.existsSync(path.join(out.resultsDir, f)), f);
-    const vals = new History(path.join(out.resultsDir, 'history.jsonl')).read().filter((r) => r.split === 'val');
-    assert.deepEqual(vals.map((r) => r.epoch), [1, 2]);
-    assert.ok(out.final && out.final.metrics.dice >= 0 && out.final.metrics.dice <= 1);
     out.model.dispose();
     fs.rmSync(dir, { recursive: true });
   },

@@ -228,11 +228,6 @@ function square(w: number, h: number, x0: number, y0: number, size: number, valu
   return m;
 }
 
-async function decode(png: Buffer) {
-  const { data, info } = await sharp(png).removeAlpha().raw().toBuffer({ resolveWithObject: true });
-  return { data, info, at: (x: number, y: number) => [...data.subarray((y * info.width + x) * 3, (y * info.width + x) * 3 + 3)] };
-}
-
 export const selfTest: SelfTest = {
   'contour is the ring of a square'() {
     const c = contour(square(8, 8, 2, 2, 4), 8, 8);
@@ -243,34 +238,6 @@ export const selfTest: SelfTest = {
         assert.equal(c[y * 8 + x], ring ? 1 : 0, `pixel ${x},${y}`);
       }
     }
-  },
-  async 'binary overlay draws pred and gt contours'() {
-    const img = new Uint8Array(10 * 10 * 3).fill(100);
-    const png = await overlayPng(img, 10, 10, square(10, 10, 1, 1, 4), square(10, 10, 5, 5, 4), { binary: true, palette: vocPalette(2), ignoreIndex: 255 });
-    const d = await decode(png);
-    assert.deepEqual([d.info.width, d.info.height], [10, 10]);
-    assert.deepEqual(d.at(1, 1), PRED_COLOR);
-    assert.deepEqual(d.at(8, 8), GT_COLOR);
-    assert.deepEqual(d.at(2, 2), [100, 100, 100]); // interior untouched
-  },
-  async 'multi-class with gt is two panels'() {
-    const img = new Uint8Array(6 * 5 * 3).fill(0);
-    const gt = new Uint8Array(30).fill(255);
-    const png = await overlayPng(img, 6, 5, new Uint8Array(30).fill(2), gt, { binary: false, palette: vocPalette(3), ignoreIndex: 255 });
-    const d = await decode(png);
-    assert.deepEqual([d.info.width, d.info.height], [12 + PANEL_GAP, 5]);
-    assert.deepEqual(d.at(0, 0), [0, 64, 0]); // half of VOC class 2 (0,128,0)
-    assert.deepEqual(d.at(6 + PANEL_GAP, 0), [64, 64, 64]); // ignored: neutral
-  },
-  async 'colorizePng keeps class ids as palette indices'() {
-    const m = square(4, 4, 0, 0, 2, 1);
-    m[15] = 255;
-    const png = await colorizePng(m, 4, 4, vocPalette(2), 255);
-    const d = await decode(png);
-    assert.deepEqual(d.at(0, 0), [128, 0, 0]);
-    assert.deepEqual(d.at(3, 0), [0, 0, 0]);
-    assert.deepEqual(d.at(3, 3), IGNORE_COLOR);
-    assert.equal(png[25], 3, 'IHDR colour type 3 (indexed)');
   },
 };
 

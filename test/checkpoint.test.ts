@@ -191,20 +191,6 @@ test('interrupted swap falls back to <dir>.old; stale tmp folders are never load
   }
 });
 
-test('refuses to replace a folder that is not a checkpoint', async () => {
-  const root = tmpRoot();
-  try {
-    const dir = path.join(root, 'last');
-    fs.mkdirSync(dir);
-    fs.writeFileSync(path.join(dir, 'notes.txt'), 'keep me');
-    await assert.rejects(saveCheckpoint(dir, convBn(), null, meta0), isUserError(/last: exists and is not a checkpoint folder \(holds 'notes\.txt'\)/));
-    assert.equal(fs.readFileSync(path.join(dir, 'notes.txt'), 'utf8'), 'keep me');
-    assert.deepEqual(fs.readdirSync(root), ['last']);
-  } finally {
-    fs.rmSync(root, { recursive: true, force: true });
-  }
-});
-
 test('overlapping saves in one process are serialized; the last call wins', async () => {
   const root = tmpRoot();
   try {

@@ -2,7 +2,6 @@ import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { clipByGlobalNorm, createOptimizer, globalNorm, TrainOptimizer } from '../utils/optimizers';
-import { lrAt } from '../utils/lr_schedule';
 import { parseConfig } from '../utils/config';
 import { UserError } from '../utils/errors';
 
@@ -168,50 +167,6 @@ test('setState from another optimizer type is a UserError naming the key', async
   const sgd = createOptimizer(cfgWith({ name: 'sgd' }));
   const adam = createOptimizer(cfgWith({ name: 'adam' }));
   await assert.rejects(adam.setState(await sgd.getState()), (e: Error) => e instanceof UserError && /training\.optimizer\.name/.test(e.message));
-});
-
-// ---- learning-rate schedules ----------------------------------------------
-const sched = (s: Record<string, unknown>) => parseConfig({ training: { lr_schedule: s } }).training.lr_schedule;
-const close = (a: number, b: number) => assert.ok(Math.abs(a - b) < 1e-12, `${a} vs ${b}`);
-
-test('poly decays monotonically all the way to min_lr (no stuck schedule)', () => {
-  const s = sched({ name: 'poly', power: 0.9 });
-  const total = 1000;
-  let prev = Infinity;
-  for (let i = 0; i <= total; i += 50) {
-    const lr = lrAt(s, 0.01, i, total, 100);
-    assert.ok(lr < prev, `iter ${i}: ${lr} >= ${prev}`);
-    prev = lr;
-  }
-  close(lrAt(s, 0.01, 500, total, 100), 0.01 * Math.pow(0.5, 0.9));
-  close(lrAt(s, 0.01, total, total, 100), 0);
-  close(lrAt(sched({ name: 'poly', min_lr: 1e-4 }), 0.01, total, total, 100), 1e-4);
-  close(lrAt(s, 0.01, total + 10, total, 100), 0); // past the end stays at the floor
-});
-
-test('cosine: base at 0, midpoint halfway, min_lr at the end', () => {
-  const s = sched({ name: 'cosine', min_lr: 0.001 });
-  close(lrAt(s, 0.1, 0, 100, 10), 0.1);
-  close(lrAt(s, 0.1, 50, 100, 10), 0.0505);
-  close(lrAt(s, 0.1, 100, 100, 10), 0.001);
-});
-
-test('step: multiply by gamma every step_size epochs', () => {
-  const s = sched({ name: 'step', step_size: 3, gamma: 0.5 });
-  close(lrAt(s, 0.8, 29, 1000, 10), 0.8); // epoch 2
-  close(lrAt(s, 0.8, 30, 1000, 10), 0.4); // epoch 3
-  close(lrAt(s, 0.8, 65, 1000, 10), 0.2); // epoch 6
-});
-
-test('constant, and linear warm-up from warmup_ratio on every schedule', () => {
-  close(lrAt(sched({ name: 'constant' }), 0.3, 777, 1000, 10), 0.3);
-  for (const name of ['constant', 'poly', 'cosine', 'step']) {
-    const s = sched({ name, warmup_iters: 100, warmup_ratio: 0.2 });
-    const plain = sched({ name });
-    close(lrAt(s, 1, 0, 1000, 10), 0.2 * lrAt(plain, 1, 0, 1000, 10));
-    close(lrAt(s, 1, 50, 1000, 10), 0.6 * lrAt(plain, 1, 50, 1000, 10));
-    close(lrAt(s, 1, 100, 1000, 10), lrAt(plain, 1, 100, 1000, 10));
-  }
 });
 
 test('state saved under other variable names: matched by order if shapes agree, else refused', async () => {

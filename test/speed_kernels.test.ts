@@ -13,7 +13,7 @@ const TOL = 1e-4;
 
 test('FastBatchNorm matches tf.layers.batchNormalization on cpu and wasm', async () => {
   for (const backend of ['cpu', 'wasm']) {
-    for (const shape of [[2, 5, 7, 3], [4, 16, 16, 8], [1, 3, 3, 1]]) {
+    for (const shape of [[2, 5, 7, 3], [4, 16, 16, 8], [1, 3, 3, 1], [6, 5]]) {
       const e = await onBackend(backend, () => compareWithTfjs(shape, shape[1]));
       for (const [k, v] of Object.entries(e)) assert.ok(v <= TOL, `${backend} ${JSON.stringify(shape)} ${k}: rel diff ${v}`);
     }

@@ -82,6 +82,7 @@ test('photometric transforms never change the mask and stay in [0, 255]', () => 
     const out = augment(s, all, mulberry32(seed), IGN);
     assert.deepEqual(out.mask, s.mask);
     assert.ok(out.image.every((v) => v >= 0 && v <= 255));
+    assert.ok(out.image.some((v, i) => Math.abs(v - s.image[i]) > 1), `seed ${seed}: image unchanged`);
   }
   for (const one of ['brightness', 'contrast', 'saturation', 'hue', 'noise']) {
     const out = augment(s, aug({ [one]: { p: 1 } }), mulberry32(3), IGN);

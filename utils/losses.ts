@@ -221,14 +221,6 @@ const cfgWith = (loss: Record<string, unknown>, numClasses = 2) =>
   parseConfig({ data: { num_classes: numClasses }, training: { loss } });
 
 export const selfTest: SelfTest = {
-  'bce matches the closed form and is finite for large logits'() {
-    const f = buildLoss(cfgWith({ name: 'bce' }));
-    const logits = tf.tensor4d([0, 200, -200, 2], [1, 2, 2, 1]);
-    const labels = tf.tensor3d([1, 1, 0, 0], [1, 2, 2], 'int32');
-    const v = f(logits, labels).dataSync()[0];
-    const expect = (Math.log(2) + 0 + 0 + Math.log(1 + Math.exp(2))) / 4;
-    assert.ok(Math.abs(v - expect) < 1e-5, `${v} vs ${expect}`);
-  },
   'ce equals -log softmax at the label, ignoring ignore_index'() {
     const f = buildLoss(cfgWith({ name: 'ce' }, 3));
     const logits = tf.tensor4d([1, 2, 3, 0, 0, 0, 5, 5, 5], [1, 1, 3, 3]);
@@ -237,11 +229,6 @@ export const selfTest: SelfTest = {
     const l0 = -(3 - Math.log(Math.exp(1) + Math.exp(2) + Math.exp(3)));
     const expect = (l0 + Math.log(3)) / 2;
     assert.ok(Math.abs(v - expect) < 1e-5, `${v} vs ${expect}`);
-  },
-  'all pixels ignored gives 0, not NaN'() {
-    const f = buildLoss(cfgWith({ name: 'ce+dice+focal+jaccard' }, 3));
-    const v = f(tf.randomNormal([1, 2, 2, 3]) as tf.Tensor4D, tf.fill([1, 2, 2], 255, 'int32') as tf.Tensor3D).dataSync()[0];
-    assert.ok(Math.abs(v) < 1e-6, String(v));
   },
   'per-image dice is the mean of the images\' dice; batch dice pools the pixels'() {
     // Image 0: a large mask predicted well; image 1: a one-pixel mask missed.
@@ -285,10 +272,6 @@ export const selfTest: SelfTest = {
       total += row / 3.5;
     }
     assert.ok(Math.abs(v - (1 - total / 2)) < 1e-5, `${v} vs ${1 - total / 2}`);
-  },
-  'unknown name and mismatched weights are UserErrors'() {
-    assert.throws(() => buildLoss(cfgWith({ name: 'bce+dcie' })), (e: Error) => e instanceof UserError && /dcie.*bce, ce, dice/.test(e.message));
-    assert.throws(() => buildLoss(cfgWith({ name: 'bce+dice', weights: [1] })), /training\.loss\.weights/);
   },
 };
 

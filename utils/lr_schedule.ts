@@ -45,26 +45,44 @@ const sched = (s: Record<string, unknown>) => parseConfig({ training: { lr_sched
 const close = (a: number, b: number) => assert.ok(Math.abs(a - b) < 1e-12, `${a} vs ${b}`);
 
 export const selfTest: SelfTest = {
-  'poly really decays to min_lr'() {
-    const s = sched({ name: 'poly', power: 0.9, min_lr: 1e-5 });
-    close(lrAt(s, 0.01, 0, 100, 10), 0.01);
-    close(lrAt(s, 0.01, 50, 100, 10), 1e-5 + (0.01 - 1e-5) * Math.pow(0.5, 0.9));
-    close(lrAt(s, 0.01, 100, 100, 10), 1e-5);
+  'poly decays monotonically all the way to min_lr (no stuck schedule)'() {
+    const s = sched({ name: 'poly', power: 0.9 });
+    const total = 1000;
+    let prev = Infinity;
+    for (let i = 0; i <= total; i += 50) {
+      const lr = lrAt(s, 0.01, i, total, 100);
+      assert.ok(lr < prev, `iter ${i}: ${lr} >= ${prev}`);
+      prev = lr;
+    }
+    close(lrAt(s, 0.01, 500, total, 100), 0.01 * Math.pow(0.5, 0.9));
+    close(lrAt(s, 0.01, total, total, 100), 0);
+    close(lrAt(s, 0.01, total + 10, total, 100), 0); // past the end stays at the floor
+    const m = sched({ name: 'poly', power: 0.9, min_lr: 1e-5 });
+    close(lrAt(m, 0.01, 0, 100, 10), 0.01);
+    close(lrAt(m, 0.01, 50, 100, 10), 1e-5 + (0.01 - 1e-5) * Math.pow(0.5, 0.9));
+    close(lrAt(m, 0.01, 100, 100, 10), 1e-5);
   },
-  'cosine halfway is the midpoint'() {
-    const s = sched({ name: 'cosine' });
-    close(lrAt(s, 0.1, 50, 100, 10), 0.05);
+  'cosine: base at 0, midpoint halfway, min_lr at the end'() {
+    const s = sched({ name: 'cosine', min_lr: 0.001 });
+    close(lrAt(s, 0.1, 0, 100, 10), 0.1);
+    close(lrAt(s, 0.1, 50, 100, 10), 0.0505);
+    close(lrAt(s, 0.1, 100, 100, 10), 0.001);
   },
-  'step drops by gamma every step_size epochs'() {
-    const s = sched({ name: 'step', step_size: 2, gamma: 0.1 });
-    close(lrAt(s, 1, 19, 100, 10), 1);
-    close(lrAt(s, 1, 20, 100, 10), 0.1);
+  'step: multiply by gamma every step_size epochs'() {
+    const s = sched({ name: 'step', step_size: 3, gamma: 0.5 });
+    close(lrAt(s, 0.8, 29, 1000, 10), 0.8); // epoch 2
+    close(lrAt(s, 0.8, 30, 1000, 10), 0.4); // epoch 3
+    close(lrAt(s, 0.8, 65, 1000, 10), 0.2); // epoch 6
   },
-  'warm-up starts at warmup_ratio'() {
-    const s = sched({ name: 'constant', warmup_iters: 10, warmup_ratio: 0.1 });
-    close(lrAt(s, 1, 0, 100, 10), 0.1);
-    close(lrAt(s, 1, 5, 100, 10), 0.55);
-    close(lrAt(s, 1, 10, 100, 10), 1);
+  'constant, and linear warm-up from warmup_ratio on every schedule'() {
+    close(lrAt(sched({ name: 'constant' }), 0.3, 777, 1000, 10), 0.3);
+    for (const name of ['constant', 'poly', 'cosine', 'step']) {
+      const s = sched({ name, warmup_iters: 100, warmup_ratio: 0.2 });
+      const plain = sched({ name });
+      close(lrAt(s, 1, 0, 1000, 10), 0.2 * lrAt(plain, 1, 0, 1000, 10));
+      close(lrAt(s, 1, 50, 1000, 10), 0.6 * lrAt(plain, 1, 50, 1000, 10));
+      close(lrAt(s, 1, 100, 1000, 10), lrAt(plain, 1, 100, 1000, 10));
+    }
   },
 };
 

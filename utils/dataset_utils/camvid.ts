@@ -18,9 +18,7 @@ export const CAMVID_VOID = 11;
 export const CAMVID_META: DatasetMeta = { classes: CLASSES, palette: PALETTE };
 
 export const selfTest: SelfTest = {
-  'names and palette line up'() {
-    assert.equal(CAMVID_META.classes.length, 11);
-    assert.equal(CAMVID_META.palette.length, 11);
+  'void is no class'() {
     assert.equal(CAMVID_META.classes[CAMVID_VOID], undefined, 'void is no class');
   },
 };

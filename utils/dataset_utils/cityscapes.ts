@@ -38,8 +38,6 @@ export const CITYSCAPES_META: DatasetMeta = { classes: CLASSES, palette: PALETTE
 
 export const selfTest: SelfTest = {
   'tables are consistent'() {
-    assert.equal(CITYSCAPES_META.classes.length, 19);
-    assert.equal(CITYSCAPES_META.palette.length, 19);
     const t = labelIdToTrainId();
     assert.equal(t[7], 0); // road
     assert.equal(t[26], 13); // car
