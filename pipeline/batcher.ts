@@ -7,12 +7,8 @@
 // training.workers > 1, samples are decoded + augmented in that many worker threads
 // (measured faster: the JS augmentation then leaves the training thread); with 1, in
 // process, sharp still decoding on libvips threads.
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import assert from 'node:assert/strict';
 import type { Config } from '../utils/config';
-import { parseConfig } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { permutation, rngFor } from '../utils/rng';
 import { runIfMain, SelfTest } from '../utils/self_test';
