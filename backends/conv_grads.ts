@@ -298,6 +298,8 @@ export const selfTest: SelfTest = {
       { n: 1, h: 7, w: 9, cin: 2, cout: 5, k: 3, stride: 2, pad: 'same' },
       { n: 3, h: 13, w: 11, cin: 4, cout: 3, k: 5, stride: 2, pad: 'valid' },
       { n: 2, h: 6, w: 6, cin: 3, cout: 2, k: 1, stride: 1, pad: 'same' },
+      { n: 3, h: 5, w: 7, cin: 2, cout: 3, k: 2, stride: 1, pad: 'same' },
+      { n: 1, h: 8, w: 9, cin: 2, cout: 2, k: 2, stride: 2, pad: 'valid' },
     ];
     for (const c of cases) {
       for (const how of ['forward', 'matmul', 'kernel-forward', 'kernel-matmul'] as const) {

@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs';
 /** Top kernels by total ms: {name: ms}, plus `_total_ms`, `_wall_ms` and `_kernels` (how many ran). */
 export async function profileKernels(fn: () => unknown, top = 12): Promise<Record<string, number>> {
   const t0 = performance.now();
-  const p = await tf.profile(() => { fn(); });
+  const p = await tf.profile(async () => { await fn(); });
   const wall = performance.now() - t0;
   const byName = new Map<string, number>();
   for (const k of p.kernels) {

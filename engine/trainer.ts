@@ -156,7 +156,7 @@ async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcom
       for await (const batch of loader.batches(epoch, skip)) {
         const lr = lrAt(t.lr_schedule, t.optimizer.lr, meta.step, totalSteps, spe);
         optimizer.setLearningRate(lr);
-        const loss = step(batch);
+        const loss = await step(batch);
         if (!Number.isFinite(loss)) {
           bar?.stop();
           throw new UserError(
