@@ -1,17 +1,19 @@
 // Chooses and starts the TensorFlow.js compute backend.
 // auto: native libtensorflow (tfjs-node-gpu, then tfjs-node) when installed,
-// else WebAssembly (XNNPACK, SIMD), else pure JavaScript.
+// else WebGPU (Dawn) when a hardware adapter exists, else WebAssembly (XNNPACK,
+// SIMD), else pure JavaScript. The start-up line says why each earlier one was skipped.
 import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { registerWasmGradKernels } from './wasm_kernels';
 import { useStockWasm, useThreadedWasm, wasmThreads } from './wasm_threads';
+import { probeAdapter, startWebgpu } from './webgpu';
 
-export type BackendName = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
+export type BackendName = 'auto' | 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
 
 export interface BackendInfo {
-  name: 'tensorflow' | 'wasm' | 'cpu';
+  name: 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
   /** What was loaded, for the start-up line, e.g. "tensorflow (@tensorflow/tfjs-node-gpu, GPU found)". */
   description: string;
 }
@@ -76,38 +78,90 @@ async function startWasm(): Promise<BackendInfo> {
   return { name: 'wasm', description: `wasm (@tensorflow/tfjs-backend-wasm, XNNPACK SIMD, ${n} thread${n > 1 ? 's' : ''})` };
 }
 
+/** First line of an error message, for the one-line start-up report. */
+function firstLine(err: unknown): string {
+  return ((err as Error)?.message ?? String(err)).split('\n')[0];
+}
+
 /** Starts the requested backend; an unavailable one is a UserError saying how to install it. */
 export async function initBackend(requested: BackendName, gpus: number[] = []): Promise<BackendInfo> {
+  const info = await chooseBackend(requested, gpus);
+  if (info.name === 'webgpu' && gpus.length > 0) {
+    console.warn(`warning: gpus (${gpus.join(', ')}) picks nothing on the webgpu backend: Dawn uses its high-performance adapter`);
+  }
+  return info;
+}
+
+async function chooseBackend(requested: BackendName, gpus: number[]): Promise<BackendInfo> {
   const warning = applyGpus(gpus);
   if (warning) console.warn(warning);
+  // Why auto passed over each backend, appended to the start-up line.
+  const skipped: string[] = [];
+  const withSkips = (b: BackendInfo): BackendInfo =>
+    skipped.length ? { ...b, description: `${b.description}; ${skipped.map((s) => `skipped ${s}`).join('; ')}` } : b;
 
   if (requested === 'tensorflow' || requested === 'auto') {
     const pkg = loadNative();
     if (pkg) return startNative(pkg);
     if (requested === 'tensorflow') throw new UserError(`backend 'tensorflow' is not available: ${INSTALL_HINT.tensorflow}`);
+    skipped.push('tensorflow: @tensorflow/tfjs-node not installed');
+  }
+  if (requested === 'webgpu' || requested === 'auto') {
+    const probe = await probeAdapter().catch((err): { ok: false; reason: string } => ({ ok: false, reason: `adapter request failed: ${firstLine(err)}` }));
+    if (probe.ok) {
+      try {
+        return withSkips({ name: 'webgpu', description: await startWebgpu(probe) });
+      } catch (err) {
+        if (requested === 'webgpu') throw err instanceof UserError ? err : new UserError(`backend 'webgpu' failed to start: ${firstLine(err)}`);
+        skipped.push(`webgpu: failed to start: ${firstLine(err)}`);
+      }
+    } else if (requested === 'webgpu') {
+      throw new UserError(`backend 'webgpu' is not available: ${probe.reason}; see README "Backends"`);
+    } else {
+      skipped.push(`webgpu: ${probe.reason}`);
+    }
   }
   if (requested === 'wasm' || requested === 'auto') {
     if (tryRequire('@tensorflow/tfjs-backend-wasm')) {
       try {
-        return await startWasm();
+        return withSkips(await startWasm());
       } catch (err) {
-        if (requested === 'wasm') throw new UserError(`backend 'wasm' failed to start: ${(err as Error).message}`);
+        if (requested === 'wasm') throw new UserError(`backend 'wasm' failed to start: ${firstLine(err)}`);
+        skipped.push(`wasm: failed to start: ${firstLine(err)}`);
       }
     } else if (requested === 'wasm') {
       throw new UserError(`backend 'wasm' is not available: ${INSTALL_HINT.wasm}`);
+    } else {
+      skipped.push('wasm: @tensorflow/tfjs-backend-wasm not installed');
     }
   }
   await tf.setBackend('cpu');
   await tf.ready();
-  return { name: 'cpu', description: 'cpu (pure JavaScript; very slow for training)' };
+  return withSkips({ name: 'cpu', description: 'cpu (pure JavaScript; very slow for training)' });
 }
 
 export const selfTest: SelfTest = {
-  async 'auto picks wasm here when no native backend is installed'() {
+  async 'auto picks wasm here when no native backend or GPU adapter exists, and says why'() {
     const info = await initBackend('auto');
+    const probe = await probeAdapter();
     if (loadNative()) assert.equal(info.name, 'tensorflow');
-    else assert.equal(info.name, 'wasm');
+    else if (probe.ok) assert.equal(info.name, 'webgpu');
+    else {
+      assert.equal(info.name, 'wasm');
+      assert.match(info.description, /; skipped tensorflow: @tensorflow\/tfjs-node not installed; skipped webgpu: \S/);
+      assert.equal(info.description.split('\n').length, 1);
+    }
     assert.equal(tf.getBackend(), info.name);
+  },
+  async 'webgpu without an adapter is one line naming the reason'() {
+    const probe = await probeAdapter();
+    if (probe.ok) return; // a GPU here: covered by test/webgpu.test.ts
+    await assert.rejects(initBackend('webgpu'), (e: Error) => {
+      assert.ok(e instanceof UserError);
+      assert.ok(e.message.includes(probe.reason), e.message);
+      assert.equal(e.message.split('\n').length, 1);
+      return true;
+    });
   },
   async 'cpu can be forced'() {
     const info = await initBackend('cpu');

@@ -2,7 +2,8 @@
 // convolutions so they run on XNNPACK. tfjs-backend-wasm 4.22 has no
 // Conv2DBackpropFilter at all (training fails) and its Conv2DBackpropInput is a
 // plain C loop about 10x slower than the forward Conv2D.
-//   dW: conv of x^T by dy^T dilated by the stride (1x1 stride 1: one GEMM).
+//   dW: conv of x^T by dy^T dilated by the stride (1x1 stride 1: one GEMM);
+//       the formulation lives in conv_grads.ts, shared with the webgpu kernel.
 //   dx: stride 1 -> conv of dy with the flipped, channel-swapped filter;
 //       stride > 1 -> sub-pixel (phase) decomposition, no zero-interleaving.
 // Intermediates are made by calling the wasm backend's own kernels directly
@@ -15,79 +16,9 @@ import assert from 'node:assert/strict';
 import { UserError } from '../utils/errors';
 import { SelfTest, runIfMain } from '../utils/self_test';
 import { seededValues } from '../utils/rng';
+import { cropHW, filterGradInfo, relError, permute, registerFilterGradKernel, registeredFormulation, withScratch } from './conv_grads';
 
 type Info = tf.TensorInfo;
-type Pads4 = [[number, number], [number, number], [number, number], [number, number]];
-type ConvPad = 'valid' | 'same' | number | Pads4;
-
-/** Intermediates made while computing one kernel, freed together at the end. */
-class Scratch {
-  private owned: Info[] = [];
-  constructor(private readonly backend: tf.KernelBackend) {}
-
-  run(name: string, inputs: Record<string, Info>, attrs: Record<string, unknown>): Info {
-    const kernel = tf.getKernel(name, 'wasm');
-    if (!kernel) throw new Error(`wasm_kernels: kernel '${name}' is not registered for backend 'wasm'`);
-    const out = kernel.kernelFunc({ inputs, backend: this.backend, attrs: attrs as tf.NamedAttrMap }) as Info;
-    this.owned.push(out);
-    return out;
-  }
-
-  /** Takes ownership of a tensor made outside `run`. */
-  adopt(t: Info): void {
-    this.owned.push(t);
-  }
-
-  /** Same buffer, new shape: reshapes of row-major data need no copy. */
-  view(x: Info, shape: number[]): Info {
-    return { dataId: x.dataId, shape, dtype: x.dtype };
-  }
-
-  /** Transpose, or a free view when the perm only moves size-1 axes. */
-  permute(x: Info, perm: number[]): Info {
-    const shape = perm.map((p) => x.shape[p]);
-    const moved = perm.filter((p) => x.shape[p] !== 1);
-    if (moved.every((p, i) => i === 0 || moved[i - 1] < p)) return this.view(x, shape);
-    return this.run('Transpose', { x }, { perm });
-  }
-
-  /** Crops the leading [h, w] window of an NHWC tensor when it is larger. */
-  cropHW(x: Info, h: number, w: number): Info {
-    const [n, xh, xw, c] = x.shape;
-    if (xh === h && xw === w) return x;
-    return this.run('Slice', { x }, { begin: [0, 0, 0, 0], size: [n, h, w, c] });
-  }
-
-  /** Stride-1 NHWC convolution on XNNPACK with explicit (non-negative) pads. */
-  conv(x: Info, filter: Info, dilations: [number, number], pads: Pads4): Info {
-    return this.run('Conv2D', { x, filter }, {
-      strides: [1, 1], pad: pads, dataFormat: 'NHWC', dilations, dimRoundingMode: undefined,
-    });
-  }
-
-  /** Frees every intermediate except the one backing `result`, which is returned. */
-  finish(result: Info): Info {
-    for (const t of this.owned) if (t.dataId !== result.dataId) this.backend.disposeData(t.dataId);
-    this.owned = [];
-    return result;
-  }
-
-  /** Frees everything (error path). */
-  abort(): void {
-    for (const t of this.owned) this.backend.disposeData(t.dataId);
-    this.owned = [];
-  }
-}
-
-function withScratch(backend: tf.KernelBackend, body: (s: Scratch) => Info): Info {
-  const s = new Scratch(backend);
-  try {
-    return s.finish(body(s));
-  } catch (err) {
-    s.abort();
-    throw err;
-  }
-}
 
 function input(inputs: tf.NamedTensorInfoMap, name: string, kernel: string): Info {
   const t = inputs[name];
@@ -102,44 +33,7 @@ function convInfoFor(
   if (dataFormat !== undefined && dataFormat !== 'NHWC') {
     throw new UserError(`${kernel} on the wasm backend: dataFormat '${String(dataFormat)}' is not supported, expected 'NHWC'`);
   }
-  return tf.backend_util.computeConv2DInfo(
-    xShape as [number, number, number, number], filterShape as [number, number, number, number],
-    strides as number | [number, number], 1, pad as ConvPad,
-    dimRoundingMode as 'floor' | 'round' | 'ceil' | undefined, false, 'channelsLast');
-}
-
-/**
- * dW[kh,kw,ci,co] = sum_{n,oh,ow} x[n, oh*sh+kh-top, ow*sw+kw-left, ci] * dy[n,oh,ow,co]:
- * a stride-1 convolution of x^T [Cin,H,W,N] ("batch" = Cin, "channels" = N) by
- * dy^T [OH,OW,N,Cout] used as the filter, dilated by the forward stride.
- */
-function conv2DBackpropFilter(args: { inputs: tf.NamedTensorInfoMap; backend: {}; attrs?: tf.NamedAttrMap }): Info {
-  const x = input(args.inputs, 'x', 'Conv2DBackpropFilter');
-  const dy = input(args.inputs, 'dy', 'Conv2DBackpropFilter');
-  const a = args.attrs ?? {};
-  const info = convInfoFor('Conv2DBackpropFilter', x.shape, a.filterShape as number[], a.strides, a.pad, a.dataFormat, a.dimRoundingMode);
-  const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw, padInfo } = info;
-  const { inHeight: h, inWidth: w, outHeight: oh, outWidth: ow } = info;
-  // XNNPACK pads must be >= 0: when the forward conv never reads the last rows
-  // of x, we convolve over them anyway and crop the extra output rows below.
-  const bottom = Math.max(0, kh + (oh - 1) * sh - padInfo.top - h);
-  const right = Math.max(0, kw + (ow - 1) * sw - padInfo.left - w);
-  const { batchSize: n, inChannels: ci, outChannels: co } = info;
-  const pointwise = kh === 1 && kw === 1 && sh === 1 && sw === 1 && oh === h && ow === w;
-  return withScratch(args.backend as tf.KernelBackend, (s) => {
-    if (pointwise) {
-      // 1x1 stride 1: dW = x^T dy, one GEMM over all n*h*w pixels. As a 1x1
-      // conv XNNPACK reduces over a contiguous n*h*w axis (not n per tap), and
-      // dy needs no transpose.
-      const xT = s.view(s.permute(x, [3, 0, 1, 2]), [ci, 1, 1, n * h * w]);
-      const g = s.conv(xT, s.view(dy, [1, 1, n * h * w, co]), [1, 1], [[0, 0], [0, 0], [0, 0], [0, 0]]);
-      return s.view(g, [1, 1, ci, co]);
-    }
-    const xT = s.permute(x, [3, 1, 2, 0]);
-    const dyT = s.permute(dy, [1, 2, 0, 3]);
-    const g = s.conv(xT, dyT, [sh, sw], [[0, 0], [padInfo.top, bottom], [padInfo.left, right], [0, 0]]);
-    return s.permute(s.cropHW(g, kh, kw), [1, 2, 0, 3]);
-  });
+  return filterGradInfo(xShape, filterShape, strides, pad, dataFormat, dimRoundingMode);
 }
 
 /**
@@ -165,14 +59,14 @@ function makeConv2DBackpropInput(fallback: tf.KernelFunc | undefined) {
     }
     const bottom = h + padInfo.top - oh;
     const right = w + padInfo.left - ow;
-    return withScratch(args.backend as tf.KernelBackend, (s) => {
+    return withScratch('wasm', args.backend as tf.KernelBackend, (s) => {
       // Flipping both spatial axes of a row-major [KH,KW] grid reverses its flat index.
-      let f = s.view(filter, [kh * kw, ci, co]);
+      let f = s.reshape(filter, [kh * kw, ci, co]);
       if (kh * kw > 1) f = s.run('Reverse', { x: f }, { dims: [0] });
-      f = s.view(s.permute(f, [0, 2, 1]), [kh, kw, co, ci]);
+      f = s.reshape(permute(s, f, [0, 2, 1]), [kh, kw, co, ci]);
       // A negative trailing pad means dy's last rows never reach x: crop instead.
       const g = s.conv(dy, f, [1, 1], [[0, 0], [top, Math.max(0, bottom)], [left, Math.max(0, right)], [0, 0]]);
-      return s.cropHW(g, h, w);
+      return cropHW(s, g, h, w);
     });
   };
 }
@@ -216,16 +110,16 @@ function subPixelBackpropInput(backend: WasmBackendLike, dy: Info, filter: Info,
   // Phase rows m = 0..mh-1 must cover every i + top < h + top.
   const mh = Math.ceil((h + padInfo.top) / sh);
   const mw = Math.ceil((w + padInfo.left) / sw);
-  return withScratch(backend, (s) => {
+  return withScratch('wasm', backend, (s) => {
     const f = backend.makeOutput([th, tw, co, sh * sw * ci], 'float32', undefined, dst);
     s.adopt(f);
     const z = s.conv(dy, f, [1, 1], [[0, 0], [th - 1, Math.max(0, mh - oh)], [tw - 1, Math.max(0, mw - ow)], [0, 0]]);
     // A 6-D transpose, not DepthToSpace: the wasm DepthToSpace kernel measured
     // ~20x slower than Transpose on the same data (and needs sh == sw).
     const [, zh, zw] = z.shape;
-    const zt = s.permute(s.view(z, [n, zh, zw, sh, sw, ci]), [0, 1, 3, 2, 4, 5]);
-    const d = s.view(zt, [n, zh * sh, zw * sw, ci]);
-    if (padInfo.top === 0 && padInfo.left === 0) return s.cropHW(d, h, w);
+    const zt = permute(s, s.reshape(z, [n, zh, zw, sh, sw, ci]), [0, 1, 3, 2, 4, 5]);
+    const d = s.reshape(zt, [n, zh * sh, zw * sw, ci]);
+    if (padInfo.top === 0 && padInfo.left === 0) return cropHW(s, d, h, w);
     return s.run('Slice', { x: d }, { begin: [0, padInfo.top, padInfo.left, 0], size: [n, h, w, ci] });
   });
 }
@@ -234,15 +128,8 @@ const ours = new Set<tf.KernelFunc>();
 
 /** Installs the XNNPACK-based Conv2D gradient kernels for 'wasm'. Idempotent. */
 export function registerWasmGradKernels(): void {
-  const filterName = 'Conv2DBackpropFilter';
+  registerFilterGradKernel('wasm', 'forward');
   const inputName = 'Conv2DBackpropInput';
-  const oldFilter = tf.getKernel(filterName, 'wasm');
-  if (!oldFilter || !ours.has(oldFilter.kernelFunc)) {
-    if (oldFilter) tf.unregisterKernel(filterName, 'wasm');
-    const kernelFunc = conv2DBackpropFilter as unknown as tf.KernelFunc;
-    ours.add(kernelFunc);
-    tf.registerKernel({ kernelName: filterName, backendName: 'wasm', kernelFunc });
-  }
   const oldInput = tf.getKernel(inputName, 'wasm');
   if (!oldInput || !ours.has(oldInput.kernelFunc)) {
     if (oldInput) tf.unregisterKernel(inputName, 'wasm');
@@ -278,17 +165,7 @@ export function convGrads(c: GradCase, seed = 1): { dx: Float32Array; df: Float3
   });
 }
 
-/** max|a-b| / max(1, max|b|). */
-export function relError(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length, 'length mismatch');
-  let diff = 0;
-  let scale = 1;
-  for (let i = 0; i < a.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return diff / scale;
-}
+export { relError };
 
 /** Runs `body` on `name`, then restores whichever backend was active. */
 export async function onBackend<T>(name: string, body: () => T): Promise<T> {
@@ -321,7 +198,7 @@ export const selfTest: SelfTest = {
     const f = tf.getKernel('Conv2DBackpropFilter', 'wasm')?.kernelFunc;
     const i = tf.getKernel('Conv2DBackpropInput', 'wasm')?.kernelFunc;
     registerWasmGradKernels();
-    assert.ok(f && ours.has(f));
+    assert.equal(registeredFormulation('wasm'), 'forward');
     assert.ok(i && ours.has(i));
     assert.equal(tf.getKernel('Conv2DBackpropFilter', 'wasm')?.kernelFunc, f);
     assert.equal(tf.getKernel('Conv2DBackpropInput', 'wasm')?.kernelFunc, i);

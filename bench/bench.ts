@@ -1,11 +1,13 @@
 // Training / inference / data throughput of the registry U-Net with the project's real
 // train step, loss and optimizer; optionally side by side with PyTorch on this machine.
-//   npm run bench -- --size 128 --batch 4 --base 16 --depth 4 --json [--torch] [--backend wasm]
+//   npm run bench -- --size 128 --batch 4 --base 16 --depth 4 --json [--torch] [--backend wasm|webgpu|...]
 //     [--steps 5] [--threads 2] [--data-images 64] [--no-data] [--profile]
+// --profile adds per-kernel ms and `_kernels` (kernels per train step / inference call).
 // Prints one JSON line (with --json) or a readable object. Machines are shared and
 // drift, so --torch runs ../shared/bench/torch_unet.py in the same invocation.
 import * as tf from '@tensorflow/tfjs';
 import { spawnSync } from 'node:child_process';
+import yargs from 'yargs';
 import fs from 'node:fs';
 import path from 'node:path';
 import { getModel } from '../models';
@@ -24,16 +26,29 @@ const TORCH_SCRIPT = path.resolve(__dirname, '..', '..', 'shared', 'bench', 'tor
 // Compiled to dist/bench, the project root is one more level up.
 const torchScript = () => [TORCH_SCRIPT, path.resolve(__dirname, '..', '..', '..', 'shared', 'bench', 'torch_unet.py')].find((p) => fs.existsSync(p));
 
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] && !process.argv[i + 1].startsWith('--') ? process.argv[i + 1] : def;
-}
-const flag = (name: string) => process.argv.includes(`--${name}`);
-
-function intArg(name: string, def: number): number {
-  const v = Number(arg(name, String(def)));
-  if (!Number.isInteger(v) || v <= 0) throw new UserError(`--${name} must be a positive integer, got '${arg(name, '')}'`);
+const positive = (name: string) => (v: number) => {
+  if (!Number.isInteger(v) || v <= 0) throw new UserError(`--${name} must be a positive integer, got '${v}'`);
   return v;
+};
+
+/** The bench's options; an unknown or malformed one is a UserError (one line). */
+export function parseArgs(argv: string[]) {
+  return yargs(argv)
+    .option('size', { type: 'number', default: 128, coerce: positive('size') })
+    .option('batch', { type: 'number', default: 4, coerce: positive('batch') })
+    .option('base', { type: 'number', default: 16, coerce: positive('base') })
+    .option('depth', { type: 'number', default: 4, coerce: positive('depth') })
+    .option('steps', { type: 'number', default: 5, coerce: positive('steps') })
+    .option('backend', { type: 'string', default: 'wasm', choices: ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'] })
+    .option('threads', { type: 'number', describe: 'wasm threads (sets SEMSEG_WASM_THREADS)', coerce: positive('threads') })
+    .option('data-images', { type: 'number', default: 64, coerce: positive('data-images') })
+    .option('data', { type: 'boolean', default: true, describe: '--no-data skips the data-pipeline timing' })
+    .option('json', { type: 'boolean', default: false })
+    .option('torch', { type: 'boolean', default: false, describe: 'also run ../shared/bench/torch_unet.py' })
+    .option('profile', { type: 'boolean', default: false, describe: 'per-kernel ms and kernel counts' })
+    .strict()
+    .fail((msg, err) => { throw new UserError((err ? err.message : msg).replace(/\s*\n\s*/g, ' ')); })
+    .parseSync();
 }
 
 /** A batch of seeded images and 0/1 masks (no data loading in the model timings). */
@@ -62,12 +77,10 @@ function runTorch(size: number, batch: number, base: number, depth: number, step
 }
 
 async function main(): Promise<void> {
-  const size = intArg('size', 128);
-  const batch = intArg('batch', 4);
-  const base = intArg('base', 16);
-  const depth = intArg('depth', 4);
-  const steps = intArg('steps', 5);
-  const backend = arg('backend', 'wasm') as BackendName;
+  const args = parseArgs(process.argv.slice(2));
+  const { size, batch, base, depth, steps } = args;
+  const backend = args.backend as BackendName;
+  if (args.threads !== undefined) process.env.SEMSEG_WASM_THREADS = String(args.threads);
   const info = await initBackend(backend);
   const cfg = parseConfig({
     backend,
@@ -82,25 +95,26 @@ async function main(): Promise<void> {
   let peak = 0;
   const sampleRss = () => { peak = Math.max(peak, process.memoryUsage().rss); };
 
-  step(b); // warm-up: kernels, optimizer slots
+  await step(b); // warm-up: kernels, optimizer slots
   const afterFirst = tf.memory().numTensors;
   const trainS: number[] = [];
   for (let i = 0; i < steps; i++) {
     const t0 = performance.now();
-    step(b);
+    await step(b);
     trainS.push((performance.now() - t0) / 1000);
     sampleRss();
   }
   const leaked = tf.memory().numTensors - afterFirst;
 
   const x = tf.tensor4d(b.images, [batch, size, size, 3]);
-  // Synced outside tidy: tidy walks a returned typed array element by element.
-  const infer = () => { const y = tf.tidy(() => model.predict(x) as tf.Tensor); y.dataSync(); y.dispose(); };
-  infer();
+  // Read outside tidy (tidy walks a returned typed array element by element), and
+  // asynchronously: webgpu under Node has no synchronous reads.
+  const infer = async () => { const y = tf.tidy(() => model.predict(x) as tf.Tensor); await y.data(); y.dispose(); };
+  await infer();
   const inferS: number[] = [];
   for (let i = 0; i < steps; i++) {
     const t0 = performance.now();
-    infer();
+    await infer();
     inferS.push((performance.now() - t0) / 1000);
     sampleRss();
   }
@@ -112,7 +126,7 @@ async function main(): Promise<void> {
     train_images_per_s: +(batch / median(trainS)).toFixed(2),
     infer_images_per_s: +(batch / median(inferS)).toFixed(2),
   };
-  if (flag('profile')) {
+  if (args.profile) {
     out.profile_train = await profileKernels(() => step(b));
     out.profile_infer = await profileKernels(infer);
   }
@@ -120,16 +134,16 @@ async function main(): Promise<void> {
   step.dispose();
   model.dispose();
 
-  if (!flag('no-data')) {
+  if (args.data) {
     const d = await measureDataPipeline({
-      size, batch, images: intArg('data-images', 64), src: Math.max(256, size), workers: 2, realRoot: '', threads: true, epochs: 1,
+      size, batch, images: args['data-images'], src: Math.max(256, size), workers: 2, realRoot: '', threads: true, epochs: 1,
     });
     out.data_images_per_s = d.data_images_per_s;
   }
   sampleRss();
   out.peak_rss_mb = Math.round(Math.max(peak, (process.resourceUsage().maxRSS ?? 0) * 1024) / 2 ** 20);
   out.tensors_leaked = leaked;
-  if (flag('torch')) {
+  if (args.torch) {
     const t = runTorch(size, batch, base, depth, steps);
     out.torch = t.engine;
     out.torch_train_images_per_s = t.train;
@@ -137,7 +151,7 @@ async function main(): Promise<void> {
     out.train_ratio = +((out.train_images_per_s as number) / t.train).toFixed(3);
     out.infer_ratio = +((out.infer_images_per_s as number) / t.infer).toFixed(3);
   }
-  console.log(flag('json') ? JSON.stringify(out) : out);
+  console.log(args.json ? JSON.stringify(out) : out);
 }
 
 if (require.main === module) {

@@ -5,6 +5,8 @@
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import assert from 'node:assert/strict';
+import yargs from 'yargs';
+import { UserError } from '../utils/errors';
 import { registerWasmGradKernels, seededValues } from '../backends/wasm_kernels';
 import { SelfTest, runIfMain } from '../utils/self_test';
 
@@ -73,7 +75,14 @@ export function benchLayer(s: BenchShape, stockInputKernel: boolean, reps: numbe
 }
 
 async function main(): Promise<void> {
-  const nums = process.argv.slice(2).filter((a) => a !== '--run').map(Number);
+  const args = yargs(process.argv.slice(2))
+    .usage('npx tsx bench/conv_grads.ts --run [n h w cin cout k stride]')
+    .option('run', { type: 'boolean', demandOption: true })
+    .strict()
+    .fail((msg, err) => { throw new UserError((err ? err.message : msg).replace(/\s*\n\s*/g, ' ')); })
+    .parseSync();
+  const nums = args._.map(Number);
+  if (nums.some((v) => !Number.isInteger(v) || v <= 0)) throw new UserError(`shape must be positive integers [n h w cin cout k stride], got ${args._.join(' ')}`);
   const [n = 4, h = 128, w = 128, cin = 16, cout = 16, k = 3, stride = 1] = nums;
   const shape = { n, h, w, cin, cout, k, stride };
   await tf.setBackend('wasm');
@@ -101,7 +110,10 @@ export const selfTest: SelfTest = {
 };
 
 if (require.main === module && process.argv.includes('--run')) {
-  void main().then(() => process.exit(0), (err) => { console.error(err); process.exit(1); });
+  void main().then(() => process.exit(0), (err) => {
+    console.error(err instanceof UserError ? `error: ${err.message}` : err);
+    process.exit(1);
+  });
 } else {
   runIfMain(module, selfTest);
 }

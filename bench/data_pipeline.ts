@@ -3,16 +3,13 @@
 //   npx tsx bench/data_pipeline.ts --size 128 --batch 8 [--images 300] [--src 256] [--workers 2] [--threads 0|1] [--epochs 2] [--root /path/to/isic2018]
 // Without --root it runs on generated 256x256 ISIC-style JPEG/PNG pairs in a temp folder.
 import fs from 'node:fs';
+import yargs from 'yargs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseConfig } from '../utils/config';
 import { listSplit } from '../loaders/registry';
 import { BatchLoader } from '../pipeline/batcher';
 
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : def;
-}
 
 export interface DataBenchOptions {
   size: number;
@@ -86,15 +83,20 @@ export async function measureDataPipeline(o: DataBenchOptions): Promise<Record<s
 }
 
 async function main(): Promise<void> {
+  const a = yargs(process.argv.slice(2))
+    .option('size', { type: 'number', default: 128 })
+    .option('batch', { type: 'number', default: 8 })
+    .option('images', { type: 'number', default: 300 })
+    .option('src', { type: 'number', default: 256 })
+    .option('workers', { type: 'number', default: 2 })
+    .option('root', { type: 'string', default: '', describe: 'real ISIC root instead of generated images' })
+    .option('threads', { type: 'number', default: 1, describe: '0 turns libvips threads off' })
+    .option('epochs', { type: 'number', default: 2 })
+    .strict()
+    .parseSync();
   const r = await measureDataPipeline({
-    size: Number(arg('size', '128')),
-    batch: Number(arg('batch', '8')),
-    images: Number(arg('images', '300')),
-    src: Number(arg('src', '256')),
-    workers: Number(arg('workers', '2')),
-    realRoot: arg('root', ''),
-    threads: arg('threads', '1') !== '0',
-    epochs: Number(arg('epochs', '2')),
+    size: a.size, batch: a.batch, images: a.images, src: a.src, workers: a.workers,
+    realRoot: a.root, threads: a.threads !== 0, epochs: a.epochs,
   });
   console.log(JSON.stringify(r));
 }

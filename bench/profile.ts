@@ -2,10 +2,10 @@
 // kernel synchronously on wasm/cpu). Used by `npm run bench -- --profile`.
 import * as tf from '@tensorflow/tfjs';
 
-/** Top kernels by total ms: {name: ms}, plus `_total_ms` and `_wall_ms`. */
+/** Top kernels by total ms: {name: ms}, plus `_total_ms`, `_wall_ms` and `_kernels` (how many ran). */
 export async function profileKernels(fn: () => unknown, top = 12): Promise<Record<string, number>> {
   const t0 = performance.now();
-  const p = await tf.profile(() => { fn(); });
+  const p = await tf.profile(async () => { await fn(); });
   const wall = performance.now() - t0;
   const byName = new Map<string, number>();
   for (const k of p.kernels) {
@@ -17,5 +17,6 @@ export async function profileKernels(fn: () => unknown, top = 12): Promise<Recor
   for (const [name, ms] of sorted.slice(0, top)) out[name] = Math.round(ms);
   out._total_ms = Math.round(sorted.reduce((s, [, ms]) => s + ms, 0));
   out._wall_ms = Math.round(wall);
+  out._kernels = p.kernels.length;
   return out;
 }

@@ -14,8 +14,11 @@ import { mulberry32 } from '../utils/rng';
 import { runIfMain, SelfTest } from '../utils/self_test';
 
 export interface TrainStep {
-  /** Runs one step and returns the loss; a non-finite loss leaves the weights untouched. */
-  (batch: Batch): number;
+  /**
+   * Runs one step and resolves to the loss; a non-finite loss leaves the weights
+   * untouched. The loss is read asynchronously: webgpu under Node has no sync reads.
+   */
+  (batch: Batch): Promise<number>;
   dispose(): void;
 }
 
@@ -31,12 +34,18 @@ export function makeTrainStep(model: tf.LayersModel, lossFn: LossFn, optimizer: 
     keyOf.set(v.name, w.originalName);
   }
   const varList = Object.values(vars);
-  const step = ((batch: Batch) => {
+  const step = (async (batch: Batch) => {
     const { n, h, w } = batch;
     const x = tf.tensor4d(batch.images, [n, h, w, 3]);
     const y = tf.tensor3d(Int32Array.from(batch.masks), [n, h, w], 'int32');
     const { value, grads } = tf.variableGrads(() => lossFn(model.apply(x, { training: true }) as tf.Tensor4D, y), varList);
-    const loss = value.dataSync()[0];
+    let loss: number;
+    try {
+      loss = (await value.data())[0];
+    } catch (err) {
+      tf.dispose([x, y, value, grads]);
+      throw err;
+    }
     const named: Record<string, tf.Tensor> = {};
     for (const [k, g] of Object.entries(grads)) named[keyOf.get(k)!] = g;
     if (Number.isFinite(loss)) optimizer.applyGradients(named, vars);
@@ -58,10 +67,10 @@ export const selfTest: SelfTest = {
     const images = Float32Array.from({ length: n * h * w * 3 }, () => rng() * 2 - 1);
     const masks = new Uint8Array(n * h * w).map((_, i) => (images[i * 3] > 0 ? 1 : 0));
     const batch = { images, masks, n, h, w, ids: ['a', 'b'] };
-    const first = step(batch);
+    const first = await step(batch);
     const tensors = tf.memory().numTensors;
     let last = first;
-    for (let i = 0; i < 15; i++) last = step(batch);
+    for (let i = 0; i < 15; i++) last = await step(batch);
     assert.equal(tf.memory().numTensors, tensors, 'tensors leaked');
     assert.ok(last < 0.7 * first, `loss ${first} -> ${last}`);
     step.dispose();

@@ -91,7 +91,7 @@ function trainDigest(threads: number): { threads: number; digest: string } {
       const step = makeTrainStep(model, buildLoss(cfg), createOptimizer(cfg));
       const n = 2, h = 48, w = 48;
       const batch = { images: seededValues(n * h * w * 3, 99), masks: Uint8Array.from(seededValues(n * h * w, 98), (v) => v > 0 ? 1 : 0), n, h, w, ids: ['a', 'b'] };
-      const losses = [step(batch), step(batch)];
+      const losses = [await step(batch), await step(batch)];
       const hash = crypto.createHash('sha1');
       for (const wt of model.getWeights()) hash.update(Buffer.from(wt.dataSync().buffer));
       console.log(JSON.stringify({ threads: wasmThreads(), digest: losses.join(',') + ':' + hash.digest('hex') }));

@@ -16,7 +16,7 @@ export function commonOptions<T>(y: Argv<T>) {
   return y
     .option('config', { alias: 'c', type: 'string', demandOption: true, describe: 'YAML config file, e.g. configs/demo.yaml' })
     .option('set', { type: 'string', array: true, default: [] as string[], describe: 'override a config key: --set training.epochs=5 (repeatable)' })
-    .option('backend', { type: 'string', choices: ['auto', 'tensorflow', 'wasm', 'cpu'], describe: 'compute backend (overrides the config)' })
+    .option('backend', { type: 'string', choices: ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'], describe: 'compute backend (overrides the config)' })
     .strict()
     .wrap(Math.min(110, y.terminalWidth()))
     .fail((msg, err) => {

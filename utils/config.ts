@@ -172,7 +172,7 @@ const ResultsSchema = z
 export const ConfigSchema = z
   .object({
     name: z.string().regex(/^[\w.-]+$/, 'letters, digits, _ . - only').default('run'),
-    backend: z.enum(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'),
+    backend: z.enum(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default('auto'),
     gpus: z.array(z.number().int().min(0)).default([]),
     model: ModelSchema.default({}),
     data: DataSchema.default({}),
@@ -295,7 +295,7 @@ export const selfTest: SelfTest = {
   },
   'wrong type names key, value and expectation'() {
     assert.throws(() => parseConfig({ training: { batch_size: 'four' } }, 'x.yaml'), /key 'training\.batch_size' has "four"; expected number/);
-    assert.throws(() => parseConfig({ backend: 'gpu' }), /key 'backend' has "gpu"; one of auto, tensorflow, wasm, cpu/);
+    assert.throws(() => parseConfig({ backend: 'gpu' }), /key 'backend' has "gpu"; one of auto, tensorflow, webgpu, wasm, cpu/);
   },
   '--set overrides are typed through the schema'() {
     const raw: any = { training: { epochs: 3 } };

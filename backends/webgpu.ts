@@ -1,0 +1,140 @@
+// The webgpu backend under Node: Dawn's prebuilt dawn.node (npm `webgpu`) supplies
+// navigator.gpu, and @tensorflow/tfjs-backend-webgpu runs on it.
+// Set-up order matters: the tfjs package registers its backend at import time only
+// if navigator.gpu (and, as measured, window) already exist, so the globals go in
+// first and the package is required after. Software adapters (lavapipe,
+// SwiftShader) are refused: they are slower than wasm for training.
+// Synchronous reads (dataSync) fail on this backend under Node, so callers read
+// asynchronously.
+import * as tf from '@tensorflow/tfjs';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { UserError } from '../utils/errors';
+import { runIfMain, SelfTest } from '../utils/self_test';
+import { FilterGradFormulation, registerFilterGradKernel } from './conv_grads';
+
+/** The parts of the WebGPU API used here (lib.dom's types need not match Dawn's). */
+interface AdapterInfoLike { vendor?: string; architecture?: string; device?: string; description?: string; isFallbackAdapter?: boolean; adapterType?: string; backendType?: string }
+interface AdapterLike { info?: AdapterInfoLike }
+interface GpuLike { requestAdapter(opts?: { powerPreference?: string }): Promise<AdapterLike | null> }
+
+export type AdapterProbe =
+  | { ok: true; gpu: GpuLike; globals: Record<string, unknown>; adapter: string }
+  | { ok: false; reason: string };
+
+const INSTALL = 'install it with `npm install webgpu@0.6.2 @tensorflow/tfjs-backend-webgpu@4.22.0`';
+
+/**
+ * Linux: whether the Vulkan loader can be found. Without it Dawn finds no GPU and
+ * prints its own multi-line warning, so we skip loading it and say why instead.
+ */
+export function vulkanLoaderFound(env: NodeJS.ProcessEnv = process.env): boolean {
+  if (process.platform !== 'linux') return true;
+  const dirs = [...(env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean),
+    '/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib', '/lib/x86_64-linux-gnu', '/usr/local/lib'];
+  if (dirs.some((d) => fs.existsSync(path.join(d, 'libvulkan.so.1')))) return true;
+  try {
+    return fs.readFileSync('/etc/ld.so.cache').includes('libvulkan.so.1');
+  } catch {
+    return false;
+  }
+}
+
+/** "NVIDIA hopper (NVIDIA H100 80GB HBM3)": vendor, architecture, then device/description. */
+export function describeAdapter(info: AdapterInfoLike): string {
+  const head = [info.vendor, info.architecture].filter((s) => s && s.length > 0).join(' ') || 'unknown vendor';
+  const tail = info.description || info.device;
+  return tail ? `${head} (${tail})` : head;
+}
+
+/** A CPU implementation of WebGPU/Vulkan rather than a GPU. */
+export function isSoftwareAdapter(info: AdapterInfoLike): boolean {
+  if (info.isFallbackAdapter) return true;
+  if (info.adapterType && /cpu/i.test(info.adapterType)) return true;
+  return /llvmpipe|lavapipe|swiftshader|software rasterizer/i.test([info.vendor, info.architecture, info.device, info.description].join(' '));
+}
+
+// Dawn's package is an ES module; a Function-built import() survives compilation to CommonJS.
+const importEsm = new Function('s', 'return import(s)') as (s: string) => Promise<{ create(o: string[]): GpuLike; globals: Record<string, unknown> }>;
+
+/** Finds a hardware adapter through Dawn, or says why there is none. Starts nothing in tfjs. */
+export async function probeAdapter(): Promise<AdapterProbe> {
+  let dawn: { create(o: string[]): GpuLike; globals: Record<string, unknown> };
+  try {
+    dawn = await importEsm(require.resolve('webgpu'));
+  } catch (err) {
+    const msg = (err as Error).message.split('\n')[0];
+    return { ok: false, reason: /Cannot find/.test(msg) ? `npm package webgpu (Dawn) not installed (${INSTALL})` : `dawn.node did not load: ${msg}` };
+  }
+  if (!vulkanLoaderFound()) return { ok: false, reason: 'no adapter: Vulkan loader libvulkan.so.1 not found (install libvulkan1 and the GPU driver)' };
+  const gpu = dawn.create([]);
+  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  if (!adapter) return { ok: false, reason: 'no adapter (dawn.node found no GPU)' };
+  const info = adapter.info ?? {};
+  const desc = describeAdapter(info);
+  if (isSoftwareAdapter(info)) return { ok: false, reason: `only a software adapter (${desc}), slower than wasm for training` };
+  return { ok: true, gpu, globals: dawn.globals, adapter: desc };
+}
+
+/** Which dW formulation the webgpu kernel uses; TFJS_SEMSEG_WEBGPU_DW=forward selects the other one for timing. */
+export function webgpuFilterGrad(env: NodeJS.ProcessEnv = process.env): FilterGradFormulation {
+  const v = env.TFJS_SEMSEG_WEBGPU_DW ?? 'matmul';
+  if (v !== 'matmul' && v !== 'forward') throw new UserError(`TFJS_SEMSEG_WEBGPU_DW must be 'matmul' or 'forward', got '${v}'`);
+  return v;
+}
+
+/** Puts the WebGPU classes and navigator.gpu on globalThis (before the tfjs package is required). */
+function installGlobals(gpu: GpuLike, globals: Record<string, unknown>): void {
+  const g = globalThis as Record<string, unknown>;
+  for (const [k, v] of Object.entries(globals)) if (!(k in g)) g[k] = v;
+  if (g.window === undefined) g.window = globalThis;
+  if (g.navigator === undefined) g.navigator = {};
+  // Node 21+ has a navigator without gpu; defineProperty also works where it is read-only.
+  Object.defineProperty(g.navigator as object, 'gpu', { value: gpu, configurable: true, writable: true });
+}
+
+/** Starts tfjs on webgpu with a probed hardware adapter; returns the start-up description. */
+export async function startWebgpu(probe: Extract<AdapterProbe, { ok: true }>): Promise<string> {
+  installGlobals(probe.gpu, probe.globals);
+  try {
+    // A literal require, so a bundler (bench/gpu_check.sh) bundles it with the same tfjs-core.
+    require('@tensorflow/tfjs-backend-webgpu');
+  } catch (err) {
+    throw new UserError(`backend 'webgpu': @tensorflow/tfjs-backend-webgpu did not load (${(err as Error).message.split('\n')[0]}); ${INSTALL}`);
+  }
+  if (!tf.findBackendFactory('webgpu')) throw new UserError("backend 'webgpu': @tensorflow/tfjs-backend-webgpu did not register (navigator.gpu missing at import)");
+  const ok = await tf.setBackend('webgpu');
+  if (!ok) throw new UserError(`backend 'webgpu' failed to start on ${probe.adapter}`);
+  await tf.ready();
+  const dw = webgpuFilterGrad();
+  // The stock Conv2DBackpropFilter shader is one thread per weight looping over
+  // every pixel: 590 of 620 ms per step on an H100 (issue 12).
+  registerFilterGradKernel('webgpu', dw);
+  return `webgpu (Dawn, ${probe.adapter}; dW via ${dw})`;
+}
+
+export const selfTest: SelfTest = {
+  'adapters are described by vendor and architecture'() {
+    assert.equal(describeAdapter({ vendor: 'nvidia', architecture: 'hopper', description: 'NVIDIA H100 80GB HBM3' }), 'nvidia hopper (NVIDIA H100 80GB HBM3)');
+    assert.equal(describeAdapter({}), 'unknown vendor');
+  },
+  'software adapters are recognised'() {
+    assert.ok(isSoftwareAdapter({ vendor: 'mesa', description: 'llvmpipe (LLVM 15.0.6, 256 bits)' }));
+    assert.ok(isSoftwareAdapter({ vendor: 'google', architecture: 'swiftshader' }));
+    assert.ok(isSoftwareAdapter({ isFallbackAdapter: true }));
+    assert.ok(!isSoftwareAdapter({ vendor: 'nvidia', architecture: 'hopper', adapterType: 'discrete GPU' }));
+  },
+  'the dW formulation is chosen by TFJS_SEMSEG_WEBGPU_DW'() {
+    assert.equal(webgpuFilterGrad({}), 'matmul');
+    assert.equal(webgpuFilterGrad({ TFJS_SEMSEG_WEBGPU_DW: 'forward' }), 'forward');
+    assert.throws(() => webgpuFilterGrad({ TFJS_SEMSEG_WEBGPU_DW: 'naive' }), UserError);
+  },
+  async 'the probe answers with an adapter or one line saying why not'() {
+    const p = await probeAdapter();
+    if (p.ok) assert.match(p.adapter, /\S/);
+    else assert.equal(p.reason.split('\n').length, 1);
+  },
+};
+
+runIfMain(module, selfTest);

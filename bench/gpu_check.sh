@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Device check for the webgpu backend on a lent GPU machine (H100/H200): the bench
+# beside PyTorch CUDA, then a short ISIC training run. That machine has PyTorch CUDA
+# as `python3`, but no node and no network, so everything else is carried:
+#
+#   bash bench/gpu_check.sh pack      # here: fills gpu_pack/ (git-ignored, < 64 MiB)
+#   bash bench/gpu_check.sh run       # there: run with carry ["gpu_pack"], timeout 600
+#
+# pack: node (xz), esbuild bundles of bench/bench.ts and train.ts, node_modules/webgpu
+# (dawn.node), sharp's native parts, and the Vulkan loader + GLVND debs, which `run`
+# unpacks with `dpkg -x`; the NVIDIA driver's Vulkan ICD is on the machine already.
+# ISIC data: `run` uses ISIC_ROOT, else shared/data/isic2018 or ../shared/data/isic2018.
+# Everything is bounded to fit the 10-minute device limit (~2 min bench, ~5 min train).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PACK=gpu_pack
+DEBS="libvulkan1 libglvnd0 libglx0 libegl1 libgl1 libopengl0 libgles2"
+
+pack() {
+  rm -rf "$PACK" && mkdir -p "$PACK/debs" "$PACK/node_modules/@img"
+  xz -T0 -6 -c "$(command -v node)" > "$PACK/node.xz"
+  # webgpu stays external (an ES module that loads dawn.node beside it); sharp too (native).
+  for entry in bench/bench.ts train.ts; do
+    npx esbuild "$entry" --bundle --platform=node --target=node20 --format=cjs \
+      --external:webgpu --external:sharp --external:@tensorflow/tfjs-node --external:@tensorflow/tfjs-node-gpu \
+      --outfile="$PACK/$(basename "$entry" .ts).js" --log-level=warning
+  done
+  mkdir -p "$PACK/node_modules/webgpu/dist"
+  cp node_modules/webgpu/{index.js,package.json} "$PACK/node_modules/webgpu/"
+  cp -r node_modules/webgpu/dist/linux-x64 "$PACK/node_modules/webgpu/dist/"
+  cp -r node_modules/sharp node_modules/detect-libc node_modules/semver "$PACK/node_modules/" 2>/dev/null || true
+  cp -r node_modules/@img/sharp-linux-x64 node_modules/@img/sharp-libvips-linux-x64 node_modules/@img/colour "$PACK/node_modules/@img/" 2>/dev/null || true
+  (cd "$PACK/debs" && apt-get download $DEBS >/dev/null)
+  # Worker threads of the data pipeline and the wasm fallback load files beside the bundle.
+  cp -r node_modules/@tensorflow/tfjs-backend-wasm/dist/*.wasm "$PACK/" 2>/dev/null || true
+  cp -r configs "$PACK/"
+  du -sh "$PACK"
+}
+
+run() {
+  local T0=$SECONDS
+  [ -d "$PACK" ] || { echo "error: $PACK/ missing: run 'bash bench/gpu_check.sh pack' here and carry it"; exit 1; }
+  local WORK; WORK=$(mktemp -d)
+  xz -dc "$PACK/node.xz" > "$WORK/node" && chmod +x "$WORK/node"
+  for d in "$PACK"/debs/*.deb; do dpkg -x "$d" "$WORK/root"; done
+  export LD_LIBRARY_PATH="$WORK/root/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+  export __GLX_VENDOR_LIBRARY_NAME=nvidia XDG_RUNTIME_DIR="$WORK"
+  export NODE_PATH="$PWD/$PACK/node_modules"
+  local NODE="$WORK/node"
+  "$NODE" --version; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
+  ls /usr/share/vulkan/icd.d /etc/vulkan/icd.d 2>/dev/null || echo "note: no Vulkan ICD json found"
+
+  local TORCH; TORCH=$(ls shared/bench/torch_unet_cuda.py ../shared/bench/torch_unet_cuda.py 2>/dev/null | head -1 || true)
+  echo "== bench: webgpu (dW via matmul, then via forward) beside PyTorch CUDA, 128/16/16"
+  for dw in matmul forward; do
+    TFJS_SEMSEG_WEBGPU_DW=$dw timeout 150 "$NODE" "$PACK/bench.js" --backend webgpu --size 128 --batch 16 --base 16 --depth 4 \
+      --steps 10 --json --no-data --profile || echo "bench ($dw) failed: rc $?"
+  done
+  [ -n "$TORCH" ] && timeout 90 python3 "$TORCH" --size 128 --batch 16 --base 16 --depth 4 --json || echo "torch bench skipped/failed"
+  echo "== bench: batch 64 (moonshot)"
+  timeout 90 "$NODE" "$PACK/bench.js" --backend webgpu --size 128 --batch 64 --base 16 --depth 4 --steps 5 --json --no-data || true
+  [ -n "$TORCH" ] && timeout 60 python3 "$TORCH" --size 128 --batch 64 --base 16 --depth 4 --json || true
+
+  local ROOT=${ISIC_ROOT:-$(ls -d shared/data/isic2018 ../shared/data/isic2018 2>/dev/null | head -1 || true)}
+  local LEFT=$(( 570 - (SECONDS - T0) ))
+  if [ -z "$ROOT" ]; then echo "train skipped: no ISIC data (set ISIC_ROOT)"; exit 0; fi
+  echo "== train configs/isic.yaml on webgpu, $ROOT, ${LEFT}s left (per-epoch time and val metrics below)"
+  (cd "$PACK" && timeout "$LEFT" "$NODE" train.js --config configs/isic.yaml --backend webgpu \
+     --set data.root="$ROOT" --set training.epochs=3 --set checkpoint.ckpt_root="$WORK/ckpt" --set results.root="$WORK/results") \
+    | grep -E "^backend:|epoch|val|dice|iou|loss" | tail -40 || echo "train stopped: rc $?"
+}
+
+case "${1:-}" in
+  pack) pack ;;
+  run) run ;;
+  *) echo "usage: bash bench/gpu_check.sh pack|run"; exit 2 ;;
+esac
