@@ -21,7 +21,7 @@ import { SamplePool } from './pool';
 import { loadSample, SampleJob, SampleResult } from './sample';
 import { maskLutFor } from '../loaders/registry';
 import type { PairRef } from '../loaders/registry';
-import './index';
+import '../loaders'; // registers the dataset layouts maskLutFor looks up
 
 export interface Batch {
   images: Float32Array; // N*H*W*3, NHWC, (x/255 - mean) / std
