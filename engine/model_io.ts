@@ -4,7 +4,8 @@ import path from 'node:path';
 import { getModel } from '../models';
 import { Config } from '../utils/config';
 import { UserError } from '../utils/errors';
-import { applyWeights, checkpointExists, loadCheckpoint, saveCheckpoint } from './checkpoint/store';
+import { applyWeights, checkpointExists, CheckpointMeta, loadCheckpoint, NamedTensor, saveCheckpoint } from './checkpoint/store';
+import { readExportedWeights } from '../deploy/model_files';
 import fs from 'node:fs';
 import assert from 'node:assert/strict';
 import { fixtureConfig, tmpDir } from '../test/fixtures/datasets';
@@ -17,10 +18,21 @@ export function defaultCheckpoint(cfg: Config): string {
   throw new UserError(`no checkpoint in ${run}/best or ${run}/last: train first (npx train --config ...) or pass --checkpoint DIR`);
 }
 
+/**
+ * Weights from a checkpoint folder, or from an export (`npx export`): its model.json, or
+ * a folder holding one. Exports carry no training state, so meta is null for them.
+ */
+export async function loadWeightsFrom(source: string): Promise<{ weights: NamedTensor[]; meta: CheckpointMeta | null }> {
+  const isFile = fs.existsSync(source) && fs.statSync(source).isFile();
+  const modelJson = isFile ? source : path.join(source, 'model.json');
+  if (isFile || (fs.existsSync(modelJson) && !fs.existsSync(path.join(source, 'weights.json')))) return { weights: readExportedWeights(modelJson), meta: null };
+  const ck = await loadCheckpoint(source);
+  return { weights: ck.weights, meta: ck.meta };
+}
+
 export async function loadModel(cfg: Config, checkpoint: string): Promise<tf.LayersModel> {
   const model = getModel(cfg);
-  const ck = await loadCheckpoint(checkpoint);
-  applyWeights(model, ck.weights, checkpoint);
+  applyWeights(model, (await loadWeightsFrom(checkpoint)).weights, checkpoint);
   return model;
 }
 

@@ -14,6 +14,7 @@ import { lrAt } from '../utils/lr_schedule';
 import { createOptimizer } from '../utils/optimizers';
 import { EpochProgress } from './progress';
 import { applyWeights, checkpointExists, loadCheckpoint, saveCheckpoint, CheckpointMeta } from './checkpoint/store';
+import { loadWeightsFrom } from './model_io';
 import { acquireRunLock, LOCK_FILE } from './checkpoint/run_lock';
 import { evalOptionsFrom, evaluateSplit, EvalResult } from './evaluator';
 import { writeResults } from './results';
@@ -26,7 +27,7 @@ import { runIfMain, SelfTest } from '../utils/self_test';
 export interface TrainOptions {
   /** Continue from ckpt_root/<name>/last. */
   resume?: boolean;
-  /** Start from these weights (a checkpoint folder); overrides checkpoint.weights. */
+  /** Start from these weights (a checkpoint folder or an exported model.json); overrides checkpoint.weights. */
   weights?: string | null;
   /** The config file, for the "resume with" hint. */
   configPath?: string;
@@ -106,8 +107,7 @@ async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcom
   } else {
     const weights = opts.weights ?? cfg.checkpoint.weights;
     if (weights) {
-      const ck = await loadCheckpoint(weights);
-      applyWeights(model, ck.weights, weights);
+      applyWeights(model, (await loadWeightsFrom(weights)).weights, weights);
       log(`starting from weights in ${weights}`);
     }
   }
