@@ -11,7 +11,7 @@ async function main(): Promise<void> {
     .scriptName('train')
     .usage('$0 --config FILE [options]\n\nTrains a segmentation model; checkpoints go to <ckpt_root>/<name>/{last,best}, results to <results.root>/<name>/.')
     .option('resume', { type: 'boolean', default: false, describe: 'continue the run from <ckpt_root>/<name>/last' })
-    .option('weights', { type: 'string', describe: 'start from the weights of this checkpoint folder (overrides checkpoint.weights)' })
+    .option('weights', { type: 'string', describe: 'start from the weights of this checkpoint folder or exported model.json (overrides checkpoint.weights)' })
     .example('$0 --config configs/demo.yaml', 'train the demo model on generated data')
     .example('$0 --config configs/demo.yaml --resume', 'continue an interrupted run')
     .example('$0 --config configs/isic.yaml --set training.epochs=5 --backend wasm', 'override keys')

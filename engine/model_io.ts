@@ -3,8 +3,10 @@ import * as tf from '@tensorflow/tfjs';
 import { getModel } from '../models';
 import { Config } from '../utils/config';
 import { UserError } from '../utils/errors';
-import { applyWeights, checkpointExists, loadCheckpoint, saveCheckpoint } from './checkpoint/store';
+import path from 'node:path';
+import { applyWeights, checkpointExists, CheckpointMeta, loadCheckpoint, NamedTensor, saveCheckpoint } from './checkpoint/store';
 import { runDirs } from './run_dirs';
+import { readExportedWeights } from '../deploy/model_files';
 import fs from 'node:fs';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../utils/self_test';
@@ -16,10 +18,21 @@ export function defaultCheckpoint(cfg: Config): string {
   throw new UserError(`no checkpoint in ${ckpt}/best or ${ckpt}/last: train first (npx train --config ...) or pass --checkpoint DIR`);
 }
 
+/**
+ * Weights from a checkpoint folder, or from an export (`npx export`): its model.json, or
+ * a folder holding one. Exports carry no training state, so meta is null for them.
+ */
+export async function loadWeightsFrom(source: string): Promise<{ weights: NamedTensor[]; meta: CheckpointMeta | null }> {
+  const isFile = fs.existsSync(source) && fs.statSync(source).isFile();
+  const modelJson = isFile ? source : path.join(source, 'model.json');
+  if (isFile || (fs.existsSync(modelJson) && !fs.existsSync(path.join(source, 'weights.json')))) return { weights: readExportedWeights(modelJson), meta: null };
+  const ck = await loadCheckpoint(source);
+  return { weights: ck.weights, meta: ck.meta };
+}
+
 export async function loadModel(cfg: Config, checkpoint: string): Promise<tf.LayersModel> {
   const model = getModel(cfg);
-  const ck = await loadCheckpoint(checkpoint);
-  applyWeights(model, ck.weights, checkpoint);
+  applyWeights(model, (await loadWeightsFrom(checkpoint)).weights, checkpoint);
   return model;
 }
 

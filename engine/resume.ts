@@ -1,4 +1,5 @@
-// Where a run starts: from scratch, from given weights (--weights / checkpoint.weights),
+// Where a run starts: from scratch, from given weights (--weights / checkpoint.weights:
+// a checkpoint folder or an exported model.json),
 // or, with --resume, from last/ with its optimizer state, step and best metric.
 // The data pipeline draws its randomness from (seed, epoch, position in epoch), so the
 // seed plus epoch and step is the whole random-generator state a resume needs.
@@ -10,6 +11,7 @@ import { UserError } from '../utils/errors';
 import type { TrainOptimizer } from '../utils/optimizers';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { applyWeights, checkpointExists, CheckpointMeta, loadCheckpoint } from './checkpoint/store';
+import { loadWeightsFrom } from './model_io';
 import type { RunDirs } from './run_dirs';
 
 export interface StartOptions {
@@ -36,8 +38,7 @@ export async function startState(cfg: Config, model: tf.LayersModel, optimizer: 
   }
   const weights = opts.weights ?? cfg.checkpoint.weights;
   if (weights) {
-    const ck = await loadCheckpoint(weights);
-    applyWeights(model, ck.weights, weights);
+    applyWeights(model, (await loadWeightsFrom(weights)).weights, weights);
     log(`starting from weights in ${weights}`);
   }
   return meta;

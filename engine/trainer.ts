@@ -32,7 +32,7 @@ import { runIfMain, SelfTest } from '../utils/self_test';
 export interface TrainOptions {
   /** Continue from ckpt_root/<name>/last. */
   resume?: boolean;
-  /** Start from these weights (a checkpoint folder); overrides checkpoint.weights. */
+  /** Start from these weights (a checkpoint folder or an exported model.json); overrides checkpoint.weights. */
   weights?: string | null;
   /** The config file, for the "resume with" hint. */
   configPath?: string;

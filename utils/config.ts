@@ -142,7 +142,7 @@ const CheckpointSchema = z
     save_interval: z.number().int().positive().default(1), // epochs
     save_every_iters: z.number().int().min(0).default(0), // 0 = only at epoch ends
     best_metric: z.string().default('val.mIoU'),
-    // Start from these weights (a checkpoint folder); --weights overrides it.
+    // Start from these weights (a checkpoint folder or an exported model.json); --weights overrides it.
     weights: z.string().nullable().default(null),
   })
   .strict();

@@ -13,7 +13,7 @@ const underTsx = path.extname(__filename) === '.ts';
 /** The project root (sources) or dist/ (compiled): where train.ts / train.js live. */
 export const ROOT = path.resolve(__dirname, '..', '..');
 
-export type Command = 'train' | 'evaluate' | 'predict';
+export type Command = 'train' | 'evaluate' | 'predict' | 'export';
 
 function nodeArgs(cmd: Command): string[] {
   const script = path.join(ROOT, `${cmd}${underTsx ? '.ts' : '.js'}`);

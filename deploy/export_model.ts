@@ -1,0 +1,232 @@
+// `npx export`: a checkpoint as a standard TF.js LayersModel (model.json + shards) that
+// stock tfjs loads (browser, Node, tensorflowjs_converter), with the preprocessing and
+// label facts a consumer needs in userDefinedMetadata.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { loadWeightsFrom } from '../engine/model_io';
+import { applyWeights, weightName } from '../engine/checkpoint/store';
+import { publishDir } from '../engine/checkpoint/atomic_dir';
+import { getModel } from '../models';
+import { Config, isBinary, outChannels } from '../utils/config';
+import { UserError } from '../utils/errors';
+import { datasetMeta } from '../loaders/registry';
+import type { Rgb } from '../utils/dataset_utils';
+import { runIfMain, SelfTest } from '../utils/self_test';
+import { modelFiles, Quantization, QUANTIZATIONS, quantizeWeights } from './model_files';
+import { packageInfo, webAppFiles } from './web_app';
+
+/** Marks an export's model.json, so that a later export may replace the folder (and nothing else). */
+export const EXPORT_FORMAT = 'tfjs-semseg-export/1';
+
+export interface ExportMetadata {
+  format: typeof EXPORT_FORMAT;
+  project: string;
+  project_version: string;
+  run: string;
+  model: string;
+  checkpoint: { source: string; epoch: number | null; step: number | null; best_metric_name: string | null; best_metric: number | null };
+  /** x = (rgb / 255 - mean) / std, after stretching the image to size (h, w). */
+  input: { size: [number, number]; channels: number; layout: 'NHWC'; resize: string; scale: number; mean: number[]; std: number[] };
+  output: { channels: number; activation: 'sigmoid' | 'softmax'; decision: 'threshold' | 'argmax'; threshold: number | null; resize_back: string };
+  num_classes: number;
+  class_names: string[];
+  palette: Rgb[];
+  ignore_index: number;
+  postprocess: { name: string | null; applied_by_predict: boolean };
+  quantization: Quantization | null;
+}
+
+/**
+ * Dataset facts (names, palette, post-processing) for the config. The only call into
+ * utils/dataset_utils from deploy/: the one line to adapt when that becomes a registry.
+ */
+export function datasetMetaFor(cfg: Config): { classNames: string[]; palette: Rgb[]; postprocess: string | null } {
+  const meta = datasetMeta(cfg);
+  return { classNames: meta.classes, palette: meta.palette, postprocess: meta.postprocess ? meta.postprocessName ?? cfg.data.name : null };
+}
+
+export function exportMetadata(cfg: Config, source: string, meta: { epoch?: number; step?: number; bestMetricName?: string; bestMetric?: number | null } | null, quantization: Quantization | null): ExportMetadata {
+  const ds = datasetMetaFor(cfg);
+  const pkg = packageInfo();
+  const binary = isBinary(cfg);
+  const channels = outChannels(cfg);
+  return {
+    format: EXPORT_FORMAT,
+    project: pkg.name,
+    project_version: pkg.version,
+    run: cfg.name,
+    model: cfg.model.name,
+    checkpoint: { source, epoch: meta?.epoch ?? null, step: meta?.step ?? null, best_metric_name: meta?.bestMetricName ?? null, best_metric: meta?.bestMetric ?? null },
+    input: {
+      size: [...cfg.data.size],
+      channels: cfg.model.in_channels,
+      layout: 'NHWC',
+      resize: 'stretch to size (no aspect kept); training used sharp (libvips) resize',
+      scale: 1 / 255,
+      mean: [...cfg.data.mean],
+      std: [...cfg.data.std],
+    },
+    output: {
+      channels,
+      activation: channels === 1 ? 'sigmoid' : 'softmax',
+      decision: binary ? 'threshold' : 'argmax',
+      threshold: binary ? cfg.training.threshold : null,
+      resize_back: 'probabilities bilinearly to the image size (half-pixel centres), then decide',
+    },
+    num_classes: cfg.data.num_classes,
+    class_names: ds.classNames,
+    palette: ds.palette,
+    ignore_index: cfg.data.ignore_index,
+    postprocess: { name: ds.postprocess, applied_by_predict: cfg.evaluation.postprocess },
+    quantization,
+  };
+}
+
+/**
+ * Project layers with stock tfjs stand-ins, used when the input size is fixed:
+ * FastBatchNorm is BatchNormalization with a faster training gradient (same config and
+ * weights); CropToMatch crops to its second input, which at a fixed size is a
+ * Cropping2D of the first by a known amount.
+ */
+const PORTABLE: Record<string, (layer: any, built: tf.layers.Layer) => void> = {
+  FastBatchNorm(layer) {
+    layer.class_name = 'BatchNormalization';
+  },
+  CropToMatch(layer, built) {
+    const [up, skip] = (built as unknown as { inboundNodes: { inputShapes: number[][] }[] }).inboundNodes[0].inputShapes; // not in the public typings
+    layer.class_name = 'Cropping2D';
+    layer.config = { name: layer.config.name, trainable: layer.config.trainable, cropping: [[0, up[1] - skip[1]], [0, up[2] - skip[2]]], data_format: 'channels_last' };
+    layer.inbound_nodes = layer.inbound_nodes.map((node: unknown[]) => node.slice(0, 1));
+  },
+};
+
+/** The names of the project's own layer classes the export replaces. */
+export const CUSTOM_LAYERS = Object.keys(PORTABLE);
+
+/**
+ * A copy of `model` at the fixed input size `size` built from stock tfjs layers only,
+ * with the same weights (matched by name), so plain tfjs can load its export.
+ */
+export async function portableModel(model: tf.LayersModel, size: readonly [number, number]): Promise<tf.LayersModel> {
+  const topo = JSON.parse(JSON.stringify(model.toJSON(null, false)));
+  for (const l of topo.config.layers) {
+    if (l.class_name === 'InputLayer') l.config.batch_input_shape = [null, size[0], size[1], l.config.batch_input_shape[3]];
+  }
+  // Built once with the project's classes at the fixed size: static shapes for the crops.
+  const fixed = await tf.models.modelFromJSON({ modelTopology: topo });
+  for (const l of topo.config.layers) PORTABLE[l.class_name]?.(l, fixed.getLayer(l.name));
+  fixed.dispose();
+  const left = topo.config.layers.filter((l: any) => CUSTOM_LAYERS.includes(l.class_name));
+  if (left.length) throw new Error(`layer ${left[0].name} (${left[0].class_name}) has no stock replacement`);
+  const portable = await tf.models.modelFromJSON({ modelTopology: topo });
+  const weights = model.weights.map((v) => ({ name: weightName(v), shape: [...v.read().shape], values: v.read().dataSync() as Float32Array }));
+  applyWeights(portable, weights, 'the model being exported');
+  return portable;
+}
+
+export function parseQuantization(q: string | undefined): Quantization | null {
+  if (q === undefined || q === '' || q === 'none') return null;
+  if (!(QUANTIZATIONS as readonly string[]).includes(q)) throw new UserError(`--quantize ${q}: unknown quantisation; expected one of ${QUANTIZATIONS.join(', ')}`);
+  return q as Quantization;
+}
+
+/** The metadata of an earlier export in `dir`, or null. */
+export function readExportMetadata(dir: string): ExportMetadata | null {
+  try {
+    const json = JSON.parse(fs.readFileSync(path.join(dir, 'model.json'), 'utf8'));
+    return json?.userDefinedMetadata?.format === EXPORT_FORMAT ? json.userDefinedMetadata : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Refuses an output folder that exists and is not empty nor an earlier export, so a
+ * mistyped --output never replaces unrelated files. Returns the names it may replace.
+ */
+export function checkOutputFolder(dir: string): string[] {
+  if (!fs.existsSync(dir)) return [];
+  if (!fs.statSync(dir).isDirectory()) throw new UserError(`--output ${dir}: exists and is a file; expected a folder for the export`);
+  const names = fs.readdirSync(dir);
+  if (names.length === 0) return [];
+  if (!readExportMetadata(dir)) throw new UserError(`--output ${dir}: exists and is not an earlier export (no model.json written by npx export); refusing to overwrite it, choose another folder`);
+  return names;
+}
+
+export interface ExportOptions {
+  checkpoint: string;
+  output: string;
+  web?: boolean;
+  quantize?: Quantization | null;
+}
+
+export interface ExportResult {
+  output: string;
+  files: { name: string; bytes: number }[];
+  /** model.json plus weight shards. */
+  modelBytes: number;
+}
+
+export async function exportModel(cfg: Config, opts: ExportOptions): Promise<ExportResult> {
+  const replaceable = checkOutputFolder(opts.output);
+  const model = getModel(cfg);
+  const ck = await loadWeightsFrom(opts.checkpoint);
+  applyWeights(model, ck.weights, opts.checkpoint);
+  const portable = await portableModel(model, cfg.data.size);
+  model.dispose();
+  let artifacts!: tf.io.ModelArtifacts;
+  await portable.save(tf.io.withSaveHandler(async (a) => {
+    artifacts = a;
+    return { modelArtifactsInfo: tf.io.getModelArtifactsInfoForJSON(a) };
+  }));
+  portable.dispose();
+  const q = opts.quantize ?? null;
+  if (q) {
+    const r = quantizeWeights(artifacts.weightData as ArrayBuffer, artifacts.weightSpecs!, q);
+    artifacts = { ...artifacts, weightData: r.data, weightSpecs: r.specs };
+  }
+  artifacts.convertedBy = `${packageInfo().name} ${packageInfo().version} export`;
+  const model_ = modelFiles(artifacts, exportMetadata(cfg, opts.checkpoint, ck.meta, q) as unknown as Record<string, unknown>);
+  const files = [...model_, ...(opts.web ? webAppFiles() : [])];
+  await publishDir(opts.output, async (w) => {
+    for (const f of files) await w.write(f.name, f.data);
+  }, replaceable);
+  return { output: opts.output, files: files.map((f) => ({ name: f.name, bytes: f.data.length })), modelBytes: model_.reduce((s, f) => s + f.data.length, 0) };
+}
+
+export const selfTest: SelfTest = {
+  async 'the portable copy has only stock layers and the same outputs, also at an odd size'() {
+    const { parseConfig } = await import('../utils/config');
+    for (const size of [[32, 32], [30, 45]] as [number, number][]) {
+      const m = getModel(parseConfig({ model: { base: 4, depth: 2 } }));
+      // Non-trivial BN statistics so a wrong mapping would show.
+      for (const v of m.weights) if (/moving_(mean|variance)/.test(v.name)) v.write(tf.randomUniform(v.shape as number[], 0.5, 1.5, 'float32', 3));
+      const p = await portableModel(m, size);
+      const classes = new Set(p.layers.map((l) => l.getClassName()));
+      for (const c of CUSTOM_LAYERS) assert.ok(!classes.has(c), `${c} left in the portable model`);
+      assert.ok(classes.has('BatchNormalization') && classes.has('Cropping2D'));
+      const x = tf.randomNormal([2, ...size, 3], 0, 1, 'float32', 5);
+      const d = tf.tidy(() => tf.max(tf.abs(tf.sub(m.predict(x) as tf.Tensor, p.predict(x) as tf.Tensor))).dataSync()[0]);
+      assert.ok(d < 1e-5, `max difference ${d} at ${size}`);
+      tf.dispose(x);
+      m.dispose();
+      p.dispose();
+    }
+  },
+  'an unknown quantisation and a foreign output folder are refused'() {
+    assert.equal(parseQuantization(undefined), null);
+    assert.equal(parseQuantization('float16'), 'float16');
+    assert.throws(() => parseQuantization('int4'), (e: Error) => e instanceof UserError && /--quantize int4: unknown quantisation; expected one of uint8, float16/.test(e.message));
+    const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'exp-'));
+    assert.deepEqual(checkOutputFolder(dir), []);
+    fs.writeFileSync(path.join(dir, 'notes.txt'), 'keep me');
+    assert.throws(() => checkOutputFolder(dir), /is not an earlier export/);
+    fs.writeFileSync(path.join(dir, 'model.json'), JSON.stringify({ userDefinedMetadata: { format: EXPORT_FORMAT } }));
+    assert.deepEqual(checkOutputFolder(dir).sort(), ['model.json', 'notes.txt']);
+    fs.rmSync(dir, { recursive: true });
+  },
+};
+
+runIfMain(module, selfTest);

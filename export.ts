@@ -1,0 +1,35 @@
+#!/usr/bin/env node
+// `npx export-model --config C [--checkpoint DIR] [--output DIR] [--web] [--quantize uint8|float16]`:
+// a checkpoint as a standard TF.js LayersModel (model.json + shards), optionally with
+// the static page that segments images in a browser.
+import path from 'node:path';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { commonOptions, setup } from './utils/cli';
+import { runCli } from './utils/errors';
+import { defaultCheckpoint } from './engine/model_io';
+import { checkOutputFolder, exportModel, parseQuantization } from './deploy/export_model';
+
+async function main(): Promise<void> {
+  const args = await commonOptions(yargs(hideBin(process.argv)))
+    .scriptName('export-model')
+    .usage('$0 --config FILE [--checkpoint DIR] [--output DIR] [--web] [--quantize uint8|float16]\n\nWrites model.json + weight shards that tf.loadLayersModel loads, with the preprocessing and class facts in its userDefinedMetadata; --web adds a static page that segments images in the browser.')
+    .option('checkpoint', { type: 'string', describe: 'checkpoint folder (default: <ckpt_root>/<name>/best, else last)' })
+    .option('output', { alias: 'o', type: 'string', describe: 'output folder; an earlier export there is replaced, anything else is refused (default: <results.root>/<name>/export)' })
+    .option('web', { type: 'boolean', default: false, describe: 'also write the static web app (index.html, app.js, tfjs bundles)' })
+    .option('quantize', { type: 'string', describe: 'store weights as uint8 (affine, 4x smaller) or float16 (2x smaller)' })
+    .help()
+    .parse();
+  // Cheap checks first: a bad option is reported before the backend starts or weights load.
+  const quantize = parseQuantization(args.quantize);
+  const { cfg } = await setup(args, { printConfig: false });
+  const output = args.output ?? path.join(cfg.results.root, cfg.name, 'export');
+  checkOutputFolder(output);
+  const checkpoint = args.checkpoint ?? defaultCheckpoint(cfg);
+  const res = await exportModel(cfg, { checkpoint, output, web: args.web, quantize });
+  const kb = (b: number) => `${(b / 1024).toFixed(1)} KiB`;
+  console.log(`exported ${checkpoint} to ${output}: model ${kb(res.modelBytes)}${quantize ? ` (${quantize} weights)` : ''}, ${res.files.length} files`);
+  if (args.web) console.log(`web app: serve ${output} with any static server, e.g. python3 -m http.server -d ${output} 8080, and open http://127.0.0.1:8080/`);
+}
+
+void runCli(main);
