@@ -29,7 +29,7 @@ export interface TrainOptimizer {
    */
   applyGradients(grads: Record<string, tf.Tensor>, vars: Record<string, tf.Variable>): void;
   /** Global gradient norm of the last step before clipping (only tracked when grad_clip is set). */
-  lastGradNorm(): number | null;
+  lastGradNorm(): Promise<number | null>;
   getState(): Promise<OptimizerState>;
   setState(s: OptimizerState): Promise<void>;
   dispose(): void;
@@ -115,8 +115,8 @@ class FlatOptimizer implements TrainOptimizer {
     return this.lr;
   }
 
-  lastGradNorm(): number | null {
-    return this.normTensor ? this.normTensor.dataSync()[0] : null;
+  async lastGradNorm(): Promise<number | null> {
+    return this.normTensor ? (await this.normTensor.data())[0] : null; // async: GPU backends cannot read synchronously
   }
 
   private slotNames(): string[] {
