@@ -149,15 +149,39 @@ function subPixelBackpropInput(backend: WasmBackendLike, dy: Info, filter: Info,
 
 const ours = new Set<tf.KernelFunc>();
 
-/** Installs the XNNPACK-based Conv2D gradient kernels and the copy-only Slice for 'wasm'. Idempotent. */
+/** SplitV as the stock kernel does it, but through our Slice (the stock one calls its own slice directly). */
+function makeSplitV(slice: ReturnType<typeof makeSlice>) {
+  return function splitV(args: { inputs: tf.NamedTensorInfoMap; backend: {}; attrs?: tf.NamedAttrMap }): Info[] {
+    const x = input(args.inputs, 'x', 'SplitV');
+    const a = args.attrs ?? {};
+    const axis = tf.util.parseAxisParam(a.axis as number, x.shape)[0];
+    const sizes = tf.backend_util.prepareSplitSize(x as unknown as tf.Tensor, a.numOrSizeSplits as number[] | number, axis);
+    const begin = new Array(x.shape.length).fill(0);
+    return sizes.map((n) => {
+      const size = [...x.shape];
+      size[axis] = n;
+      const out = slice({ inputs: { x }, backend: args.backend, attrs: { begin: [...begin], size } });
+      begin[axis] += n;
+      return out;
+    });
+  };
+}
+
+/** Installs the XNNPACK-based Conv2D gradient kernels and the copy-only Slice and SplitV for 'wasm'. Idempotent. */
 export function registerWasmGradKernels(): void {
   registerFilterGradKernel('wasm', 'forward');
   const oldSlice = tf.getKernel('Slice', 'wasm');
   if (oldSlice && !ours.has(oldSlice.kernelFunc)) {
     tf.unregisterKernel('Slice', 'wasm');
-    const kernelFunc = makeSlice(oldSlice.kernelFunc) as unknown as tf.KernelFunc;
+    const slice = makeSlice(oldSlice.kernelFunc);
+    const kernelFunc = slice as unknown as tf.KernelFunc;
     ours.add(kernelFunc);
     tf.registerKernel({ kernelName: 'Slice', backendName: 'wasm', kernelFunc, setupFunc: oldSlice.setupFunc });
+    const oldSplit = tf.getKernel('SplitV', 'wasm');
+    if (oldSplit) tf.unregisterKernel('SplitV', 'wasm');
+    const splitFunc = makeSplitV(slice) as unknown as tf.KernelFunc;
+    ours.add(splitFunc);
+    tf.registerKernel({ kernelName: 'SplitV', backendName: 'wasm', kernelFunc: splitFunc, setupFunc: oldSplit?.setupFunc });
   }
   const inputName = 'Conv2DBackpropInput';
   const oldInput = tf.getKernel(inputName, 'wasm');
@@ -238,6 +262,7 @@ export const selfTest: SelfTest = {
     await initBackend('wasm');
     registerWasmGradKernels();
     assert.ok(ours.has(tf.getKernel('Slice', 'wasm')!.kernelFunc));
+    assert.ok(ours.has(tf.getKernel('SplitV', 'wasm')!.kernelFunc));
     const vals = Array.from({ length: 4 * 5 * 6 }, (_, i) => i * 3 - 7);
     for (const dtype of ['float32', 'int32'] as const) {
       const x = tf.tensor(vals, [4, 5, 6], dtype);
@@ -256,8 +281,11 @@ export const selfTest: SelfTest = {
       }
       const flat = x.reshape([-1]);
       const parts = tf.split(flat, [7, 100, 13]);
+      assert.deepEqual(parts.map((p) => p.size), [7, 100, 13]);
       assert.deepEqual(Array.from(await parts[1].data()), vals.slice(7, 107));
-      tf.dispose([x, flat, ...parts]);
+      const cols = tf.split(x, [2, 4], 2); // not contiguous: the stock slice
+      assert.deepEqual(Array.from(await cols[0].data()), want([0, 0, 0], [4, 5, 2]));
+      tf.dispose([x, flat, ...parts, ...cols]);
     }
   },
   'gradients match cpu (stride 1/2, same/valid, k 1/2/3/5, odd sizes)': async () => {
