@@ -80,7 +80,19 @@ async function startWasm(): Promise<BackendInfo> {
 export async function initBackend(requested: BackendName, gpus: number[] = []): Promise<BackendInfo> {
   const warning = applyGpus(gpus);
   if (warning) console.warn(warning);
+  const info = await startBackend(requested);
+  const unused = gpusUnused(gpus, info);
+  if (unused) console.warn(unused);
+  return info;
+}
 
+/** `gpus` only means something to a native backend that found a GPU: say so instead of ignoring it. */
+export function gpusUnused(gpus: number[], info: BackendInfo): string | null {
+  if (!gpus.length || (info.name === 'tensorflow' && /GPU found/.test(info.description) && !/no GPU/.test(info.description))) return null;
+  return `warning: gpus [${gpus.join(', ')}] is not used: backend ${info.description} runs on the CPU; GPUs need backend tensorflow with @tensorflow/tfjs-node-gpu and CUDA (README "Backends")`;
+}
+
+async function startBackend(requested: BackendName): Promise<BackendInfo> {
   if (requested === 'tensorflow' || requested === 'auto') {
     const pkg = loadNative();
     if (pkg) return startNative(pkg);
@@ -122,6 +134,13 @@ export const selfTest: SelfTest = {
       assert.equal(e.message.split('\n').length, 1);
       return true;
     });
+  },
+  'gpus without a GPU backend is a visible warning'() {
+    const wasm = { name: 'wasm' as const, description: 'wasm (x)' };
+    assert.match(gpusUnused([0], wasm) ?? '', /^warning: gpus \[0\] is not used: backend wasm \(x\) runs on the CPU/);
+    assert.equal(gpusUnused([], wasm), null);
+    assert.match(gpusUnused([1], { name: 'tensorflow', description: 'tensorflow (@tensorflow/tfjs-node-gpu, no GPU found, running on CPU)' }) ?? '', /not used/);
+    assert.equal(gpusUnused([1], { name: 'tensorflow', description: 'tensorflow (@tensorflow/tfjs-node-gpu, GPU found)' }), null);
   },
   'several gpus warn and set CUDA_VISIBLE_DEVICES'() {
     const before = process.env.CUDA_VISIBLE_DEVICES;
