@@ -117,10 +117,10 @@ export function checkTrainMemory(cfg: Config, backend: string, warn: (s: string)
   if (need <= limit.bytes) return need;
   const sizeKey = cfg.training.augmentations.crop ? 'training.augmentations.crop.size' : 'data.size';
   const fit = Math.max(0, largestBatch(cfg, s, limit.bytes, trainStepBytes));
-  const advice = fit >= 1 ? `lower training.batch_size to ${fit} or less` : `batch_size 1 does not fit either`;
+  const advice = fit > 1 ? `lower training.batch_size to ${fit} or less` : fit === 1 ? 'lower training.batch_size to 1' : 'batch_size 1 does not fit either';
   const msg =
     `a training step at ${sizeKey} [${s.height}, ${s.width}], training.batch_size ${s.batch}, model.base ${cfg.model.base}, model.depth ${cfg.model.depth} ` +
-    `needs about ${gib(need)}, over ${limit.what}: ${advice}, or lower ${sizeKey} (or add a crop) or model.base`;
+    `needs about ${gib(need)}, over ${limit.what}: ${advice}, or lower ${sizeKey}${cfg.training.augmentations.crop ? '' : ' (or add a crop)'} or model.base`;
   if (backend === 'wasm') throw new UserError(msg);
   warn(`warning: ${msg}`);
   return need;
@@ -166,7 +166,7 @@ export const selfTest: SelfTest = {
     const big = parseConfig({ data: { size: [512, 512] }, training: { batch_size: 8 } });
     assert.throws(() => checkTrainMemory(big, 'wasm'), (e: Error) => {
       assert.ok(e instanceof UserError);
-      assert.match(e.message, /needs about \d+\.\d GiB, over the wasm heap limit of 4 GiB: lower training\.batch_size to \d or less, or lower data\.size/);
+      assert.match(e.message, /needs about \d+\.\d GiB, over the wasm heap limit of 4 GiB: lower training\.batch_size to 1, or lower data\.size \(or add a crop\) or model\.base$/);
       assert.equal(e.message.split('\n').length, 1);
       return true;
     });
