@@ -228,7 +228,10 @@ function valueAt(obj: unknown, keys: (string | number)[]): unknown {
 
 /** One line per problem: key path, value found, what is allowed. */
 export function formatIssues(source: string, raw: unknown, issues: z.ZodIssue[]): string {
-  const lines = issues.map((iss) => {
+  // One line per key: Infinity fails both .finite() and .max(); the first says it.
+  const seen = new Set<string>();
+  const firstPerKey = issues.filter((iss) => iss.code === 'unrecognized_keys' || (!seen.has(iss.path.join('.')) && seen.add(iss.path.join('.'))));
+  const lines = firstPerKey.map((iss) => {
     if (iss.code === 'unrecognized_keys') {
       const at = iss.path.length ? iss.path.join('.') + '.' : '';
       return `${source}: unknown key ${iss.keys.map((k) => `'${at}${k}'`).join(', ')} (check the spelling; see README "Configuration")`;
@@ -311,7 +314,7 @@ export const selfTest: SelfTest = {
     assert.throws(() => parseConfig({ backend: 'gpu' }), /key 'backend' has "gpu"; one of auto, tensorflow, wasm, cpu/);
   },
   'non-finite numbers, an absurd learning rate and reversed ranges are refused by key'() {
-    assert.throws(() => parseConfig({ training: { optimizer: { lr: Infinity } } }, 'x.yaml'), /key 'training\.optimizer\.lr' has Infinity; Number must be finite/);
+    assert.throws(() => parseConfig({ training: { optimizer: { lr: Infinity } } }, 'x.yaml'), (e: Error) => /^x\.yaml: key 'training\.optimizer\.lr' has Infinity; Number must be finite$/.test(e.message));
     assert.throws(() => parseConfig({ training: { optimizer: { lr: 1e30 } } }, 'x.yaml'), /key 'training\.optimizer\.lr' has 1e\+30; Number must be less than or equal to 10/);
     assert.throws(() => parseConfig({ data: { mean: [0, -Infinity, 0] } }), /data\.mean\.1/);
     assert.throws(() => parseConfig({ training: { augmentations: { scale: { range: [1.25, 0.75] } } } }), /key 'training\.augmentations\.scale\.range' has \[1\.25,0\.75\]; expected \[low, high\] with low <= high/);
