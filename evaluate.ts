@@ -10,6 +10,7 @@ import { History } from './engine/history';
 import { defaultCheckpoint, loadModel } from './engine/model_io';
 import { evalDir, runDirs } from './engine/run_dirs';
 import { writeResults } from './engine/results';
+import { preflightInference } from './engine/preflight';
 
 async function main(): Promise<void> {
   const args = await commonOptions(yargs(hideBin(process.argv)))
@@ -24,6 +25,7 @@ async function main(): Promise<void> {
     .help()
     .parse();
   const { cfg, backend } = await setup(args, { printConfig: false });
+  preflightInference(cfg, { backend: backend.name, batch: cfg.training.batch_size, what: 'evaluation', threshold: args.threshold });
   const split = args.split ?? cfg.data.val_split;
   const checkpoint = args.checkpoint ?? defaultCheckpoint(cfg);
   const model = await loadModel(cfg, checkpoint);

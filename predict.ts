@@ -9,6 +9,7 @@ import { commonOptions, setup } from './utils/cli';
 import { runCli, UserError } from './utils/errors';
 import { defaultCheckpoint, loadModel } from './engine/model_io';
 import { listImages, predictFile } from './engine/predictor';
+import { preflightInference } from './engine/preflight';
 
 async function main(): Promise<void> {
   const args = await commonOptions(yargs(hideBin(process.argv)))
@@ -21,7 +22,9 @@ async function main(): Promise<void> {
     .option('postprocess', { type: 'boolean', describe: 'dataset post-processing (ISIC: keep the largest lesion, fill holes; default: evaluation.postprocess); --no-postprocess to skip' })
     .help()
     .parse();
-  const { cfg } = await setup(args, { printConfig: false });
+  const { cfg, backend } = await setup(args, { printConfig: false });
+  // One image at a time, with its flipped copies for test-time augmentation.
+  preflightInference(cfg, { backend: backend.name, batch: 1 + cfg.evaluation.tta.length, what: 'prediction', threshold: args.threshold });
   const checkpoint = args.checkpoint ?? defaultCheckpoint(cfg);
   const files = listImages(args.input);
   if (!files.length) throw new UserError(`--input ${args.input}: no images found (.jpg, .png, ...)`);

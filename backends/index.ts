@@ -85,21 +85,26 @@ function firstLine(err: unknown): string {
 
 /** Starts the requested backend; an unavailable one is a UserError saying how to install it. */
 export async function initBackend(requested: BackendName, gpus: number[] = []): Promise<BackendInfo> {
-  const info = await chooseBackend(requested, gpus);
-  if (info.name === 'webgpu' && gpus.length > 0) {
-    console.warn(`warning: gpus (${gpus.join(', ')}) picks nothing on the webgpu backend: Dawn uses its high-performance adapter`);
-  }
+  const warning = applyGpus(gpus);
+  if (warning) console.warn(warning);
+  const info = await startBackend(requested);
+  const unused = gpusUnused(gpus, info);
+  if (unused) console.warn(unused);
   return info;
 }
 
-async function chooseBackend(requested: BackendName, gpus: number[]): Promise<BackendInfo> {
-  const warning = applyGpus(gpus);
-  if (warning) console.warn(warning);
+/** `gpus` only means something to a native backend that found a GPU: say so instead of ignoring it. */
+export function gpusUnused(gpus: number[], info: BackendInfo): string | null {
+  if (!gpus.length || (info.name === 'tensorflow' && /GPU found/.test(info.description) && !/no GPU/.test(info.description))) return null;
+  if (info.name === 'webgpu') return `warning: gpus [${gpus.join(', ')}] picks nothing on the webgpu backend: Dawn uses its high-performance adapter`;
+  return `warning: gpus [${gpus.join(', ')}] is not used: backend ${info.name} runs on the CPU; GPUs need backend webgpu, or tensorflow with @tensorflow/tfjs-node-gpu and CUDA (README "Backends")`;
+}
+
+async function startBackend(requested: BackendName): Promise<BackendInfo> {
   // Why auto passed over each backend, appended to the start-up line.
   const skipped: string[] = [];
   const withSkips = (b: BackendInfo): BackendInfo =>
     skipped.length ? { ...b, description: `${b.description}; ${skipped.map((s) => `skipped ${s}`).join('; ')}` } : b;
-
   if (requested === 'tensorflow' || requested === 'auto') {
     const pkg = loadNative();
     if (pkg) return startNative(pkg);
@@ -176,6 +181,14 @@ export const selfTest: SelfTest = {
       assert.equal(e.message.split('\n').length, 1);
       return true;
     });
+  },
+  'gpus without a GPU backend is a visible warning'() {
+    const wasm = { name: 'wasm' as const, description: 'wasm (x)' };
+    assert.match(gpusUnused([0], wasm) ?? '', /^warning: gpus \[0\] is not used: backend wasm runs on the CPU/);
+    assert.equal(gpusUnused([], wasm), null);
+    assert.match(gpusUnused([0], { name: 'webgpu', description: 'webgpu (x)' }) ?? '', /picks nothing on the webgpu backend/);
+    assert.match(gpusUnused([1], { name: 'tensorflow', description: 'tensorflow (@tensorflow/tfjs-node-gpu, no GPU found, running on CPU)' }) ?? '', /not used/);
+    assert.equal(gpusUnused([1], { name: 'tensorflow', description: 'tensorflow (@tensorflow/tfjs-node-gpu, GPU found)' }), null);
   },
   'several gpus warn and set CUDA_VISIBLE_DEVICES'() {
     const before = process.env.CUDA_VISIBLE_DEVICES;

@@ -128,6 +128,12 @@ export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: P
   return res;
 }
 
+/** The metric names evaluateSplit reports (checkpoint.best_metric picks one before training). */
+export function metricNames(binary: boolean): string[] {
+  const all = ['mIoU', 'mDice', 'pixel_acc', 'mean_acc'];
+  return binary ? [...all, 'iou', 'dice', 'image_jaccard', 'image_dice', 'thresholded_jaccard'] : all;
+}
+
 const fixtures = () => import('../test/fixtures/datasets');
 
 export const selfTest: SelfTest = {
@@ -142,6 +148,7 @@ export const selfTest: SelfTest = {
     assert.equal(res.metrics.dice, 1);
     assert.equal(res.metrics.mIoU, 1);
     assert.equal(res.metrics.thresholded_jaccard, 1);
+    assert.deepEqual(Object.keys(res.metrics).sort(), metricNames(true).sort());
     assert.deepEqual(res.perImage.map((s) => s.dice), [1, 1, 1]);
     assert.ok(res.bestThreshold && res.bestThreshold.dice === 1);
     for (const s of res.perImage) assert.ok(fs.existsSync(path.join(dir, 'out', s.overlay!)));

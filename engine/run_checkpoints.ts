@@ -2,9 +2,10 @@
 // and the run's state (epoch, step, best metric) together, each save atomic.
 import assert from 'node:assert/strict';
 import type * as tf from '@tensorflow/tfjs';
-import type { TrainOptimizer } from '../utils/optimizers';
+import type { OptimizerState, TrainOptimizer } from '../utils/optimizers';
 import { runIfMain, SelfTest } from '../utils/self_test';
-import { CheckpointMeta, saveCheckpoint } from './checkpoint/store';
+import { UserError } from '../utils/errors';
+import { checkpointExists, CheckpointMeta, saveCheckpoint } from './checkpoint/store';
 import type { RunDirs } from './run_dirs';
 
 export class RunCheckpoints {
@@ -14,7 +15,17 @@ export class RunCheckpoints {
   constructor(private readonly model: tf.LayersModel, private readonly optimizer: TrainOptimizer, private readonly meta: CheckpointMeta, private readonly dirs: RunDirs) {}
 
   private async save(dir: string): Promise<void> {
-    await saveCheckpoint(dir, this.model, await this.optimizer.getState(), { ...this.meta, savedAt: new Date().toISOString() });
+    const opt = await this.optimizer.getState();
+    // A checkpoint of Inf/NaN weights would replace a good one and resume into nothing
+    // but NaN: stop as the non-finite loss does (engine/trainer.ts), keeping the last good save.
+    const bad = nonFinite(this.model, opt);
+    if (bad) {
+      const kept = checkpointExists(this.dirs.last) ? `the last good checkpoint is kept in ${this.dirs.last}` : 'no checkpoint was saved before';
+      throw new UserError(
+        `${bad} became non-finite (NaN or Inf) at epoch ${this.meta.epoch + 1}, step ${this.meta.step}; training stopped without saving ${dir}, ${kept}. Try a lower training.optimizer.lr or set training.grad_clip`,
+      );
+    }
+    await saveCheckpoint(dir, this.model, opt, { ...this.meta, savedAt: new Date().toISOString() });
   }
 
   async saveLast(): Promise<void> {
@@ -30,6 +41,17 @@ export class RunCheckpoints {
   async saveLastIfNewer(): Promise<void> {
     if (this.lastSavedStep !== this.meta.step) await this.saveLast();
   }
+}
+
+/** Names what holds a non-finite value ('weight enc0_conv1/kernel', 'optimizer state x/m'), or null. */
+export function nonFinite(model: tf.LayersModel, opt: OptimizerState | null): string | null {
+  const bad = (a: ArrayLike<number>) => {
+    for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i])) return true;
+    return false;
+  };
+  for (const w of model.weights) if (bad(w.read().dataSync() as Float32Array)) return `weight ${w.originalName}`;
+  for (const t of opt?.tensors ?? []) if (bad(t.values)) return `optimizer state ${t.name}`;
+  return null;
 }
 
 export const selfTest: SelfTest = {
@@ -58,6 +80,14 @@ export const selfTest: SelfTest = {
     await ck.saveBest();
     assert.equal((await loadCheckpoint(dirs.last)).meta.step, 7);
     assert.deepEqual([(await loadCheckpoint(dirs.best)).meta.step, ck.lastSavedStep], [8, 7]);
+    // Inf weights: no save, one line naming the weight; last/ keeps step 7 byte for byte.
+    const before = fs.readFileSync(`${dirs.last}/weights.bin`);
+    const w = model.getLayer('enc0_conv1').weights[0];
+    w.write(w.read().mul(Infinity));
+    meta.step = 9;
+    await assert.rejects(ck.saveLast(), (e: Error) => e instanceof UserError && /^weight enc0_conv1\/kernel became non-finite \(NaN or Inf\) at epoch 1, step 9; training stopped without saving .*last, the last good checkpoint is kept in .*last\. Try a lower/.test(e.message));
+    assert.deepEqual(fs.readFileSync(`${dirs.last}/weights.bin`), before);
+    assert.equal(nonFinite(model, { name: 'adam', step: 1, lr: 1, tensors: [] }), 'weight enc0_conv1/kernel');
     model.dispose();
     opt.dispose();
     fs.rmSync(dir, { recursive: true });

@@ -1,7 +1,54 @@
 // When training stops early: SIGINT/SIGTERM (finish the step, save last/, exit; a
 // second signal leaves at once), training.time_limit, and a step limit for tests.
+//
+// Node runs signal handlers on the main thread's event loop, which a long synchronous
+// wasm kernel blocks: the handler would run only after the step, minutes later. So a
+// watchdog worker thread watches the same signals on its own event loop. If the main
+// thread has not answered the first signal within the grace period (it is stuck in a
+// step), or right after a second signal, the watchdog ends the process (SIGKILL: the
+// only way a worker can end its process). Checkpoints are written atomically, so last/
+// keeps the previous save, and the run lock of a process that is gone is taken over by
+// the next run (engine/checkpoint/run_lock.ts).
 import assert from 'node:assert/strict';
+import os from 'node:os';
+import { Worker } from 'node:worker_threads';
 import { runIfMain, SelfTest } from '../utils/self_test';
+
+/** Seconds the main thread has to answer a first signal; SEMSEG_STOP_GRACE_S overrides it (tests). */
+export function graceSeconds(): number {
+  const v = Number(process.env.SEMSEG_STOP_GRACE_S);
+  return Number.isFinite(v) && v > 0 ? v : 10;
+}
+
+// CommonJS source of the watchdog thread. process.binding('signal_wrap') is the one way
+// to watch a signal off the main thread (workers get no process.on signals); where a
+// later Node lacks it, the watchdog does nothing and the main-thread handler remains.
+const WATCHDOG = `
+const { workerData } = require('node:worker_threads');
+const fs = require('node:fs');
+const state = new Int32Array(workerData.shared);
+const say = (s) => { try { fs.writeSync(2, s + '\\n'); } catch {} };
+const end = (s) => { say(s); process.kill(process.pid, 'SIGKILL'); };
+let Signal;
+try { process.noDeprecation = true; Signal = process.binding('signal_wrap').Signal; } catch { Signal = null; }
+let seen = 0;
+if (Signal) for (const [name, num] of workerData.signals) {
+  const w = new Signal();
+  w.onsignal = () => {
+    seen++;
+    const kept = workerData.kept ? workerData.kept + ' keeps the last save' : 'the last save is kept';
+    if (seen === 1) {
+      setTimeout(() => {
+        if (Atomics.load(state, 0) === 0) end('error: ' + name + ': the current step did not finish within ' + workerData.grace + ' s (a long kernel); stopped without saving; ' + kept);
+      }, workerData.grace * 1000);
+    } else {
+      // The main thread exits at once (130) if it can; if it is stuck, end it here.
+      setTimeout(() => end('error: ' + name + ' again: stopped without saving; ' + kept), Atomics.load(state, 0) ? 1000 : 0);
+    }
+  };
+  w.start(num);
+}
+`;
 
 export interface StopOptions {
   /** Seconds of training after which to stop (0 = none). */
@@ -10,6 +57,8 @@ export interface StopOptions {
   stopAtStep?: number;
   /** Told of the first signal, e.g. to say what happens next. */
   onSignal?: (signal: string) => void;
+  /** Named by the watchdog when it ends a stuck run (the folder that keeps the last save). */
+  keptDir?: string;
 }
 
 export class StopConditions {
@@ -17,21 +66,29 @@ export class StopConditions {
   signal: string | null = null;
   private readonly started = Date.now();
   private readonly handlers: [NodeJS.Signals, () => void][] = [];
+  /** [0]: 1 once the main thread has answered a signal (the watchdog then waits for it). */
+  private readonly shared = new Int32Array(new SharedArrayBuffer(4));
+  private watchdog: Worker | null = null;
 
   constructor(private readonly opts: StopOptions) {}
 
-  /** Catches SIGINT and SIGTERM until dispose(). */
+  /** Catches SIGINT and SIGTERM until dispose(), with the watchdog for a stuck main thread. */
   install(): this {
     for (const sig of ['SIGINT', 'SIGTERM'] as const) {
       const h = () => this.onSignal(sig);
       process.on(sig, h);
       this.handlers.push([sig, h]);
     }
+    const signals = (['SIGINT', 'SIGTERM'] as const).map((n) => [n, os.constants.signals[n]]);
+    this.watchdog = new Worker(WATCHDOG, { eval: true, workerData: { shared: this.shared.buffer, signals, grace: graceSeconds(), kept: this.opts.keptDir ?? '' } });
+    this.watchdog.unref(); // never what keeps the process alive
+    this.watchdog.on('error', () => {}); // a watchdog that failed to start leaves the main-thread handler
     return this;
   }
 
   private onSignal(sig: string): void {
     if (this.signal) process.exit(130); // second Ctrl-C: leave now; the last checkpoint stays loadable
+    Atomics.store(this.shared, 0, 1); // answered: the watchdog leaves the stop to this thread
     this.signal = sig;
     this.opts.onSignal?.(sig);
   }
@@ -56,6 +113,9 @@ export class StopConditions {
   dispose(): void {
     for (const [sig, h] of this.handlers) process.off(sig, h);
     this.handlers.length = 0;
+    // Its signal watchers would otherwise keep SIGINT from ending the process by default.
+    void this.watchdog?.terminate();
+    this.watchdog = null;
   }
 }
 

@@ -6,10 +6,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { listSplit, PairRef } from '../loaders/registry';
-import { BatchLoader } from '../pipeline/batcher';
+import { Batch, BatchLoader } from '../pipeline/batcher';
 import { getModel } from '../models';
 import { Config, dumpConfig } from '../utils/config';
-import { UserError } from '../utils/errors';
+import { isAllocationFailure, UserError } from '../utils/errors';
 import { buildLoss } from '../utils/losses';
 import { lrAt } from '../utils/lr_schedule';
 import { createOptimizer, TrainOptimizer } from '../utils/optimizers';
@@ -23,6 +23,8 @@ import { startState } from './resume';
 import { RunCheckpoints } from './run_checkpoints';
 import { RunDirs, runDirs } from './run_dirs';
 import { StopConditions } from './stop';
+import { trainShape, trainStepBytes, gib, memoryLimit } from './memory';
+import { preflightTrain } from './preflight';
 import { makeTrainStep, TrainStep } from './train_step';
 import { improves, metricValue, validate } from './validation';
 import assert from 'node:assert/strict';
@@ -61,6 +63,7 @@ export interface TrainOutcome {
 
 /** Trains under the checkpoint folder's lock: one run per folder at a time. */
 export async function train(cfg: Config, opts: TrainOptions = {}): Promise<TrainOutcome> {
+  preflightTrain(cfg, { resume: opts.resume, weights: opts.weights, backend: tf.getBackend() });
   const { ckpt } = runDirs(cfg);
   fs.mkdirSync(ckpt, { recursive: true });
   const release = acquireRunLock(ckpt);
@@ -131,6 +134,7 @@ async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcom
     stop: new StopConditions({
       timeLimit: t.time_limit,
       stopAtStep: opts.stopAtStep,
+      keptDir: dirs.last,
       onSignal: (sig) => log(`\n${sig}: finishing the current step, then saving ${dirs.last}`),
     }).install(),
   };
@@ -151,7 +155,11 @@ async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcom
     }
   } finally {
     run.stop.dispose();
-    run.step.dispose();
+    try {
+      run.step.dispose();
+    } catch (err) {
+      if (!isAllocationFailure(err)) throw err; // after a wasm abort nothing can be freed; the abort is the error to report
+    }
   }
 
   const interrupted = end === 'interrupted';
@@ -178,7 +186,7 @@ async function trainEpoch(run: Run): Promise<EpochOutcome> {
     for await (const batch of run.loader.batches(epoch, skip)) {
       const lr = lrAt(t.lr_schedule, t.optimizer.lr, meta.step, run.totalSteps, spe);
       optimizer.setLearningRate(lr);
-      const loss = await run.step(batch);
+      const loss = await stepOrExplain(run, batch);
       if (!Number.isFinite(loss)) {
         throw new UserError(
           `loss became ${loss} at epoch ${epoch + 1}, step ${meta.step + 1}; training stopped. The last good checkpoint is kept in ${run.dirs.last}. Try a lower training.optimizer.lr or set training.grad_clip`,
@@ -213,6 +221,37 @@ async function trainEpoch(run: Run): Promise<EpochOutcome> {
   const epochDone = meta.step === epochEnd;
   if (epochDone) meta.epoch = epoch + 1;
   return { end, epochDone };
+}
+
+/** One step; the backend running out of memory becomes one line naming the sizes to lower. */
+async function stepOrExplain(run: Run, batch: Batch): Promise<number> {
+  try {
+    injectFault(run.meta.step + 1);
+    return await run.step(batch);
+  } catch (err) {
+    if (!isAllocationFailure(err)) throw err;
+    const { cfg } = run;
+    const s = trainShape(cfg);
+    const sizeKey = cfg.training.augmentations.crop ? 'training.augmentations.crop.size' : 'data.size';
+    const cause = ((err as Error).message ?? String(err)).split('\n')[0].slice(0, 100);
+    throw new UserError(
+      `out of memory in training step ${run.meta.step + 1} (${cause}) at ${sizeKey} [${s.height}, ${s.width}], training.batch_size ${s.batch}, model.base ${cfg.model.base} ` +
+        `(estimated ${gib(trainStepBytes(cfg, s))} of ${memoryLimit(tf.getBackend()).what}): lower training.batch_size, ${sizeKey} or model.base; ${run.dirs.last} keeps the last save`,
+    );
+  }
+}
+
+/**
+ * Test hook, SEMSEG_TEST_FAULT=busy@STEP:MS (a synchronous busy loop of MS ms, as a
+ * long wasm kernel blocks the thread) or oom@STEP (a wasm out-of-memory abort), inside
+ * that global step. Read per call: tests set it in a child's environment only.
+ */
+function injectFault(step: number): void {
+  const m = /^(busy|oom)@(\d+)(?::(\d+))?$/.exec(process.env.SEMSEG_TEST_FAULT ?? '');
+  if (!m || Number(m[2]) !== step) return;
+  if (m[1] === 'oom') throw new Error('Aborted(OOM). Build with -sASSERTIONS for more info.');
+  const until = Date.now() + Number(m[3] ?? 60_000);
+  while (Date.now() < until); // deliberately blocks the event loop
 }
 
 /** After an epoch (or when training ends early): validation, best/, last/. */

@@ -17,10 +17,27 @@ import { IMAGE_EXTS, keyed, matchPairs, requireRoot } from './files';
 import { genericMeta } from '../utils/dataset_utils';
 import { DatasetDefinition, identityLut, MaskLut, PairRef, registerDataset } from './registry';
 
-function splitDir(root: string, dir: string, split: string): string {
+const isDir = (p: string) => fs.existsSync(p) && fs.statSync(p).isDirectory();
+const warnedShared = new Set<string>();
+
+/**
+ * The folder of one split. When `dir` has sub-folders named like the config's splits
+ * but not this one, the split does not exist: an error, not another split's images.
+ * With no split sub-folders at all every split reads `dir`, with a warning (once).
+ */
+function splitDir(cfg: Config, dir: string, split: string, key: string): string {
+  const root = cfg.data.root;
   if (dir.includes('{split}')) return path.join(root, dir.replaceAll('{split}', split));
   const sub = path.join(root, dir, split);
-  return fs.existsSync(sub) && fs.statSync(sub).isDirectory() ? sub : path.join(root, dir);
+  if (isDir(sub)) return sub;
+  const known = [...new Set([cfg.data.train_split, cfg.data.val_split, cfg.data.test_split])].filter((s) => isDir(path.join(root, dir, s)));
+  if (known.length) throw new UserError(`split '${split}' not found: ${path.join(root, dir)} has no '${split}' sub-folder (it has ${known.join(', ')}; data.${key})`);
+  const shared = path.join(root, dir);
+  if (key === 'images_dir' && !warnedShared.has(`${shared}:${split}`)) {
+    warnedShared.add(`${shared}:${split}`);
+    console.warn(`warning: ${shared} has no split sub-folders; split '${split}' reads all of its images (as every split does)`);
+  }
+  return shared;
 }
 
 export function valueMapLut(cfg: Config): MaskLut {
@@ -44,8 +61,8 @@ export const folderLoader: DatasetDefinition = {
     const { root, images_dir, masks_dir, mask_suffix } = cfg.data;
     if (!images_dir || !masks_dir) throw new UserError(`dataset 'folder' needs data.images_dir and data.masks_dir (folders relative to data.root)`);
     requireRoot(root, 'put your images and masks');
-    const imageDir = splitDir(root, images_dir, split);
-    const maskDir = splitDir(root, masks_dir, split);
+    const imageDir = splitDir(cfg, images_dir, split, 'images_dir');
+    const maskDir = splitDir(cfg, masks_dir, split, 'masks_dir');
     if (!fs.existsSync(imageDir)) throw new UserError(`${imageDir} not found: expected the images there (data.images_dir)`);
     if (!fs.existsSync(maskDir)) throw new UserError(`${maskDir} not found: expected the masks there (data.masks_dir)`);
     const masks = keyed(maskDir, IMAGE_EXTS.map((e) => mask_suffix + e));
@@ -72,6 +89,23 @@ export const selfTest: SelfTest = {
     const lut = valueMapLut(cfg);
     assert.deepEqual([lut[0], lut[1], lut[2], lut[255]], [0, 1, -1, 1]);
     assert.throws(() => folderLoader.listPairs(parseConfig({ data: { name: 'folder', root } }), 'train'), /needs data\.images_dir/);
+    // img/ has a train sub-folder only: 'val' does not exist (not train's images again)
+    assert.throws(() => folderLoader.listPairs(cfg, 'val'), /split 'val' not found: .*img has no 'val' sub-folder \(it has train; data\.images_dir\)/);
+    fs.rmSync(path.join(root, 'img/train'), { recursive: true });
+    fs.rmSync(path.join(root, 'lab/train'), { recursive: true });
+    fs.writeFileSync(path.join(root, 'img/b.jpg'), '');
+    fs.writeFileSync(path.join(root, 'lab/b_mask.png'), '');
+    const warn = console.warn;
+    const warned: string[] = [];
+    console.warn = (s: string) => warned.push(s);
+    try {
+      assert.deepEqual((folderLoader.listPairs(cfg, 'val') as PairRef[]).map((x) => x.id), ['b']);
+      folderLoader.listPairs(cfg, 'val');
+    } finally {
+      console.warn = warn;
+    }
+    assert.equal(warned.length, 1, 'warned once');
+    assert.match(warned[0], /^warning: .*img has no split sub-folders; split 'val' reads all of its images/);
     fs.rmSync(root, { recursive: true });
   },
 };

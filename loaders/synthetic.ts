@@ -241,7 +241,9 @@ export const syntheticLoader: DatasetDefinition = {
   meta: (cfg) => syntheticMeta(cfg.data.synthetic.kind),
   async listPairs(cfg, split) {
     await ensureSynthetic(cfg);
-    // The generator writes train and val; a test split reuses val.
+    // The generator writes train and val; a test split reuses val, and says so: a test
+    // score that is the validation score must not pass for a held-out one.
+    if (split === 'test') console.warn(`warning: synthetic data has no test split; split 'test' reads the val images of ${cfg.data.root}`);
     return listIsicLayout(path.resolve(cfg.data.root), split === 'test' ? 'val' : split);
   },
   maskLut: (cfg) => (cfg.data.synthetic.kind === 'lesion' ? binaryThresholdLut() : identityLut(cfg)),

@@ -8,47 +8,52 @@ import { UserError } from './errors';
 import { runIfMain, SelfTest } from './self_test';
 import assert from 'node:assert/strict';
 
-const prob = z.number().min(0).max(1);
-const pair = z.tuple([z.number(), z.number()]);
-const size2 = z.tuple([z.number().int().positive(), z.number().int().positive()]);
+// Every number is .finite(): YAML reads `.inf` as Infinity, which z.number() accepts.
+const prob = z.number().finite().min(0).max(1);
+// A [low, high] range to draw from: low first (a reversed range would draw outside
+// what was meant), both positive (a scale of 0 is an empty image).
+const range = z
+  .tuple([z.number().finite().positive(), z.number().finite().positive()])
+  .refine(([lo, hi]) => lo <= hi, 'expected [low, high] with low <= high');
+const size2 = z.tuple([z.number().finite().int().positive(), z.number().finite().int().positive()]);
 
 // Each augmentation is off unless its section is present. `p` is the chance it
 // is applied to a sample. Geometric ones move image and mask together;
 // photometric ones touch the image only.
 const AugmentationsSchema = z
   .object({
-    scale: z.object({ p: prob.default(1), range: pair.default([0.75, 1.25]) }).strict().optional(),
-    crop: z.object({ size: size2, cat_max_ratio: z.number().min(0).max(1).default(1) }).strict().optional(),
+    scale: z.object({ p: prob.default(1), range: range.default([0.75, 1.25]) }).strict().optional(),
+    crop: z.object({ size: size2, cat_max_ratio: z.number().finite().min(0).max(1).default(1) }).strict().optional(),
     hflip: z.object({ p: prob.default(0.5) }).strict().optional(),
     vflip: z.object({ p: prob.default(0.5) }).strict().optional(),
-    rotate: z.object({ p: prob.default(0.5), degrees: z.number().min(0).max(180).default(30) }).strict().optional(),
-    brightness: z.object({ p: prob.default(0.5), range: z.number().min(0).max(1).default(0.2) }).strict().optional(),
-    contrast: z.object({ p: prob.default(0.5), range: z.number().min(0).max(1).default(0.2) }).strict().optional(),
-    saturation: z.object({ p: prob.default(0.5), range: z.number().min(0).max(1).default(0.2) }).strict().optional(),
-    hue: z.object({ p: prob.default(0.5), range: z.number().min(0).max(0.5).default(0.05) }).strict().optional(),
-    noise: z.object({ p: prob.default(0.3), std: z.number().min(0).default(0.03) }).strict().optional(),
+    rotate: z.object({ p: prob.default(0.5), degrees: z.number().finite().min(0).max(180).default(30) }).strict().optional(),
+    brightness: z.object({ p: prob.default(0.5), range: z.number().finite().min(0).max(1).default(0.2) }).strict().optional(),
+    contrast: z.object({ p: prob.default(0.5), range: z.number().finite().min(0).max(1).default(0.2) }).strict().optional(),
+    saturation: z.object({ p: prob.default(0.5), range: z.number().finite().min(0).max(1).default(0.2) }).strict().optional(),
+    hue: z.object({ p: prob.default(0.5), range: z.number().finite().min(0).max(0.5).default(0.05) }).strict().optional(),
+    noise: z.object({ p: prob.default(0.3), std: z.number().finite().min(0).default(0.03) }).strict().optional(),
   })
   .strict();
 
 const ModelSchema = z
   .object({
     name: z.string().default('unet'),
-    in_channels: z.number().int().positive().default(3),
-    base: z.number().int().positive().default(16),
-    depth: z.number().int().min(1).max(6).default(4),
+    in_channels: z.number().finite().int().positive().default(3),
+    base: z.number().finite().int().positive().default(16),
+    depth: z.number().finite().int().min(1).max(6).default(4),
     up_mode: z.enum(['nearest', 'bilinear', 'transpose']).default('nearest'),
     batch_norm: z.boolean().default(true),
     // 'auto': 1 sigmoid output for two classes, else one softmax output per class.
-    out_channels: z.union([z.literal('auto'), z.number().int().positive()]).default('auto'),
+    out_channels: z.union([z.literal('auto'), z.number().finite().int().positive()]).default('auto'),
   })
   .strict();
 
 const SyntheticSchema = z
   .object({
     kind: z.enum(['lesion', 'multiclass']).default('lesion'),
-    train: z.number().int().positive().default(240),
-    val: z.number().int().positive().default(60),
-    image_size: z.number().int().positive().default(128),
+    train: z.number().finite().int().positive().default(240),
+    val: z.number().finite().int().positive().default(60),
+    image_size: z.number().finite().int().positive().default(128),
   })
   .strict();
 
@@ -56,34 +61,34 @@ const DataSchema = z
   .object({
     name: z.string().default('synthetic'),
     root: z.string().default('data/synthetic'),
-    num_classes: z.number().int().min(2).default(2),
-    ignore_index: z.number().int().min(0).max(255).default(255),
+    num_classes: z.number().finite().int().min(2).default(2),
+    ignore_index: z.number().finite().int().min(0).max(255).default(255),
     train_split: z.string().default('train'),
     val_split: z.string().default('val'),
     test_split: z.string().default('test'),
     // Network input [height, width]: every sample is resized to this (unless a crop
     // augmentation sets the training size), validation images too.
     size: size2.default([128, 128]),
-    mean: z.tuple([z.number(), z.number(), z.number()]).default([0.485, 0.456, 0.406]),
-    std: z.tuple([z.number().positive(), z.number().positive(), z.number().positive()]).default([0.229, 0.224, 0.225]),
+    mean: z.tuple([z.number().finite(), z.number().finite(), z.number().finite()]).default([0.485, 0.456, 0.406]),
+    std: z.tuple([z.number().finite().positive(), z.number().finite().positive(), z.number().finite().positive()]).default([0.229, 0.224, 0.225]),
     // `folder` loader: images and masks matched by file stem.
     images_dir: z.string().optional(),
     masks_dir: z.string().optional(),
     mask_suffix: z.string().default(''),
-    value_map: z.record(z.string(), z.number().int()).optional(),
+    value_map: z.record(z.string(), z.number().finite().int()).optional(),
     synthetic: SyntheticSchema.default({}),
     // Cap on pairs per split (0 = all); handy for quick runs.
-    limit: z.number().int().min(0).default(0),
+    limit: z.number().finite().int().min(0).default(0),
   })
   .strict();
 
 const LossSchema = z
   .object({
     name: z.string().default('bce+dice'),
-    weights: z.array(z.number().min(0)).optional(),
-    class_weights: z.array(z.number().min(0)).optional(),
-    smooth: z.number().min(0).default(1),
-    focal_gamma: z.number().min(0).default(2),
+    weights: z.array(z.number().finite().min(0)).optional(),
+    class_weights: z.array(z.number().finite().min(0)).optional(),
+    smooth: z.number().finite().min(0).default(1),
+    focal_gamma: z.number().finite().min(0).default(2),
     // dice/jaccard per image, then averaged: each image's overlap counts alike, as in
     // per-image metrics (ISIC's thresholded Jaccard), instead of large masks dominating.
     per_image: z.boolean().default(false),
@@ -93,54 +98,56 @@ const LossSchema = z
 const OptimizerSchema = z
   .object({
     name: z.enum(['sgd', 'adam', 'adamw', 'rmsprop']).default('adam'),
-    lr: z.number().positive().default(1e-3),
-    momentum: z.number().min(0).max(1).default(0.9),
+    // Above 10 no optimizer here converges (Adam steps are ~lr per weight; SGD's with
+    // unit gradients too): such a value is a typo (1e3 for 1e-3) that would only save Inf weights.
+    lr: z.number().finite().positive().max(10).default(1e-3),
+    momentum: z.number().finite().min(0).max(1).default(0.9),
     nesterov: z.boolean().default(false),
-    weight_decay: z.number().min(0).default(0),
-    beta1: z.number().min(0).max(1).default(0.9),
-    beta2: z.number().min(0).max(1).default(0.999),
-    epsilon: z.number().positive().default(1e-7),
+    weight_decay: z.number().finite().min(0).default(0),
+    beta1: z.number().finite().min(0).max(1).default(0.9),
+    beta2: z.number().finite().min(0).max(1).default(0.999),
+    epsilon: z.number().finite().positive().default(1e-7),
   })
   .strict();
 
 const ScheduleSchema = z
   .object({
     name: z.enum(['constant', 'poly', 'cosine', 'step']).default('poly'),
-    power: z.number().positive().default(0.9),
-    min_lr: z.number().min(0).default(0),
-    step_size: z.number().int().positive().default(30), // epochs, for `step`
-    gamma: z.number().positive().default(0.1),
-    warmup_iters: z.number().int().min(0).default(0),
-    warmup_ratio: z.number().min(0).max(1).default(0.1),
+    power: z.number().finite().positive().default(0.9),
+    min_lr: z.number().finite().min(0).max(10).default(0), // bound: as optimizer.lr
+    step_size: z.number().finite().int().positive().default(30), // epochs, for `step`
+    gamma: z.number().finite().positive().default(0.1),
+    warmup_iters: z.number().finite().int().min(0).default(0),
+    warmup_ratio: z.number().finite().min(0).max(1).default(0.1),
   })
   .strict();
 
 const TrainingSchema = z
   .object({
-    epochs: z.number().int().positive().default(20),
+    epochs: z.number().finite().int().positive().default(20),
     // When set, training stops after this many iterations (steps) instead.
-    iterations: z.number().int().positive().optional(),
-    batch_size: z.number().int().positive().default(4),
-    workers: z.number().int().positive().default(2),
-    seed: z.number().int().default(42),
+    iterations: z.number().finite().int().positive().optional(),
+    batch_size: z.number().finite().int().positive().default(4),
+    workers: z.number().finite().int().positive().default(2),
+    seed: z.number().finite().int().default(42),
     loss: LossSchema.default({}),
     optimizer: OptimizerSchema.default({}),
     lr_schedule: ScheduleSchema.default({}),
-    grad_clip: z.number().positive().optional(),
+    grad_clip: z.number().finite().positive().optional(),
     augmentations: AugmentationsSchema.default({}),
-    val_interval: z.number().int().positive().default(1), // epochs
-    print_interval: z.number().int().positive().default(10), // steps
-    threshold: z.number().min(0).max(1).default(0.5),
+    val_interval: z.number().finite().int().positive().default(1), // epochs
+    print_interval: z.number().finite().int().positive().default(10), // steps
+    threshold: z.number().finite().min(0).max(1).default(0.5),
     // Stop after this many seconds of training (0 = no limit); the run still validates and saves.
-    time_limit: z.number().min(0).default(0),
+    time_limit: z.number().finite().min(0).default(0),
   })
   .strict();
 
 const CheckpointSchema = z
   .object({
     ckpt_root: z.string().default('checkpoints'),
-    save_interval: z.number().int().positive().default(1), // epochs
-    save_every_iters: z.number().int().min(0).default(0), // 0 = only at epoch ends
+    save_interval: z.number().finite().int().positive().default(1), // epochs
+    save_every_iters: z.number().finite().int().min(0).default(0), // 0 = only at epoch ends
     best_metric: z.string().default('val.mIoU'),
     // Start from these weights (a checkpoint folder or an exported model.json); --weights overrides it.
     weights: z.string().nullable().default(null),
@@ -153,7 +160,7 @@ const EvaluationSchema = z
     // Average the predictions of these flipped copies in (test-time augmentation).
     tta: z.array(z.enum(['hflip', 'vflip', 'hvflip'])).default([]),
     // ...and at these input scales (x data.size), resized back before averaging.
-    scales: z.array(z.number().positive().max(4)).nonempty().default([1]),
+    scales: z.array(z.number().finite().positive().max(4)).nonempty().default([1]),
     // Score at each mask's own size (probabilities resized bilinearly); false: at data.size.
     full_resolution: z.boolean().default(true),
     // Apply the dataset's post-processing (ISIC: largest lesion, holes filled) before scoring.
@@ -165,7 +172,7 @@ const ResultsSchema = z
   .object({
     root: z.string().default('results'),
     save_predictions: z.boolean().default(true),
-    gallery_size: z.number().int().min(0).default(24),
+    gallery_size: z.number().finite().int().min(0).default(24),
   })
   .strict();
 
@@ -173,7 +180,7 @@ export const ConfigSchema = z
   .object({
     name: z.string().regex(/^[\w.-]+$/, 'letters, digits, _ . - only').default('run'),
     backend: z.enum(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default('auto'),
-    gpus: z.array(z.number().int().min(0)).default([]),
+    gpus: z.array(z.number().finite().int().min(0)).default([]),
     model: ModelSchema.default({}),
     data: DataSchema.default({}),
     training: TrainingSchema.default({}),
@@ -202,6 +209,7 @@ export function isBinary(cfg: Config): boolean {
 
 function show(v: unknown): string {
   if (v === undefined) return 'nothing';
+  if (typeof v === 'number' && !Number.isFinite(v)) return String(v); // JSON would say null
   const s = JSON.stringify(v);
   return s.length > 60 ? s.slice(0, 57) + '...' : s;
 }
@@ -217,7 +225,10 @@ function valueAt(obj: unknown, keys: (string | number)[]): unknown {
 
 /** One line per problem: key path, value found, what is allowed. */
 export function formatIssues(source: string, raw: unknown, issues: z.ZodIssue[]): string {
-  const lines = issues.map((iss) => {
+  // One line per key: Infinity fails both .finite() and .max(); the first says it.
+  const seen = new Set<string>();
+  const firstPerKey = issues.filter((iss) => iss.code === 'unrecognized_keys' || (!seen.has(iss.path.join('.')) && seen.add(iss.path.join('.'))));
+  const lines = firstPerKey.map((iss) => {
     if (iss.code === 'unrecognized_keys') {
       const at = iss.path.length ? iss.path.join('.') + '.' : '';
       return `${source}: unknown key ${iss.keys.map((k) => `'${at}${k}'`).join(', ')} (check the spelling; see README "Configuration")`;
@@ -268,7 +279,9 @@ export function loadConfig(file: string, sets: string[] = []): Config {
     const msg = (err as Error).message.split('\n')[0];
     throw new UserError(`${file}: not valid YAML: ${msg}`);
   }
-  if (raw === null || raw === undefined) raw = {};
+  // An empty file (or comments only) is more likely a wrong or unsaved file than a wish
+  // for every default; `{}` asks for the defaults on purpose.
+  if (raw === null || raw === undefined) throw new UserError(`${file}: the config is empty; start from configs/demo.yaml, or write {} to train on every default`);
   if (typeof raw !== 'object' || Array.isArray(raw)) throw new UserError(`${file}: expected a mapping of sections at the top level`);
   for (const s of sets) applySet(raw as Record<string, any>, s);
   return parseConfig(raw, path.basename(file));
@@ -296,6 +309,23 @@ export const selfTest: SelfTest = {
   'wrong type names key, value and expectation'() {
     assert.throws(() => parseConfig({ training: { batch_size: 'four' } }, 'x.yaml'), /key 'training\.batch_size' has "four"; expected number/);
     assert.throws(() => parseConfig({ backend: 'gpu' }), /key 'backend' has "gpu"; one of auto, tensorflow, webgpu, wasm, cpu/);
+  },
+  'non-finite numbers, an absurd learning rate and reversed ranges are refused by key'() {
+    assert.throws(() => parseConfig({ training: { optimizer: { lr: Infinity } } }, 'x.yaml'), (e: Error) => /^x\.yaml: key 'training\.optimizer\.lr' has Infinity; Number must be finite$/.test(e.message));
+    assert.throws(() => parseConfig({ training: { optimizer: { lr: 1e30 } } }, 'x.yaml'), /key 'training\.optimizer\.lr' has 1e\+30; Number must be less than or equal to 10/);
+    assert.throws(() => parseConfig({ data: { mean: [0, -Infinity, 0] } }), /data\.mean\.1/);
+    assert.throws(() => parseConfig({ training: { augmentations: { scale: { range: [1.25, 0.75] } } } }), /key 'training\.augmentations\.scale\.range' has \[1\.25,0\.75\]; expected \[low, high\] with low <= high/);
+    assert.throws(() => parseConfig({ training: { augmentations: { scale: { range: [0, 1] } } } }), /scale\.range\.0/);
+    assert.equal(parseConfig({ training: { augmentations: { scale: { range: [1, 1] } } } }).training.augmentations.scale!.range[1], 1);
+  },
+  async 'an empty file is refused; {} gives the defaults'() {
+    const os = await import('node:os');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cfg-'));
+    fs.writeFileSync(path.join(dir, 'empty.yaml'), '# nothing yet\n');
+    fs.writeFileSync(path.join(dir, 'braces.yaml'), '{}\n');
+    assert.throws(() => loadConfig(path.join(dir, 'empty.yaml')), /empty\.yaml: the config is empty; start from configs\/demo\.yaml, or write \{\} to train on every default/);
+    assert.equal(loadConfig(path.join(dir, 'braces.yaml')).training.batch_size, 4);
+    fs.rmSync(dir, { recursive: true });
   },
   '--set overrides are typed through the schema'() {
     const raw: any = { training: { epochs: 3 } };

@@ -105,13 +105,14 @@ const progressLine = /^epoch \d+\/\d+ /;
 
 /**
  * Asserts the run failed the way a user error should: non-zero exit, no stack trace,
- * and stderr (progress lines aside) is exactly one `error: ...` line. Returns that line.
+ * and stderr (progress lines and `warning: ...` lines aside) is exactly one `error: ...`
+ * line. Returns that line.
  */
 export function assertOneLineError(r: RunResult, ...patterns: RegExp[]): string {
   assert.notEqual(r.code, 0, show(r));
   assert.equal(r.signal, null, show(r));
   assert.doesNotMatch(r.stderr + r.stdout, /\n\s+at /, `stack trace printed\n${show(r)}`);
-  const lines = r.stderr.split(/\r?\n/).filter((l) => l.trim() !== '' && !progressLine.test(l));
+  const lines = r.stderr.split(/\r?\n/).filter((l) => l.trim() !== '' && !progressLine.test(l) && !/^warning: /.test(l));
   assert.equal(lines.length, 1, `expected one line on stderr\n${show(r)}`);
   assert.match(lines[0], /^error: /, show(r));
   for (const p of patterns) assert.match(lines[0], p, show(r));
