@@ -99,6 +99,10 @@ export class BatchLoader {
 
   async *batches(epoch: number, skipSteps = 0): AsyncGenerator<Batch> {
     const b = this.cfg.training.batch_size;
+    // A skip past the epoch would yield nothing (a caller waiting for the epoch's end hangs); a negative one reads before it.
+    if (!Number.isInteger(skipSteps) || skipSteps < 0 || skipSteps > this.stepsPerEpoch) {
+      throw new RangeError(`batches: cannot skip ${skipSteps} steps of an epoch of ${this.stepsPerEpoch}`);
+    }
     const order = this.order(epoch);
     const end = this.opts.train ? this.stepsPerEpoch * b : order.length;
     const workers = Math.max(1, this.cfg.training.workers);
@@ -187,6 +191,8 @@ export const selfTest: SelfTest = {
     assert.equal(a.length, 3);
     assert.deepEqual(a, b);
     assert.deepEqual(await all(new BatchLoader(cfg, pairs, { train: true }), 2, 1), a.slice(1));
+    assert.deepEqual(await all(new BatchLoader(cfg, pairs, { train: true }), 2, 3), [], 'skipping the whole epoch');
+    for (const k of [4, -1]) await assert.rejects(all(new BatchLoader(cfg, pairs, { train: true }), 2, k), /cannot skip/);
     assert.equal(a[0].w, 20);
     assert.notDeepEqual((await all(new BatchLoader(cfg, pairs, { train: true }), 3))[0].ids, a[0].ids);
     const val = await all(new BatchLoader(cfg, await listSplit(cfg, 'val'), { train: false }), 0);

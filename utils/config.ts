@@ -171,7 +171,8 @@ const ResultsSchema = z
 
 export const ConfigSchema = z
   .object({
-    name: z.string().regex(/^[\w.-]+$/, 'letters, digits, _ . - only').default('run'),
+    // A folder name under ckpt_root and results.root: '..' or '.x' must not escape or hide there.
+    name: z.string().regex(/^[\w-][\w.-]*$/, 'letters, digits, _ . - only, not starting with a dot').default('run'),
     backend: z.enum(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'),
     gpus: z.array(z.number().int().min(0)).default([]),
     model: ModelSchema.default({}),
@@ -299,6 +300,10 @@ export const selfTest: SelfTest = {
   'wrong type names key, value and expectation'() {
     assert.throws(() => parseConfig({ training: { batch_size: 'four' } }, 'x.yaml'), /key 'training\.batch_size' has "four"; expected number/);
     assert.throws(() => parseConfig({ backend: 'gpu' }), /key 'backend' has "gpu"; one of auto, tensorflow, wasm, cpu/);
+  },
+  'a run name cannot leave or hide in its folders'() {
+    for (const bad of ['..', '.', '.hidden', 'a/b', '../x', 'a\\b', '']) assert.throws(() => parseConfig({ name: bad }), /key 'name'/, bad);
+    assert.equal(parseConfig({ name: 'run-1.v2_b' }).name, 'run-1.v2_b');
   },
   '--set overrides are typed through the schema'() {
     const raw: any = { training: { epochs: 3 } };
