@@ -56,11 +56,15 @@ export function alignResume(meta: CheckpointMeta, now: EpochShape, cfg: Config, 
   const limit = saved.data?.limit;
   if (typeof limit === 'number' && limit !== cfg.data.limit) changed.push(`data.limit ${limit} -> ${cfg.data.limit}`);
   const why = changed.length ? changed.join(', ') : 'the training data changed';
-  const oldSpe = meta.stepsPerEpoch;
+  // Not recorded (older checkpoints) and nothing known changed: take the shape as the same.
+  const oldSpe = meta.stepsPerEpoch ?? (changed.length ? undefined : spe);
   const pos = meta.step - meta.epoch * spe;
-  if ((oldSpe === undefined || oldSpe === spe) && pos >= 0 && pos < spe) {
+  if (oldSpe === spe || (oldSpe === undefined && pos >= 0 && pos < spe)) {
+    // Same shape: the step alone fixes the position (older runs that ended mid-epoch on
+    // training.iterations counted that epoch as done, so the epoch is recomputed).
+    if (oldSpe === spe) meta.epoch = Math.floor(meta.step / spe);
     if (!changed.length) return null;
-    return `warning: resume is not bit-exact: ${why} since ${source} was saved, so the samples come in another order; continuing epoch ${meta.epoch + 1} at step ${pos}/${spe}`;
+    return `warning: resume is not bit-exact: ${why} since ${source} was saved, so the samples come in another order; continuing epoch ${meta.epoch + 1} at step ${meta.step - meta.epoch * spe}/${spe}`;
   }
   const oldPos = oldSpe === undefined ? -1 : meta.step - meta.epoch * oldSpe;
   const known = oldSpe !== undefined && oldPos >= 0 && oldPos < oldSpe;
@@ -90,7 +94,8 @@ export async function startState(
     if (!checkpointExists(dirs.last)) {
       if (!fs.existsSync(dirs.last)) throw new UserError(`--resume: no checkpoint at ${dirs.last} (start the run without --resume first)`);
       // Something is there but unverifiable: starting afresh would replace it, so say how to keep it.
-      throw new UserError(`--resume: ${whyIncomplete(dirs.last)}; it was left as it is. Move it aside to keep it, then start again with --weights ${dirs.best} or without --resume`);
+      const fromBest = checkpointExists(dirs.best) ? ` (add --weights ${dirs.best} to start from best/)` : '';
+      throw new UserError(`--resume: ${whyIncomplete(dirs.last)}; it was left as it is. Move it aside to keep it, then start afresh with --overwrite${fromBest}`);
     }
     const ck = await loadCheckpoint(dirs.last);
     applyWeights(model, ck.weights, dirs.last);
@@ -162,6 +167,10 @@ export const selfTest: SelfTest = {
     const other = saved(5, 1);
     assert.match(alignResume(other, { stepsPerEpoch: 4, trainPairs: 17 }, parseConfig({ training: { batch_size: 4 } }), 'ck/last')!, /training pairs 16 -> 17 .*another order; continuing epoch 2 at step 1\/4$/);
     assert.equal(other.step, 5);
+    // An iterations run that ended mid-epoch, saved before epochs were counted right: epoch 2 at step 6 is epoch 1.
+    const ended = saved(6, 2, { stepsPerEpoch: undefined, trainPairs: undefined, config: cfg });
+    assert.equal(alignResume(ended, { stepsPerEpoch: 4, trainPairs: 16 }, cfg, 'ck/last'), null);
+    assert.deepEqual([ended.epoch, ended.step], [1, 6]);
   },
   async 'a fresh start over an earlier run is refused unless --overwrite or --resume'() {
     const { tmpDir } = await fixtures();

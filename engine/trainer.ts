@@ -223,7 +223,8 @@ async function trainEpoch(run: Run): Promise<EpochOutcome> {
   }
   if (end === 'interrupted') return { end, epochDone: false };
   if (lossN) history.append({ epoch, step: meta.step, split: 'train', loss: lossSum / lossN, lr: optimizer.getLearningRate() });
-  const epochDone = meta.step === epochEnd;
+  // Only a whole epoch counts: a run that ends mid-epoch (training.iterations) stays in it, so a resume with more iterations continues there.
+  const epochDone = meta.step === (epoch + 1) * spe;
   if (epochDone) meta.epoch = epoch + 1;
   return { end, epochDone };
 }
