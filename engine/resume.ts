@@ -92,7 +92,11 @@ export async function startState(
   const meta = freshMeta(cfg);
   if (opts.resume) {
     if (!checkpointExists(dirs.last)) {
-      if (!fs.existsSync(dirs.last)) throw new UserError(`--resume: no checkpoint at ${dirs.last} (start the run without --resume first)`);
+      if (!fs.existsSync(dirs.last)) {
+        // Without last/ but with best/, a plain start would be refused as an overwrite: say what works.
+        const start = fs.existsSync(dirs.best) ? `start afresh with --overwrite, adding --weights ${dirs.best} to start from best/` : 'start the run without --resume first';
+        throw new UserError(`--resume: no checkpoint at ${dirs.last} (${start})`);
+      }
       // Something is there but unverifiable: starting afresh would replace it, so say how to keep it.
       const fromBest = checkpointExists(dirs.best) ? ` (add --weights ${dirs.best} to start from best/)` : '';
       throw new UserError(`--resume: ${whyIncomplete(dirs.last)}; it was left as it is. Move it aside to keep it, then start afresh with --overwrite${fromBest}`);

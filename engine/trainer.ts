@@ -67,8 +67,10 @@ export interface TrainOutcome {
 /** Trains under the checkpoint folder's lock: one run per folder at a time. */
 export async function train(cfg: Config, opts: TrainOptions = {}): Promise<TrainOutcome> {
   const { ckpt } = runDirs(cfg);
-  guardFsSync({ what: 'run folder', setting: 'checkpoint.ckpt_root' }, () => fs.mkdirSync(ckpt, { recursive: true }));
-  const release = acquireRunLock(ckpt);
+  const release = guardFsSync({ path: ckpt, what: 'run folder', setting: 'checkpoint.ckpt_root' }, () => {
+    fs.mkdirSync(ckpt, { recursive: true });
+    return acquireRunLock(ckpt);
+  });
   try {
     return await trainLocked(cfg, opts);
   } finally {

@@ -56,6 +56,7 @@ const PROBLEM: Record<string, string> = {
   EDQUOT: 'disk quota exceeded',
   ENOTDIR: 'a part of this path is a file, not a folder',
   EEXIST: 'something of that name is in the way',
+  ENOTEMPTY: 'a folder of that name is in the way and not empty',
   EISDIR: 'is a folder, expected a file',
   ENOENT: 'a folder on this path does not exist',
 };
@@ -68,6 +69,7 @@ const TODO: Record<string, string> = {
   EDQUOT: 'free some space or choose a folder on another disk',
   ENOTDIR: 'move that file aside or choose another folder',
   EEXIST: 'move it aside or choose another folder',
+  ENOTEMPTY: 'move it aside or choose another folder',
   EISDIR: 'move that folder aside or choose another path',
   ENOENT: 'check that the folder was not removed or renamed meanwhile',
 };
