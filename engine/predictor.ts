@@ -1,9 +1,9 @@
 // Prediction for single image files: network at the configured size, logits
 // resized back to the image's own size, dataset post-processing, PNG outputs.
-// Outputs never land on inputs: an output folder at or inside the input folder is
-// refused, inputs sharing a stem (a.jpg, a.png) get names of their own, and a plan
-// whose files would collide with each other or with an input is refused before
-// anything is written.
+// Outputs never land on inputs: an output folder at or inside the input folder (for one
+// file: its own folder) is refused, inputs sharing a stem (a.jpg, a.png) get names of
+// their own, and a plan whose files would still collide is refused before anything is
+// written.
 import fs from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
@@ -58,28 +58,30 @@ export interface PlannedInput {
 }
 
 /**
- * Output names for `files` (from --input) in `outDir`; refuses, writing nothing, when an
- * output would replace an input or another output, or `outDir` is at or inside the input folder.
+ * Output names for `files` (from --input) in `outDir`; refuses, writing nothing, when
+ * `outDir` is at or inside the input folder (a single file: its own folder) or two
+ * outputs would share a name.
  */
 export function planOutputs(input: string, files: string[], outDir: string, binary: boolean): PlannedInput[] {
   const out = realish(outDir);
-  if (fs.existsSync(input) && fs.statSync(input).isDirectory() && within(out, realish(input))) {
-    throw new UserError(`--output ${outDir} is ${out === realish(input) ? 'the' : 'inside the'} --input folder ${input}: masks would replace or mix with the input images; choose an output folder outside it`);
+  const isDir = fs.existsSync(input) && fs.statSync(input).isDirectory();
+  const inDir = realish(isDir ? input : path.dirname(input));
+  // A folder input's outputs go outside it; a single file's at least not beside it (its mask could replace it or a neighbour).
+  if (isDir ? within(out, inDir) : out === inDir) {
+    const what = isDir ? `${out === inDir ? 'the' : 'inside the'} --input folder ${input}` : `the folder of --input ${input}`;
+    throw new UserError(`--output ${outDir} is ${what}: masks would replace or mix with the input images; choose an output folder outside it`);
   }
   const stemOf = (f: string) => path.basename(f, path.extname(f));
+  const key = (f: string) => stemOf(f).toLowerCase(); // case-insensitive disks: A.png and a.jpg collide too
   const count = new Map<string, number>();
-  for (const f of files) count.set(stemOf(f).toLowerCase(), (count.get(stemOf(f).toLowerCase()) ?? 0) + 1);
-  const plan = files.map((file) => ({ file, stem: count.get(stemOf(file).toLowerCase())! > 1 ? path.basename(file).replace(/\./g, '_') : stemOf(file) }));
-  const inputs = new Map(files.map((f) => [realish(f).toLowerCase(), f]));
-  const taken = new Map<string, string>(); // output (lower case: case-insensitive disks) -> input writing it
+  for (const f of files) count.set(key(f), (count.get(key(f)) ?? 0) + 1);
+  const plan = files.map((file) => ({ file, stem: count.get(key(file))! > 1 ? path.basename(file).replace(/\./g, '_') : stemOf(file) }));
+  const taken = new Map<string, string>(); // output name (lower case) -> input writing it
   for (const { file, stem } of plan) {
     for (const name of outputNames(stem, binary)) {
-      const target = path.join(out, name).toLowerCase();
-      const clash = inputs.get(target);
-      if (clash) throw new UserError(`--output ${outDir}: writing ${name} for ${file} would replace the input ${clash}; choose another output folder`);
-      const other = taken.get(target);
+      const other = taken.get(name.toLowerCase());
       if (other) throw new UserError(`--input ${input}: ${other} and ${file} would both write ${name}; rename one of them or predict them separately`);
-      taken.set(target, file);
+      taken.set(name.toLowerCase(), file);
     }
   }
   return plan;
@@ -154,9 +156,9 @@ export const selfTest: SelfTest = {
     assert.throws(() => planOutputs(input, files, path.join(dir, 'out'), true), /b\.png and .*b_overlay\.jpg would both write b_overlay\.png/);
     const plan = planOutputs(input, files.slice(0, 3), path.join(dir, 'out'), true);
     assert.deepEqual(plan.map((p) => p.stem), ['a_jpg', 'a_png', 'b']);
-    // One file whose output folder is its own: its mask would replace it.
-    assert.throws(() => planOutputs(files[1], [files[1]], input, true), /writing a\.png for .* would replace the input/);
-    assert.deepEqual(planOutputs(files[0], [files[0]], input, true).map((p) => p.stem), ['a'], 'a.jpg -> a.png beside it is fine');
+    // One file whose output folder is its own: its mask would replace it (a.png) or a neighbour (a.jpg -> a.png).
+    for (const f of files.slice(0, 2)) assert.throws(() => planOutputs(f, [f], input, true), /is the folder of --input .*choose an output folder outside it/);
+    assert.deepEqual(planOutputs(files[0], [files[0]], path.join(input, 'masks'), true).map((p) => p.stem), ['a'], 'a sub-folder of a file input is fine');
     fs.rmSync(dir, { recursive: true });
   },
   async 'masks come back at the original size, 0/255 for binary, with an overlay'() {

@@ -112,7 +112,7 @@ describe('2. nothing a command writes destroys an input or an earlier result', (
 
   test('predict of one file into its own folder would replace it: refused', { timeout: TIMEOUT }, async () => {
     const r = await unchanged([input], () => predict(['--input', path.join(input, 'a.png'), '--output', input]));
-    assertOneLineError(r, /writing a\.png for .*a\.png would replace the input/);
+    assertOneLineError(r, /is the folder of --input .*a\.png: masks would replace or mix with the input images/);
   });
 
   test('inputs sharing a stem get outputs of their own, and the count is true', { timeout: TIMEOUT }, async () => {
