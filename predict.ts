@@ -6,9 +6,10 @@ import path from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { commonOptions, setup } from './utils/cli';
-import { runCli, UserError } from './utils/errors';
+import { guardFsSync, runCli, UserError } from './utils/errors';
+import { isBinary } from './utils/config';
 import { defaultCheckpoint, loadModel } from './engine/model_io';
-import { listImages, predictFile } from './engine/predictor';
+import { listImages, planOutputs, predictFile } from './engine/predictor';
 import { preflightInference } from './engine/preflight';
 
 async function main(): Promise<void> {
@@ -28,15 +29,19 @@ async function main(): Promise<void> {
   const checkpoint = args.checkpoint ?? defaultCheckpoint(cfg);
   const files = listImages(args.input);
   if (!files.length) throw new UserError(`--input ${args.input}: no images found (.jpg, .png, ...)`);
+  const plan = planOutputs(args.input, files, args.output, isBinary(cfg)); // refuses before anything is written
   const model = await loadModel(cfg, checkpoint);
-  fs.mkdirSync(args.output, { recursive: true });
+  guardFsSync({ what: 'predictions', kept: 'nothing was written', setting: '--output' }, () => fs.mkdirSync(args.output, { recursive: true }));
   console.log(`predicting ${files.length} image(s) with ${checkpoint}`);
   const threshold = args.threshold ?? cfg.training.threshold;
-  for (const file of files) {
-    const written = await predictFile(model, cfg, file, args.output, { threshold, postprocess: args.postprocess ?? cfg.evaluation.postprocess, tta: cfg.evaluation.tta, scales: cfg.evaluation.scales });
+  let done = 0;
+  for (const { file, stem } of plan) {
+    const kept = `the ${done} prediction(s) before it are complete and no input was changed`;
+    const written = await predictFile(model, cfg, file, args.output, { threshold, postprocess: args.postprocess ?? cfg.evaluation.postprocess, tta: cfg.evaluation.tta, scales: cfg.evaluation.scales }, stem, kept);
+    done++;
     console.log(`${file} -> ${written.map((w) => path.basename(w)).join(', ')}`);
   }
-  console.log(`wrote ${files.length} prediction(s) to ${args.output}`);
+  console.log(`wrote ${done} prediction(s) to ${args.output}`);
 }
 
 void runCli(main);

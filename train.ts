@@ -11,6 +11,7 @@ async function main(): Promise<void> {
     .scriptName('train')
     .usage('$0 --config FILE [options]\n\nTrains a segmentation model; checkpoints go to <ckpt_root>/<name>/{last,best}, results to <results.root>/<name>/.')
     .option('resume', { type: 'boolean', default: false, describe: 'continue the run from <ckpt_root>/<name>/last' })
+    .option('overwrite', { type: 'boolean', default: false, describe: 'start afresh even where <ckpt_root>/<name> holds an earlier run (its last/ and best/ are replaced as the new run saves)' })
     .option('weights', { type: 'string', describe: 'start from the weights of this checkpoint folder or exported model.json (overrides checkpoint.weights)' })
     .example('$0 --config configs/demo.yaml', 'train the demo model on generated data')
     .example('$0 --config configs/demo.yaml --resume', 'continue an interrupted run')
@@ -19,7 +20,15 @@ async function main(): Promise<void> {
     .parse();
   const { cfg, backend } = await setup(args);
   const started = Date.now();
-  const out = await train(cfg, { resume: args.resume, weights: args.weights ?? null, configPath: args.config, backend: backend.description });
+  const out = await train(cfg, {
+    resume: args.resume,
+    overwrite: args.overwrite,
+    weights: args.weights ?? null,
+    configPath: args.config,
+    sets: args.set,
+    backendOption: args.backend,
+    backend: backend.description,
+  });
   if (!out.interrupted) console.log(`done in ${((Date.now() - started) / 1000).toFixed(0)} s`);
 }
 

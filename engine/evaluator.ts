@@ -12,6 +12,10 @@ import { denormalize, Flip, predictProbs, probsToMask } from './inference';
 import { decodeImage } from '../pipeline/decode';
 import { colorizePng, overlayPng } from '../report/overlay';
 import { runIfMain, SelfTest } from '../utils/self_test';
+import { FsContext, guardFsSync } from '../utils/errors';
+
+/** How a failed write of a results folder is described: checkpoints live elsewhere and are untouched. */
+export const RESULTS_FS: FsContext = { what: 'results', kept: 'the checkpoints are not affected', setting: 'results.root or --output' };
 
 export interface ImageScore {
   id: string;
@@ -70,8 +74,8 @@ export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: P
   const perImage: ImageScore[] = [];
   const loader = new BatchLoader(cfg, pairs, { train: false, fullMasks: opts.fullResolution });
   if (opts.outDir) {
-    fs.mkdirSync(path.join(opts.outDir, 'overlays'), { recursive: true });
-    fs.mkdirSync(path.join(opts.outDir, 'predictions'), { recursive: true });
+    const out = opts.outDir;
+    guardFsSync(RESULTS_FS, () => ['overlays', 'predictions'].forEach((d) => fs.mkdirSync(path.join(out, d), { recursive: true })));
   }
 
   let index = 0; // position in `pairs`: evaluation keeps their order
@@ -95,8 +99,12 @@ export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: P
         const safe = batch.ids[i].replace(/[^\w.-]+/g, '_');
         const rgb = full ? (await decodeImage(pairs[index].image)).data : denormalize(batch.images, i, h, w, cfg.data.mean, cfg.data.std);
         const overlay = await overlayPng(rgb, gw, gh, pred, gt, { binary, palette: meta.palette, ignoreIndex: ignore });
-        fs.writeFileSync(path.join(opts.outDir, 'overlays', `${safe}.png`), overlay);
-        fs.writeFileSync(path.join(opts.outDir, 'predictions', `${safe}.png`), await colorizePng(pred, gw, gh, meta.palette, ignore));
+        const colour = await colorizePng(pred, gw, gh, meta.palette, ignore);
+        const out = opts.outDir;
+        guardFsSync(RESULTS_FS, () => {
+          fs.writeFileSync(path.join(out, 'overlays', `${safe}.png`), overlay);
+          fs.writeFileSync(path.join(out, 'predictions', `${safe}.png`), colour);
+        });
         score.overlay = `overlays/${safe}.png`;
       }
       perImage.push(score);

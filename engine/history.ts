@@ -5,6 +5,7 @@ import path from 'node:path';
 import os from 'node:os';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../utils/self_test';
+import { guardFsSync } from '../utils/errors';
 
 export interface HistoryRow {
   epoch: number;
@@ -26,7 +27,8 @@ export class History {
   }
 
   append(row: HistoryRow): void {
-    fs.appendFileSync(this.file, JSON.stringify(row) + '\n');
+    // A failed write(2) names no file: say which, and that checkpoints are separate.
+    guardFsSync({ path: this.file, what: 'history', kept: 'the checkpoints are not affected', setting: 'results.root' }, () => fs.appendFileSync(this.file, JSON.stringify(row) + '\n'));
   }
 
   read(): HistoryRow[] {

@@ -1,5 +1,9 @@
 // Prediction for single image files: network at the configured size, logits
 // resized back to the image's own size, dataset post-processing, PNG outputs.
+// Outputs never land on inputs: an output folder at or inside the input folder (for one
+// file: its own folder) is refused, inputs sharing a stem (a.jpg, a.png) get names of
+// their own, and a plan whose files would still collide is refused before anything is
+// written.
 import fs from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
@@ -10,7 +14,7 @@ import { normaliseImage } from '../pipeline/batcher';
 import assert from 'node:assert/strict';
 import { datasetMeta } from '../loaders/registry';
 import { Config, isBinary } from '../utils/config';
-import { UserError } from '../utils/errors';
+import { guardFs, UserError } from '../utils/errors';
 import { Flip, predictProbs, probsToMask } from './inference';
 import { colorizePng, overlayPng } from '../report/overlay';
 import { runIfMain, SelfTest } from '../utils/self_test';
@@ -23,6 +27,64 @@ export function listImages(input: string): string[] {
     .filter((f) => IMAGE_EXTS.includes(path.extname(f).toLowerCase()))
     .sort()
     .map((f) => path.join(input, f));
+}
+
+/** `p` with symlinks resolved as far as it exists (outputs may not exist yet). */
+function realish(p: string): string {
+  const abs = path.resolve(p);
+  let base = abs;
+  while (!fs.existsSync(base) && path.dirname(base) !== base) base = path.dirname(base);
+  try {
+    return path.join(fs.realpathSync(base), path.relative(base, abs));
+  } catch {
+    return abs;
+  }
+}
+
+function within(child: string, parent: string): boolean {
+  const rel = path.relative(parent, child);
+  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+}
+
+/** The files predictFile writes for one input, by output stem. */
+export function outputNames(stem: string, binary: boolean): string[] {
+  return binary ? [`${stem}.png`, `${stem}_overlay.png`] : [`${stem}.png`, `${stem}_color.png`, `${stem}_overlay.png`];
+}
+
+export interface PlannedInput {
+  file: string;
+  /** Output stem: the input's stem, or its whole name (`a_jpg`) where stems are shared. */
+  stem: string;
+}
+
+/**
+ * Output names for `files` (from --input) in `outDir`; refuses, writing nothing, when
+ * `outDir` is at or inside the input folder (a single file: its own folder) or two
+ * outputs would share a name.
+ */
+export function planOutputs(input: string, files: string[], outDir: string, binary: boolean): PlannedInput[] {
+  const out = realish(outDir);
+  const isDir = fs.existsSync(input) && fs.statSync(input).isDirectory();
+  const inDir = realish(isDir ? input : path.dirname(input));
+  // A folder input's outputs go outside it; a single file's at least not beside it (its mask could replace it or a neighbour).
+  if (isDir ? within(out, inDir) : out === inDir) {
+    const what = isDir ? `${out === inDir ? 'the' : 'inside the'} --input folder ${input}` : `the folder of --input ${input}`;
+    throw new UserError(`--output ${outDir} is ${what}: masks would replace or mix with the input images; choose an output folder outside it`);
+  }
+  const stemOf = (f: string) => path.basename(f, path.extname(f));
+  const key = (f: string) => stemOf(f).toLowerCase(); // case-insensitive disks: A.png and a.jpg collide too
+  const count = new Map<string, number>();
+  for (const f of files) count.set(key(f), (count.get(key(f)) ?? 0) + 1);
+  const plan = files.map((file) => ({ file, stem: count.get(key(file))! > 1 ? path.basename(file).replace(/\./g, '_') : stemOf(file) }));
+  const taken = new Map<string, string>(); // output name (lower case) -> input writing it
+  for (const { file, stem } of plan) {
+    for (const name of outputNames(stem, binary)) {
+      const other = taken.get(name.toLowerCase());
+      if (other) throw new UserError(`--input ${input}: ${other} and ${file} would both write ${name}; rename one of them or predict them separately`);
+      taken.set(name.toLowerCase(), file);
+    }
+  }
+  return plan;
 }
 
 export interface PredictOptions {
@@ -48,24 +110,24 @@ export async function predictMask(model: tf.LayersModel, cfg: Config, file: stri
   return { classes, image: full.data, width: full.width, height: full.height };
 }
 
-/** Writes <stem>.png (+ <stem>_color.png for multi-class) and <stem>_overlay.png; returns the paths. */
-export async function predictFile(model: tf.LayersModel, cfg: Config, file: string, outDir: string, opts: PredictOptions): Promise<string[]> {
+/**
+ * Writes <stem>.png (+ <stem>_color.png for multi-class) and <stem>_overlay.png; returns
+ * the paths (the names of outputNames). `stem` defaults to the input's; planOutputs gives unique ones.
+ */
+export async function predictFile(
+  model: tf.LayersModel, cfg: Config, file: string, outDir: string, opts: PredictOptions,
+  stem = path.basename(file, path.extname(file)), kept?: string,
+): Promise<string[]> {
   const { classes, image, width, height } = await predictMask(model, cfg, file, opts);
   const meta = datasetMeta(cfg);
-  const stem = path.join(outDir, path.basename(file, path.extname(file)));
-  const grey = (data: Uint8Array) => sharp(Buffer.from(data), { raw: { width, height, channels: 1 } }).toColourspace('b-w').png();
-  const written: string[] = [];
-  if (isBinary(cfg)) {
-    await grey(classes.map((c) => (c ? 255 : 0))).toFile(`${stem}.png`);
-    written.push(`${stem}.png`);
-  } else {
-    await grey(meta.toSubmission ? meta.toSubmission(classes) : classes).toFile(`${stem}.png`);
-    fs.writeFileSync(`${stem}_color.png`, await colorizePng(classes, width, height, meta.palette, cfg.data.ignore_index));
-    written.push(`${stem}.png`, `${stem}_color.png`);
-  }
-  const overlay = await overlayPng(image, width, height, classes, null, { binary: isBinary(cfg), palette: meta.palette, ignoreIndex: cfg.data.ignore_index });
-  fs.writeFileSync(`${stem}_overlay.png`, overlay);
-  written.push(`${stem}_overlay.png`);
+  const binary = isBinary(cfg);
+  const grey = (data: Uint8Array) => sharp(Buffer.from(data), { raw: { width, height, channels: 1 } }).toColourspace('b-w').png().toBuffer();
+  const data = [await grey(binary ? classes.map((c) => (c ? 255 : 0)) : meta.toSubmission ? meta.toSubmission(classes) : classes)];
+  if (!binary) data.push(await colorizePng(classes, width, height, meta.palette, cfg.data.ignore_index));
+  data.push(await overlayPng(image, width, height, classes, null, { binary, palette: meta.palette, ignoreIndex: cfg.data.ignore_index }));
+  const written = outputNames(stem, binary).map((n) => path.join(outDir, n));
+  // Encoded first, written with fs: a full or read-only disk then fails with an errno the caller can name.
+  await guardFs({ what: 'predictions', kept, setting: '--output' }, async () => written.forEach((f, i) => fs.writeFileSync(f, data[i])));
   return written;
 }
 
@@ -78,6 +140,25 @@ export const selfTest: SelfTest = {
     for (const f of ['b.png', 'a.JPG', 'notes.txt']) fs.writeFileSync(path.join(dir, f), '');
     assert.deepEqual(listImages(dir).map((f) => path.basename(f)), ['a.JPG', 'b.png']);
     assert.throws(() => listImages(path.join(dir, 'nope')), /no such file or folder/);
+    fs.rmSync(dir, { recursive: true });
+  },
+  async 'outputs never replace an input or each other'() {
+    const { tmpDir } = await fixtures();
+    const dir = tmpDir('pred-plan');
+    const input = path.join(dir, 'in');
+    fs.mkdirSync(input);
+    const files = ['a.jpg', 'a.png', 'b.png', 'b_overlay.jpg'].map((f) => path.join(input, f));
+    files.forEach((f) => fs.writeFileSync(f, ''));
+    for (const out of [input, path.join(input, 'masks'), path.join(input, '.')]) {
+      assert.throws(() => planOutputs(input, files, out, true), (e: Error) => e instanceof UserError && /--input folder .*choose an output folder outside it/.test(e.message), out);
+    }
+    // a.jpg and a.png get their own names; b's overlay and b_overlay's mask would share one name.
+    assert.throws(() => planOutputs(input, files, path.join(dir, 'out'), true), /b\.png and .*b_overlay\.jpg would both write b_overlay\.png/);
+    const plan = planOutputs(input, files.slice(0, 3), path.join(dir, 'out'), true);
+    assert.deepEqual(plan.map((p) => p.stem), ['a_jpg', 'a_png', 'b']);
+    // One file whose output folder is its own: its mask would replace it (a.png) or a neighbour (a.jpg -> a.png).
+    for (const f of files.slice(0, 2)) assert.throws(() => planOutputs(f, [f], input, true), /is the folder of --input .*choose an output folder outside it/);
+    assert.deepEqual(planOutputs(files[0], [files[0]], path.join(input, 'masks'), true).map((p) => p.stem), ['a'], 'a sub-folder of a file input is fine');
     fs.rmSync(dir, { recursive: true });
   },
   async 'the red-channel model\'s mask agrees with the ground truth'() {

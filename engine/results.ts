@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { Config, isBinary } from '../utils/config';
-import { evalOptionsFrom, evaluateSplit, EvalResult } from './evaluator';
+import { evalOptionsFrom, evaluateSplit, EvalResult, RESULTS_FS } from './evaluator';
 import type { Flip } from './inference';
 import { HistoryRow } from './history';
 import { sortWorstFirst, writeReport } from '../report/page';
@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { datasetMeta, listSplit, PairRef } from '../loaders/registry';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { runDirs } from './run_dirs';
+import { guardFsSync } from '../utils/errors';
 
 export interface ResultsOptions {
   trainSeconds?: number;
@@ -51,11 +52,13 @@ export async function writeResults(model: tf.LayersModel, cfg: Config, pairs: Pa
     threshold_sweep: res.sweep,
     per_image: res.perImage.map(({ id, dice, iou }) => ({ id, dice, iou })),
   };
-  fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'metrics.json'), JSON.stringify(metricsJson, null, 2));
   const ordered = sortWorstFirst(res.perImage);
   const shown = cfg.results.gallery_size ? ordered.slice(0, cfg.results.gallery_size) : ordered;
-  writeReport(dir, {
+  guardFsSync(RESULTS_FS, () => {
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, 'metrics.json'), JSON.stringify(metricsJson, null, 2));
+  });
+  guardFsSync(RESULTS_FS, () => writeReport(dir, {
     runName: cfg.name,
     createdAt: new Date().toISOString(),
     config: cfg,
@@ -76,7 +79,7 @@ export async function writeResults(model: tf.LayersModel, cfg: Config, pairs: Pa
       ...(binary ? [`threshold ${threshold}`] : []),
       ...(postprocess ? ['post-processed'] : []),
     ].join(' · '),
-  });
+  }));
   if (!opts.quiet) console.log(res.table);
   return res;
 }

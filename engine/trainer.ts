@@ -9,7 +9,7 @@ import { listSplit, PairRef } from '../loaders/registry';
 import { Batch, BatchLoader } from '../pipeline/batcher';
 import { getModel } from '../models';
 import { Config, dumpConfig } from '../utils/config';
-import { isAllocationFailure, UserError } from '../utils/errors';
+import { guardFsSync, isAllocationFailure, UserError } from '../utils/errors';
 import { buildLoss } from '../utils/losses';
 import { lrAt } from '../utils/lr_schedule';
 import { createOptimizer, TrainOptimizer } from '../utils/optimizers';
@@ -19,7 +19,7 @@ import type { EvalResult } from './evaluator';
 import { History } from './history';
 import { EpochProgress } from './progress';
 import { writeResults } from './results';
-import { startState } from './resume';
+import { refuseOverwrite, startState } from './resume';
 import { RunCheckpoints } from './run_checkpoints';
 import { RunDirs, runDirs } from './run_dirs';
 import { StopConditions } from './stop';
@@ -36,8 +36,13 @@ export interface TrainOptions {
   resume?: boolean;
   /** Start from these weights (a checkpoint folder or an exported model.json); overrides checkpoint.weights. */
   weights?: string | null;
+  /** A fresh start may replace an earlier run's last/ and best/ (train --overwrite). */
+  overwrite?: boolean;
   /** The config file, for the "resume with" hint. */
   configPath?: string;
+  /** The --set overrides and --backend the run was started with, for the "resume with" hint. */
+  sets?: string[];
+  backendOption?: string;
   /** Print nothing but errors (tests). */
   quiet?: boolean;
   /** Backend description, for the report. */
@@ -65,8 +70,10 @@ export interface TrainOutcome {
 export async function train(cfg: Config, opts: TrainOptions = {}): Promise<TrainOutcome> {
   preflightTrain(cfg, { resume: opts.resume, weights: opts.weights, backend: tf.getBackend() });
   const { ckpt } = runDirs(cfg);
-  fs.mkdirSync(ckpt, { recursive: true });
-  const release = acquireRunLock(ckpt);
+  const release = guardFsSync({ path: ckpt, what: 'run folder', setting: 'checkpoint.ckpt_root' }, () => {
+    fs.mkdirSync(ckpt, { recursive: true });
+    return acquireRunLock(ckpt);
+  });
   try {
     return await trainLocked(cfg, opts);
   } finally {
@@ -107,24 +114,28 @@ async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcom
   const log = opts.quiet ? () => {} : (s: string) => console.log(s);
   const dirs = runDirs(cfg);
   const t = cfg.training;
+  refuseOverwrite(dirs, opts); // before anything is written
 
   const trainPairs = await listSplit(cfg, cfg.data.train_split);
   const valPairs = await listSplit(cfg, cfg.data.val_split);
   log(`data: ${cfg.data.name} at ${cfg.data.root}: ${trainPairs.length} training pairs (${cfg.data.train_split}), ${valPairs.length} validation pairs (${cfg.data.val_split})`);
 
-  const model = getModel(cfg);
-  const optimizer = createOptimizer(cfg);
-  const meta = await startState(cfg, model, optimizer, dirs, opts, log);
-
-  fs.writeFileSync(path.join(dirs.ckpt, 'config.yaml'), dumpConfig(cfg)); // folder made by train()
-  fs.mkdirSync(dirs.results, { recursive: true });
-  fs.writeFileSync(path.join(dirs.results, 'config.yaml'), dumpConfig(cfg));
-  const history = new History(dirs.history);
-  history.reset(opts.resume ? meta.step : null);
-
   const loader = new BatchLoader(cfg, trainPairs, { train: true });
   const stepsPerEpoch = loader.stepsPerEpoch;
   if (stepsPerEpoch === 0) throw new UserError(`data: ${trainPairs.length} training pairs is fewer than training.batch_size ${t.batch_size}`);
+
+  const model = getModel(cfg);
+  const optimizer = createOptimizer(cfg);
+  const warn = opts.quiet ? () => {} : (s: string) => console.warn(s);
+  const meta = await startState(cfg, model, optimizer, dirs, opts, { stepsPerEpoch, trainPairs: trainPairs.length }, log, warn);
+
+  guardFsSync({ what: 'run config', setting: 'checkpoint.ckpt_root' }, () => fs.writeFileSync(path.join(dirs.ckpt, 'config.yaml'), dumpConfig(cfg))); // folder made by train()
+  const history = new History(dirs.history);
+  guardFsSync({ what: 'results', setting: 'results.root' }, () => {
+    fs.mkdirSync(dirs.results, { recursive: true });
+    fs.writeFileSync(path.join(dirs.results, 'config.yaml'), dumpConfig(cfg));
+    history.reset(opts.resume ? meta.step : null);
+  });
   const totalSteps = t.iterations ?? t.epochs * stepsPerEpoch;
   const run: Run = {
     cfg, opts, log, dirs, model, optimizer, meta, history, loader, valPairs, stepsPerEpoch, totalSteps,
@@ -142,7 +153,9 @@ async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcom
   let end: EpochEnd = 'done';
   try {
     while (meta.step < totalSteps && end === 'done') {
+      const before = meta.step;
       const epoch = await trainEpoch(run);
+      if (meta.step === before && epoch.end === 'done') throw new Error(`training made no progress in epoch ${meta.epoch + 1} at step ${meta.step}`); // never loop forever
       end = epoch.end;
       if (end === 'interrupted') break;
       await endOfEpoch(run, epoch.epochDone, end === 'time_up');
@@ -150,7 +163,7 @@ async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcom
     }
     if (end === 'interrupted') {
       await run.checkpoints.saveLastIfNewer();
-      const cmd = `npx train --config ${opts.configPath ?? '<config>'} --resume`;
+      const cmd = resumeCommand(opts);
       log(`stopped at epoch ${meta.epoch + 1}, step ${meta.step}; saved ${dirs.last}. Resume with: ${cmd}`);
     }
   } finally {
@@ -177,6 +190,8 @@ async function trainEpoch(run: Run): Promise<EpochOutcome> {
   const t = cfg.training;
   const epoch = meta.epoch;
   const skip = meta.step - epoch * spe;
+  // startState fits a resumed step into the epoch; a step outside it would train nothing, forever.
+  if (skip < 0 || skip >= spe) throw new Error(`step ${meta.step} is outside epoch ${epoch + 1} (${spe} steps per epoch)`);
   const epochEnd = Math.min((epoch + 1) * spe, run.totalSteps);
   const bar = run.opts.quiet ? null : new EpochProgress(epoch, run.totalEpochs, epochEnd - epoch * spe, skip);
   let lossSum = 0;
@@ -218,7 +233,8 @@ async function trainEpoch(run: Run): Promise<EpochOutcome> {
   }
   if (end === 'interrupted') return { end, epochDone: false };
   if (lossN) history.append({ epoch, step: meta.step, split: 'train', loss: lossSum / lossN, lr: optimizer.getLearningRate() });
-  const epochDone = meta.step === epochEnd;
+  // Only a whole epoch counts: a run that ends mid-epoch (training.iterations) stays in it, so a resume with more iterations continues there.
+  const epochDone = meta.step === (epoch + 1) * spe;
   if (epochDone) meta.epoch = epoch + 1;
   return { end, epochDone };
 }
@@ -254,6 +270,19 @@ function injectFault(step: number): void {
   while (Date.now() < until); // deliberately blocks the event loop
 }
 
+/** Quotes `s` for a POSIX shell when it holds anything but safe characters. */
+export function shellQuote(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The command that resumes this run: the same config, overrides and backend. */
+export function resumeCommand(opts: TrainOptions): string {
+  const args = ['--config', opts.configPath ?? '<config>'];
+  for (const s of opts.sets ?? []) args.push('--set', s);
+  if (opts.backendOption) args.push('--backend', opts.backendOption);
+  return ['npx', 'train', ...args.map(shellQuote), '--resume'].join(' ');
+}
+
 /** After an epoch (or when training ends early): validation, best/, last/. */
 async function endOfEpoch(run: Run, epochDone: boolean, timeUp: boolean): Promise<void> {
   const { cfg, meta } = run;
@@ -285,6 +314,13 @@ async function finalResults(run: Run): Promise<EvalResult> {
 }
 
 export const selfTest: SelfTest = {
+  'the resume hint repeats the overrides and backend, shell-quoted'() {
+    assert.equal(resumeCommand({ configPath: 'configs/demo.yaml' }), 'npx train --config configs/demo.yaml --resume');
+    assert.equal(
+      resumeCommand({ configPath: 'my configs/a.yaml', sets: ['training.epochs=5', 'data.size=[96, 96]', "name=it's"], backendOption: 'wasm' }),
+      `npx train --config 'my configs/a.yaml' --set training.epochs=5 --set 'data.size=[96, 96]' --set 'name=it'\\''s' --backend wasm --resume`,
+    );
+  },
   async 'a second run on a folder in use is refused; the lock is released afterwards'() {
     const { fixtureConfig, tmpDir } = await import('../test/fixtures/datasets');
     await initBackend('wasm');

@@ -99,6 +99,10 @@ export class BatchLoader {
 
   async *batches(epoch: number, skipSteps = 0): AsyncGenerator<Batch> {
     const b = this.cfg.training.batch_size;
+    // A skip past the epoch would yield nothing (a caller waiting for the epoch's end hangs); a negative one reads before it.
+    if (!Number.isInteger(skipSteps) || skipSteps < 0 || skipSteps > this.stepsPerEpoch) {
+      throw new RangeError(`batches: cannot skip ${skipSteps} steps of an epoch of ${this.stepsPerEpoch}`);
+    }
     const order = this.order(epoch);
     const end = this.opts.train ? this.stepsPerEpoch * b : order.length;
     const workers = Math.max(1, this.cfg.training.workers);

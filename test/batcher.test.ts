@@ -43,6 +43,10 @@ test('skipSteps yields exactly the uninterrupted batches from step k on', async 
   const l = new BatchLoader(cfg, pairs, { train: true });
   const full = await collect(l, 4);
   for (const k of [1, 2, 3]) assert.deepEqual(await collect(new BatchLoader(cfg, pairs, { train: true }), 4, k), full.slice(k), `skip ${k}`);
+  const spe = l.stepsPerEpoch;
+  assert.deepEqual(await collect(new BatchLoader(cfg, pairs, { train: true }), 4, spe), [], 'skipping the whole epoch');
+  // Past the epoch (or negative) is a bug upstream, never a loop: it throws.
+  for (const k of [spe + 1, -1]) await assert.rejects(collect(new BatchLoader(cfg, pairs, { train: true }), 4, k), /cannot skip/);
 });
 
 test('val: fixed order, no augmentation, last partial batch kept, data.size', async () => {

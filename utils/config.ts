@@ -178,7 +178,8 @@ const ResultsSchema = z
 
 export const ConfigSchema = z
   .object({
-    name: z.string().regex(/^[\w.-]+$/, 'letters, digits, _ . - only').default('run'),
+    // A folder name under ckpt_root and results.root: '..' or '.x' must not escape or hide there.
+    name: z.string().regex(/^[\w-][\w.-]*$/, 'letters, digits, _ . - only, not starting with a dot').default('run'),
     backend: z.enum(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default('auto'),
     gpus: z.array(z.number().finite().int().min(0)).default([]),
     model: ModelSchema.default({}),
@@ -326,6 +327,10 @@ export const selfTest: SelfTest = {
     assert.throws(() => loadConfig(path.join(dir, 'empty.yaml')), /empty\.yaml: the config is empty; start from configs\/demo\.yaml, or write \{\} to train on every default/);
     assert.equal(loadConfig(path.join(dir, 'braces.yaml')).training.batch_size, 4);
     fs.rmSync(dir, { recursive: true });
+  },
+  'a run name cannot leave or hide in its folders'() {
+    for (const bad of ['..', '.', '.hidden', 'a/b', '../x', 'a\\b', '']) assert.throws(() => parseConfig({ name: bad }), /key 'name'/, bad);
+    assert.equal(parseConfig({ name: 'run-1.v2_b' }).name, 'run-1.v2_b');
   },
   '--set overrides are typed through the schema'() {
     const raw: any = { training: { epochs: 3 } };

@@ -1,6 +1,9 @@
-// User-facing failures: bad config, bad data, bad checkpoints. The CLI prints
-// their message as one line and exits non-zero, never with a stack trace.
+// User-facing failures: bad config, bad data, bad checkpoints, a full or read-only
+// disk. The CLI prints their message as one line and exits non-zero, never with a
+// stack trace.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { runIfMain, SelfTest } from './self_test';
 export class UserError extends Error {
   constructor(message: string) {
@@ -34,6 +37,8 @@ export function describeError(err: unknown): string {
   if (err instanceof UserError) return err.message;
   // Training says which sizes (engine/trainer.ts); evaluate and predict land here.
   if (isAllocationFailure(err)) return `out of memory (${firstLine(err)}): lower data.size, evaluation.scales, training.batch_size or model.base`;
+  const fsErr = fsUserError(err); // a file-system failure no caller gave context to is still the user's to fix
+  if (fsErr instanceof UserError) return fsErr.message;
   if (err instanceof Error) {
     const msg = err.message.split('\n')[0];
     return `${msg} (internal error; set SEMSEG_DEBUG=1 for the stack trace)`;
@@ -45,6 +50,107 @@ function firstLine(err: unknown): string {
   return (err instanceof Error ? err.message : String(err)).split('\n')[0].slice(0, 120);
 }
 
+// --- file-system failures ----------------------------------------------------
+
+/** What a caller knows about a failed write, for the message. */
+export interface FsContext {
+  /** The file or folder being written: errors from file handles (ENOSPC on write) carry no path. */
+  path?: string;
+  /** What was being written, e.g. 'checkpoint', 'report'. */
+  what?: string;
+  /** What is still intact, e.g. 'the previous checkpoint in checkpoints/x/last is intact'. */
+  kept?: string;
+  /** The setting or option that picks the folder, e.g. 'checkpoint.ckpt_root'. */
+  setting?: string;
+}
+
+const PROBLEM: Record<string, string> = {
+  EACCES: 'permission denied',
+  EPERM: 'permission denied',
+  EROFS: 'the file system is read-only',
+  ENOSPC: 'no space left on the device',
+  EDQUOT: 'disk quota exceeded',
+  ENOTDIR: 'a part of this path is a file, not a folder',
+  EEXIST: 'something of that name is in the way',
+  ENOTEMPTY: 'a folder of that name is in the way and not empty',
+  EISDIR: 'is a folder, expected a file',
+  ENOENT: 'a folder on this path does not exist',
+};
+
+const TODO: Record<string, string> = {
+  EACCES: 'make it writable or choose another folder',
+  EPERM: 'make it writable or choose another folder',
+  EROFS: 'choose a folder on a writable disk',
+  ENOSPC: 'free some space or choose a folder on another disk',
+  EDQUOT: 'free some space or choose a folder on another disk',
+  ENOTDIR: 'move that file aside or choose another folder',
+  EEXIST: 'move it aside or choose another folder',
+  ENOTEMPTY: 'move it aside or choose another folder',
+  EISDIR: 'move that folder aside or choose another path',
+  ENOENT: 'check that the folder was not removed or renamed meanwhile',
+};
+
+/** The nearest ancestor of `p` that exists (itself included). */
+function existingAncestor(p: string): string {
+  let cur = path.resolve(p);
+  while (!fs.existsSync(cur) && path.dirname(cur) !== cur) cur = path.dirname(cur);
+  return cur;
+}
+
+/**
+ * Turns Node's errno error from a write (mkdir, open, write, rename, ...) into a one-line
+ * UserError that names the path, says what was kept and what to do. Other errors come
+ * back unchanged, to be rethrown.
+ */
+export function fsUserError(err: unknown, ctx: FsContext = {}): unknown {
+  const e = err as NodeJS.ErrnoException;
+  if (!e || typeof e !== 'object' || typeof e.code !== 'string' || !(e.code in PROBLEM)) return err;
+  let code = e.code;
+  let where = e.path ?? ctx.path;
+  if (!where) return err; // nothing to name: not ours to describe
+  if (code === 'ENOENT' || code === 'ENOTDIR') {
+    // mkdir on a read-only mount can say ENOENT; a file in the path says ENOTDIR. Name the real culprit.
+    const anc = existingAncestor(where);
+    if (!fs.statSync(anc).isDirectory()) {
+      code = 'ENOTDIR';
+      where = anc;
+    } else if (code === 'ENOENT') {
+      try {
+        fs.accessSync(anc, fs.constants.W_OK);
+      } catch (probe) {
+        const c = (probe as NodeJS.ErrnoException).code;
+        if (c === 'EROFS' || c === 'EACCES' || c === 'EPERM') [code, where] = [c, anc];
+      }
+    }
+  }
+  let problem = PROBLEM[code];
+  if (code === 'ENOTDIR' && where !== (e.path ?? ctx.path)) problem = 'is a file, not a folder';
+  if (code === 'ENOENT' && existingAncestor(where) === path.dirname(path.resolve(where))) problem = 'does not exist';
+  const doing = ctx.what ? ` (writing the ${ctx.what})` : e.syscall ? ` (${e.syscall})` : '';
+  const todo = TODO[code] + (ctx.setting ? ` (${ctx.setting})` : '');
+  return new UserError(`${where}: ${problem}${doing}; ${ctx.kept ? ctx.kept + '; ' : ''}${todo}`);
+}
+
+/** Runs `fn`; a file-system failure comes out as fsUserError's one line. */
+export async function guardFs<T>(ctx: FsContext, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw fsUserError(err, ctx);
+  }
+}
+
+export function guardFsSync<T>(ctx: FsContext, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw fsUserError(err, ctx);
+  }
+}
+
+function errno(code: string, syscall: string, p?: string): NodeJS.ErrnoException {
+  return Object.assign(new Error(`${code}: fabricated, ${syscall}${p ? ` '${p}'` : ''}`), { code, syscall, ...(p ? { path: p } : {}) });
+}
 
 export const selfTest: SelfTest = {
   'user errors print as their message alone'() {
@@ -61,6 +167,47 @@ export const selfTest: SelfTest = {
       assert.match(describeError(new Error(m)), /^out of memory \(.*\): lower data\.size/);
     }
     assert.ok(!isAllocationFailure(new Error('Cannot read properties of undefined')));
+  },
+  'a full disk names the file, what was kept and what to do'() {
+    // ENOSPC from a file handle carries no path: the caller's path is named.
+    const e = fsUserError(errno('ENOSPC', 'write'), { path: 'ck/run/.last.tmp-1-1/weights.bin', what: 'checkpoint', kept: 'the previous checkpoint in ck/run/last is intact', setting: 'checkpoint.ckpt_root' });
+    assert.ok(e instanceof UserError);
+    assert.equal(
+      e.message,
+      'ck/run/.last.tmp-1-1/weights.bin: no space left on the device (writing the checkpoint); the previous checkpoint in ck/run/last is intact; free some space or choose a folder on another disk (checkpoint.ckpt_root)',
+    );
+  },
+  'read-only, permission, EEXIST and EISDIR are one line, not internal errors'() {
+    for (const [code, re] of [['EROFS', /read-only/], ['EACCES', /permission denied/], ['EEXIST', /in the way/], ['EISDIR', /is a folder/]] as const) {
+      const d = describeError(errno(code, 'open', '/x/y'));
+      assert.match(d, re, code);
+      assert.match(d, /^\/x\/y: /, code);
+      assert.doesNotMatch(d, /internal error/, code);
+    }
+    const other = new Error('boom');
+    assert.equal(fsUserError(other), other, 'not an errno error: unchanged');
+    const pathless = errno('ENOSPC', 'write');
+    assert.equal(fsUserError(pathless), pathless, 'no path known: unchanged');
+  },
+  async 'a file in the path is named as the culprit (ENOTDIR), also when mkdir says ENOENT'() {
+    const os = await import('node:os');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'errors-'));
+    try {
+      const file = path.join(dir, 'plain');
+      fs.writeFileSync(file, 'x');
+      let caught: unknown;
+      try {
+        fs.mkdirSync(path.join(file, 'a', 'b'), { recursive: true });
+      } catch (err) {
+        caught = err;
+      }
+      const e = fsUserError(caught, { what: 'results' });
+      assert.ok(e instanceof UserError, String(caught));
+      assert.equal(e.message, `${file}: is a file, not a folder (writing the results); move that file aside or choose another folder`);
+      assert.match(describeError(errno('ENOENT', 'mkdir', path.join(file, 'q'))), /plain: is a file, not a folder/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   },
 };
 

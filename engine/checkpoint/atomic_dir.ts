@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { UserError } from '../../utils/errors';
+import { fsUserError, UserError } from '../../utils/errors';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 
 export const MARKER = 'complete.json';
@@ -31,6 +31,10 @@ function siblings(dir: string): Siblings {
   return { dir: clean, parent: path.dirname(abs), base: path.basename(abs), old: clean + '.old' };
 }
 
+/** `<dir>.old`: where the previous copy lives during a swap. */
+export function oldPath(dir: string): string {
+  return siblings(dir).old;
+}
 
 let counter = 0;
 const activeTmp = new Set<string>(); // our own in-flight tmp folders: never cleaned as stale
@@ -71,7 +75,14 @@ export class DirWriter {
   async write(name: string, data: Buffer | string): Promise<void> {
     if (name === MARKER || name.includes('/') || name.includes('\\')) throw new Error(`bad file name '${name}'`);
     const buf = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
-    await writeDurable(path.join(this.dir, name), buf);
+    const file = path.join(this.dir, name);
+    try {
+      await writeDurable(file, buf);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      if (e && typeof e === 'object' && e.code && !e.path) e.path = file; // a failed write(2) on a handle names no file
+      throw err;
+    }
     this.files[name] = { bytes: buf.length, sha256: sha256(buf) };
   }
   /** The marker goes last: its presence means every listed file is fully on disk. */
@@ -167,6 +178,22 @@ export function publishDir(dir: string, fill: (out: DirWriter) => Promise<void>,
 }
 
 async function publishNow(s: Siblings, fill: (out: DirWriter) => Promise<void>, allowedFiles: string[]): Promise<void> {
+  try {
+    await publishUnguarded(s, fill, allowedFiles);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (typeof e?.path === 'string') {
+      // Name the folder being published, not our hidden tmp sibling (removed by now).
+      const m = new RegExp(`^${escapeRe(path.join(s.parent, '.' + s.base))}\\.(tmp|trash)-\\d+-\\d+`).exec(path.resolve(e.path));
+      if (m) e.path = path.join(s.dir, path.resolve(e.path).slice(m[0].length));
+    }
+    const prev = resolveComplete(s.dir);
+    const kept = prev ? `the previous copy in ${prev} is intact` : `no earlier copy of ${s.dir} existed`;
+    throw fsUserError(err, { what: 'checkpoint', kept, setting: 'checkpoint.ckpt_root' });
+  }
+}
+
+async function publishUnguarded(s: Siblings, fill: (out: DirWriter) => Promise<void>, allowedFiles: string[]): Promise<void> {
   await fsp.mkdir(s.parent, { recursive: true });
   await cleanStale(s.dir);
   const tmp = path.join(s.parent, `.${s.base}.tmp-${process.pid}-${++counter}`);
@@ -292,6 +319,25 @@ export const selfTest: SelfTest = {
       await assert.rejects(readVerified(dir, m, 'a.bin'), /a\.bin: has 10 bytes, expected 64/);
       fs.writeFileSync(path.join(dir, 'a.bin'), Buffer.alloc(64, 8));
       await assert.rejects(readVerified(dir, m, 'a.bin'), /corrupt \(sha256/);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  },
+  async 'a full disk mid-save is one line naming the folder; the previous copy stays'() {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'atomic-dir-'));
+    try {
+      const dir = path.join(root, 'last');
+      await publishDir(dir, (o) => o.write('a.txt', 'one'), ['a.txt']);
+      await assert.rejects(
+        publishDir(dir, async (o) => {
+          await o.write('a.txt', 'two');
+          throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write', path: path.join(o.dir, 'b.txt') });
+        }, ['a.txt', 'b.txt']),
+        // Named as the published folder's file, not the hidden tmp sibling that held it.
+        (e: Error) => e instanceof UserError && e.message.startsWith(`${path.join(dir, 'b.txt')}: no space left on the device (writing the checkpoint); the previous copy in ${dir} is intact; free some space`),
+      );
+      assert.equal((await readVerified(dir, await readMarker(dir), 'a.txt')).toString(), 'one');
+      assert.deepEqual(fs.readdirSync(root), ['last']);
     } finally {
       fs.rmSync(root, { recursive: true, force: true });
     }

@@ -98,6 +98,9 @@ export const StateSchema = z.object({
   rng: z.unknown(),
   config: z.unknown(),
   savedAt: z.string().optional(),
+  // The epoch's shape when saved (absent in checkpoints from before they were recorded).
+  stepsPerEpoch: z.number().int().positive().optional(),
+  trainPairs: z.number().int().nonnegative().optional(),
 });
 
 export type StateJson = z.infer<typeof StateSchema>;

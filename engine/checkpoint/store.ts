@@ -30,6 +30,9 @@ export interface CheckpointMeta {
   rng: unknown; // opaque random-generator state
   config: unknown; // the resolved config
   savedAt?: string; // ISO time; filled in on save when absent
+  /** Steps per epoch and training pairs when saved: resume compares them with the current data. */
+  stepsPerEpoch?: number;
+  trainPairs?: number;
 }
 
 export interface LoadedCheckpoint {
@@ -96,6 +99,8 @@ export async function saveCheckpoint(
     rng: meta.rng ?? null,
     config: meta.config ?? null,
     savedAt: meta.savedAt ?? new Date().toISOString(),
+    ...(meta.stepsPerEpoch !== undefined ? { stepsPerEpoch: meta.stepsPerEpoch } : {}),
+    ...(meta.trainPairs !== undefined ? { trainPairs: meta.trainPairs } : {}),
   };
   const stateText = JSON.stringify(state, null, 2) + '\n';
   const configYaml =
@@ -138,6 +143,8 @@ async function readFrom(src: string): Promise<LoadedCheckpoint> {
     rng: s.rng,
     config: s.config,
     savedAt: s.savedAt,
+    ...(s.stepsPerEpoch !== undefined ? { stepsPerEpoch: s.stepsPerEpoch } : {}),
+    ...(s.trainPairs !== undefined ? { trainPairs: s.trainPairs } : {}),
   };
   return { weights, optimizer, meta, source: src };
 }
