@@ -37,8 +37,10 @@ test('conv2d gradients on wasm match cpu over a grid of shapes', async () => {
   }
 });
 
-test('larger kernels and strides (k 5, stride 3) also match', async () => {
+test('even and larger kernels and strides (k 2, k 5, stride 3) also match', async () => {
   for (const c of [
+    { n: 3, h: 4, w: 4, cin: 5, cout: 4, k: 2, stride: 1, pad: 'same' },
+    { n: 2, h: 9, w: 7, cin: 3, cout: 2, k: 2, stride: 2, pad: 'valid' },
     { n: 2, h: 17, w: 10, cin: 3, cout: 2, k: 5, stride: 3, pad: 'same' },
     { n: 1, h: 17, w: 10, cin: 2, cout: 3, k: 5, stride: 3, pad: 'valid' },
     { n: 1, h: 4, w: 4, cin: 2, cout: 2, k: 3, stride: 4, pad: 'valid' },
