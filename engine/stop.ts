@@ -8,7 +8,8 @@
 // step), or right after a second signal, the watchdog ends the process (SIGKILL: the
 // only way a worker can end its process). Checkpoints are written atomically, so last/
 // keeps the previous save, and the run lock of a process that is gone is taken over by
-// the next run (engine/checkpoint/run_lock.ts).
+// the next run (engine/checkpoint/run_lock.ts). Under npx the watchdog also notices when
+// npx is gone (its shell does not pass SIGTERM on) and stops the run as on SIGTERM.
 import assert from 'node:assert/strict';
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
@@ -48,6 +49,16 @@ if (Signal) for (const [name, num] of workerData.signals) {
   };
   w.start(num);
 }
+// Started by npx/npm (a shell between them and us): when they are stopped, the shell dies
+// without passing the signal on, and we would train on, orphaned, holding the run lock.
+if (workerData.ppid) {
+  const t = setInterval(() => {
+    if (process.ppid === workerData.ppid) return;
+    clearInterval(t);
+    say('warning: the parent process (' + workerData.parent + ') is gone; stopping as on SIGTERM');
+    process.kill(process.pid, 'SIGTERM');
+  }, 1000);
+}
 `;
 
 export interface StopOptions {
@@ -80,7 +91,10 @@ export class StopConditions {
       this.handlers.push([sig, h]);
     }
     const signals = (['SIGINT', 'SIGTERM'] as const).map((n) => [n, os.constants.signals[n]]);
-    this.watchdog = new Worker(WATCHDOG, { eval: true, workerData: { shared: this.shared.buffer, signals, grace: graceSeconds(), kept: this.opts.keptDir ?? '' } });
+    // npm sets npm_command for what it starts (npx: 'exec'); a plain `node dist/train.js &` may outlive its shell on purpose.
+    const ppid = process.env.npm_command ? process.ppid : 0;
+    const parent = process.env.npm_command === 'exec' ? 'npx' : `npm ${process.env.npm_command ?? ''}`.trim();
+    this.watchdog = new Worker(WATCHDOG, { eval: true, workerData: { shared: this.shared.buffer, signals, grace: graceSeconds(), kept: this.opts.keptDir ?? '', ppid, parent } });
     this.watchdog.unref(); // never what keeps the process alive
     this.watchdog.on('error', () => {}); // a watchdog that failed to start leaves the main-thread handler
     return this;

@@ -15,7 +15,7 @@ export const ROOT = path.resolve(__dirname, '..', '..');
 
 export type Command = 'train' | 'evaluate' | 'predict' | 'export';
 
-function nodeArgs(cmd: Command): string[] {
+export function nodeArgs(cmd: Command): string[] {
   const script = path.join(ROOT, `${cmd}${underTsx ? '.ts' : '.js'}`);
   // An absolute URL for tsx, so the child's cwd (a temp dir) does not matter.
   return underTsx ? ['--import', pathToFileURL(require.resolve('tsx')).href, script] : [script];
