@@ -20,11 +20,17 @@ pack() {
   rm -rf "$PACK" && mkdir -p "$PACK/debs" "$PACK/node_modules/@img"
   xz -T0 -6 -c "$(command -v node)" > "$PACK/node.xz"
   # webgpu stays external (an ES module that loads dawn.node beside it); sharp too (native).
-  for entry in bench/bench.ts train.ts; do
+  # Datasets are found by file name at run time (loaders/registry.ts), which a bundle
+  # cannot do: the train bundle's entry imports every loader file first, listed from the folder.
+  { for f in loaders/*.ts; do case "$f" in loaders/registry.ts|loaders/files.ts) ;; *) echo "import './${f%.ts}';";; esac; done
+    echo "import './train';"; } > train_bundle_entry.ts
+  for entry in bench/bench.ts train_bundle_entry.ts; do
     npx esbuild "$entry" --bundle --platform=node --target=node20 --format=cjs \
       --external:webgpu --external:sharp --external:@tensorflow/tfjs-node --external:@tensorflow/tfjs-node-gpu \
-      --outfile="$PACK/$(basename "$entry" .ts).js" --log-level=warning
+      --banner:js='globalThis.__semsegBundle = true;' \
+      --outfile="$PACK/$(basename "$entry" .ts | sed 's/_bundle_entry//').js" --log-level=warning
   done
+  rm -f train_bundle_entry.ts
   mkdir -p "$PACK/node_modules/webgpu/dist"
   cp node_modules/webgpu/{index.js,package.json} "$PACK/node_modules/webgpu/"
   cp -r node_modules/webgpu/dist/linux-x64 "$PACK/node_modules/webgpu/dist/"
@@ -66,7 +72,7 @@ run() {
   if [ -z "$ROOT" ]; then echo "train skipped: no ISIC data (set ISIC_ROOT)"; exit 0; fi
   echo "== train configs/isic.yaml on webgpu, $ROOT, ${LEFT}s left (per-epoch time and val metrics below)"
   (cd "$PACK" && timeout "$LEFT" "$NODE" train.js --config configs/isic.yaml --backend webgpu \
-     --set data.root="$ROOT" --set training.epochs=3 --set checkpoint.ckpt_root="$WORK/ckpt" --set results.root="$WORK/results") \
+     --set data.root="$ROOT" --set training.epochs=3 --set training.workers=1 --set checkpoint.ckpt_root="$WORK/ckpt" --set results.root="$WORK/results") \
     | grep -E "^backend:|epoch|val|dice|iou|loss" | tail -40 || echo "train stopped: rc $?"
 }
 

@@ -7,7 +7,8 @@ export type Check = () => void | Promise<void>;
 export type SelfTest = Record<string, Check>;
 
 export function runIfMain(mod: NodeModule, checks: SelfTest): void {
-  if (require.main !== mod) return;
+  // In an esbuild bundle (bench/gpu_check.sh) every file shares the bundle's `module`: its banner sets this flag.
+  if (require.main !== mod || (globalThis as { __semsegBundle?: boolean }).__semsegBundle) return;
   void runChecks(mod.filename, checks).then((ok) => process.exit(ok ? 0 : 1));
 }
 
