@@ -181,10 +181,13 @@ describe('export', () => {
       const a = agreement(r.classes, node.classes);
       // Node resizes the input with libvips (lanczos3), the page bilinearly: rare boundary pixels may differ.
       assert.ok(a >= 0.98, `page/Node mask agreement ${a}`);
-      // What is drawn: palette colour where the class map has a class, transparent elsewhere.
+      // What is drawn: the class's colour where the class map has a class, transparent elsewhere;
+      // a binary foreground in the report's green, not the mask file's white.
       const meta = await page.evaluate(() => (window as any).semseg.meta);
+      const colours: number[][] = await page.evaluate(() => (window as any).semseg.colours);
+      assert.deepEqual(colours[1], [0, 255, 0]);
       const drawn = await page.$eval('#mask', (c) => Array.from((c as HTMLCanvasElement).getContext('2d')!.getImageData(0, 0, (c as HTMLCanvasElement).width, (c as HTMLCanvasElement).height).data));
-      const drawnClasses = Array.from({ length: r.classes.length }, (_, i) => (drawn[4 * i + 3] === 0 ? 0 : meta.palette.findIndex((p: number[]) => p[0] === drawn[4 * i] && p[1] === drawn[4 * i + 1] && p[2] === drawn[4 * i + 2])));
+      const drawnClasses = Array.from({ length: r.classes.length }, (_, i) => (drawn[4 * i + 3] === 0 ? 0 : colours.findIndex((p: number[]) => p[0] === drawn[4 * i] && p[1] === drawn[4 * i + 1] && p[2] === drawn[4 * i + 2])));
       assert.deepEqual(drawnClasses, r.classes);
       assert.ok(r.classes.includes(1) && r.classes.includes(0));
       assert.match(await page.textContent('#stats') ?? '', /ms on (webgpu|webgl|wasm|cpu)/);

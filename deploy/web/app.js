@@ -40,6 +40,14 @@
     return `rgb(${c[0]}, ${c[1]}, ${c[2]})`;
   }
 
+  // Binary palettes are the mask files' black/white, invisible over light skin: draw the
+  // foreground in the report's prediction green instead.
+  const PRED_GREEN = [0, 255, 0];
+  function colourOf(k) {
+    if (meta.output.decision === 'threshold' && k === 1) return PRED_GREEN;
+    return meta.palette[k] || [255, 0, 255];
+  }
+
   function showModel() {
     const inp = meta.input;
     $('model-info').textContent = `${meta.run} (${meta.model}, ${meta.project} ${meta.project_version}): ${meta.num_classes} classes, ` +
@@ -51,7 +59,7 @@
       const sw = document.createElement('span');
       sw.className = 'sw';
       // Class 0 (background) is left transparent over the image.
-      sw.style.background = i === 0 ? 'transparent' : rgb(meta.palette[i]);
+      sw.style.background = i === 0 ? 'transparent' : rgb(colourOf(i));
       li.append(sw, document.createTextNode(i === 0 ? `${name} (not coloured)` : name));
       legend.append(li);
     });
@@ -134,7 +142,7 @@
     for (let i = 0; i < classes.length; i++) {
       const k = classes[i];
       if (k === 0 || k === meta.ignore_index) continue;
-      const col = meta.palette[k] || [255, 0, 255];
+      const col = colourOf(k);
       img.data.set([col[0], col[1], col[2], 255], 4 * i);
     }
     ctx.putImageData(img, 0, 0);
@@ -186,6 +194,7 @@
       setStatus(`backend ${api.backend}; loading model.json…`);
       model = await tf.loadLayersModel('model.json');
       meta = api.meta = model.getUserDefinedMetadata();
+      api.colours = meta.class_names.map((_, k) => colourOf(k)); // what each class is drawn in (tests read it)
       if (!meta || !meta.input) throw new Error('model.json has no tfjs-semseg metadata (userDefinedMetadata)');
       showModel();
       // One warm-up run, so the time shown is the steady one (shaders compiled, memory placed).
