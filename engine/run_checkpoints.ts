@@ -5,7 +5,7 @@ import type * as tf from '@tensorflow/tfjs';
 import type { OptimizerState, TrainOptimizer } from '../utils/optimizers';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { UserError } from '../utils/errors';
-import { checkpointExists, CheckpointMeta, saveCheckpoint } from './checkpoint/store';
+import { checkpointExists, CheckpointMeta, NamedTensor, saveCheckpoint } from './checkpoint/store';
 import type { RunDirs } from './run_dirs';
 
 export class RunCheckpoints {
@@ -18,14 +18,16 @@ export class RunCheckpoints {
     const opt = await this.optimizer.getState();
     // A checkpoint of Inf/NaN weights would replace a good one and resume into nothing
     // but NaN: stop as the non-finite loss does (engine/trainer.ts), keeping the last good save.
-    const bad = nonFinite(this.model, opt);
-    if (bad) {
+    // Checked on the weights as the save reads them: no second (or synchronous) read.
+    const refuseNonFinite = (weights: NamedTensor[]) => {
+      const bad = nonFinite(weights, opt);
+      if (!bad) return;
       const kept = checkpointExists(this.dirs.last) ? `the last good checkpoint is kept in ${this.dirs.last}` : 'no checkpoint was saved before';
       throw new UserError(
         `${bad} became non-finite (NaN or Inf) at epoch ${this.meta.epoch + 1}, step ${this.meta.step}; training stopped without saving ${dir}, ${kept}. Try a lower training.optimizer.lr or set training.grad_clip`,
       );
-    }
-    await saveCheckpoint(dir, this.model, opt, { ...this.meta, savedAt: new Date().toISOString() });
+    };
+    await saveCheckpoint(dir, this.model, opt, { ...this.meta, savedAt: new Date().toISOString() }, refuseNonFinite);
   }
 
   async saveLast(): Promise<void> {
@@ -44,12 +46,12 @@ export class RunCheckpoints {
 }
 
 /** Names what holds a non-finite value ('weight enc0_conv1/kernel', 'optimizer state x/m'), or null. */
-export function nonFinite(model: tf.LayersModel, opt: OptimizerState | null): string | null {
+export function nonFinite(weights: NamedTensor[], opt: OptimizerState | null): string | null {
   const bad = (a: ArrayLike<number>) => {
     for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i])) return true;
     return false;
   };
-  for (const w of model.weights) if (bad(w.read().dataSync() as Float32Array)) return `weight ${w.originalName}`;
+  for (const w of weights) if (bad(w.values)) return `weight ${w.name}`;
   for (const t of opt?.tensors ?? []) if (bad(t.values)) return `optimizer state ${t.name}`;
   return null;
 }
@@ -87,7 +89,9 @@ export const selfTest: SelfTest = {
     meta.step = 9;
     await assert.rejects(ck.saveLast(), (e: Error) => e instanceof UserError && /^weight enc0_conv1\/kernel became non-finite \(NaN or Inf\) at epoch 1, step 9; training stopped without saving .*last, the last good checkpoint is kept in .*last\. Try a lower/.test(e.message));
     assert.deepEqual(fs.readFileSync(`${dirs.last}/weights.bin`), before);
-    assert.equal(nonFinite(model, { name: 'adam', step: 1, lr: 1, tensors: [] }), 'weight enc0_conv1/kernel');
+    const weights = [{ name: 'k', shape: [2], values: Float32Array.from([0, NaN]) }];
+    assert.equal(nonFinite(weights, { name: 'adam', step: 1, lr: 1, tensors: [] }), 'weight k');
+    assert.equal(nonFinite([], { name: 'adam', step: 1, lr: 1, tensors: [{ name: 'k/m', shape: [1], values: Float32Array.from([Infinity]) }] }), 'optimizer state k/m');
     model.dispose();
     opt.dispose();
     fs.rmSync(dir, { recursive: true });

@@ -78,15 +78,21 @@ function manifestJson(manifest: ManifestEntry[]): string {
   return '[\n' + manifest.map((e) => ' ' + JSON.stringify(e)).join(',\n') + '\n]\n';
 }
 
-/** Saves atomically: `dir` always holds (or, mid-swap, `<dir>.old` holds) a complete checkpoint. */
+/**
+ * Saves atomically: `dir` always holds (or, mid-swap, `<dir>.old` holds) a complete checkpoint.
+ * `check` sees the weights as read for saving (one read of them) and may throw to save nothing.
+ */
 export async function saveCheckpoint(
   dir: string,
   model: tf.LayersModel,
   optimizer: { name: string; tensors: NamedTensor[] } | null, // an OptimizerState; extra fields are kept
   meta: CheckpointMeta,
+  check?: (weights: NamedTensor[]) => void,
 ): Promise<void> {
   if (!Number.isFinite(meta.epoch) || !Number.isFinite(meta.step)) throw new Error(`saveCheckpoint: epoch/step must be finite numbers`);
-  const weights = packTensors(await snapshotWeights(model));
+  const snapshot = await snapshotWeights(model);
+  check?.(snapshot);
+  const weights = packTensors(snapshot);
   const opt = packTensors(optimizer?.tensors ?? []);
   const { tensors: _t, name: optName, ...optScalars } = optimizer ?? { tensors: [], name: null };
   const state = {
