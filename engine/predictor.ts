@@ -14,7 +14,7 @@ import { normaliseImage } from '../pipeline/batcher';
 import assert from 'node:assert/strict';
 import { datasetMeta } from '../loaders/registry';
 import { Config, isBinary } from '../utils/config';
-import { guardFs, UserError } from '../utils/errors';
+import { guardFsSync, UserError } from '../utils/errors';
 import { Flip, predictProbs, probsToMask } from './inference';
 import { colorizePng, overlayPng } from '../report/overlay';
 import { runIfMain, SelfTest } from '../utils/self_test';
@@ -127,7 +127,7 @@ export async function predictFile(
   data.push(await overlayPng(image, width, height, classes, null, { binary, palette: meta.palette, ignoreIndex: cfg.data.ignore_index }));
   const written = outputNames(stem, binary).map((n) => path.join(outDir, n));
   // Encoded first, written with fs: a full or read-only disk then fails with an errno the caller can name.
-  await guardFs({ what: 'predictions', kept, setting: '--output' }, async () => written.forEach((f, i) => fs.writeFileSync(f, data[i])));
+  guardFsSync({ what: 'predictions', kept, setting: '--output' }, () => written.forEach((f, i) => fs.writeFileSync(f, data[i])));
   return written;
 }
 

