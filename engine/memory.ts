@@ -6,7 +6,7 @@
 // the machine has.
 import assert from 'node:assert/strict';
 import os from 'node:os';
-import { levelWidths } from '../models/unet';
+import { levelWidths, unetParamCount } from '../models/unet';
 import { Config, outChannels, parseConfig } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
@@ -72,13 +72,10 @@ export function forwardFloatsPerSample(cfg: Config, height: number, width: numbe
   return n + 8 * Math.max(c, 2) * px(0);
 }
 
+/** The model's trainable parameters (models/unet.ts counts them from its definition). */
 export function paramCount(cfg: Config): number {
-  const ch = levelWidths(cfg.model.base, cfg.model.depth);
-  const dc = (i: number, o: number) => 9 * i * o + 9 * o * o + 4 * o;
-  let n = dc(cfg.model.in_channels, ch[0]);
-  for (let i = 1; i <= cfg.model.depth; i++) n += dc(ch[i - 1], ch[i]);
-  for (let i = 0; i < cfg.model.depth; i++) n += dc(ch[i] + ch[i + 1], ch[i]) + (cfg.model.up_mode === 'transpose' ? 4 * ch[i + 1] ** 2 : 0);
-  return n + (ch[0] + 1) * outChannels(cfg);
+  const m = cfg.model;
+  return unetParamCount({ inChannels: m.in_channels, outChannels: outChannels(cfg), base: m.base, depth: m.depth, upMode: m.up_mode });
 }
 
 /** Bytes a training step of this shape needs at its peak. */
