@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { loadWeightsFrom } from '../engine/model_io';
-import { applyWeights, weightName } from '../engine/checkpoint/store';
+import { applyWeights, snapshotWeights } from '../engine/checkpoint/store';
 import { publishDir } from '../engine/checkpoint/atomic_dir';
 import { getModel } from '../models';
 import { Config, isBinary, outChannels } from '../utils/config';
@@ -121,8 +121,7 @@ export async function portableModel(model: tf.LayersModel, size: readonly [numbe
   const left = topo.config.layers.filter((l: any) => CUSTOM_LAYERS.includes(l.class_name));
   if (left.length) throw new Error(`layer ${left[0].name} (${left[0].class_name}) has no stock replacement`);
   const portable = await tf.models.modelFromJSON({ modelTopology: topo });
-  const weights = model.weights.map((v) => ({ name: weightName(v), shape: [...v.read().shape], values: v.read().dataSync() as Float32Array }));
-  applyWeights(portable, weights, 'the model being exported');
+  applyWeights(portable, await snapshotWeights(model), 'the model being exported');
   return portable;
 }
 
@@ -184,7 +183,7 @@ export async function exportModel(cfg: Config, opts: ExportOptions): Promise<Exp
   portable.dispose();
   const q = opts.quantize ?? null;
   if (q) {
-    const r = quantizeWeights(artifacts.weightData as ArrayBuffer, artifacts.weightSpecs!, q);
+    const r = await quantizeWeights(artifacts.weightData as ArrayBuffer, artifacts.weightSpecs!, q);
     artifacts = { ...artifacts, weightData: r.data, weightSpecs: r.specs };
   }
   artifacts.convertedBy = `${packageInfo().name} ${packageInfo().version} export`;

@@ -64,14 +64,17 @@ export function quantizeUint8(values: Float32Array): { data: Uint8Array; scale: 
   return { data, scale, min };
 }
 
-/** Re-encodes float32 weights as uint8/float16 with the `quantization` field tfjs's loader dequantises. */
-export function quantizeWeights(data: ArrayBuffer, specs: WeightSpec[], q: Quantization): { data: ArrayBuffer; specs: WeightSpec[] } {
+/**
+ * Re-encodes float32 weights as uint8/float16 with the `quantization` field tfjs's loader
+ * dequantises. Reads asynchronously: on webgpu a synchronous read fails.
+ */
+export async function quantizeWeights(data: ArrayBuffer, specs: WeightSpec[], q: Quantization): Promise<{ data: ArrayBuffer; specs: WeightSpec[] }> {
   const named = tf.io.decodeWeights(data, specs);
   const parts: Uint8Array[] = [];
   const out: WeightSpec[] = [];
   for (const spec of specs) {
     const t = named[spec.name];
-    const values = t.dataSync();
+    const values = await t.data();
     t.dispose();
     if (spec.dtype !== 'float32') {
       parts.push(new Uint8Array(new Int32Array(values).buffer));
@@ -143,17 +146,18 @@ export function fileLoadHandler(modelJson: string): tf.io.IOHandler {
   };
 }
 
-/** The (dequantised) weights of an exported model.json, named like checkpoint weights. */
-export function readExportedWeights(modelJson: string): NamedTensor[] {
+/** The (dequantised) weights of an exported model.json, named like checkpoint weights (read asynchronously, as webgpu needs). */
+export async function readExportedWeights(modelJson: string): Promise<NamedTensor[]> {
   const json = readModelJson(modelJson);
   const [specs, data] = readShards(path.dirname(modelJson), json.weightsManifest);
   const named = tf.io.decodeWeights(data, specs);
-  return specs.map((s) => {
+  const out: NamedTensor[] = [];
+  for (const s of specs) {
     const t = named[s.name];
-    const values = Float32Array.from(t.dataSync());
+    out.push({ name: s.name, shape: [...s.shape], values: Float32Array.from(await t.data()) });
     t.dispose();
-    return { name: s.name, shape: [...s.shape], values };
-  });
+  }
+  return out;
 }
 
 export const selfTest: SelfTest = {

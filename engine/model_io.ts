@@ -25,7 +25,7 @@ export function defaultCheckpoint(cfg: Config): string {
 export async function loadWeightsFrom(source: string): Promise<{ weights: NamedTensor[]; meta: CheckpointMeta | null }> {
   const isFile = fs.existsSync(source) && fs.statSync(source).isFile();
   const modelJson = isFile ? source : path.join(source, 'model.json');
-  if (isFile || (fs.existsSync(modelJson) && !fs.existsSync(path.join(source, 'weights.json')))) return { weights: readExportedWeights(modelJson), meta: null };
+  if (isFile || (fs.existsSync(modelJson) && !fs.existsSync(path.join(source, 'weights.json')))) return { weights: await readExportedWeights(modelJson), meta: null };
   const ck = await loadCheckpoint(source);
   return { weights: ck.weights, meta: ck.meta };
 }

@@ -55,8 +55,8 @@ function shapeOf(v: tf.LayerVariable): number[] {
   return v.read().shape;
 }
 
-/** Copies every model weight (trainable and not, e.g. BN moving stats) at one instant. */
-async function snapshotWeights(model: tf.LayersModel): Promise<(NamedTensor & { dtype: string })[]> {
+/** Copies every model weight (trainable and not, e.g. BN moving stats) at one instant, read asynchronously. */
+export async function snapshotWeights(model: tf.LayersModel): Promise<(NamedTensor & { dtype: string })[]> {
   const vars = model.weights;
   // Clones share storage but survive the variables being reassigned while we await data().
   const clones = tf.tidy(() => vars.map((v) => v.read().clone()));
