@@ -49,14 +49,11 @@ export function globalNorm(grads: tf.Tensor[]): tf.Scalar {
 }
 
 /** Scales all gradients by min(1, maxNorm / norm); returns new tensors and the norm before clipping. */
-export function clipByGlobalNorm(grads: Record<string, tf.Tensor>, maxNorm: number): { grads: Record<string, tf.Tensor>; norm: tf.Scalar } {
-  const names = Object.keys(grads);
-  const norm = globalNorm(names.map((n) => grads[n]));
-  const out: Record<string, tf.Tensor> = {};
-  tf.tidy(() => {
-    const scale = tf.div(maxNorm, tf.maximum(norm, maxNorm));
-    for (const n of names) out[n] = tf.keep(tf.mul(grads[n], scale));
-  });
+export function clipByGlobalNorm(grads: tf.Tensor[], maxNorm: number): { grads: tf.Tensor[]; norm: tf.Scalar } {
+  const norm = globalNorm(grads);
+  const scale = tf.div(maxNorm, tf.maximum(norm, maxNorm));
+  const out = grads.map((g) => tf.mul(g, scale));
+  scale.dispose();
   return { grads: out, norm };
 }
 
@@ -194,12 +191,11 @@ class FlatOptimizer implements TrainOptimizer {
     const bc2 = 1 - Math.pow(c.beta2, step);
     if (this.clip !== undefined) this.normTensor?.dispose();
     tf.tidy(() => {
-      let flatGrads = this.groups.map((g) => concat1d(g.names.map((n) => grads[n])));
+      let flatGrads: tf.Tensor[] = this.groups.map((g) => concat1d(g.names.map((n) => grads[n])));
       if (this.clip !== undefined) {
-        const norm = tf.sqrt(tf.addN(flatGrads.map((g) => tf.sum(tf.square(g))))) as tf.Scalar;
-        this.normTensor = tf.keep(norm);
-        const scale = tf.div(this.clip, tf.maximum(norm, this.clip));
-        flatGrads = flatGrads.map((g) => tf.mul(g, scale));
+        const clipped = clipByGlobalNorm(flatGrads, this.clip);
+        this.normTensor = tf.keep(clipped.norm);
+        flatGrads = clipped.grads;
       }
       this.groups.forEach((grp, gi) => {
         const s = grp.slots;
