@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { registerWasmGradKernels } from './wasm_kernels';
+import { registerWasmSlices } from './wasm_slices';
+import { registerPoolGrads } from './wasm_pool_grads';
 import { useStockWasm, useThreadedWasm, wasmThreads } from './wasm_threads';
 import { probeAdapter, startWebgpu } from './webgpu';
 
@@ -74,6 +76,8 @@ async function startWasm(): Promise<BackendInfo> {
   if (!ok) throw new Error('tf.setBackend("wasm") failed');
   await tf.ready();
   registerWasmGradKernels();
+  registerWasmSlices();
+  registerPoolGrads();
   const n = wasmThreads();
   return { name: 'wasm', description: `wasm (@tensorflow/tfjs-backend-wasm, XNNPACK SIMD, ${n} thread${n > 1 ? 's' : ''})` };
 }
@@ -142,6 +146,7 @@ async function startBackend(requested: BackendName): Promise<BackendInfo> {
   }
   await tf.setBackend('cpu');
   await tf.ready();
+  registerPoolGrads(); // fixes the cpu nearest-upsampling gradient for batches > 1
   return withSkips({ name: 'cpu', description: 'cpu (pure JavaScript; very slow for training)' });
 }
 

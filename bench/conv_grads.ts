@@ -78,7 +78,7 @@ async function main(): Promise<void> {
   const args = yargs(process.argv.slice(2))
     .usage('npx tsx bench/conv_grads.ts --run [n h w cin cout k stride]')
     .option('run', { type: 'boolean', demandOption: true })
-    .strict()
+    .strictOptions() // the shape comes as positional numbers
     .fail((msg, err) => { throw new UserError((err ? err.message : msg).replace(/\s*\n\s*/g, ' ')); })
     .parseSync();
   const nums = args._.map(Number);
