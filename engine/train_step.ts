@@ -15,8 +15,8 @@ import { runIfMain, SelfTest } from '../utils/self_test';
 
 export interface TrainStep {
   /**
-   * Runs one step and resolves to the loss; a non-finite loss leaves the weights
-   * untouched. The loss is read asynchronously: webgpu under Node has no sync reads.
+   * Runs one step and resolves to the loss, or NaN when the loss or a gradient is
+   * not finite; then the weights are left untouched. The loss is read asynchronously: webgpu under Node has no sync reads.
    */
   (batch: Batch): Promise<number>;
   dispose(): void;
@@ -39,17 +39,21 @@ export function makeTrainStep(model: tf.LayersModel, lossFn: LossFn, optimizer: 
     const x = tf.tensor4d(batch.images, [n, h, w, 3]);
     const y = tf.tensor3d(Int32Array.from(batch.masks), [n, h, w], 'int32');
     const { value, grads } = tf.variableGrads(() => lossFn(model.apply(x, { training: true }) as tf.Tensor4D, y), varList);
+    // The loss plus 0 x the sum of all gradients: NaN when either is not finite. The loss
+    // alone is not enough on wasm, where XNNPACK's clamps and ReLU turn NaN activations
+    // into -Infinity or 0, so a diverged forward pass can still give a finite loss.
+    const checked = tf.tidy(() => tf.add(value, tf.mul(tf.addN(Object.values(grads).map((g) => tf.sum(g))), 0)));
     let loss: number;
     try {
-      loss = (await value.data())[0];
+      loss = (await checked.data())[0];
     } catch (err) {
-      tf.dispose([x, y, value, grads]);
+      tf.dispose([x, y, value, grads, checked]);
       throw err;
     }
     const named: Record<string, tf.Tensor> = {};
     for (const [k, g] of Object.entries(grads)) named[keyOf.get(k)!] = g;
     if (Number.isFinite(loss)) optimizer.applyGradients(named, vars);
-    tf.dispose([x, y, value, grads]);
+    tf.dispose([x, y, value, grads, checked]);
     return loss;
   }) as TrainStep;
   step.dispose = () => optimizer.dispose();

@@ -204,7 +204,7 @@ async function trainEpoch(run: Run): Promise<EpochOutcome> {
       const loss = await stepOrExplain(run, batch);
       if (!Number.isFinite(loss)) {
         throw new UserError(
-          `loss became ${loss} at epoch ${epoch + 1}, step ${meta.step + 1}; training stopped. The last good checkpoint is kept in ${run.dirs.last}. Try a lower training.optimizer.lr or set training.grad_clip`,
+          `loss (or a gradient) became ${loss} at epoch ${epoch + 1}, step ${meta.step + 1}; training stopped. The last good checkpoint is kept in ${run.dirs.last}. Try a lower training.optimizer.lr or set training.grad_clip`,
         );
       }
       meta.step++;

@@ -21,17 +21,34 @@ interface BNFields {
 }
 
 /**
- * Per-channel sums of x viewed as [M, C]. As x^T @ ones[M,1] this runs on
- * XNNPACK's GEMM, ~2-5x faster on wasm than tf.sum over the leading axes
- * (which transposes first); the all-ones operand is the cached one.
+ * Per-channel sums of x viewed as [M, C], as x^T @ ones[M,1] on the GEMM (tf.sum over
+ * axis 0 transposes first). On wasm, groups of k rows are first averaged by XNNPACK's
+ * average pooling and the GEMM sums the M/k means: 0.6 ms on a fresh [65536,16]
+ * against 2.1 ms for the GEMM alone (ones @ x, with x as the packed operand, 8 ms).
  */
-function channelSums(x2: tf.Tensor2D, ones: tf.Tensor2D): tf.Tensor1D {
-  return tf.reshape(tf.matMul(x2, ones, true, false), [x2.shape[1]]);
+function channelSums(x2: tf.Tensor2D): tf.Tensor1D {
+  const [m, c] = x2.shape;
+  const k = tf.getBackend() === 'wasm' ? [64, 32, 16, 8, 4, 2].find((r) => m % r === 0) ?? 1 : 1;
+  if (k === 1) return tf.reshape(tf.matMul(x2, tf.ones([m, 1]), true, false), [c]);
+  const means = tf.reshape(tf.avgPool(tf.reshape(x2, [1, m / k, k, c]) as tf.Tensor4D, [1, k], [1, k], 'valid'), [m / k, c]);
+  return tf.mul(tf.reshape(tf.matMul(means, tf.ones([m / k, 1]), true, false), [c]), k);
 }
 
-/** x * scale + shift per channel (last axis), one pass. */
-function affine(x: tf.Tensor, scale: tf.Tensor1D, shift: tf.Tensor1D): tf.Tensor {
-  return tf.add(tf.mul(x, scale), shift);
+/**
+ * x * scale + shift per channel (last axis). On wasm this is a 1x1 depthwise
+ * convolution with bias: tfjs-backend-wasm broadcasts a [C] operand on a slow
+ * generic path, so mul + add took 3.0 ms on [4,128,128,16] against 0.5 ms for
+ * XNNPACK's depthwise kernel. Other backends broadcast well.
+ */
+export function affine(x: tf.Tensor, scale: tf.Tensor1D, shift: tf.Tensor1D): tf.Tensor {
+  if (tf.getBackend() !== 'wasm') return tf.add(tf.mul(x, scale), shift);
+  const c = x.shape[x.rank - 1];
+  const y = tf.fused.depthwiseConv2d({
+    x: tf.reshape(x, [1, 1, x.size / c, c]) as tf.Tensor4D,
+    filter: tf.reshape(scale, [1, 1, c, 1]) as tf.Tensor4D,
+    strides: 1, pad: 'valid', bias: shift,
+  });
+  return tf.reshape(y, x.shape);
 }
 
 /**
@@ -45,28 +62,27 @@ export function batchNormTrain(x: tf.Tensor, gamma: tf.Tensor1D, beta: tf.Tensor
   let variance!: tf.Tensor1D;
   const f = tf.customGrad((xIn, g, b, save) => {
     const xs = xIn as tf.Tensor;
-    const ones = tf.ones([m, 1]) as tf.Tensor2D;
-    const mu = tf.div(channelSums(tf.reshape(xs, [m, c]), ones), m) as tf.Tensor1D;
-    const xc = tf.sub(xs, mu);
-    const v = tf.div(channelSums(tf.reshape(tf.square(xc), [m, c]), ones), m) as tf.Tensor1D;
+    const mu = tf.div(channelSums(tf.reshape(xs, [m, c])), m) as tf.Tensor1D;
+    const xc = affine(xs, tf.onesLike(mu), tf.neg(mu));
+    const v = tf.div(channelSums(tf.reshape(tf.square(xc), [m, c])), m) as tf.Tensor1D;
     const inv = tf.rsqrt(tf.add(v, eps)) as tf.Tensor1D;
     const y = affine(xc, tf.mul(inv, g as tf.Tensor1D) as tf.Tensor1D, b as tf.Tensor1D);
     mean = tf.keep(mu);
     variance = tf.keep(v);
-    (save as tf.GradSaveFunc)([xc, inv, g as tf.Tensor, ones]);
+    (save as tf.GradSaveFunc)([xc, inv, g as tf.Tensor]);
     return {
       value: y,
       gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
         const d = dy as tf.Tensor;
-        const [xcS, invS, gS, onesS] = saved as [tf.Tensor, tf.Tensor1D, tf.Tensor1D, tf.Tensor2D];
-        const dBeta = channelSums(tf.reshape(d, [m, c]), onesS);
-        const dyXc = channelSums(tf.reshape(tf.mul(d, xcS), [m, c]), onesS); // sum dy*(x-mean)
+        const [xcS, invS, gS] = saved as [tf.Tensor, tf.Tensor1D, tf.Tensor1D];
+        const dBeta = channelSums(tf.reshape(d, [m, c]));
+        const dyXc = channelSums(tf.reshape(tf.mul(d, xcS), [m, c])); // sum dy*(x-mean)
         const dGamma = tf.mul(dyXc, invS) as tf.Tensor1D;
         // dx = a*dy + b*xc + k, with a = gamma*inv, b = -a*inv^2*sum(dy*xc)/M, k = -a*sum(dy)/M.
         const a = tf.mul(gS, invS) as tf.Tensor1D;
         const bCoef = tf.mul(tf.mul(a, tf.square(invS)), tf.div(dyXc, -m)) as tf.Tensor1D;
         const k = tf.mul(a, tf.div(dBeta, -m)) as tf.Tensor1D;
-        const dx = tf.add(tf.mul(d, a), affine(xcS, bCoef, k));
+        const dx = tf.add(affine(d, a, tf.zerosLike(a) as tf.Tensor1D), affine(xcS, bCoef, k));
         return [dx, dGamma, dBeta];
       },
     };
@@ -83,7 +99,17 @@ export class FastBatchNorm extends BatchNormBase {
     const x = Array.isArray(inputs) ? inputs[0] : inputs;
     const s = this as unknown as BNFields;
     const lastAxis = s.axis === -1 || s.axis === x.rank - 1;
-    if (!kwargs.training || !lastAxis || !s.gamma || !s.beta) return super.call(inputs, kwargs);
+    if (!lastAxis || !s.gamma || !s.beta) return super.call(inputs, kwargs);
+    if (!kwargs.training) {
+      if (tf.getBackend() !== 'wasm') return super.call(inputs, kwargs);
+      // Inference with the moving statistics as one affine map: wasm's FusedBatchNorm
+      // kernel took 6.9 ms on [4,128,128,16], the depthwise affine 0.5 ms.
+      return tf.tidy(() => {
+        const scale = tf.mul(s.gamma!.read(), tf.rsqrt(tf.add(s.movingVariance.read(), s.epsilon))) as tf.Tensor1D;
+        const shift = tf.sub(s.beta!.read(), tf.mul(s.movingMean.read(), scale)) as tf.Tensor1D;
+        return affine(x, scale, shift);
+      });
+    }
     return tf.tidy(() => {
       const { y, mean, variance } = batchNormTrain(x, s.gamma!.read() as tf.Tensor1D, s.beta!.read() as tf.Tensor1D, s.epsilon);
       // Same update as tfjs: v <- v - (v - batch) * (1 - momentum).

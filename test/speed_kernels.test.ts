@@ -20,6 +20,34 @@ test('FastBatchNorm matches tf.layers.batchNormalization on cpu and wasm', async
   }
 });
 
+test('FastBatchNorm inference (wasm: one depthwise affine) matches the tfjs layer with trained statistics', async () => {
+  const { fastBatchNorm } = await import('../models/batch_norm');
+  const { seededValues } = await import('../utils/rng');
+  for (const backend of ['cpu', 'wasm']) {
+    await onBackend(backend, () => {
+      for (const shape of [[2, 5, 7, 3], [3, 16], [1, 4, 4, 32]]) {
+        const c = shape[shape.length - 1];
+        const x = tf.tensor(seededValues(shape.reduce((a, b) => a * b, 1), 7).map((v) => 3 * v + 1), shape);
+        const stats = [seededValues(c, 1).map((v) => v + 1.5), seededValues(c, 2), seededValues(c, 3).map((v) => v * 0.5), seededValues(c, 4).map((v) => v + 1.2)];
+        const ys = [fastBatchNorm({ epsilon: 1e-3 }), tf.layers.batchNormalization({ epsilon: 1e-3 })].map((layer) => {
+          layer.apply(x);
+          // gamma, beta, moving mean, moving variance: non-trivial, so every term counts.
+          layer.setWeights(stats.map((v) => tf.tensor1d(v)));
+          const y = layer.apply(x) as tf.Tensor;
+          const out = y.dataSync() as Float32Array;
+          tf.dispose(y);
+          layer.dispose();
+          return out;
+        });
+        let d = 0;
+        for (let i = 0; i < ys[0].length; i++) d = Math.max(d, Math.abs(ys[0][i] - ys[1][i]) / Math.max(1, Math.abs(ys[1][i])));
+        assert.ok(d <= 1e-5, `${backend} ${JSON.stringify(shape)}: rel diff ${d}`);
+        x.dispose();
+      }
+    });
+  }
+});
+
 test('U-Net training step gives the same loss with FastBatchNorm as with tfjs batch norm', async () => {
   // Swaps FastBatchNorm's training call for the base class's one on the same model.
   const { getModel } = await import('../models');

@@ -78,10 +78,38 @@ test('a NaN loss stops the run with a clear error and keeps the last good checkp
         }
       },
     }),
-    (e: Error) => e instanceof UserError && /loss became NaN at epoch 2, step 6/.test(e.message) && /last good checkpoint/.test(e.message),
+    (e: Error) => e instanceof UserError && /loss \(or a gradient\) became NaN at epoch 2, step 6/.test(e.message) && /last good checkpoint/.test(e.message),
   );
   const ck = await loadCheckpoint(path.join(dir, 'ck', 'fixture', 'last'));
   assert.equal(ck.meta.step, 5);
   for (const w of ck.weights) assert.ok(w.values.every(Number.isFinite), `${w.name} is not finite`);
   fs.rmSync(dir, { recursive: true });
+});
+
+test('a step with a NaN weight reports NaN and leaves the trainable weights untouched, though wasm hides the NaN from the loss', async () => {
+  const { getModel } = await import('../models');
+  const { parseConfig } = await import('../utils/config');
+  const { buildLoss } = await import('../utils/losses');
+  const { createOptimizer } = await import('../utils/optimizers');
+  const { makeTrainStep } = await import('../engine/train_step');
+  const cfg = parseConfig({ model: { base: 4, depth: 2 }, data: { size: [32, 32] } });
+  const model = getModel(cfg);
+  const step = makeTrainStep(model, buildLoss(cfg), createOptimizer(cfg));
+  const n = 2, h = 32, w = 32;
+  const batch = { images: Float32Array.from({ length: n * h * w * 3 }, (_, i) => Math.sin(i)), masks: Uint8Array.from({ length: n * h * w }, (_, i) => i % 3 === 0 ? 1 : 0), n, h, w, ids: ['a', 'b'] };
+  assert.ok(Number.isFinite(await step(batch)));
+  const first = model.trainableWeights[0];
+  first.write(tf.fill(first.shape as number[], NaN));
+  // The premise: on wasm the forward pass alone gives a finite loss (ReLU maps NaN to 0).
+  const lossOnly = tf.tidy(() => buildLoss(cfg)(model.apply(tf.tensor4d(batch.images, [n, h, w, 3]), { training: true }) as tf.Tensor4D,
+    tf.tensor3d(Int32Array.from(batch.masks), [n, h, w], 'int32')).dataSync()[0]);
+  assert.ok(Number.isFinite(lossOnly), 'premise: the loss alone hides the NaN on wasm');
+  // (The forward pass itself still moves batch norm's running statistics; the run stops.)
+  const trainable = () => model.trainableWeights.map((v) => v.read().dataSync() as Float32Array);
+  const before = trainable();
+  assert.ok(Number.isNaN(await step(batch)));
+  const after = trainable();
+  for (let i = 1; i < before.length; i++) assert.deepEqual(after[i], before[i], `${model.trainableWeights[i].name} changed`);
+  step.dispose();
+  model.dispose();
 });
