@@ -1,10 +1,11 @@
 // Training / inference / data throughput of the registry U-Net with the project's real
 // train step, loss and optimizer; optionally side by side with PyTorch on this machine.
 //   npm run bench -- --size 128 --batch 4 --base 16 --depth 4 --json [--torch] [--backend wasm|webgpu|...]
-//     [--steps 5] [--threads 2] [--data-images 64] [--no-data] [--profile]
+//     [--steps 5] [--rounds 3] [--threads 2] [--data-images 64] [--no-data] [--profile]
 // --profile adds per-kernel ms and `_kernels` (kernels per train step / inference call).
 // Prints one JSON line (with --json) or a readable object. Machines are shared and
-// drift, so --torch runs ../shared/bench/torch_unet.py in the same invocation.
+// drift, so --torch runs ../shared/bench/torch_unet.py in the same invocation, in
+// --rounds alternating with ours; each ratio is the median of the rounds' ratios.
 import * as tf from '@tensorflow/tfjs';
 import { spawnSync } from 'node:child_process';
 import yargs from 'yargs';
@@ -46,6 +47,7 @@ export function parseArgs(argv: string[]) {
     .option('json', { type: 'boolean', default: false })
     .option('torch', { type: 'boolean', default: false, describe: 'also run ../shared/bench/torch_unet.py' })
     .option('profile', { type: 'boolean', default: false, describe: 'per-kernel ms and kernel counts' })
+    .option('rounds', { type: 'number', default: 3, coerce: positive('rounds'), describe: 'with --torch: alternating rounds of ours and PyTorch' })
     .strict()
     .fail((msg, err) => { throw new UserError((err ? err.message : msg).replace(/\s*\n\s*/g, ' ')); })
     .parseSync();
@@ -96,28 +98,39 @@ async function main(): Promise<void> {
   const sampleRss = () => { peak = Math.max(peak, process.memoryUsage().rss); };
 
   await step(b); // warm-up: kernels, optimizer slots
-  const afterFirst = tf.memory().numTensors;
-  const trainS: number[] = [];
-  for (let i = 0; i < steps; i++) {
-    const t0 = performance.now();
-    await step(b);
-    trainS.push((performance.now() - t0) / 1000);
-    sampleRss();
-  }
-  const leaked = tf.memory().numTensors - afterFirst;
-
   const x = tf.tensor4d(b.images, [batch, size, size, 3]);
   // Read outside tidy (tidy walks a returned typed array element by element), and
   // asynchronously: webgpu under Node has no synchronous reads.
   const infer = async () => { const y = tf.tidy(() => model.predict(x) as tf.Tensor); await y.data(); y.dispose(); };
   await infer();
+  const afterFirst = tf.memory().numTensors;
+  const timed = async (fn: () => Promise<unknown>) => {
+    const secs: number[] = [];
+    for (let i = 0; i < steps; i++) {
+      const t0 = performance.now();
+      await fn();
+      secs.push((performance.now() - t0) / 1000);
+      sampleRss();
+    }
+    return secs;
+  };
+  // With --torch, rounds alternate ours and PyTorch, and the ratio is the median of
+  // the rounds' ratios: this machine's speed drifts by 20% over tens of seconds.
+  const rounds = args.torch ? args.rounds : 1;
+  const trainS: number[] = [];
   const inferS: number[] = [];
-  for (let i = 0; i < steps; i++) {
-    const t0 = performance.now();
-    await infer();
-    inferS.push((performance.now() - t0) / 1000);
-    sampleRss();
+  const torchRounds: Array<{ train: number; infer: number; trainRatio: number; inferRatio: number; engine: string }> = [];
+  for (let r = 0; r < rounds; r++) {
+    const tr = await timed(() => step(b));
+    const inf = await timed(infer);
+    trainS.push(...tr);
+    inferS.push(...inf);
+    if (args.torch) {
+      const t = runTorch(size, batch, base, depth, steps);
+      torchRounds.push({ ...t, trainRatio: batch / median(tr) / t.train, inferRatio: batch / median(inf) / t.infer });
+    }
   }
+  const leaked = tf.memory().numTensors - afterFirst;
 
   const out: Record<string, unknown> = {
     backend: info.name,
@@ -144,12 +157,13 @@ async function main(): Promise<void> {
   out.peak_rss_mb = Math.round(Math.max(peak, (process.resourceUsage().maxRSS ?? 0) * 1024) / 2 ** 20);
   out.tensors_leaked = leaked;
   if (args.torch) {
-    const t = runTorch(size, batch, base, depth, steps);
-    out.torch = t.engine;
-    out.torch_train_images_per_s = t.train;
-    out.torch_infer_images_per_s = t.infer;
-    out.train_ratio = +((out.train_images_per_s as number) / t.train).toFixed(3);
-    out.infer_ratio = +((out.infer_images_per_s as number) / t.infer).toFixed(3);
+    const pick = (f: (t: typeof torchRounds[number]) => number) => median(torchRounds.map(f));
+    out.torch = torchRounds[0].engine;
+    out.torch_train_images_per_s = +pick((t) => t.train).toFixed(2);
+    out.torch_infer_images_per_s = +pick((t) => t.infer).toFixed(2);
+    out.train_ratio = +pick((t) => t.trainRatio).toFixed(3);
+    out.infer_ratio = +pick((t) => t.inferRatio).toFixed(3);
+    out.rounds = rounds;
   }
   console.log(args.json ? JSON.stringify(out) : out);
 }
