@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { registerWasmGradKernels } from './wasm_kernels';
-import { registerWasmSlices } from './wasm_slices';
+import { registerWasmCopies } from './wasm_copies';
 import { registerPoolGrads } from './wasm_pool_grads';
 import { useStockWasm, useThreadedWasm, wasmThreads } from './wasm_threads';
 import { probeAdapter, startWebgpu } from './webgpu';
@@ -76,7 +76,7 @@ async function startWasm(): Promise<BackendInfo> {
   if (!ok) throw new Error('tf.setBackend("wasm") failed');
   await tf.ready();
   registerWasmGradKernels();
-  registerWasmSlices();
+  registerWasmCopies();
   registerPoolGrads();
   const n = wasmThreads();
   return { name: 'wasm', description: `wasm (@tensorflow/tfjs-backend-wasm, XNNPACK SIMD, ${n} thread${n > 1 ? 's' : ''})` };

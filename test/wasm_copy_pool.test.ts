@@ -1,4 +1,4 @@
-// The JavaScript heap kernels for wasm (backends/wasm_slices.ts, wasm_pool_grads.ts)
+// The JavaScript heap kernels for wasm (backends/wasm_copies.ts, wasm_pool_grads.ts)
 // against the cpu backend and against first principles, over shapes the U-Net
 // does not use (odd sizes, overlapping windows, padding, non-integer resizes).
 import { test } from 'node:test';
@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../backends';
 import { onBackend } from '../backends/wasm_kernels';
-import { mergeAxes, registerWasmSlices } from '../backends/wasm_slices';
+import { mergeAxes, registerWasmCopies } from '../backends/wasm_copies';
 import { PoolCase, ResizeCase, maxPoolGradOf, registerPoolGrads, resizeGradOf, resizeGradReference } from '../backends/wasm_pool_grads';
 
 const maxDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
@@ -15,7 +15,7 @@ test('wasm start-up installs the heap kernels', async () => {
   await initBackend('wasm');
   const stock = new Set(['MaxPoolGrad', 'ResizeNearestNeighborGrad', 'Slice', 'SplitV'].map((k) => tf.getKernel(k, 'wasm')?.kernelFunc));
   registerPoolGrads();
-  registerWasmSlices();
+  registerWasmCopies();
   // Registering again is a no-op: the kernels are already ours.
   for (const k of ['MaxPoolGrad', 'ResizeNearestNeighborGrad', 'Slice', 'SplitV']) assert.ok(stock.has(tf.getKernel(k, 'wasm')?.kernelFunc), k);
 });
