@@ -22,15 +22,16 @@ interface BNFields {
 
 /**
  * Per-channel sums of x viewed as [M, C], as x^T @ ones[M,1] on the GEMM (tf.sum over
- * axis 0 transposes first). On wasm, groups of k rows are first averaged by XNNPACK's
- * average pooling and the GEMM sums the M/k means: 0.6 ms on a fresh [65536,16]
- * against 2.1 ms for the GEMM alone (ones @ x, with x as the packed operand, 8 ms).
+ * axis 0 transposes first), with the caller's cached all-ones operand. Without one
+ * (wasm), groups of k rows are first averaged by XNNPACK's average pooling and the GEMM
+ * sums the M/k means: 0.6 ms on a fresh [65536,16] against 2.1 ms for the GEMM alone
+ * (ones @ x, with x as the packed operand: 8 ms).
  */
-function channelSums(x2: tf.Tensor2D): tf.Tensor1D {
+function channelSums(x2: tf.Tensor2D, ones: tf.Tensor2D | null): tf.Tensor1D {
   const [m, c] = x2.shape;
-  const k = tf.getBackend() === 'wasm' ? [64, 32, 16, 8, 4, 2].find((r) => m % r === 0) ?? 1 : 1;
-  if (k === 1) return tf.reshape(tf.matMul(x2, tf.ones([m, 1]), true, false), [c]);
-  const means = tf.reshape(tf.avgPool(tf.reshape(x2, [1, m / k, k, c]) as tf.Tensor4D, [1, k], [1, k], 'valid'), [m / k, c]);
+  if (ones) return tf.reshape(tf.matMul(x2, ones, true, false), [c]);
+  const k = [64, 32, 16, 8, 4, 2].find((r) => m % r === 0) ?? 1;
+  const means = k === 1 ? x2 : tf.reshape(tf.avgPool(tf.reshape(x2, [1, m / k, k, c]) as tf.Tensor4D, [1, k], [1, k], 'valid'), [m / k, c]);
   return tf.mul(tf.reshape(tf.matMul(means, tf.ones([m / k, 1]), true, false), [c]), k);
 }
 
@@ -65,21 +66,23 @@ export function batchNormTrain(x: tf.Tensor, gamma: tf.Tensor1D, beta: tf.Tensor
   let variance!: tf.Tensor1D;
   const f = tf.customGrad((xIn, g, b, save) => {
     const xs = xIn as tf.Tensor;
-    const mu = tf.div(channelSums(tf.reshape(xs, [m, c])), m) as tf.Tensor1D;
+    // One all-ones operand for the four channel sums, except on wasm (see channelSums).
+    const ones = tf.getBackend() === 'wasm' ? null : tf.ones([m, 1]) as tf.Tensor2D;
+    const mu = tf.div(channelSums(tf.reshape(xs, [m, c]), ones), m) as tf.Tensor1D;
     const xc = tf.getBackend() === 'wasm' ? affine(xs, null, tf.neg(mu) as tf.Tensor1D) : tf.sub(xs, mu);
-    const v = tf.div(channelSums(tf.reshape(tf.square(xc), [m, c])), m) as tf.Tensor1D;
+    const v = tf.div(channelSums(tf.reshape(tf.square(xc), [m, c]), ones), m) as tf.Tensor1D;
     const inv = tf.rsqrt(tf.add(v, eps)) as tf.Tensor1D;
     const y = affine(xc, tf.mul(inv, g as tf.Tensor1D) as tf.Tensor1D, b as tf.Tensor1D);
     mean = tf.keep(mu);
     variance = tf.keep(v);
-    (save as tf.GradSaveFunc)([xc, inv, g as tf.Tensor]);
+    (save as tf.GradSaveFunc)([xc, inv, g as tf.Tensor, ...(ones ? [ones] : [])]);
     return {
       value: y,
       gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
         const d = dy as tf.Tensor;
-        const [xcS, invS, gS] = saved as [tf.Tensor, tf.Tensor1D, tf.Tensor1D];
-        const dBeta = channelSums(tf.reshape(d, [m, c]));
-        const dyXc = channelSums(tf.reshape(tf.mul(d, xcS), [m, c])); // sum dy*(x-mean)
+        const [xcS, invS, gS, onesS = null] = saved as [tf.Tensor, tf.Tensor1D, tf.Tensor1D, tf.Tensor2D?];
+        const dBeta = channelSums(tf.reshape(d, [m, c]), onesS);
+        const dyXc = channelSums(tf.reshape(tf.mul(d, xcS), [m, c]), onesS); // sum dy*(x-mean)
         const dGamma = tf.mul(dyXc, invS) as tf.Tensor1D;
         // dx = a*dy + b*xc + k, with a = gamma*inv, b = -a*inv^2*sum(dy*xc)/M, k = -a*sum(dy)/M.
         const a = tf.mul(gS, invS) as tf.Tensor1D;
