@@ -16,16 +16,10 @@ import assert from 'node:assert/strict';
 import { UserError } from '../utils/errors';
 import { SelfTest, runIfMain } from '../utils/self_test';
 import { seededValues } from '../utils/rng';
-import { WasmBackendLike, outputWithViews } from './wasm_heap';
+import { KernelArgs, WasmBackendLike, kernelInput, outputWithViews } from './wasm_heap';
 import { cropHW, filterGradInfo, relError, permute, registerFilterGradKernel, registeredFormulation, withScratch } from './conv_grads';
 
 type Info = tf.TensorInfo;
-
-function input(inputs: tf.NamedTensorInfoMap, name: string, kernel: string): Info {
-  const t = inputs[name];
-  if (!t) throw new Error(`${kernel}: missing input '${name}'`);
-  return t;
-}
 
 function convInfoFor(
   kernel: string, xShape: number[], filterShape: number[], strides: unknown, pad: unknown,
@@ -42,9 +36,9 @@ function convInfoFor(
  * in/out channels are swapped, padded so the output lands on x's grid.
  */
 function makeConv2DBackpropInput(fallback: tf.KernelFunc | undefined) {
-  return function conv2DBackpropInput(args: { inputs: tf.NamedTensorInfoMap; backend: {}; attrs?: tf.NamedAttrMap }): Info {
-    const dy = input(args.inputs, 'dy', 'Conv2DBackpropInput');
-    const filter = input(args.inputs, 'filter', 'Conv2DBackpropInput');
+  return function conv2DBackpropInput(args: KernelArgs): Info {
+    const dy = kernelInput(args, 'dy', 'Conv2DBackpropInput');
+    const filter = kernelInput(args, 'filter', 'Conv2DBackpropInput');
     const a = args.attrs ?? {};
     // The stock kernel is a slow loop, but it does handle NCHW.
     if (a.dataFormat !== undefined && a.dataFormat !== 'NHWC' && fallback) return fallback(args) as Info;

@@ -1,8 +1,10 @@
 // Batch normalisation whose training-mode gradient broadcasts per-channel vectors
 // instead of tiling them: tfjs's BatchNorm gradient tiles full-size tensors, which
-// on wasm cost more than all forward convolutions together. Same weights (gamma,
-// beta, moving_mean, moving_variance), same moving-average update and the same
-// inference path as tf.layers.batchNormalization, so checkpoints are unchanged.
+// on wasm cost more than all forward convolutions together. On wasm, per-channel
+// scaling and channel sums also avoid that backend's slow broadcasting (see affine,
+// channelSums), in training and inference. Same weights (gamma, beta, moving_mean,
+// moving_variance), same moving-average update and the same outputs (within float
+// rounding) as tf.layers.batchNormalization, so checkpoints are unchanged.
 import * as tf from '@tensorflow/tfjs';
 import type { BatchNormalization } from '@tensorflow/tfjs-layers/dist/layers/normalization';
 import assert from 'node:assert/strict';
@@ -41,7 +43,7 @@ function channelSums(x2: tf.Tensor2D, ones: tf.Tensor2D | null): tf.Tensor1D {
  * generic path, so mul + add took 3.0 ms on [4,128,128,16] against 0.5 ms for
  * XNNPACK's depthwise kernel. Other backends broadcast well.
  */
-export function affine(x: tf.Tensor, scale: tf.Tensor1D | null, shift: tf.Tensor1D | null): tf.Tensor {
+function affine(x: tf.Tensor, scale: tf.Tensor1D | null, shift: tf.Tensor1D | null): tf.Tensor {
   if (tf.getBackend() !== 'wasm') {
     const scaled = scale ? tf.mul(x, scale) : x;
     return shift ? tf.add(scaled, shift) : scaled;
