@@ -27,9 +27,10 @@ const INSTALL_HINT: Record<string, string> = {
   cpu: 'it ships with @tensorflow/tfjs; reinstall with `npm install`',
 };
 
-function tryRequire(name: string): boolean {
+/** Whether `load` (a require of a literal name, so that a bundler can see it) succeeds. */
+function tryRequire(load: () => unknown): boolean {
   try {
-    require(name);
+    load();
     return true;
   } catch {
     return false;
@@ -38,9 +39,8 @@ function tryRequire(name: string): boolean {
 
 /** Loads the native backend package; returns its name or null. */
 function loadNative(): string | null {
-  for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
-    if (tryRequire(pkg)) return pkg;
-  }
+  if (tryRequire(() => require('@tensorflow/tfjs-node-gpu'))) return '@tensorflow/tfjs-node-gpu';
+  if (tryRequire(() => require('@tensorflow/tfjs-node'))) return '@tensorflow/tfjs-node';
   return null;
 }
 
@@ -131,7 +131,7 @@ async function startBackend(requested: BackendName): Promise<BackendInfo> {
     }
   }
   if (requested === 'wasm' || requested === 'auto') {
-    if (tryRequire('@tensorflow/tfjs-backend-wasm')) {
+    if (tryRequire(() => require('@tensorflow/tfjs-backend-wasm'))) {
       try {
         return withSkips(await startWasm());
       } catch (err) {

@@ -14,8 +14,24 @@ import path from 'node:path';
 import { UserError } from '../utils/errors';
 import { SelfTest, runIfMain } from '../utils/self_test';
 
-const PKG_DIR = path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json'));
-const OUT = path.join(PKG_DIR, 'wasm-out');
+/**
+ * The package's wasm-out folder (the threaded build's files), or null where the package
+ * cannot be resolved at run time: inside an esbuild bundle (bench/gpu_check.sh), whose
+ * stock wasm build then runs single-threaded from the .wasm files beside the bundle.
+ */
+function wasmOut(): string | null {
+  try {
+    return path.join(path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'wasm-out');
+  } catch {
+    return null;
+  }
+}
+
+function out(): string {
+  const dir = wasmOut();
+  if (!dir) throw new Error('wasm_threads: @tensorflow/tfjs-backend-wasm/wasm-out not found');
+  return dir;
+}
 // The C side creates 8 pthread workers up front and caps its pool there.
 const MAX_THREADS = 8;
 
@@ -34,7 +50,7 @@ export function wantedThreads(): number {
 /** The pthread worker script, which the package ships only as a JS string. */
 function workerScript(): string {
   // eslint-disable-next-line @typescript-eslint/no-var-requires
-  const src = (require(path.join(OUT, 'tfjs-backend-wasm-threaded-simd.worker.js')) as { wasmWorkerContents: string }).wasmWorkerContents;
+  const src = (require(path.join(out(), 'tfjs-backend-wasm-threaded-simd.worker.js')) as { wasmWorkerContents: string }).wasmWorkerContents;
   // The string holds "\n" escapes inside JS string literals; tfjs re-escapes them too.
   const text = src.replace(/\n/g, '\\n');
   const hash = crypto.createHash('sha1').update(text).digest('hex').slice(0, 12);
@@ -56,7 +72,7 @@ interface EmscriptenModule {
 /** Instantiates the threaded-SIMD build with `threads` threads (main thread included). */
 async function initThreaded(threads: number): Promise<EmscriptenModule> {
   // eslint-disable-next-line @typescript-eslint/no-var-requires
-  const factory = require(path.join(OUT, 'tfjs-backend-wasm-threaded-simd.js')) as (cfg: object) => Promise<EmscriptenModule>;
+  const factory = require(path.join(out(), 'tfjs-backend-wasm-threaded-simd.js')) as (cfg: object) => Promise<EmscriptenModule>;
   const worker = workerScript();
   // The C side sizes its pool as min(requested, logical cores / 2) -- it assumes
   // hyper-threading -- read once at start-up from os.cpus(); report 2x threads then.
@@ -66,9 +82,9 @@ async function initThreaded(threads: number): Promise<EmscriptenModule> {
   let mod: EmscriptenModule;
   try {
     mod = await factory({
-      locateFile: (p: string) => (p.endsWith('.worker.js') ? worker : path.join(OUT, p)),
+      locateFile: (p: string) => (p.endsWith('.worker.js') ? worker : path.join(out(), p)),
       // The workers load the main script from this path (tfjs passes a Blob here).
-      mainScriptUrlOrBlob: path.join(OUT, 'tfjs-backend-wasm-threaded-simd.js'),
+      mainScriptUrlOrBlob: path.join(out(), 'tfjs-backend-wasm-threaded-simd.js'),
     });
   } finally {
     os.cpus = realCpus;
@@ -96,7 +112,7 @@ let stockFactory: { factory: () => unknown; priority: number } | null = null;
 export function useThreadedWasm(threads = wantedThreads()): number {
   if (installed) return installed;
   const engine = tf.engine() as unknown as { registry: Record<string, unknown>; registryFactory: Record<string, { factory: () => unknown; priority: number }> };
-  if (threads <= 1 || engine.registry.wasm) return 1;
+  if (threads <= 1 || engine.registry.wasm || !wasmOut()) return 1;
   const stock = engine.registryFactory.wasm;
   if (!stock) throw new Error('wasm_threads: @tensorflow/tfjs-backend-wasm did not register a wasm backend');
   stockFactory = stock;

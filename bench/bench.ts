@@ -168,6 +168,7 @@ async function main(): Promise<void> {
   console.log(args.json ? JSON.stringify(out) : out);
 }
 
+// The bench bundle's entry as well (bench/gpu_check.sh), hence not isMainModule.
 if (require.main === module) {
   main().then(() => process.exit(0), (err) => {
     console.error(err instanceof UserError ? `error: ${err.message}` : err);

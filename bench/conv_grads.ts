@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import yargs from 'yargs';
 import { UserError } from '../utils/errors';
 import { registerWasmGradKernels, seededValues } from '../backends/wasm_kernels';
-import { SelfTest, runIfMain } from '../utils/self_test';
+import { SelfTest, runIfMain, isMainModule } from '../utils/self_test';
 
 export interface BenchShape { n: number; h: number; w: number; cin: number; cout: number; k: number; stride: number }
 
@@ -109,7 +109,7 @@ export const selfTest: SelfTest = {
   },
 };
 
-if (require.main === module && process.argv.includes('--run')) {
+if (isMainModule(module) && process.argv.includes('--run')) {
   void main().then(() => process.exit(0), (err) => {
     console.error(err instanceof UserError ? `error: ${err.message}` : err);
     process.exit(1);

@@ -2,6 +2,7 @@
 // + scale/crop/flip/rotate/photometric + normalise + batching), no model.
 //   npx tsx bench/data_pipeline.ts --size 128 --batch 8 [--images 300] [--src 256] [--workers 2] [--threads 0|1] [--epochs 2] [--root /path/to/isic2018]
 // Without --root it runs on generated 256x256 ISIC-style JPEG/PNG pairs in a temp folder.
+import { isMainModule } from '../utils/self_test';
 import fs from 'node:fs';
 import yargs from 'yargs';
 import os from 'node:os';
@@ -101,4 +102,4 @@ async function main(): Promise<void> {
   console.log(JSON.stringify(r));
 }
 
-if (require.main === module) void main();
+if (isMainModule(module)) void main();

@@ -7,9 +7,12 @@
 #   bash bench/gpu_check.sh run       # there: run with carry ["gpu_pack"], timeout 600
 #
 # pack: node (xz), esbuild bundles of bench/bench.ts and train.ts, node_modules/webgpu
-# (dawn.node), sharp's native parts, and the Vulkan loader + GLVND debs, which `run`
+# (dawn.node) and sharp's native parts (one tar.xz), and the Vulkan loader + GLVND debs, which `run`
 # unpacks with `dpkg -x`; the NVIDIA driver's Vulkan ICD is on the machine already.
-# ISIC data: `run` uses ISIC_ROOT, else shared/data/isic2018 or ../shared/data/isic2018.
+# ISIC data: `pack` copies ISIC_ROOT, else shared/data/isic2018 or ../shared/data/isic2018,
+# into the pack (../shared does not travel to the device); `run` trains on that copy.
+# To try the script out on a CPU: GPU_CHECK_BACKEND=wasm GPU_CHECK_LIMIT=24 (pairs per split),
+# from a copy of bench/ and gpu_pack/ with no node_modules above it, as on the device.
 # Everything is bounded to fit the 10-minute device limit (~2 min bench, ~5 min train).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,12 +38,22 @@ pack() {
   cp node_modules/webgpu/{index.js,package.json} "$PACK/node_modules/webgpu/"
   cp -r node_modules/webgpu/dist/linux-x64 "$PACK/node_modules/webgpu/dist/"
   cp -r node_modules/sharp node_modules/detect-libc node_modules/semver "$PACK/node_modules/" 2>/dev/null || true
+  # Read at run time by path, so not in the bundles: Chart.js for the training report.
+  mkdir -p "$PACK/node_modules/chart.js/dist"
+  cp node_modules/chart.js/package.json "$PACK/node_modules/chart.js/"
+  cp node_modules/chart.js/dist/chart.cjs node_modules/chart.js/dist/chart.umd.js "$PACK/node_modules/chart.js/dist/"
   cp -r node_modules/@img/sharp-linux-x64 node_modules/@img/sharp-libvips-linux-x64 node_modules/@img/colour "$PACK/node_modules/@img/" 2>/dev/null || true
   (cd "$PACK/debs" && apt-get download $DEBS >/dev/null)
   # Worker threads of the data pipeline and the wasm fallback load files beside the bundle.
   cp -r node_modules/@tensorflow/tfjs-backend-wasm/dist/*.wasm "$PACK/" 2>/dev/null || true
   cp -r configs "$PACK/"
-  du -sh "$PACK"
+  # The 64 MiB carry limit: dawn.node (21 MB), libvips (17 MB) and the bundles (12 MB)
+  # travel xz-compressed; the ISIC data (16 MB) does not compress.
+  tar -cJf "$PACK/node_modules.tar.xz" -C "$PACK" node_modules && rm -rf "$PACK/node_modules"
+  xz -T0 -6 "$PACK/bench.js" "$PACK/train.js"
+  local ISIC=${ISIC_ROOT:-$(ls -d shared/data/isic2018 ../shared/data/isic2018 2>/dev/null | head -1 || true)}
+  if [ -n "$ISIC" ]; then cp -r "$ISIC" "$PACK/isic2018"; else echo "note: no ISIC data found (set ISIC_ROOT): run will skip training"; fi
+  echo "$(du -sb "$PACK" | cut -f1) bytes in $PACK (limit 67108864 with the repository)"
 }
 
 run() {
@@ -51,29 +64,34 @@ run() {
   for d in "$PACK"/debs/*.deb; do dpkg -x "$d" "$WORK/root"; done
   export LD_LIBRARY_PATH="$WORK/root/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
   export __GLX_VENDOR_LIBRARY_NAME=nvidia XDG_RUNTIME_DIR="$WORK"
-  export NODE_PATH="$PWD/$PACK/node_modules"
+  tar -xJf "$PACK/node_modules.tar.xz" -C "$WORK"
+  xz -dkf "$PACK/bench.js.xz" "$PACK/train.js.xz"
+  export NODE_PATH="$WORK/node_modules"
   local NODE="$WORK/node"
   "$NODE" --version; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
   ls /usr/share/vulkan/icd.d /etc/vulkan/icd.d 2>/dev/null || echo "note: no Vulkan ICD json found"
 
+  local BE=${GPU_CHECK_BACKEND:-webgpu}
   local TORCH; TORCH=$(ls shared/bench/torch_unet_cuda.py ../shared/bench/torch_unet_cuda.py 2>/dev/null | head -1 || true)
-  echo "== bench: webgpu (dW via matmul, then via forward) beside PyTorch CUDA, 128/16/16"
+  echo "== bench: $BE (on webgpu: dW via matmul, then via forward) beside PyTorch CUDA, 128/16/16"
   for dw in matmul forward; do
-    TFJS_SEMSEG_WEBGPU_DW=$dw timeout 150 "$NODE" "$PACK/bench.js" --backend webgpu --size 128 --batch 16 --base 16 --depth 4 \
+    TFJS_SEMSEG_WEBGPU_DW=$dw timeout 150 "$NODE" "$PACK/bench.js" --backend "$BE" --size 128 --batch 16 --base 16 --depth 4 \
       --steps 10 --json --no-data --profile || echo "bench ($dw) failed: rc $?"
   done
   [ -n "$TORCH" ] && timeout 90 python3 "$TORCH" --size 128 --batch 16 --base 16 --depth 4 --json || echo "torch bench skipped/failed"
   echo "== bench: batch 64 (moonshot)"
-  timeout 90 "$NODE" "$PACK/bench.js" --backend webgpu --size 128 --batch 64 --base 16 --depth 4 --steps 5 --json --no-data || true
+  timeout 90 "$NODE" "$PACK/bench.js" --backend "$BE" --size 128 --batch 64 --base 16 --depth 4 --steps 5 --json --no-data || true
   [ -n "$TORCH" ] && timeout 60 python3 "$TORCH" --size 128 --batch 64 --base 16 --depth 4 --json || true
 
-  local ROOT=${ISIC_ROOT:-$(ls -d shared/data/isic2018 ../shared/data/isic2018 2>/dev/null | head -1 || true)}
+  local ROOT=${ISIC_ROOT:-$(ls -d "$PACK/isic2018" 2>/dev/null || true)}
+  [ -n "$ROOT" ] && ROOT=$(cd "$ROOT" && pwd) # train runs from inside $PACK
   local LEFT=$(( 570 - (SECONDS - T0) ))
   if [ -z "$ROOT" ]; then echo "train skipped: no ISIC data (set ISIC_ROOT)"; exit 0; fi
-  echo "== train configs/isic.yaml on webgpu, $ROOT, ${LEFT}s left (per-epoch time and val metrics below)"
-  (cd "$PACK" && timeout "$LEFT" "$NODE" train.js --config configs/isic.yaml --backend webgpu \
-     --set data.root="$ROOT" --set training.epochs=3 --set training.workers=1 --set checkpoint.ckpt_root="$WORK/ckpt" --set results.root="$WORK/results") \
-    | grep -E "^backend:|epoch|val|dice|iou|loss" | tail -40 || echo "train stopped: rc $?"
+  echo "== train configs/isic.yaml on $BE, $ROOT, ${LEFT}s left (per-epoch time and val metrics below)"
+  (cd "$PACK" && timeout "$LEFT" "$NODE" train.js --config configs/isic.yaml --backend "$BE" \
+     --set data.root="$ROOT" --set data.limit="${GPU_CHECK_LIMIT:-0}" --set training.epochs=3 --set training.workers=1 \
+     --set checkpoint.ckpt_root="$WORK/ckpt" --set results.root="$WORK/results" 2>&1) \
+    | grep -vE 'ETA [1-9]' | tail -80 || echo "train stopped: rc $?"
 }
 
 case "${1:-}" in

@@ -2,6 +2,7 @@
 // process (the wasm heap only grows, so its size after the steps is the high-water
 // mark), and prints measured heap and RSS beside the estimate.
 //   npx tsx bench/memory.ts 128x2x16x4 256x4x16x4 ...   (size x batch x base x depth)
+import { isMainModule } from '../utils/self_test';
 import * as tf from '@tensorflow/tfjs';
 import { spawnSync } from 'node:child_process';
 import { getModel } from '../models';
@@ -28,7 +29,7 @@ async function one(spec: string): Promise<void> {
   console.log(JSON.stringify({ spec, forward_mfloats: +(floats / 1e6).toFixed(1), heap_mb: mb(heap), rss_mb: mb(process.resourceUsage().maxRSS * 1024), estimate_mb: mb(est), bytes_per_float: +(heap / floats).toFixed(1) }));
 }
 
-if (require.main === module) {
+if (isMainModule(module)) {
   const specs = process.argv.slice(2);
   if (process.env.MEMORY_CASE) void one(process.env.MEMORY_CASE).then(() => process.exit(0));
   else for (const s of specs) spawnSync(process.execPath, [...process.execArgv, __filename], { stdio: 'inherit', env: { ...process.env, MEMORY_CASE: s } });

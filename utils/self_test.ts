@@ -7,9 +7,17 @@ export type Check = () => void | Promise<void>;
 export type SelfTest = Record<string, Check>;
 
 export function runIfMain(mod: NodeModule, checks: SelfTest): void {
-  // In an esbuild bundle (bench/gpu_check.sh) every file shares the bundle's `module`: its banner sets this flag.
-  if (require.main !== mod || (globalThis as { __semsegBundle?: boolean }).__semsegBundle) return;
+  if (!isMainModule(mod)) return;
   void runChecks(mod.filename, checks).then((ok) => process.exit(ok ? 0 : 1));
+}
+
+/**
+ * `require.main === mod`, except inside an esbuild bundle (bench/gpu_check.sh), where
+ * every file shares the bundle's `module`, so every file would think it is the entry;
+ * the bundle's banner sets the flag. A bundle's entry checks require.main itself.
+ */
+export function isMainModule(mod: NodeModule): boolean {
+  return require.main === mod && !(globalThis as { __semsegBundle?: boolean }).__semsegBundle;
 }
 
 export async function runChecks(label: string, checks: SelfTest): Promise<boolean> {
