@@ -18,7 +18,7 @@ import { createOptimizer } from '../utils/optimizers';
 import { makeTrainStep } from '../engine/train_step';
 import { initBackend, BackendName } from '../backends';
 import { seededValues } from '../backends/wasm_kernels';
-import { UserError } from '../utils/errors';
+import { UserError, isAllocationFailure } from '../utils/errors';
 import type { Batch } from '../pipeline/batcher';
 import { measureDataPipeline } from './data_pipeline';
 import { profileKernels } from './profile';
@@ -171,7 +171,9 @@ async function main(): Promise<void> {
 // The bench bundle's entry as well (bench/gpu_check.sh), hence not isMainModule.
 if (require.main === module) {
   main().then(() => process.exit(0), (err) => {
-    console.error(err instanceof UserError ? `error: ${err.message}` : err);
+    if (err instanceof UserError) console.error(`error: ${err.message}`);
+    else if (isAllocationFailure(err)) console.error(`error: out of memory (${String((err as Error).message ?? err).split('\n')[0]}): lower --batch or --size`);
+    else console.error(err);
     process.exit(1);
   });
 }

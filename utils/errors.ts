@@ -30,7 +30,8 @@ export async function runCli(main: () => Promise<void>): Promise<void> {
  */
 export function isAllocationFailure(err: unknown): boolean {
   const msg = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-  return /Aborted\(|out of memory|\bOOM\b|Cannot enlarge memory|XNN status .*status 6|Got status 6|Array buffer allocation failed|Invalid typed array length|failed to allocate|OOM when allocating/i.test(msg);
+  // 'memory access out of bounds': tfjs's single-threaded wasm build when its heap cannot grow.
+  return /Aborted\(|out of memory|memory access out of bounds|\bOOM\b|Cannot enlarge memory|XNN status .*status 6|Got status 6|Array buffer allocation failed|Invalid typed array length|failed to allocate|OOM when allocating/i.test(msg);
 }
 
 export function describeError(err: unknown): string {
