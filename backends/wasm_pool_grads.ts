@@ -1,8 +1,10 @@
-// Gradients of max pooling and nearest upsampling for the wasm backend, as single
-// JavaScript passes over the heap. The stock wasm kernels are generic C loops: in
-// a U-Net training step at 128x128 batch 4 they took ~60 ms (MaxPoolGrad) and
-// ~50 ms (ResizeNearestNeighborGrad), about 8% of the step, for work that is one
-// read of the inputs and one write of the output.
+// Gradients of max pooling and nearest upsampling. On wasm the stock kernels are
+// generic C loops: in a U-Net training step at 128x128 batch 4 they took ~60 ms
+// (MaxPoolGrad) and ~50 ms (ResizeNearestNeighborGrad), about 8% of the step, for
+// work that is one read of the inputs and one write of the output; here they are a
+// JavaScript pass over the heap, or XNNPACK's average pooling for whole-factor
+// upsampling. On cpu, tfjs's nearest-upsampling gradient is wrong for batches > 1
+// (see makeResizeNearestNeighborGrad) and is replaced too.
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import assert from 'node:assert/strict';
