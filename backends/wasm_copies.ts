@@ -76,7 +76,7 @@ export function makeSlice(fallback: tf.KernelFunc) {
   return function slice(args: KernelArgs): Info {
     const x = kernelInput(args, 'x', 'Slice');
     const a = args.attrs ?? {};
-    if (x.dtype === 'string' || x.dtype === 'complex64') return fallback(args as Parameters<tf.KernelFunc>[0]) as Info;
+    if (x.dtype === 'string' || x.dtype === 'complex64' || x.shape.length === 0) return fallback(args as Parameters<tf.KernelFunc>[0]) as Info;
     const [begin, size] = tf.slice_util.parseSliceParams(x as unknown as tf.Tensor, a.begin as number[], a.size as number[]);
     const backend = args.backend as WasmBackendLike;
     const out = backend.makeOutput(size, x.dtype as 'float32');
