@@ -16,7 +16,8 @@ import { runIfMain, SelfTest } from '../utils/self_test';
 export interface TrainStep {
   /**
    * Runs one step and resolves to the loss, or NaN when the loss or a gradient is
-   * not finite; then the weights are left untouched. The loss is read asynchronously: webgpu under Node has no sync reads.
+   * not finite; then the weights are left untouched. The loss is read
+   * asynchronously: webgpu under Node has no sync reads.
    */
   (batch: Batch): Promise<number>;
   dispose(): void;
