@@ -10,7 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import assert from 'node:assert/strict';
 import { SelfTest, runIfMain } from '../utils/self_test';
-import { KernelArgs, WasmBackendLike, kernelInput } from './wasm_heap';
+import { KernelArgs, WasmBackendLike, isOurKernel, kernelInput, replaceKernel, stockKernel } from './wasm_heap';
 
 type Info = tf.TensorInfo;
 type Heap = Float32Array | Int32Array | Uint8Array;
@@ -142,25 +142,11 @@ export function makeConcat(fallback: tf.KernelFunc) {
   };
 }
 
-const ours = new Set<tf.KernelFunc>();
-
 /** Replaces the stock wasm Slice, SplitV and Concat (idempotent). */
 export function registerWasmCopies(): void {
-  const oldSlice = tf.getKernel('Slice', 'wasm');
-  if (!oldSlice || ours.has(oldSlice.kernelFunc)) return;
-  tf.unregisterKernel('Slice', 'wasm');
-  const slice = makeSlice(oldSlice.kernelFunc);
-  const kernels: Array<[string, tf.KernelFunc, tf.KernelSetupFunc | undefined]> = [['Slice', slice as unknown as tf.KernelFunc, oldSlice.setupFunc]];
-  for (const [name, make] of [['SplitV', () => makeSplitV(slice)], ['Concat', (old: tf.KernelFunc) => makeConcat(old)]] as const) {
-    const old = tf.getKernel(name, 'wasm');
-    if (!old) continue;
-    tf.unregisterKernel(name, 'wasm');
-    kernels.push([name, make(old.kernelFunc) as unknown as tf.KernelFunc, old.setupFunc]);
-  }
-  for (const [kernelName, kernelFunc, setupFunc] of kernels) {
-    ours.add(kernelFunc);
-    tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc, setupFunc });
-  }
+  const slice = replaceKernel('Slice', 'wasm', (stock) => makeSlice(stockKernel(stock, 'Slice'))) as unknown as ReturnType<typeof makeSlice>;
+  replaceKernel('SplitV', 'wasm', () => makeSplitV(slice));
+  replaceKernel('Concat', 'wasm', (stock) => makeConcat(stockKernel(stock, 'Concat')));
 }
 
 export const selfTest: SelfTest = {
@@ -168,8 +154,8 @@ export const selfTest: SelfTest = {
     const { initBackend } = await import('./index');
     await initBackend('wasm');
     registerWasmCopies();
-    assert.ok(ours.has(tf.getKernel('Slice', 'wasm')!.kernelFunc));
-    assert.ok(ours.has(tf.getKernel('SplitV', 'wasm')!.kernelFunc));
+    assert.ok(isOurKernel('Slice', 'wasm'));
+    assert.ok(isOurKernel('SplitV', 'wasm'));
     const dims = [4, 5, 6];
     const vals = Array.from({ length: 4 * 5 * 6 }, (_, i) => i * 3 - 7);
     for (const dtype of ['float32', 'int32', 'bool'] as const) {
@@ -200,7 +186,7 @@ export const selfTest: SelfTest = {
   'Concat along each axis, short and long runs, float and int, agrees with the cpu backend': async () => {
     const { onBackend } = await import('./wasm_kernels');
     registerWasmCopies();
-    assert.ok(ours.has(tf.getKernel('Concat', 'wasm')!.kernelFunc));
+    assert.ok(isOurKernel('Concat', 'wasm'));
     for (const dtype of ['float32', 'int32'] as const) {
       for (let axis = 0; axis < 4; axis++) {
         const shapes = [[2, 3, 4, 5], [2, 3, 4, 5], [2, 3, 4, 5]].map((sh, k) => sh.map((d, i) => (i === axis ? d + 7 * k : d)));

@@ -16,7 +16,7 @@ import assert from 'node:assert/strict';
 import { UserError } from '../utils/errors';
 import { SelfTest, runIfMain } from '../utils/self_test';
 import { seededValues } from '../utils/rng';
-import { KernelArgs, WasmBackendLike, kernelInput, outputWithViews } from './wasm_heap';
+import { KernelArgs, WasmBackendLike, isOurKernel, kernelInput, outputWithViews, replaceKernel } from './wasm_heap';
 import { cropHW, filterGradInfo, relError, permute, registerFilterGradKernel, registeredFormulation, withScratch } from './conv_grads';
 
 type Info = tf.TensorInfo;
@@ -129,22 +129,11 @@ function subPixelBackpropInput(backend: WasmBackendLike, dy: Info, filter: Info,
   });
 }
 
-const ours = new Set<tf.KernelFunc>();
-
 /** Installs the XNNPACK-based Conv2D gradient kernels for 'wasm'. Idempotent. */
 export function registerWasmGradKernels(): void {
   registerFilterGradKernel('wasm', 'forward');
-  const inputName = 'Conv2DBackpropInput';
-  const oldInput = tf.getKernel(inputName, 'wasm');
-  if (!oldInput || !ours.has(oldInput.kernelFunc)) {
-    if (oldInput) tf.unregisterKernel(inputName, 'wasm');
-    // The stock kernel stays reachable for NCHW and oversized explicit pads.
-    const kernelFunc = makeConv2DBackpropInput(oldInput?.kernelFunc) as unknown as tf.KernelFunc;
-    ours.add(kernelFunc);
-    // The backend runs setupFunc of the kernels registered at its init; keeping
-    // the stock one binds its wasm function so the fallback works either way.
-    tf.registerKernel({ kernelName: inputName, backendName: 'wasm', kernelFunc, setupFunc: oldInput?.setupFunc });
-  }
+  // The stock input-gradient kernel stays reachable for NCHW and oversized explicit pads.
+  replaceKernel('Conv2DBackpropInput', 'wasm', (stock) => makeConv2DBackpropInput(stock));
 }
 
 // ---------------------------------------------------------------------------
@@ -204,7 +193,7 @@ export const selfTest: SelfTest = {
     const i = tf.getKernel('Conv2DBackpropInput', 'wasm')?.kernelFunc;
     registerWasmGradKernels();
     assert.equal(registeredFormulation('wasm'), 'forward');
-    assert.ok(i && ours.has(i));
+    assert.ok(isOurKernel('Conv2DBackpropInput', 'wasm'));
     assert.equal(tf.getKernel('Conv2DBackpropFilter', 'wasm')?.kernelFunc, f);
     assert.equal(tf.getKernel('Conv2DBackpropInput', 'wasm')?.kernelFunc, i);
   },

@@ -10,7 +10,7 @@ import '@tensorflow/tfjs-backend-wasm';
 import assert from 'node:assert/strict';
 import { SelfTest, runIfMain } from '../utils/self_test';
 import { seededValues } from '../utils/rng';
-import { KernelArgs, WasmBackendLike, kernelInput, outputWithViews } from './wasm_heap';
+import { KernelArgs, WasmBackendLike, kernelInput, outputWithViews, replaceKernel } from './wasm_heap';
 
 type Info = tf.TensorInfo;
 
@@ -152,24 +152,11 @@ export function makeResizeNearestNeighborGrad(backendName: 'wasm' | 'cpu') {
   };
 }
 
-const ours = new Set<tf.KernelFunc>();
-
 /** Replaces wasm's MaxPoolGrad and ResizeNearestNeighborGrad and cpu's ResizeNearestNeighborGrad (idempotent). */
 export function registerPoolGrads(): void {
-  const kernels = [
-    ['MaxPoolGrad', 'wasm', (old?: tf.KernelFunc) => makeMaxPoolGrad(old)],
-    ['ResizeNearestNeighborGrad', 'wasm', () => makeResizeNearestNeighborGrad('wasm')],
-    ['ResizeNearestNeighborGrad', 'cpu', () => makeResizeNearestNeighborGrad('cpu')],
-  ] as const;
-  for (const [name, backendName, make] of kernels) {
-    const old = tf.getKernel(name, backendName);
-    if (old && ours.has(old.kernelFunc)) continue;
-    if (old) tf.unregisterKernel(name, backendName);
-    const kernelFunc = make(old?.kernelFunc) as unknown as tf.KernelFunc;
-    ours.add(kernelFunc);
-    // The stock setupFunc binds the C function the MaxPoolGrad fallback calls.
-    tf.registerKernel({ kernelName: name, backendName, kernelFunc, setupFunc: old?.setupFunc });
-  }
+  replaceKernel('MaxPoolGrad', 'wasm', (stock) => makeMaxPoolGrad(stock));
+  replaceKernel('ResizeNearestNeighborGrad', 'wasm', () => makeResizeNearestNeighborGrad('wasm'));
+  replaceKernel('ResizeNearestNeighborGrad', 'cpu', () => makeResizeNearestNeighborGrad('cpu'));
 }
 
 // ---------------------------------------------------------------------------
@@ -217,7 +204,8 @@ export function resizeGradReference(c: ResizeCase, seed = 1): Float32Array {
   });
 }
 
-const maxDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
+/** Largest absolute difference between two equally long arrays. */
+export const maxDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
 
 export const selfTest: SelfTest = {
   'MaxPoolGrad matches the cpu backend, ties included': async () => {

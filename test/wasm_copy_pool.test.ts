@@ -7,9 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../backends';
 import { onBackend } from '../backends/wasm_kernels';
 import { mergeAxes, registerWasmCopies } from '../backends/wasm_copies';
-import { PoolCase, ResizeCase, maxPoolGradOf, registerPoolGrads, resizeGradOf, resizeGradReference } from '../backends/wasm_pool_grads';
-
-const maxDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
+import { PoolCase, ResizeCase, maxDiff, maxPoolGradOf, registerPoolGrads, resizeGradOf, resizeGradReference } from '../backends/wasm_pool_grads';
 
 test('wasm start-up installs the heap kernels', async () => {
   await initBackend('wasm');
