@@ -10,7 +10,7 @@ import { registerWasmGradKernels } from './wasm_kernels';
 import { registerWasmCopies } from './wasm_copies';
 import { registerPoolGrads } from './wasm_pool_grads';
 import { useStockWasm, useThreadedWasm, wasmThreads } from './wasm_threads';
-import { probeAdapter, startWebgpu } from './webgpu';
+import { probeAdapter, softwareOptIn, startWebgpu } from './webgpu';
 
 export type BackendName = 'auto' | 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
 
@@ -116,7 +116,9 @@ async function startBackend(requested: BackendName): Promise<BackendInfo> {
     skipped.push('tensorflow: @tensorflow/tfjs-node not installed');
   }
   if (requested === 'webgpu' || requested === 'auto') {
-    const probe = await probeAdapter().catch((err): { ok: false; reason: string } => ({ ok: false, reason: `adapter request failed: ${firstLine(err)}` }));
+    // A software adapter only on explicit request: auto never picks one.
+    const allowSoftware = requested === 'webgpu' && softwareOptIn();
+    const probe = await probeAdapter({ allowSoftware }).catch((err): { ok: false; reason: string } => ({ ok: false, reason: `adapter request failed: ${firstLine(err)}` }));
     if (probe.ok) {
       try {
         return withSkips({ name: 'webgpu', description: await startWebgpu(probe) });

@@ -3,7 +3,8 @@
 // Set-up order matters: the tfjs package registers its backend at import time only
 // if navigator.gpu (and, as measured, window) already exist, so the globals go in
 // first and the package is required after. Software adapters (lavapipe,
-// SwiftShader) are refused: they are slower than wasm for training.
+// SwiftShader) are slower than wasm for training: they run only with the explicit
+// opt-in SEMSEG_WEBGPU_SOFTWARE=1 and --backend webgpu (tests, CI), never under auto.
 // Synchronous reads (dataSync) fail on this backend under Node, so callers read
 // asynchronously.
 import * as tf from '@tensorflow/tfjs';
@@ -13,6 +14,8 @@ import path from 'node:path';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { FilterGradFormulation, registerFilterGradKernel } from './conv_grads';
+import { registerWebgpuKernels } from './webgpu_kernels';
+import { watchDevice } from './webgpu_errors';
 
 /** The parts of the WebGPU API used here (lib.dom's types need not match Dawn's). */
 interface AdapterInfoLike { vendor?: string; architecture?: string; device?: string; description?: string; isFallbackAdapter?: boolean; adapterType?: string; backendType?: string }
@@ -20,7 +23,7 @@ interface AdapterLike { info?: AdapterInfoLike }
 interface GpuLike { requestAdapter(opts?: { powerPreference?: string }): Promise<AdapterLike | null> }
 
 export type AdapterProbe =
-  | { ok: true; gpu: GpuLike; globals: Record<string, unknown>; adapter: string }
+  | { ok: true; gpu: GpuLike; globals: Record<string, unknown>; adapter: string; software: boolean }
   | { ok: false; reason: string };
 
 const INSTALL = 'install it with `npm install webgpu@0.6.2 @tensorflow/tfjs-backend-webgpu@4.22.0`';
@@ -55,11 +58,19 @@ export function isSoftwareAdapter(info: AdapterInfoLike): boolean {
   return /llvmpipe|lavapipe|swiftshader|software rasterizer/i.test([info.vendor, info.architecture, info.device, info.description].join(' '));
 }
 
+/** The opt-in that lets a software adapter run webgpu (for tests and trying it without a GPU). */
+export function softwareOptIn(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.SEMSEG_WEBGPU_SOFTWARE === '1';
+}
+
 // Dawn's package is an ES module; a Function-built import() survives compilation to CommonJS.
 const importEsm = new Function('s', 'return import(s)') as (s: string) => Promise<{ create(o: string[]): GpuLike; globals: Record<string, unknown> }>;
 
-/** Finds a hardware adapter through Dawn, or says why there is none. Starts nothing in tfjs. */
-export async function probeAdapter(): Promise<AdapterProbe> {
+/**
+ * Finds a hardware adapter through Dawn (or a software one when `allowSoftware`),
+ * or says why there is none. Starts nothing in tfjs.
+ */
+export async function probeAdapter(opts: { allowSoftware?: boolean } = {}): Promise<AdapterProbe> {
   let dawn: { create(o: string[]): GpuLike; globals: Record<string, unknown> };
   try {
     dawn = await importEsm(require.resolve('webgpu'));
@@ -73,8 +84,11 @@ export async function probeAdapter(): Promise<AdapterProbe> {
   if (!adapter) return { ok: false, reason: 'no adapter (dawn.node found no GPU)' };
   const info = adapter.info ?? {};
   const desc = describeAdapter(info);
-  if (isSoftwareAdapter(info)) return { ok: false, reason: `only a software adapter (${desc}), slower than wasm for training` };
-  return { ok: true, gpu, globals: dawn.globals, adapter: desc };
+  const software = isSoftwareAdapter(info);
+  if (software && !opts.allowSoftware) {
+    return { ok: false, reason: `only a software adapter (${desc}), slower than wasm for training; SEMSEG_WEBGPU_SOFTWARE=1 with --backend webgpu runs on it for testing` };
+  }
+  return { ok: true, gpu, globals: dawn.globals, adapter: desc, software };
 }
 
 /** Which dW formulation the webgpu kernel uses; TFJS_SEMSEG_WEBGPU_DW=forward selects the other one for timing. */
@@ -111,7 +125,10 @@ export async function startWebgpu(probe: Extract<AdapterProbe, { ok: true }>): P
   // The stock Conv2DBackpropFilter shader is one thread per weight looping over
   // every pixel: 590 of 620 ms per step on an H100 (issue 12).
   registerFilterGradKernel('webgpu', dw);
-  return `webgpu (Dawn, ${probe.adapter}; dW via ${dw})`;
+  registerWebgpuKernels();
+  watchDevice();
+  const soft = probe.software ? '; software adapter (SEMSEG_WEBGPU_SOFTWARE=1): for testing, slower than wasm' : '';
+  return `webgpu (Dawn, ${probe.adapter}; dW via ${dw}${soft})`;
 }
 
 export const selfTest: SelfTest = {

@@ -1,4 +1,5 @@
 // Turning network outputs into class maps, shared by evaluate, validation and predict.
+import { checkDevice } from '../backends/webgpu_errors';
 import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../utils/self_test';
@@ -51,6 +52,7 @@ export async function classMap(probs: tf.Tensor4D, threshold: number): Promise<{
   if (prob) {
     const p = (await prob.data()) as Float32Array;
     prob.dispose();
+    checkDevice('inference');
     const classes = new Uint8Array(p.length);
     for (let i = 0; i < p.length; i++) classes[i] = p[i] > threshold ? 1 : 0;
     return { classes, prob: p };
@@ -58,6 +60,7 @@ export async function classMap(probs: tf.Tensor4D, threshold: number): Promise<{
   const arg = tf.tidy(() => tf.argMax(probs, 3));
   const classes = Uint8Array.from(await arg.data());
   arg.dispose();
+  checkDevice('inference');
   return { classes, prob: null };
 }
 

@@ -3,7 +3,8 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Batch } from '../pipeline/batcher';
 import type { LossFn } from '../utils/losses';
-import type { TrainOptimizer } from '../utils/optimizers';
+import type { StagedGradients, TrainOptimizer } from '../utils/optimizers';
+import { checkDevice } from '../backends/webgpu_errors';
 import assert from 'node:assert/strict';
 import { getModel } from '../models';
 import { initBackend } from '../backends';
@@ -40,22 +41,27 @@ export function makeTrainStep(model: tf.LayersModel, lossFn: LossFn, optimizer: 
     const x = tf.tensor4d(batch.images, [n, h, w, 3]);
     const y = tf.tensor3d(Int32Array.from(batch.masks), [n, h, w], 'int32');
     const { value, grads } = tf.variableGrads(() => lossFn(model.apply(x, { training: true }) as tf.Tensor4D, y), varList);
-    // The loss plus 0 x the sum of all gradients: NaN when either is not finite. The loss
-    // alone is not enough on wasm, where XNNPACK's clamps and ReLU turn NaN activations
-    // into -Infinity or 0, so a diverged forward pass can still give a finite loss.
-    const checked = tf.tidy(() => tf.add(value, tf.mul(tf.addN(Object.values(grads).map((g) => tf.sum(g))), 0)));
-    let loss: number;
-    try {
-      loss = (await checked.data())[0];
-    } catch (err) {
-      tf.dispose([x, y, value, grads, checked]);
-      throw err;
-    }
     const named: Record<string, tf.Tensor> = {};
     for (const [k, g] of Object.entries(grads)) named[keyOf.get(k)!] = g;
-    if (Number.isFinite(loss)) optimizer.applyGradients(named, vars);
-    tf.dispose([x, y, value, grads, checked]);
-    return loss;
+    let staged: StagedGradients | null = null;
+    let checked: tf.Tensor | null = null;
+    try {
+      staged = optimizer.stageGradients(named, vars);
+      // The loss plus 0 x the sum of all gradients: NaN when either is not finite. The loss
+      // alone is not enough on wasm, where XNNPACK's clamps and ReLU turn NaN activations
+      // into -Infinity or 0, so a diverged forward pass can still give a finite loss.
+      const sum = staged.sum;
+      checked = tf.tidy(() => tf.add(value, tf.mul(sum, 0)));
+      const loss = (await checked.data())[0];
+      // On webgpu a failed kernel reads as plausible numbers: nothing is applied after a device error.
+      checkDevice('a training step');
+      if (Number.isFinite(loss)) staged.apply();
+      return loss;
+    } finally {
+      staged?.dispose();
+      tf.dispose([x, y, value, grads]);
+      checked?.dispose();
+    }
   }) as TrainStep;
   step.dispose = () => optimizer.dispose();
   return step;

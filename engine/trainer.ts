@@ -29,6 +29,7 @@ import { makeTrainStep, TrainStep } from './train_step';
 import { improves, metricValue, validate } from './validation';
 import assert from 'node:assert/strict';
 import { initBackend } from '../backends';
+import { DeviceError, provokeDeviceError } from '../backends/webgpu_errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 
 export interface TrainOptions {
@@ -171,7 +172,10 @@ async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcom
     try {
       run.step.dispose();
     } catch (err) {
-      if (!isAllocationFailure(err)) throw err; // after a wasm abort nothing can be freed; the abort is the error to report
+      if (err instanceof DeviceError) {
+      throw new DeviceError(`${err.message} at epoch ${run.meta.epoch + 1}, step ${run.meta.step + 1}; nothing from this step was applied or saved, ${run.dirs.last} keeps the last save`);
+    }
+    if (!isAllocationFailure(err)) throw err; // after a wasm abort nothing can be freed; the abort is the error to report
     }
   }
 
@@ -259,13 +263,15 @@ async function stepOrExplain(run: Run, batch: Batch): Promise<number> {
 
 /**
  * Test hook, SEMSEG_TEST_FAULT=busy@STEP:MS (a synchronous busy loop of MS ms, as a
- * long wasm kernel blocks the thread) or oom@STEP (a wasm out-of-memory abort), inside
- * that global step. Read per call: tests set it in a child's environment only.
+ * long wasm kernel blocks the thread), oom@STEP (a wasm out-of-memory abort) or gpu@STEP
+ * (a real webgpu validation error), inside that global step. Read per call: tests set it
+ * in a child's environment only.
  */
 function injectFault(step: number): void {
-  const m = /^(busy|oom)@(\d+)(?::(\d+))?$/.exec(process.env.SEMSEG_TEST_FAULT ?? '');
+  const m = /^(busy|oom|gpu)@(\d+)(?::(\d+))?$/.exec(process.env.SEMSEG_TEST_FAULT ?? '');
   if (!m || Number(m[2]) !== step) return;
   if (m[1] === 'oom') throw new Error('Aborted(OOM). Build with -sASSERTIONS for more info.');
+  if (m[1] === 'gpu') return void provokeDeviceError().dispose();
   const until = Date.now() + Number(m[3] ?? 60_000);
   while (Date.now() < until); // deliberately blocks the event loop
 }

@@ -28,10 +28,23 @@ export interface TrainOptimizer {
    * by them, so they must be stable across runs for resume. Does not dispose `grads`.
    */
   applyGradients(grads: Record<string, tf.Tensor>, vars: Record<string, tf.Variable>): void;
+  /**
+   * applyGradients in two halves, so a step can check its gradients before the update
+   * without a kernel per variable: the gradients are flattened once, `sum` is the
+   * sum of all of them (not finite when any is), and `apply` updates from the same
+   * flat buffers. The caller disposes the result.
+   */
+  stageGradients(grads: Record<string, tf.Tensor>, vars: Record<string, tf.Variable>): StagedGradients;
   /** Global gradient norm of the last step before clipping (only tracked when grad_clip is set). */
   lastGradNorm(): Promise<number | null>;
   getState(): Promise<OptimizerState>;
   setState(s: OptimizerState): Promise<void>;
+  dispose(): void;
+}
+
+export interface StagedGradients {
+  sum: tf.Scalar;
+  apply(): void;
   dispose(): void;
 }
 
@@ -69,12 +82,12 @@ interface FlatGroup {
 }
 
 /** Flattens to 1-D, skipping the reshape (a kernel call) when already 1-D. */
-function flat(t: tf.Tensor): tf.Tensor1D {
+function flat1d(t: tf.Tensor): tf.Tensor1D {
   return (t.rank === 1 ? t : tf.reshape(t, [-1])) as tf.Tensor1D;
 }
 
 function concat1d(ts: tf.Tensor[]): tf.Tensor1D {
-  return ts.length === 1 ? flat(ts[0]) : tf.concat(ts.map(flat));
+  return ts.length === 1 ? flat1d(ts[0]) : tf.concat(ts.map(flat1d));
 }
 
 /**
@@ -180,10 +193,37 @@ class FlatOptimizer implements TrainOptimizer {
   }
 
   applyGradients(grads: Record<string, tf.Tensor>, vars: Record<string, tf.Variable>): void {
+    const staged = this.stageGradients(grads, vars);
+    try {
+      staged.apply();
+    } finally {
+      staged.dispose();
+    }
+  }
+
+  stageGradients(grads: Record<string, tf.Tensor>, vars: Record<string, tf.Variable>): StagedGradients {
     const names = Object.keys(grads);
     if (this.restored && names.some((n) => !this.hasState(n))) this.remapByOrder(names, vars);
     this.restored = false;
     if (names.join('\n') !== this.layoutKey) this.regroup(names, vars);
+    // Copies, so that disposing them never frees a caller's 1-D gradient.
+    const flat = tf.tidy(() => this.groups.map((g) => g.names.length === 1 ? tf.clone(flat1d(grads[g.names[0]])) : concat1d(g.names.map((n) => grads[n]))));
+    // One sum per group (at most two: decayed or not), never an AddN over every variable.
+    const sum = tf.tidy(() => flat.map((f) => tf.sum(f)).reduce((a, b) => tf.add(a, b), tf.scalar(0)) as tf.Scalar);
+    let applied = false;
+    return {
+      sum,
+      apply: () => {
+        if (applied) throw new Error('optimizer: staged gradients applied twice');
+        applied = true;
+        this.update(flat, vars);
+      },
+      dispose: () => tf.dispose([...flat, sum]),
+    };
+  }
+
+  /** One update from the flat gradients of each group (stageGradients). */
+  private update(flatIn: tf.Tensor[], vars: Record<string, tf.Variable>): void {
     this.step += 1;
     const { lr, step, c } = this;
     const wd = c.weight_decay;
@@ -191,7 +231,7 @@ class FlatOptimizer implements TrainOptimizer {
     const bc2 = 1 - Math.pow(c.beta2, step);
     if (this.clip !== undefined) this.normTensor?.dispose();
     tf.tidy(() => {
-      let flatGrads: tf.Tensor[] = this.groups.map((g) => concat1d(g.names.map((n) => grads[n])));
+      let flatGrads: tf.Tensor[] = flatIn;
       if (this.clip !== undefined) {
         const clipped = clipByGlobalNorm(flatGrads, this.clip);
         this.normTensor = tf.keep(clipped.norm);

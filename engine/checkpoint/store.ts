@@ -3,6 +3,7 @@
 // state.json, a readable config.yaml and, written last, complete.json.
 // The swap scheme that keeps a complete copy loadable at every moment (even
 // across SIGKILL) lives in checkpoint/atomic_dir.ts; the encoding in checkpoint/format.ts.
+import { checkDevice } from '../../backends/webgpu_errors';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -62,6 +63,7 @@ export async function snapshotWeights(model: tf.LayersModel): Promise<(NamedTens
   const clones = tf.tidy(() => vars.map((v) => v.read().clone()));
   try {
     const data = await Promise.all(clones.map((c) => c.data()));
+    checkDevice('reading the weights'); // after a device error they are not to be saved or exported
     return vars.map((v, i) => ({
       name: weightName(v),
       shape: [...shapeOf(v)],

@@ -1,0 +1,86 @@
+// SemsegBatchNormGrad (webgpu): the training-mode batch-norm gradient in one kernel,
+// three shaders: per-channel sums of dy and dy*(x - mean), then dx, then dGamma
+// and dBeta. With a = gamma*inv, inv = rsqrt(var + eps):
+//   dx = a*dy - a*inv^2*sum(dy*xc)/M * xc - a*sum(dy)/M,  xc = x - mean.
+import * as tf from '@tensorflow/tfjs';
+import { dispatchingKernel, program } from './program';
+import { REDUCE_THREADS, workgroupSum } from './channel_reduce';
+
+export const BATCH_NORM_GRAD = 'SemsegBatchNormGrad';
+
+/** sums [2, C] = (sum dy, sum dy*(x - mean)) over the M rows. */
+function sumsProgram(c: number) {
+  return program({
+    key: 'semseg_bn_grad_sums', inputs: ['dy', 'x', 'stats'], outputShape: [2, c], uniforms: 'rows : i32, channels : i32,',
+    perWorkgroup: REDUCE_THREADS, groups: c,
+    body: `${workgroupSum}
+      fn main(index : i32) {
+        let C = uniforms.channels;
+        let M = uniforms.rows;
+        let c = i32(workgroupId.x);
+        let mean = stats[c];
+        var s0 = 0.0;
+        var s1 = 0.0;
+        for (var r = i32(localId.x); r < M; r = r + ${REDUCE_THREADS}) {
+          let g = dy[r * C + c];
+          s0 = s0 + g;
+          s1 = s1 + g * (x[r * C + c] - mean);
+        }
+        let t0 = reduceSum(s0);
+        let t1 = reduceSum(s1);
+        if (localId.x == 0u) { result[c] = t0; result[C + c] = t1; }
+      }`,
+  });
+}
+
+function dxProgram(shape: number[]) {
+  return program({
+    key: 'semseg_bn_grad_dx', inputs: ['dy', 'x', 'stats', 'gamma', 'sums'], outputShape: shape, uniforms: 'eps : f32, channels : i32, rows : f32,',
+    body: `
+      fn main(index : i32) {
+        if (index < uniforms.size) {
+          let C = uniforms.channels;
+          let c = index % C;
+          let inv = inverseSqrt(stats[C + c] + uniforms.eps);
+          let a = gamma[c] * inv;
+          let b = -a * inv * inv * sums[C + c] / uniforms.rows;
+          let k = -a * sums[c] / uniforms.rows;
+          result[index] = a * dy[index] + b * (x[index] - stats[c]) + k;
+        }
+      }`,
+  });
+}
+
+/** which = 0: dGamma = sum(dy*xc) * inv; which = 1: dBeta = sum(dy). */
+function paramProgram(c: number) {
+  return program({
+    key: 'semseg_bn_grad_params', inputs: ['sums', 'stats'], outputShape: [c], uniforms: 'eps : f32, which : i32,',
+    body: `
+      fn main(index : i32) {
+        if (index < uniforms.size) {
+          let C = uniforms.size;
+          if (uniforms.which == 0) {
+            result[index] = sums[C + index] * inverseSqrt(stats[C + index] + uniforms.eps);
+          } else {
+            result[index] = sums[index];
+          }
+        }
+      }`,
+  });
+}
+
+export const batchNormGradConfig: tf.KernelConfig = {
+  kernelName: BATCH_NORM_GRAD,
+  backendName: 'webgpu',
+  kernelFunc: dispatchingKernel((d, { inputs, attrs }) => {
+    const { dy, x, stats, gamma } = inputs as Record<string, tf.TensorInfo>;
+    const eps = attrs!.epsilon as number;
+    const c = x.shape[x.shape.length - 1];
+    const m = x.shape.reduce((a, b) => a * b, 1) / c;
+    const sums = d.run(sumsProgram(c), [dy, x, stats], [{ type: 'int32', data: [m] }, { type: 'int32', data: [c] }]);
+    const dx = d.run(dxProgram(x.shape), [dy, x, stats, gamma, sums], [{ type: 'float32', data: [eps] }, { type: 'int32', data: [c] }, { type: 'float32', data: [m] }]);
+    const dGamma = d.run(paramProgram(c), [sums, stats], [{ type: 'float32', data: [eps] }, { type: 'int32', data: [0] }]);
+    const dBeta = d.run(paramProgram(c), [sums, stats], [{ type: 'float32', data: [eps] }, { type: 'int32', data: [1] }]);
+    return [dx, dGamma, dBeta];
+  }),
+};

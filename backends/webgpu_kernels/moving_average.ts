@@ -1,0 +1,34 @@
+// SemsegMovingAverage (webgpu): batch norm's moving mean and variance updated from
+// the batch statistics in one kernel, as tfjs does it: v <- v - (v - batch) * (1 - momentum).
+// As tf ops these were six taped kernels per layer, each cloning its inputs.
+import * as tf from '@tensorflow/tfjs';
+import { dispatchingKernel, program } from './program';
+
+export const MOVING_AVERAGE = 'SemsegMovingAverage';
+
+/** row 0 of stats updates the mean, row 1 the variance. */
+function updateProgram(c: number) {
+  return program({
+    key: 'semseg_bn_moving', inputs: ['old', 'stats'], outputShape: [c], uniforms: 'decay : f32, row : i32,',
+    body: `
+      fn main(index : i32) {
+        if (index < uniforms.size) {
+          let v = old[index];
+          result[index] = v - (v - stats[uniforms.row * uniforms.size + index]) * uniforms.decay;
+        }
+      }`,
+  });
+}
+
+export const movingAverageConfig: tf.KernelConfig = {
+  kernelName: MOVING_AVERAGE,
+  backendName: 'webgpu',
+  kernelFunc: dispatchingKernel((d, { inputs, attrs }) => {
+    const { mean, variance, stats } = inputs as Record<string, tf.TensorInfo>;
+    const c = mean.shape[0];
+    const decay = 1 - (attrs!.momentum as number);
+    const m = d.run(updateProgram(c), [mean, stats], [{ type: 'float32', data: [decay] }, { type: 'int32', data: [0] }]);
+    const v = d.run(updateProgram(c), [variance, stats], [{ type: 'float32', data: [decay] }, { type: 'int32', data: [1] }]);
+    return [m, v];
+  }),
+};
