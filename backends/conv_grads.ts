@@ -225,8 +225,29 @@ export function makeFilterGradKernel(backendName: string, formulation: FilterGra
     if (!x || !dy) throw new Error('Conv2DBackpropFilter: missing input x or dy');
     const a = args.attrs ?? {};
     const info = filterGradInfo(x.shape, a.filterShape as number[], a.strides, a.pad, a.dataFormat, a.dimRoundingMode);
-    return withScratch(backendName, args.backend as tf.KernelBackend, (s) => body(s, x, dy, info));
+    const run = () => withScratch(backendName, args.backend as tf.KernelBackend, (s) => body(s, x, dy, info));
+    return backendName === 'webgpu' ? deterministicMatMul(run) : run();
   };
+}
+
+// tfjs-backend-webgpu's MatMulProgramType.MatMulPackedProgram (webgpu_util.ts).
+const WEBGPU_PACKED_MATMUL = 3;
+
+/**
+ * Runs `fn` with webgpu's tiled matmul shader forced. For dW's shape (few outputs,
+ * long K) tfjs picks its split-K shader, which adds partial sums with atomics in
+ * whatever order the threads finish: runs then differ in the last bits, Adam turns
+ * that into different weights, and resume is no longer exact.
+ */
+function deterministicMatMul<T>(fn: () => T): T {
+  const env = tf.env();
+  const before = env.get('WEBGPU_MATMUL_PROGRAM_TYPE');
+  env.set('WEBGPU_MATMUL_PROGRAM_TYPE', WEBGPU_PACKED_MATMUL);
+  try {
+    return fn();
+  } finally {
+    env.set('WEBGPU_MATMUL_PROGRAM_TYPE', before);
+  }
 }
 
 const ours = new Map<tf.KernelFunc, string>();

@@ -172,10 +172,7 @@ async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcom
     try {
       run.step.dispose();
     } catch (err) {
-      if (err instanceof DeviceError) {
-      throw new DeviceError(`${err.message} at epoch ${run.meta.epoch + 1}, step ${run.meta.step + 1}; nothing from this step was applied or saved, ${run.dirs.last} keeps the last save`);
-    }
-    if (!isAllocationFailure(err)) throw err; // after a wasm abort nothing can be freed; the abort is the error to report
+      if (!isAllocationFailure(err)) throw err; // after a wasm abort nothing can be freed; the abort is the error to report
     }
   }
 
@@ -249,6 +246,9 @@ async function stepOrExplain(run: Run, batch: Batch): Promise<number> {
     injectFault(run.meta.step + 1);
     return await run.step(batch);
   } catch (err) {
+    if (err instanceof DeviceError) {
+      throw new DeviceError(`${err.message} at epoch ${run.meta.epoch + 1}, step ${run.meta.step + 1}; nothing from this step was applied or saved, ${run.dirs.last} keeps the last save`);
+    }
     if (!isAllocationFailure(err)) throw err;
     const { cfg } = run;
     const s = trainShape(cfg);
