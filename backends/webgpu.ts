@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../utils/errors';
+import { onExit } from '../utils/exit';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { FilterGradFormulation, registerFilterGradKernel } from './conv_grads';
 import { registerWebgpuKernels } from './webgpu_kernels';
@@ -108,6 +109,15 @@ function installGlobals(gpu: GpuLike, globals: Record<string, unknown>): void {
   Object.defineProperty(g.navigator as object, 'gpu', { value: gpu, configurable: true, writable: true });
 }
 
+/** Waits for the device's queued work, then destroys it (before the process exits). */
+async function releaseDevice(): Promise<void> {
+  const device = (tf.findBackend('webgpu') as unknown as { device?: { queue: { onSubmittedWorkDone(): Promise<void> }; destroy(): void } } | null)?.device;
+  if (!device) return;
+  await device.queue.onSubmittedWorkDone();
+  device.destroy();
+  await new Promise((r) => setTimeout(r, 20)); // lets Dawn's threads see the device go
+}
+
 /** Starts tfjs on webgpu with a probed hardware adapter; returns the start-up description. */
 export async function startWebgpu(probe: Extract<AdapterProbe, { ok: true }>): Promise<string> {
   installGlobals(probe.gpu, probe.globals);
@@ -127,6 +137,7 @@ export async function startWebgpu(probe: Extract<AdapterProbe, { ok: true }>): P
   registerFilterGradKernel('webgpu', dw);
   registerWebgpuKernels();
   watchDevice();
+  onExit(releaseDevice);
   const soft = probe.software ? '; software adapter (SEMSEG_WEBGPU_SOFTWARE=1): for testing, slower than wasm' : '';
   return `webgpu (Dawn, ${probe.adapter}; dW via ${dw}${soft})`;
 }

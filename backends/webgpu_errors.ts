@@ -5,7 +5,9 @@
 // predict) and every checkpoint save first asks checkDevice(), which turns the first
 // error into one line naming the program and what to do.
 import * as tf from '@tensorflow/tfjs';
+import assert from 'node:assert/strict';
 import { UserError } from '../utils/errors';
+import { runIfMain, SelfTest } from '../utils/self_test';
 import { program, WebgpuBackendLike } from './webgpu_kernels/program';
 
 /** A device error: printed as one line, exit code 1, nothing saved after it. */
@@ -88,3 +90,18 @@ export function provokeDeviceError(): tf.Tensor {
   tf.dispose(xs);
   return tf.engine().makeTensorFromTensorInfo(out);
 }
+
+export const selfTest: SelfTest = {
+  'a Dawn message becomes one line with the program it names and what to do'() {
+    const dawn = 'The number of storage buffers (45) in the Compute stage exceeds the maximum per-stage limit (8). This adapter supports a higher limit.\n - While validating binding counts\n - While calling [Device].CreateComputePipeline([ComputePipelineDescriptor ""AddNPackedProgram""]).';
+    const line = describeDeviceError('GPUValidationError', dawn);
+    assert.equal(line, 'webgpu: validation error in AddNPackedProgram: The number of storage buffers (45) in the Compute stage exceeds the maximum per-stage limit (8); this is a kernel bug, please report it; --backend wasm runs without the GPU');
+    assert.match(describeDeviceError('GPUOutOfMemoryError', 'Out of memory\n - While calling [Device].CreateBuffer'), /^webgpu: out of GPU memory \(Out of memory\): lower training.batch_size/);
+    assert.equal(namedObject('[Invalid CommandBuffer] is invalid'), null);
+  },
+  'checkDevice is silent with no error seen'() {
+    checkDevice('a self-test');
+  },
+};
+
+runIfMain(module, selfTest);

@@ -19,6 +19,7 @@ import { makeTrainStep } from '../engine/train_step';
 import { initBackend, BackendName } from '../backends';
 import { seededValues } from '../backends/wasm_kernels';
 import { UserError, isAllocationFailure } from '../utils/errors';
+import { exitWith } from '../utils/exit';
 import type { Batch } from '../pipeline/batcher';
 import { measureDataPipeline } from './data_pipeline';
 import { profileKernels } from './profile';
@@ -170,10 +171,10 @@ async function main(): Promise<void> {
 
 // The bench bundle's entry as well (bench/gpu_check.sh), hence not isMainModule.
 if (require.main === module) {
-  main().then(() => process.exit(0), (err) => {
+  main().then(() => exitWith(0), (err) => {
     if (err instanceof UserError) console.error(`error: ${err.message}`);
     else if (isAllocationFailure(err)) console.error(`error: out of memory (${String((err as Error).message ?? err).split('\n')[0]}): lower --batch or --size`);
     else console.error(err);
-    process.exit(1);
+    void exitWith(1);
   });
 }

@@ -10,7 +10,7 @@ import type { BatchNormalization } from '@tensorflow/tfjs-layers/dist/layers/nor
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { seededValues } from '../utils/rng';
-import { batchNormGradOp, batchNormTrainOp, movingAverageOp } from '../backends/webgpu_kernels/ops';
+import { batchNormGradOp, batchNormTrainOp, movingAverageOp } from '../backends/webgpu_kernels';
 
 type BNArgs = NonNullable<Parameters<typeof tf.layers.batchNormalization>[0]>;
 // The class itself is not exported by @tensorflow/tfjs; take it from an instance.

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { runIfMain, SelfTest } from './self_test';
+import { exitWith, runExitHooks } from './exit';
 export class UserError extends Error {
   constructor(message: string) {
     super(message);
@@ -19,8 +20,9 @@ export async function runCli(main: () => Promise<void>): Promise<void> {
   } catch (err) {
     console.error(`error: ${describeError(err)}`);
     if (!(err instanceof UserError) && process.env.SEMSEG_DEBUG) console.error((err as Error).stack);
-    process.exit(1);
+    await exitWith(1);
   }
+  await runExitHooks();
 }
 
 /**

@@ -3,7 +3,10 @@
 // default is 8 storage buffers per shader stage) and the result is garbage. Here
 // the inputs are summed in chunks, each chunk adding the previous partial sum.
 import * as tf from '@tensorflow/tfjs';
-import { dispatchingKernel, program } from './program';
+import assert from 'node:assert/strict';
+import { runIfMain, SelfTest } from '../../utils/self_test';
+import { seededValues } from '../../utils/rng';
+import { dispatchingKernel, program, webgpuVsCpu } from './program';
 
 function addProgram(shape: number[], n: number) {
   const names = Array.from({ length: n }, (_, i) => `x${i}`);
@@ -31,3 +34,14 @@ export const addNConfig: tf.KernelConfig = {
     return acc;
   }),
 };
+
+export const selfTest: SelfTest = {
+  async 'sums more inputs than the device binds at once, as cpu does'() {
+    for (const n of [3, 8, 20]) {
+      const err = await webgpuVsCpu(() => [tf.addN(Array.from({ length: n }, (_, i) => tf.tensor(seededValues(33, i), [3, 11])))]);
+      assert.ok(err <= 1e-6, `AddN of ${n}: rel err ${err}`);
+    }
+  },
+};
+
+runIfMain(module, selfTest);

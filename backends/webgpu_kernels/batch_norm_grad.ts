@@ -3,8 +3,10 @@
 // and dBeta. With a = gamma*inv, inv = rsqrt(var + eps):
 //   dx = a*dy - a*inv^2*sum(dy*xc)/M * xc - a*sum(dy)/M,  xc = x - mean.
 import * as tf from '@tensorflow/tfjs';
-import { dispatchingKernel, program } from './program';
-import { REDUCE_THREADS, workgroupSum } from './channel_reduce';
+import assert from 'node:assert/strict';
+import { runIfMain, SelfTest } from '../../utils/self_test';
+import { seededValues } from '../../utils/rng';
+import { dispatchingKernel, program, REDUCE_THREADS, webgpuVsCpu, workgroupSum } from './program';
 
 export const BATCH_NORM_GRAD = 'SemsegBatchNormGrad';
 
@@ -84,3 +86,29 @@ export const batchNormGradConfig: tf.KernelConfig = {
     return [dx, dGamma, dBeta];
   }),
 };
+
+export const selfTest: SelfTest = {
+  async 'dx, dGamma and dBeta equal tf.grad of the batch-norm formula on cpu'() {
+    const shape = [2, 9, 5, 4];
+    const size = shape.reduce((a, b) => a * b, 1);
+    const eps = 1e-5;
+    const err = await webgpuVsCpu(() => {
+      const x = tf.tensor(seededValues(size, 1).map((v) => 2 * v + 0.5), shape);
+      const dy = tf.tensor(seededValues(size, 2), shape);
+      const g = tf.tensor1d(seededValues(4, 3).map((v) => 1 + v / 2));
+      const { mean, variance } = tf.moments(x, [0, 1, 2]);
+      if (tf.getBackend() === 'webgpu') {
+        const stats = tf.stack([mean, variance]);
+        return tf.engine().runKernel(BATCH_NORM_GRAD, { dy, x, stats, gamma: g }, { epsilon: eps }) as tf.Tensor[];
+      }
+      const f = (xx: tf.Tensor, gg: tf.Tensor, bb: tf.Tensor) => {
+        const m = tf.moments(xx, [0, 1, 2]);
+        return tf.sum(tf.mul(tf.add(tf.mul(tf.div(tf.sub(xx, m.mean), tf.sqrt(tf.add(m.variance, eps))), gg), bb), dy));
+      };
+      return tf.grads(f)([x, g, tf.zeros([4])]);
+    });
+    assert.ok(err <= 1e-4, `rel err ${err}`);
+  },
+};
+
+runIfMain(module, selfTest);

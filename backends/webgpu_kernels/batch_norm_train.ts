@@ -3,8 +3,10 @@
 // centred in a second pass as the tf-ops path does), then the normalisation.
 // tf ops take ~20 kernels per layer for the same (issue 18).
 import * as tf from '@tensorflow/tfjs';
-import { dispatchingKernel, program } from './program';
-import { REDUCE_THREADS, workgroupSum } from './channel_reduce';
+import assert from 'node:assert/strict';
+import { runIfMain, SelfTest } from '../../utils/self_test';
+import { seededValues } from '../../utils/rng';
+import { dispatchingKernel, program, REDUCE_THREADS, webgpuVsCpu, workgroupSum } from './program';
 
 export const BATCH_NORM_TRAIN = 'SemsegBatchNormTrain';
 
@@ -56,3 +58,25 @@ export const batchNormTrainConfig: tf.KernelConfig = {
     return [y, stats];
   }),
 };
+
+export const selfTest: SelfTest = {
+  async 'output and batch statistics equal the tf-ops formulation on cpu'() {
+    const shape = [3, 5, 7, 6];
+    const size = shape.reduce((a, b) => a * b, 1);
+    const err = await webgpuVsCpu(() => {
+      const x = tf.tensor(seededValues(size, 1).map((v) => 3 * v + 1), shape);
+      const g = tf.tensor1d(seededValues(6, 2));
+      const b = tf.tensor1d(seededValues(6, 3));
+      if (tf.getBackend() === 'webgpu') {
+        const [y, stats] = tf.engine().runKernel(BATCH_NORM_TRAIN, { x, gamma: g, beta: b }, { epsilon: 1e-5 }) as tf.Tensor[];
+        return [y, stats];
+      }
+      const { mean, variance } = tf.moments(x, [0, 1, 2]);
+      const y = tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, 1e-5))), g), b);
+      return [y, tf.stack([mean, variance])];
+    });
+    assert.ok(err <= 1e-5, `rel err ${err}`);
+  },
+};
+
+runIfMain(module, selfTest);

@@ -1,14 +1,43 @@
-// This project's webgpu kernels, registered by startWebgpu. Each custom kernel
-// ('Semseg*') is called through ops.ts; AddN replaces the stock kernel.
+// This project's webgpu kernels: the registration list (startWebgpu calls
+// registerWebgpuKernels) and the custom kernels ('Semseg*') as tensor ops.
+// AddN replaces the stock kernel.
 import * as tf from '@tensorflow/tfjs';
+import assert from 'node:assert/strict';
+import { runIfMain, SelfTest } from '../../utils/self_test';
 import { replaceKernel } from '../wasm_heap';
 import { addNConfig } from './add_n';
-import { batchNormGradConfig } from './batch_norm_grad';
-import { batchNormTrainConfig } from './batch_norm_train';
-import { movingAverageConfig } from './moving_average';
+import { BATCH_NORM_GRAD, batchNormGradConfig } from './batch_norm_grad';
+import { BATCH_NORM_TRAIN, batchNormTrainConfig } from './batch_norm_train';
+import { MOVING_AVERAGE, movingAverageConfig } from './moving_average';
+import { runKernel } from './program';
 
 const KERNELS: tf.KernelConfig[] = [addNConfig, batchNormTrainConfig, batchNormGradConfig, movingAverageConfig];
 
 export function registerWebgpuKernels(): void {
   for (const k of KERNELS) replaceKernel(k.kernelName, k.backendName, () => k.kernelFunc);
 }
+
+/** Training-mode batch norm: y and stats [2, C] = (batch mean, biased variance). */
+export function batchNormTrainOp(x: tf.Tensor, gamma: tf.Tensor1D, beta: tf.Tensor1D, epsilon: number): { y: tf.Tensor; stats: tf.Tensor2D } {
+  const [y, stats] = runKernel(BATCH_NORM_TRAIN, { x, gamma, beta }, { epsilon }) as tf.Tensor[];
+  return { y, stats: stats as tf.Tensor2D };
+}
+
+/** dx, dGamma, dBeta of batchNormTrainOp given dy. */
+export function batchNormGradOp(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor2D, gamma: tf.Tensor1D, epsilon: number): [tf.Tensor, tf.Tensor1D, tf.Tensor1D] {
+  return runKernel(BATCH_NORM_GRAD, { dy, x, stats, gamma }, { epsilon }) as [tf.Tensor, tf.Tensor1D, tf.Tensor1D];
+}
+
+/** The moving statistics after one batch: v - (v - batch) * (1 - momentum). */
+export function movingAverageOp(mean: tf.Tensor1D, variance: tf.Tensor1D, stats: tf.Tensor2D, momentum: number): [tf.Tensor1D, tf.Tensor1D] {
+  return runKernel(MOVING_AVERAGE, { mean, variance, stats }, { momentum }) as [tf.Tensor1D, tf.Tensor1D];
+}
+
+export const selfTest: SelfTest = {
+  'every kernel of the list is registered for webgpu, AddN in place of the stock one'() {
+    registerWebgpuKernels();
+    for (const k of KERNELS) assert.equal(tf.getKernel(k.kernelName, 'webgpu')?.kernelFunc, k.kernelFunc, k.kernelName);
+  },
+};
+
+runIfMain(module, selfTest);

@@ -2,7 +2,10 @@
 // the batch statistics in one kernel, as tfjs does it: v <- v - (v - batch) * (1 - momentum).
 // As tf ops these were six taped kernels per layer, each cloning its inputs.
 import * as tf from '@tensorflow/tfjs';
-import { dispatchingKernel, program } from './program';
+import assert from 'node:assert/strict';
+import { runIfMain, SelfTest } from '../../utils/self_test';
+import { seededValues } from '../../utils/rng';
+import { dispatchingKernel, program, webgpuVsCpu } from './program';
 
 export const MOVING_AVERAGE = 'SemsegMovingAverage';
 
@@ -32,3 +35,18 @@ export const movingAverageConfig: tf.KernelConfig = {
     return [m, v];
   }),
 };
+
+export const selfTest: SelfTest = {
+  async 'moves the mean and variance towards the batch as tfjs does'() {
+    const err = await webgpuVsCpu(() => {
+      const [mean, variance] = [tf.tensor1d(seededValues(5, 1)), tf.tensor1d(seededValues(5, 2).map((v) => v + 2))];
+      const stats = tf.tensor2d(seededValues(10, 3), [2, 5]);
+      if (tf.getBackend() === 'webgpu') return tf.engine().runKernel(MOVING_AVERAGE, { mean, variance, stats }, { momentum: 0.9 }) as tf.Tensor[];
+      const [bm, bv] = tf.unstack(stats);
+      return [tf.sub(mean, tf.mul(tf.sub(mean, bm), 0.1)), tf.sub(variance, tf.mul(tf.sub(variance, bv), 0.1))];
+    });
+    assert.ok(err <= 1e-6, `rel err ${err}`);
+  },
+};
+
+runIfMain(module, selfTest);

@@ -5,6 +5,8 @@
 // and run them inside one engine kernel through `Dispatcher`, so that one tfjs
 // kernel call can dispatch several shaders and free its intermediates.
 import * as tf from '@tensorflow/tfjs';
+import assert from 'node:assert/strict';
+import { runIfMain, SelfTest } from '../../utils/self_test';
 
 type Info = tf.TensorInfo;
 
@@ -61,6 +63,25 @@ export function program(opts: {
   };
   return Object.assign(Object.create(named.prototype) as object, p);
 }
+
+// Per-channel reductions over [rows, channels] data use one workgroup per channel:
+// each thread strides over the rows, then the workgroup sums its threads' parts.
+export const REDUCE_THREADS = 256;
+
+/** WGSL: `reduceSum(v)` sums v over the workgroup; every thread gets the total. */
+export const workgroupSum = `
+  var<workgroup> parts : array<f32, ${REDUCE_THREADS}>;
+  fn reduceSum(v : f32) -> f32 {
+    parts[localId.x] = v;
+    workgroupBarrier();
+    for (var s = ${REDUCE_THREADS / 2}u; s > 0u; s = s >> 1u) {
+      if (localId.x < s) { parts[localId.x] = parts[localId.x] + parts[localId.x + s]; }
+      workgroupBarrier();
+    }
+    let total = parts[0];
+    workgroupBarrier();
+    return total;
+  }`;
 
 /** Runs programs on one backend inside one kernel call; frees what the kernel does not return. */
 export class Dispatcher {
@@ -119,3 +140,58 @@ export function dispatchingKernel<T extends Info | Info[]>(body: (d: Dispatcher,
 export function runKernel(name: string, inputs: Record<string, tf.Tensor>, attrs: Record<string, unknown> = {}): tf.Tensor | tf.Tensor[] {
   return tf.engine().runKernel(name, inputs as unknown as tf.NamedTensorMap, attrs as tf.NamedAttrMap) as tf.Tensor | tf.Tensor[];
 }
+
+/**
+ * For self-tests: `fn` on webgpu (started on any adapter, software ones included)
+ * and on cpu, every returned tensor read asynchronously; returns the largest
+ * relative difference. Leaves cpu as the backend.
+ */
+export async function webgpuVsCpu(fn: () => tf.Tensor[]): Promise<number> {
+  const { initBackend } = await import('../index');
+  const before = process.env.SEMSEG_WEBGPU_SOFTWARE;
+  process.env.SEMSEG_WEBGPU_SOFTWARE = '1';
+  try {
+    await initBackend('webgpu');
+  } finally {
+    if (before === undefined) delete process.env.SEMSEG_WEBGPU_SOFTWARE;
+    else process.env.SEMSEG_WEBGPU_SOFTWARE = before;
+  }
+  const read = async () => {
+    const ts = fn();
+    const out = await Promise.all(ts.map(async (t) => Float32Array.from(await t.data())));
+    tf.dispose(ts);
+    return out;
+  };
+  const gpu = await read();
+  await initBackend('cpu');
+  const cpu = await read();
+  let worst = 0;
+  cpu.forEach((want, i) => {
+    let diff = 0;
+    let scale = 1;
+    for (let j = 0; j < want.length; j++) {
+      diff = Math.max(diff, Math.abs(gpu[i][j] - want[j]));
+      scale = Math.max(scale, Math.abs(want[j]));
+    }
+    worst = Math.max(worst, diff / scale);
+  });
+  return worst;
+}
+
+export const selfTest: SelfTest = {
+  'a program is labelled with its key (Dawn names it in errors) and dispatched over its output'() {
+    const p = program({ key: 'semseg_selftest', inputs: ['x'], outputShape: [3, 100], body: '' });
+    assert.equal(p.constructor.name, 'semseg_selftest');
+    assert.deepEqual(p.dispatch, [Math.ceil(300 / 128), 1, 1]);
+    const r = program({ key: 'semseg_selftest_r', inputs: ['x'], outputShape: [2, 5], body: '', perWorkgroup: REDUCE_THREADS, groups: 5 });
+    assert.deepEqual([r.dispatch, r.workgroupSize], [[5, 1, 1], [REDUCE_THREADS, 1, 1]]);
+  },
+  'a program with more inputs than the device binds is refused before it reaches the device'() {
+    const backend = { device: { limits: { maxStorageBuffersPerShaderStage: 8 } }, runWebGPUProgram: () => assert.fail('ran'), disposeData: () => true };
+    const d = new Dispatcher(backend as unknown as WebgpuBackendLike);
+    const x = { dataId: {}, shape: [1], dtype: 'float32' as const };
+    assert.throws(() => d.run(program({ key: 'k', inputs: [], outputShape: [1], body: '' }), Array(8).fill(x)), /8 inputs; the device allows 7/);
+  },
+};
+
+runIfMain(module, selfTest);

@@ -1,0 +1,42 @@
+// Leaving the process with work to finish first: a started GPU device is released
+// before exit (Dawn aborts the process, 'std::system_error', when process.exit meets
+// its threads still busy). Backends register what to do with onExit.
+import assert from 'node:assert/strict';
+import { runIfMain, SelfTest } from './self_test';
+
+const hooks: Array<() => Promise<void> | void> = [];
+
+/** Registers `fn` to run (once, awaited) before exitWith ends the process. */
+export function onExit(fn: () => Promise<void> | void): void {
+  if (!hooks.includes(fn)) hooks.push(fn);
+}
+
+/** Runs the exit hooks (errors in them are ignored: the exit code is the caller's), then exits. */
+export async function exitWith(code: number): Promise<never> {
+  await runExitHooks();
+  process.exit(code);
+}
+
+export async function runExitHooks(): Promise<void> {
+  for (const fn of hooks.splice(0)) {
+    try {
+      await fn();
+    } catch {
+      // leaving anyway
+    }
+  }
+}
+
+export const selfTest: SelfTest = {
+  async 'hooks run once, in order, and a failing one does not stop the others'() {
+    const seen: string[] = [];
+    onExit(() => { seen.push('a'); });
+    onExit(() => { throw new Error('x'); });
+    onExit(async () => { seen.push('c'); });
+    await runExitHooks();
+    await runExitHooks();
+    assert.deepEqual(seen, ['a', 'c']);
+  },
+};
+
+runIfMain(module, selfTest);
