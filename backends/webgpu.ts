@@ -67,6 +67,8 @@ export function softwareOptIn(env: NodeJS.ProcessEnv = process.env): boolean {
 // Dawn's package is an ES module; a Function-built import() survives compilation to CommonJS.
 const importEsm = new Function('s', 'return import(s)') as (s: string) => Promise<{ create(o: string[]): GpuLike; globals: Record<string, unknown> }>;
 
+let dawnGpu: GpuLike | null = null;
+
 /**
  * Finds a hardware adapter through Dawn (or a software one when `allowSoftware`),
  * or says why there is none. Starts nothing in tfjs.
@@ -80,7 +82,8 @@ export async function probeAdapter(opts: { allowSoftware?: boolean } = {}): Prom
     return { ok: false, reason: /Cannot find/.test(msg) ? `npm package webgpu (Dawn) not installed (${INSTALL})` : `dawn.node did not load: ${msg}` };
   }
   if (!vulkanLoaderFound()) return { ok: false, reason: 'no adapter: Vulkan loader libvulkan.so.1 not found (install libvulkan1 and the GPU driver)' };
-  const gpu = dawn.create([]);
+  // One Dawn instance per process: a second one hung requesting its adapter (lavapipe).
+  const gpu = (dawnGpu ??= dawn.create([]));
   const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
   if (!adapter) return { ok: false, reason: 'no adapter (dawn.node found no GPU)' };
   const info = adapter.info ?? {};

@@ -1,10 +1,14 @@
 // Runs every module's own checks (the ones `npx tsx <module>.ts` runs) under npm test,
 // and fails if a module in models/, loaders/ or utils/ has none.
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { SelfTest } from '../utils/self_test';
+import { runExitHooks } from '../utils/exit';
+
+// The webgpu kernels' checks start a device; Dawn crashes a process that exits with one alive.
+after(() => runExitHooks());
 
 const root = path.resolve(__dirname, '..');
 const ext = path.extname(__filename); // .js when compiled, .ts under tsx

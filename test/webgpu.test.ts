@@ -28,13 +28,15 @@ import { loadCheckpoint } from '../engine/checkpoint/store';
 import { seededValues } from '../utils/rng';
 import { syntheticBatch } from '../bench/bench';
 import { train } from '../engine/trainer';
+import { runExitHooks } from '../utils/exit';
 import { assertOk, killLeftovers, show, start, tinyConfig, tmpDir, writeConfig } from './helpers/cli';
 
 const INSTALL = 'no webgpu adapter; on Debian 12 install Mesa 25 from bookworm-backports (apt-get install -t bookworm-backports mesa-vulkan-drivers libvulkan1, README "Backends")';
 const dirs: string[] = [];
-after(() => {
+after(async () => {
   killLeftovers();
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+  await runExitHooks(); // releases the device: Dawn crashes a process that exits with one alive
 });
 
 before(async () => {
