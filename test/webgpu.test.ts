@@ -78,7 +78,7 @@ function assertNumbersClose(got: unknown, want: unknown, tol: number, where: str
 describe('webgpu kernels against cpu', () => {
   test('batch norm, training mode: output, dx, dGamma, dBeta and moving statistics', async () => {
     // U-Net shapes and odd ones; batch 1-3.
-    for (const shape of [[2, 9, 7, 3], [1, 16, 16, 16], [3, 5, 11, 8], [2, 32, 32, 32]]) {
+    for (const shape of [[2, 9, 7, 3], [1, 16, 16, 16], [3, 5, 11, 8], [2, 32, 32, 32], [4, 48, 48, 8]]) { // the last in 3 segments of rows
       const c = shape[3];
       const size = shape.reduce((a, b) => a * b, 1);
       const run = () => {

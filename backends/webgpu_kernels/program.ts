@@ -64,21 +64,31 @@ export function program(opts: {
   return Object.assign(Object.create(named.prototype) as object, p);
 }
 
-// Per-channel reductions over [rows, channels] data use one workgroup per channel:
-// each thread strides over the rows, then the workgroup sums its threads' parts.
+// Per-channel reductions over [rows, channels] data run in two stages, so that a
+// big GPU has work for all its cores (one workgroup per channel gives it 16): the
+// rows are cut into segments, one workgroup per (segment, channel) reduces its part
+// (each thread strides over the segment's rows, then the workgroup sums its
+// threads' parts), and a second program merges the segments per channel.
 export const REDUCE_THREADS = 256;
+/** Rows per segment: a workgroup's share, ~16 values per thread. */
+export const SEGMENT_ROWS = 4096;
+
+/** Segments of `rows` rows (the last may be shorter). */
+export function segmentCount(rows: number): number {
+  return Math.max(1, Math.ceil(rows / SEGMENT_ROWS));
+}
 
 /** WGSL: `reduceSum(v)` sums v over the workgroup; every thread gets the total. */
 export const workgroupSum = `
-  var<workgroup> parts : array<f32, ${REDUCE_THREADS}>;
+  var<workgroup> wgParts : array<f32, ${REDUCE_THREADS}>;
   fn reduceSum(v : f32) -> f32 {
-    parts[localId.x] = v;
+    wgParts[localId.x] = v;
     workgroupBarrier();
     for (var s = ${REDUCE_THREADS / 2}u; s > 0u; s = s >> 1u) {
-      if (localId.x < s) { parts[localId.x] = parts[localId.x] + parts[localId.x + s]; }
+      if (localId.x < s) { wgParts[localId.x] = wgParts[localId.x] + wgParts[localId.x + s]; }
       workgroupBarrier();
     }
-    let total = parts[0];
+    let total = wgParts[0];
     workgroupBarrier();
     return total;
   }`;
@@ -163,6 +173,7 @@ export async function webgpuVsCpu(fn: () => tf.Tensor[]): Promise<number> {
     return out;
   };
   const gpu = await read();
+  (await import('../webgpu_errors')).checkDevice('a webgpu self-test'); // a failed shader reads as zeros
   await initBackend('cpu');
   const cpu = await read();
   let worst = 0;
