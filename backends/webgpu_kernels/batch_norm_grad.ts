@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { seededValues } from '../../utils/rng';
-import { dispatchingKernel, program, REDUCE_THREADS, SEGMENT_ROWS, segmentCount, webgpuVsCpu, workgroupSum } from './program';
+import { dispatchingKernel, program, REDUCE_THREADS, SEGMENT_ROWS, segmentCount, segmentOfWorkgroup, webgpuVsCpu, workgroupSum } from './program';
 
 export const BATCH_NORM_GRAD = 'SemsegBatchNormGrad';
 
@@ -17,12 +17,7 @@ function segmentSumsProgram(c: number, segments: number) {
     perWorkgroup: REDUCE_THREADS, groups: segments * c,
     body: `${workgroupSum}
       fn main(index : i32) {
-        let C = uniforms.channels;
-        let g = i32(workgroupId.x);
-        let c = g % C;
-        let seg = g / C;
-        let r0 = seg * uniforms.segmentRows;
-        let r1 = min(r0 + uniforms.segmentRows, uniforms.rows);
+        ${segmentOfWorkgroup}
         let mean = stats[c];
         var s0 = 0.0;
         var s1 = 0.0;

@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { seededValues } from '../../utils/rng';
-import { dispatchingKernel, program, REDUCE_THREADS, SEGMENT_ROWS, segmentCount, UniformValue, webgpuVsCpu, workgroupSum } from './program';
+import { dispatchingKernel, program, REDUCE_THREADS, SEGMENT_ROWS, segmentCount, segmentOfWorkgroup, UniformValue, webgpuVsCpu, workgroupSum } from './program';
 
 export const BATCH_NORM_TRAIN = 'SemsegBatchNormTrain';
 
@@ -22,12 +22,7 @@ function segmentStatsProgram(c: number, segments: number) {
     perWorkgroup: REDUCE_THREADS, groups: segments * c,
     body: `${workgroupSum}
       fn main(index : i32) {
-        let C = uniforms.channels;
-        let g = i32(workgroupId.x);
-        let c = g % C;
-        let seg = g / C;
-        let r0 = seg * uniforms.segmentRows;
-        let r1 = min(r0 + uniforms.segmentRows, uniforms.rows);
+        ${segmentOfWorkgroup}
         var s = 0.0;
         for (var r = r0 + i32(localId.x); r < r1; r = r + ${REDUCE_THREADS}) { s = s + x[r * C + c]; }
         let mean = reduceSum(s) / f32(r1 - r0);

@@ -73,6 +73,17 @@ export const REDUCE_THREADS = 256;
 /** Rows per segment: a workgroup's share, ~16 values per thread. */
 export const SEGMENT_ROWS = 4096;
 
+/**
+ * WGSL for a stage-1 workgroup: its channel `c` of `C`, its segment `seg`, and the
+ * segment's rows [r0, r1). Needs uniforms rows, channels and segmentRows.
+ */
+export const segmentOfWorkgroup = `
+        let C = uniforms.channels;
+        let c = i32(workgroupId.x) % C;
+        let seg = i32(workgroupId.x) / C;
+        let r0 = seg * uniforms.segmentRows;
+        let r1 = min(r0 + uniforms.segmentRows, uniforms.rows);`;
+
 /** Segments of `rows` rows (the last may be shorter). */
 export function segmentCount(rows: number): number {
   return Math.max(1, Math.ceil(rows / SEGMENT_ROWS));
