@@ -37,7 +37,15 @@ export interface GradOps<T> {
   matMul(a: T, b: T, transposeA: boolean, transposeB: boolean): T;
   /** Stride-1 NHWC convolution with explicit non-negative pads. */
   conv(x: T, filter: T, dilations: [number, number], pads: Pads4): T;
+  /**
+   * cols [N, OH, OW, KH*KW*Cin] of the matmul formulation in one go, where the backend
+   * has such a kernel (IM2COL_KERNEL); null to build it from pad, slices and concat.
+   */
+  im2col?(x: T, info: tf.backend_util.Conv2DInfo): T | null;
 }
+
+/** A backend's optional one-dispatch im2col (webgpu: backends/webgpu_kernels/im2col.ts). */
+export const IM2COL_KERNEL = 'SemsegIm2Col';
 
 /** Transpose, or a free reshape when the perm only moves size-1 axes. */
 export function permute<T>(ops: GradOps<T>, x: T, perm: number[]): T {
@@ -100,6 +108,11 @@ export function filterGradViaMatMul<T>(ops: GradOps<T>, x: T, dy: T, info: tf.ba
   const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw, padInfo } = info;
   const { inHeight: h, inWidth: w, outHeight: oh, outWidth: ow, batchSize: n, inChannels: ci, outChannels: co } = info;
   // Rows/cols of x the taps reach, in padded coordinates; beyond that nothing is read.
+  const fused = kh * kw > 1 || sh > 1 || sw > 1 ? ops.im2col?.(x, info) : null;
+  if (fused) {
+    const g = ops.matMul(ops.reshape(fused, [1, n * oh * ow, kh * kw * ci]), ops.reshape(dy, [1, n * oh * ow, co]), true, false);
+    return ops.reshape(g, [kh, kw, ci, co]);
+  }
   const needH = kh + (oh - 1) * sh;
   const needW = kw + (ow - 1) * sw;
   const bottom = needH - padInfo.top - h;
@@ -189,6 +202,11 @@ export class Scratch implements GradOps<Info> {
   }
   conv(x: Info, filter: Info, dilations: [number, number], pads: Pads4): Info {
     return this.run('Conv2D', { x, filter }, { strides: [1, 1], pad: pads, dataFormat: 'NHWC', dilations, dimRoundingMode: undefined });
+  }
+  im2col(x: Info, info: tf.backend_util.Conv2DInfo): Info | null {
+    if (!tf.getKernel(IM2COL_KERNEL, this.backendName)) return null;
+    const { filterHeight, filterWidth, strideHeight, strideWidth, outHeight, outWidth, padInfo } = info;
+    return this.run(IM2COL_KERNEL, { x }, { filterHeight, filterWidth, strideHeight, strideWidth, outHeight, outWidth, padTop: padInfo.top, padLeft: padInfo.left });
   }
 
   /** Frees every intermediate except the one backing `result`, which is returned. */

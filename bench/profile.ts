@@ -1,8 +1,13 @@
 // Per-kernel time of one call of `fn`, summed by kernel name (tf.profile times each
 // kernel synchronously on wasm/cpu). Used by `npm run bench -- --profile`.
 import * as tf from '@tensorflow/tfjs';
+import { countDispatches } from '../backends/webgpu_kernels/program';
 
-/** Top kernels by total ms: {name: ms}, plus `_total_ms`, `_wall_ms` and `_kernels` (how many ran). */
+/**
+ * Top kernels by total ms: {name: ms}, plus `_total_ms`, `_wall_ms`, `_kernels` (how many
+ * engine kernels ran) and, on webgpu, `_dispatches` (shader runs: a kernel may run several,
+ * a reshape none).
+ */
 export async function profileKernels(fn: () => unknown, top = 12): Promise<Record<string, number>> {
   const t0 = performance.now();
   const p = await tf.profile(async () => { await fn(); });
@@ -18,5 +23,7 @@ export async function profileKernels(fn: () => unknown, top = 12): Promise<Recor
   out._total_ms = Math.round(sorted.reduce((s, [, ms]) => s + ms, 0));
   out._wall_ms = Math.round(wall);
   out._kernels = p.kernels.length;
+  const dispatches = await countDispatches(async () => { await fn(); });
+  if (dispatches !== null) out._dispatches = dispatches;
   return out;
 }

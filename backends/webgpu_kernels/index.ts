@@ -6,12 +6,13 @@ import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { replaceKernel } from '../wasm_heap';
 import { addNConfig } from './add_n';
+import { im2colConfig } from './im2col';
 import { BATCH_NORM_GRAD, batchNormGradConfig } from './batch_norm_grad';
 import { BATCH_NORM_TRAIN, batchNormTrainConfig } from './batch_norm_train';
 import { MOVING_AVERAGE, movingAverageConfig } from './moving_average';
 import { runKernel } from './program';
 
-const KERNELS: tf.KernelConfig[] = [addNConfig, batchNormTrainConfig, batchNormGradConfig, movingAverageConfig];
+const KERNELS: tf.KernelConfig[] = [addNConfig, batchNormTrainConfig, batchNormGradConfig, movingAverageConfig, im2colConfig];
 
 export function registerWebgpuKernels(): void {
   for (const k of KERNELS) replaceKernel(k.kernelName, k.backendName, () => k.kernelFunc);

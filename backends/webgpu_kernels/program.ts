@@ -163,6 +163,27 @@ export function runKernel(name: string, inputs: Record<string, tf.Tensor>, attrs
 }
 
 /**
+ * How many shader dispatches `fn` makes on the webgpu backend (each a pipeline run,
+ * whatever engine kernel it belongs to); null on other backends. For the bench's profile.
+ */
+export async function countDispatches(fn: () => Promise<unknown>): Promise<number | null> {
+  if (tf.getBackend() !== 'webgpu') return null;
+  const backend = tf.backend() as unknown as WebgpuBackendLike;
+  const run = backend.runWebGPUProgram;
+  let n = 0;
+  backend.runWebGPUProgram = function (this: WebgpuBackendLike, ...args: Parameters<WebgpuBackendLike['runWebGPUProgram']>) {
+    n++;
+    return run.apply(this, args);
+  };
+  try {
+    await fn();
+  } finally {
+    backend.runWebGPUProgram = run;
+  }
+  return n;
+}
+
+/**
  * For self-tests: `fn` on webgpu (started on any adapter, software ones included)
  * and on cpu, every returned tensor read asynchronously; returns the largest
  * relative difference. Leaves cpu as the backend.
