@@ -2,11 +2,14 @@
 // second signal leaves at once), training.time_limit, and a step limit for tests.
 //
 // Node runs signal handlers on the main thread's event loop, which a long synchronous
-// wasm kernel blocks: the handler would run only after the step, minutes later. So a
-// watchdog worker thread watches the same signals on its own event loop. If the main
-// thread has not answered the first signal within the grace period (it is stuck in a
-// step), or right after a second signal, the watchdog ends the process (SIGKILL: the
-// only way a worker can end its process). Checkpoints are written atomically, so last/
+// wasm kernel blocks, and which steps that only await settled promises never yield:
+// the handler would run steps later. So a watchdog worker thread watches the same
+// signals on its own event loop and marks them in shared memory, and the main thread
+// reads the mark after every step (afterStep): the run stops after the current step.
+// If no step has finished and the main thread has not answered within the grace
+// period plus twice the longest step so far (it is stuck in one step), or right after
+// a second signal, the watchdog ends
+// the process (SIGKILL: the only way a worker can end its process). Checkpoints are written atomically, so last/
 // keeps the previous save, and the run lock of a process that is gone is taken over by
 // the next run (engine/checkpoint/run_lock.ts). Under npx the watchdog also notices when
 // npx is gone (its shell does not pass SIGTERM on) and stops the run as on SIGTERM.
@@ -27,9 +30,13 @@ export function graceSeconds(): number {
 const WATCHDOG = `
 const { workerData } = require('node:worker_threads');
 const fs = require('node:fs');
+// [0]: 1 once the main thread answered; [1]: the signal's number, for the main thread;
+// [2]: steps finished; [3]: the longest step so far, ms.
 const state = new Int32Array(workerData.shared);
 const say = (s) => { try { fs.writeSync(2, s + '\\n'); } catch {} };
 const end = (s) => { say(s); process.kill(process.pid, 'SIGKILL'); };
+// Claims a saved copy only when one exists.
+const kept = () => workerData.kept && fs.existsSync(workerData.kept) ? workerData.kept + ' keeps the last save' : 'no checkpoint had been saved yet';
 let Signal;
 try { process.noDeprecation = true; Signal = process.binding('signal_wrap').Signal; } catch { Signal = null; }
 let seen = 0;
@@ -37,14 +44,22 @@ if (Signal) for (const [name, num] of workerData.signals) {
   const w = new Signal();
   w.onsignal = () => {
     seen++;
-    const kept = workerData.kept ? workerData.kept + ' keeps the last save' : 'the last save is kept';
     if (seen === 1) {
-      setTimeout(() => {
-        if (Atomics.load(state, 0) === 0) end('error: ' + name + ': the current step did not finish within ' + workerData.grace + ' s (a long kernel); stopped without saving; ' + kept);
-      }, workerData.grace * 1000);
+      Atomics.store(state, 1, num);
+      let steps = Atomics.load(state, 2);
+      // The grace, plus twice the longest step so far: a big step is not a stuck one.
+      const wait = () => workerData.grace + 2 * Atomics.load(state, 3) / 1000;
+      let waited = wait();
+      const check = () => {
+        if (Atomics.load(state, 0) !== 0) return; // answered: the main thread saves and exits
+        const now = Atomics.load(state, 2);
+        if (now !== steps) { steps = now; setTimeout(check, (waited = wait()) * 1000); return; } // steps still finish
+        end('error: ' + name + ': the current step did not finish within ' + Math.round(waited) + ' s (a long kernel); stopped without saving; ' + kept());
+      };
+      setTimeout(check, waited * 1000);
     } else {
       // The main thread exits at once (130) if it can; if it is stuck, end it here.
-      setTimeout(() => end('error: ' + name + ' again: stopped without saving; ' + kept), Atomics.load(state, 0) ? 1000 : 0);
+      setTimeout(() => end('error: ' + name + ' again: stopped without saving; ' + kept()), Atomics.load(state, 0) ? 1000 : 0);
     }
   };
   w.start(num);
@@ -60,6 +75,11 @@ if (workerData.ppid) {
   }, 1000);
 }
 `;
+
+/** 'SIGTERM' for its number. */
+function signalName(num: number): string {
+  return Object.entries(os.constants.signals).find(([, n]) => n === num)?.[0] ?? `signal ${num}`;
+}
 
 export interface StopOptions {
   /** Seconds of training after which to stop (0 = none). */
@@ -77,8 +97,9 @@ export class StopConditions {
   signal: string | null = null;
   private readonly started = Date.now();
   private readonly handlers: [NodeJS.Signals, () => void][] = [];
-  /** [0]: 1 once the main thread has answered a signal (the watchdog then waits for it). */
-  private readonly shared = new Int32Array(new SharedArrayBuffer(4));
+  /** [0]: 1 once the main thread has answered a signal (the watchdog then waits for it); [1]: a signal the watchdog saw; [2]: steps finished; [3]: the longest step, ms. */
+  private readonly shared = new Int32Array(new SharedArrayBuffer(16));
+  private lastStepEnd = Date.now();
   private watchdog: Worker | null = null;
 
   constructor(private readonly opts: StopOptions) {}
@@ -86,7 +107,7 @@ export class StopConditions {
   /** Catches SIGINT and SIGTERM until dispose(), with the watchdog for a stuck main thread. */
   install(): this {
     for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-      const h = () => this.onSignal(sig);
+      const h = () => this.onProcessSignal(sig);
       process.on(sig, h);
       this.handlers.push([sig, h]);
     }
@@ -100,15 +121,29 @@ export class StopConditions {
     return this;
   }
 
+  /** Signals delivered to this thread's handler (afterStep may have answered the first one already). */
+  private delivered = 0;
+
+  private onProcessSignal(sig: string): void {
+    if (++this.delivered > 1) process.exit(130); // second Ctrl-C: leave now; the last checkpoint stays loadable
+    if (!this.signal) this.onSignal(sig);
+  }
+
   private onSignal(sig: string): void {
-    if (this.signal) process.exit(130); // second Ctrl-C: leave now; the last checkpoint stays loadable
     Atomics.store(this.shared, 0, 1); // answered: the watchdog leaves the stop to this thread
     this.signal = sig;
     this.opts.onSignal?.(sig);
   }
 
-  /** Called after each step. */
+  /** Called after each step: a signal the watchdog saw stops the run here, whatever the event loop did. */
   afterStep(step: number): void {
+    const now = Date.now();
+    // Time since the previous step ended: the step plus its data, an upper bound the watchdog allows for.
+    Atomics.store(this.shared, 3, Math.max(Atomics.load(this.shared, 3), Math.min(now - this.lastStepEnd, 2 ** 30)));
+    this.lastStepEnd = now;
+    Atomics.add(this.shared, 2, 1);
+    const seen = Atomics.load(this.shared, 1);
+    if (seen && !this.signal) this.onSignal(signalName(seen));
     if (this.opts.stopAtStep !== undefined && step >= this.opts.stopAtStep) this.signal = this.signal ?? 'stop';
   }
 

@@ -263,16 +263,16 @@ async function stepOrExplain(run: Run, batch: Batch): Promise<number> {
 
 /**
  * Test hook, SEMSEG_TEST_FAULT=busy@STEP:MS (a synchronous busy loop of MS ms, as a
- * long wasm kernel blocks the thread), oom@STEP (a wasm out-of-memory abort) or gpu@STEP
+ * long wasm kernel blocks the thread; busy@STEP+:MS in every step from STEP on), oom@STEP (a wasm out-of-memory abort) or gpu@STEP
  * (a real webgpu validation error), inside that global step. Read per call: tests set it
  * in a child's environment only.
  */
 function injectFault(step: number): void {
-  const m = /^(busy|oom|gpu)@(\d+)(?::(\d+))?$/.exec(process.env.SEMSEG_TEST_FAULT ?? '');
-  if (!m || Number(m[2]) !== step) return;
+  const m = /^(busy|oom|gpu)@(\d+)(\+)?(?::(\d+))?$/.exec(process.env.SEMSEG_TEST_FAULT ?? '');
+  if (!m || (m[3] ? step < Number(m[2]) : Number(m[2]) !== step)) return;
   if (m[1] === 'oom') throw new Error('Aborted(OOM). Build with -sASSERTIONS for more info.');
   if (m[1] === 'gpu') return void provokeDeviceError().dispose();
-  const until = Date.now() + Number(m[3] ?? 60_000);
+  const until = Date.now() + Number(m[4] ?? 60_000);
   while (Date.now() < until); // deliberately blocks the event loop
 }
 

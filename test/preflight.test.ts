@@ -116,9 +116,34 @@ describe('inside a step', () => {
     const took = (Date.now() - t0) / 1000;
     assert.equal(r.signal, 'SIGKILL', show(r));
     assert.ok(took < 15, `took ${took} s to exit\n${show(r)}`); // grace 2 s; 60 s without the watchdog
-    assert.match(r.stderr, /error: SIGTERM: the current step did not finish within 2 s \(a long kernel\); stopped without saving; .*last keeps the last save/, show(r));
+    assert.match(r.stderr, /error: SIGTERM: the current step did not finish within \d+ s \(a long kernel\); stopped without saving; .*last keeps the last save/, show(r));
     assert.equal((await loadCheckpoint(last)).meta.step, 2);
     acquireRunLock(path.dirname(last))(); // the dead run's lock is taken over
+  });
+
+  test('SIGTERM while every step takes longer than the grace: the run stops after the current step and saves last/', { timeout: TIMEOUT }, async () => {
+    // No save before the signal (the case that lost everything), steps of 3 s, grace 2 s.
+    const dir = tmpDir('fault-slow');
+    dirs.push(dir);
+    const config = writeConfig(dir, tinyConfig(dir, { name: 'slow', training: { epochs: 50, val_interval: 50, print_interval: 1, workers: 1, batch_size: 4 } }));
+    const last = path.join(dir, 'checkpoints', 'slow', 'last');
+    const history = path.join(dir, 'results', 'slow', 'history.jsonl');
+    const started = start('train', ['--config', config], { env: { SEMSEG_TEST_FAULT: 'busy@1+:3000', SEMSEG_STOP_GRACE_S: '2' } });
+    let exited = false;
+    void started.done.then(() => (exited = true));
+    while (!(fs.existsSync(history) && fs.readFileSync(history, 'utf8').includes('"step":1,'))) {
+      if (exited) assert.fail(`exited early\n${show(await started.done)}`);
+      await sleep(100);
+    }
+    await sleep(500); // inside step 2, which blocks the main thread for 3 s
+    assert.ok(!fs.existsSync(last), 'nothing saved before the signal');
+    started.child.kill('SIGTERM');
+    const r = await started.done;
+    assertOk(r);
+    assert.doesNotMatch(r.stderr, /^error:/m, show(r));
+    const step = (await loadCheckpoint(last)).meta.step;
+    assert.equal(step, 2, `saved step ${step}: the run should stop after the step the signal came in\n${show(r)}`);
+    assert.match(r.stdout, /stopped at epoch 1, step 2; saved .*last/, show(r));
   });
 
   test('an out-of-memory abort in a step is one line naming the sizes; last/ keeps the step before', { timeout: TIMEOUT }, async () => {
