@@ -20,6 +20,7 @@ async function main(): Promise<void> {
     .option('input', { alias: 'i', type: 'string', demandOption: true, describe: 'an image file or a folder of images' })
     .option('output', { alias: 'o', type: 'string', demandOption: true, describe: 'output folder' })
     .option('threshold', { type: 'number', describe: 'foreground probability threshold for binary models (default: training.threshold)' })
+    .option('overwrite', { type: 'boolean', default: false, describe: 'replace outputs of an earlier prediction in --output (otherwise refused)' })
     .option('postprocess', { type: 'boolean', describe: 'dataset post-processing (ISIC: keep the largest lesion, fill holes; default: evaluation.postprocess); --no-postprocess to skip' })
     .help()
     .parse();
@@ -29,7 +30,7 @@ async function main(): Promise<void> {
   const checkpoint = args.checkpoint ?? defaultCheckpoint(cfg);
   const files = listImages(args.input);
   if (!files.length) throw new UserError(`--input ${args.input}: no images found (.jpg, .png, ...)`);
-  const plan = planOutputs(args.input, files, args.output, isBinary(cfg)); // refuses before anything is written
+  const plan = planOutputs(args.input, files, args.output, isBinary(cfg), args.overwrite); // refuses before anything is written
   const model = await loadModel(cfg, checkpoint);
   guardFsSync({ what: 'predictions', kept: 'nothing was written', setting: '--output' }, () => fs.mkdirSync(args.output, { recursive: true }));
   console.log(`predicting ${files.length} image(s) with ${checkpoint}`);

@@ -5,6 +5,7 @@
 // their own, and a plan whose files would still collide is refused before anything is
 // written.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import * as tf from '@tensorflow/tfjs';
@@ -14,7 +15,7 @@ import { normaliseImage } from '../pipeline/batcher';
 import assert from 'node:assert/strict';
 import { datasetMeta } from '../loaders/registry';
 import { Config, isBinary } from '../utils/config';
-import { guardFsSync, UserError } from '../utils/errors';
+import { FsContext, guardFsSync, UserError } from '../utils/errors';
 import { Flip, predictProbs, probsToMask } from './inference';
 import { colorizePng, overlayPng } from '../report/overlay';
 import { runIfMain, SelfTest } from '../utils/self_test';
@@ -59,10 +60,10 @@ export interface PlannedInput {
 
 /**
  * Output names for `files` (from --input) in `outDir`; refuses, writing nothing, when
- * `outDir` is at or inside the input folder (a single file: its own folder) or two
- * outputs would share a name.
+ * `outDir` is at or inside the input folder (a single file: its own folder), two
+ * outputs would share a name, or (without `overwrite`) an output file exists already.
  */
-export function planOutputs(input: string, files: string[], outDir: string, binary: boolean): PlannedInput[] {
+export function planOutputs(input: string, files: string[], outDir: string, binary: boolean, overwrite = false): PlannedInput[] {
   const out = realish(outDir);
   const isDir = fs.existsSync(input) && fs.statSync(input).isDirectory();
   const inDir = realish(isDir ? input : path.dirname(input));
@@ -84,7 +85,30 @@ export function planOutputs(input: string, files: string[], outDir: string, bina
       taken.set(name.toLowerCase(), file);
     }
   }
+  if (!overwrite) {
+    const existing = plan.flatMap(({ stem }) => outputNames(stem, binary)).filter((n) => fs.existsSync(path.join(outDir, n)));
+    if (existing.length) {
+      const more = existing.length > 1 ? ` and ${existing.length - 1} more of this run's outputs` : '';
+      throw new UserError(`--output ${outDir} already holds ${existing[0]}${more}; pass --overwrite to replace them, or choose another folder`);
+    }
+  }
   return plan;
+}
+
+/** Writes `data` to `file` through a temporary name and a rename: a failed write leaves no partial file. */
+export function writeFileAtomic(file: string, data: Uint8Array, ctx: FsContext): void {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
+  guardFsSync({ ...ctx, path: file }, () => {
+    try {
+      fs.writeFileSync(tmp, data);
+      fs.renameSync(tmp, file);
+    } catch (err) {
+      fs.rmSync(tmp, { force: true });
+      const e = err as NodeJS.ErrnoException;
+      if (e.path === tmp) e.path = file; // the user knows the file, not our temporary name
+      throw err;
+    }
+  });
 }
 
 export interface PredictOptions {
@@ -126,14 +150,28 @@ export async function predictFile(
   if (!binary) data.push(await colorizePng(classes, width, height, meta.palette, cfg.data.ignore_index));
   data.push(await overlayPng(image, width, height, classes, null, { binary, palette: meta.palette, ignoreIndex: cfg.data.ignore_index }));
   const written = outputNames(stem, binary).map((n) => path.join(outDir, n));
-  // Encoded first, written with fs: a full or read-only disk then fails with an errno the caller can name.
-  guardFsSync({ what: 'predictions', kept, setting: '--output' }, () => written.forEach((f, i) => fs.writeFileSync(f, data[i])));
+  // Encoded first, written with fs: a full or read-only disk then fails with an errno naming the file.
+  written.forEach((f, i) => writeFileAtomic(f, data[i], { what: 'predictions', kept, setting: '--output' }));
   return written;
 }
 
 const fixtures = () => import('../test/fixtures/datasets');
 
 export const selfTest: SelfTest = {
+  'a write that fails leaves no partial file and names the file'() {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'predictor-'));
+    const target = path.join(dir, 'a.png');
+    fs.mkdirSync(target); // a folder in the way: the rename fails (as root, permissions would not)
+    assert.throws(() => writeFileAtomic(target, new Uint8Array(8), { what: 'predictions', setting: '--output' }), (e: Error) => {
+      assert.ok(e instanceof UserError);
+      assert.ok(e.message.includes(target), e.message);
+      return true;
+    });
+    assert.deepEqual(fs.readdirSync(dir), ['a.png']);
+    writeFileAtomic(path.join(dir, 'b.png'), new Uint8Array([1, 2]), {});
+    assert.deepEqual([...fs.readFileSync(path.join(dir, 'b.png'))], [1, 2]);
+    fs.rmSync(dir, { recursive: true });
+  },
   async 'lists image files of a folder, sorted'() {
     const { tmpDir } = await fixtures();
     const dir = tmpDir('pred-ls');

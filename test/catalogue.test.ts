@@ -123,6 +123,16 @@ describe('2. nothing a command writes destroys an input or an earlier result', (
     assert.match(r.stdout, /^wrote 3 prediction\(s\) to /m, show(r));
   });
 
+  test('predict into a folder holding earlier outputs is refused, leaving them; --overwrite replaces them', { timeout: TIMEOUT }, async () => {
+    const out = path.join(dir, 'pred'); // written by the test before
+    const before = fs.readdirSync(out).sort();
+    const r = await unchanged([input, out], () => predict(['--input', input, '--output', out]));
+    assertOneLineError(r, /--output .*pred already holds a_jpg\.png and 5 more of this run's outputs; pass --overwrite to replace them, or choose another folder/);
+    const again = await predict(['--input', input, '--output', out, '--overwrite']);
+    assertOk(again);
+    assert.deepEqual(fs.readdirSync(out).sort(), before, 'the same files, no temporaries left');
+  });
+
   test('a fresh train over a trained run is refused; its checkpoints and results stay', { timeout: TIMEOUT }, async () => {
     const r = await unchanged([runDir, path.join(dir, 'results', 'cat')], () => run('train', ['--config', config]));
     const line = assertOneLineError(r, /already holds a run \(last\/ and best\/\)/, /--resume/, /--set name=/, /--overwrite/);
