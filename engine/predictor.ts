@@ -10,7 +10,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import * as tf from '@tensorflow/tfjs';
 import { decodeImage } from '../pipeline/decode';
-import { IMAGE_EXTS } from '../loaders/files';
+import { IMAGE_EXTS, listFiles } from '../loaders/files';
 import { normaliseImage } from '../pipeline/batcher';
 import assert from 'node:assert/strict';
 import { datasetMeta } from '../loaders/registry';
@@ -23,11 +23,8 @@ import { runIfMain, SelfTest } from '../utils/self_test';
 export function listImages(input: string): string[] {
   if (!fs.existsSync(input)) throw new UserError(`--input ${input}: no such file or folder`);
   if (fs.statSync(input).isFile()) return [input];
-  return fs
-    .readdirSync(input)
-    .filter((f) => IMAGE_EXTS.includes(path.extname(f).toLowerCase()))
-    .sort()
-    .map((f) => path.join(input, f));
+  // As the loaders list: links followed, a broken one named, folders (even `x.png/`) skipped.
+  return listFiles(input, IMAGE_EXTS).map((f) => path.join(input, f));
 }
 
 /** `p` with symlinks resolved as far as it exists (outputs may not exist yet). */

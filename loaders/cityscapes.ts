@@ -9,7 +9,7 @@ import { parseConfig } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { CITYSCAPES_META, labelIdToTrainId } from '../utils/dataset_utils/cityscapes';
-import { keyed, matchPairs, requireRoot } from './files';
+import { keyed, listEntries, matchPairs, requireRoot } from './files';
 import { DatasetDefinition, PairRef, registerDataset } from './registry';
 
 export const cityscapesLoader: DatasetDefinition = {
@@ -24,7 +24,7 @@ export const cityscapesLoader: DatasetDefinition = {
     if (!fs.existsSync(imageRoot)) throw new UserError(`${imageRoot} not found: expected Cityscapes images in leftImg8bit/${split}/<city>/*_leftImg8bit.png`);
     const images = new Map<string, string>();
     const masks = new Map<string, string>();
-    const cities = fs.readdirSync(imageRoot, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
+    const cities = listEntries(imageRoot, 'dir');
     for (const city of cities) {
       for (const [k, f] of keyed(path.join(imageRoot, city), ['_leftImg8bit.png'])) images.set(`${city}/${k}`, f);
       for (const [k, f] of keyed(path.join(maskRoot, city), ['_gtFine_labelIds.png'])) masks.set(`${city}/${k}`, f);

@@ -16,13 +16,36 @@ export function requireRoot(root: string, what: string): void {
     throw new UserError(`${root} not found: ${what} and unpack it there (see README Datasets)`);
 }
 
-/** Files in `dir` (not recursive) whose name ends with `suffix` (case-insensitive), sorted. */
+/**
+ * What a folder entry is, following symbolic links (datasets are often assembled from
+ * links to files or folders); a link to nothing is an error naming it.
+ */
+export function entryKind(dir: string, d: fs.Dirent): 'file' | 'dir' | 'other' {
+  if (d.isSymbolicLink()) {
+    const p = path.join(dir, d.name);
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(p);
+    } catch {
+      throw new UserError(`${p} is a broken symbolic link (to ${fs.readlinkSync(p)}, which does not exist): fix or remove it`);
+    }
+    return st.isFile() ? 'file' : st.isDirectory() ? 'dir' : 'other';
+  }
+  return d.isFile() ? 'file' : d.isDirectory() ? 'dir' : 'other';
+}
+
+/** Names of the entries of `dir` of one kind (links followed), sorted. */
+export function listEntries(dir: string, kind: 'file' | 'dir'): string[] {
+  return fs.readdirSync(dir, { withFileTypes: true }).filter((d) => entryKind(dir, d) === kind).map((d) => d.name).sort();
+}
+
+/** Files in `dir` (not recursive, links followed) whose name ends with `suffix` (case-insensitive), sorted. */
 export function listFiles(dir: string, suffixes: string[]): string[] {
   if (!fs.existsSync(dir)) return [];
   const low = suffixes.map((s) => s.toLowerCase());
   return fs
     .readdirSync(dir, { withFileTypes: true })
-    .filter((d) => d.isFile() && low.some((s) => d.name.toLowerCase().endsWith(s)))
+    .filter((d) => low.some((s) => d.name.toLowerCase().endsWith(s)) && entryKind(dir, d) === 'file')
     .map((d) => d.name)
     .sort();
 }
@@ -73,6 +96,21 @@ export const selfTest: SelfTest = {
     assert.deepEqual(matchPairs(imgs, masks, where).map((p) => p.id), ['a', 'b']);
     assert.throws(() => matchPairs(new Map(), new Map(), where), /no images found in .* \(expected files like \*\.jpg\)/);
     assert.throws(() => requireRoot(path.join(d, 'nope'), 'download X'), /nope not found: download X/);
+    fs.rmSync(d, { recursive: true });
+  },
+  'links to files and folders are followed; a broken link is one line naming it'() {
+    const d = fs.mkdtempSync(path.join(os.tmpdir(), 'files-'));
+    const real = path.join(d, 'real');
+    fs.mkdirSync(path.join(real, 'city'), { recursive: true });
+    fs.writeFileSync(path.join(real, 'a.jpg'), '');
+    const linked = path.join(d, 'linked');
+    fs.mkdirSync(linked);
+    fs.symlinkSync(path.join(real, 'a.jpg'), path.join(linked, 'a.jpg'));
+    fs.symlinkSync(path.join(real, 'city'), path.join(linked, 'city'));
+    assert.deepEqual(listFiles(linked, ['.jpg']), ['a.jpg']);
+    assert.deepEqual(listEntries(linked, 'dir'), ['city']);
+    fs.symlinkSync(path.join(real, 'gone.jpg'), path.join(linked, 'b.jpg'));
+    assert.throws(() => listFiles(linked, ['.jpg']), (e: Error) => e instanceof UserError && e.message.includes(path.join(linked, 'b.jpg')) && /broken symbolic link/.test(e.message));
     fs.rmSync(d, { recursive: true });
   },
 };

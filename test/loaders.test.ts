@@ -56,6 +56,35 @@ test('isic: official layout, 0/255 -> 0/1, in-between values thresholded at 128'
   await rejectsUser(() => listSplit(cfg, 'holdout'), /split 'holdout'/);
 });
 
+test('datasets made of symbolic links load like the files; a broken link is one line naming it', async () => {
+  const real = tmpDir('isic-real');
+  await writeIsic(real, 'Training', ['ISIC_0000000', 'ISIC_0000001'], 16, 12, [0, 255]);
+  // ISIC: the input folder a link to a folder, each mask a link to a file.
+  const root = tmpDir('isic-links');
+  fs.symlinkSync(path.join(real, 'ISIC2018_Task1-2_Training_Input'), path.join(root, 'ISIC2018_Task1-2_Training_Input'));
+  const masks = path.join(root, 'ISIC2018_Task1_Training_GroundTruth');
+  fs.mkdirSync(masks);
+  for (const f of fs.readdirSync(path.join(real, 'ISIC2018_Task1_Training_GroundTruth'))) fs.symlinkSync(path.join(real, 'ISIC2018_Task1_Training_GroundTruth', f), path.join(masks, f));
+  const viaLinks = await decodeAll(parseConfig({ data: { name: 'isic', root, size: [12, 16] } }), 'train');
+  const direct = await decodeAll(parseConfig({ data: { name: 'isic', root: real, size: [12, 16] } }), 'train');
+  assert.deepEqual(viaLinks.map((x) => x.p.id), ['ISIC_0000000', 'ISIC_0000001']);
+  viaLinks.forEach((x, i) => assert.deepEqual([...x.mask.data], [...direct[i].mask.data]));
+  // Cityscapes: a city folder that is a link.
+  const cs = tmpDir('cs-real');
+  await writeCityscapes(cs, 'val', 'lindau', ['lindau_000000_000002'], [8], 8, 12);
+  const csLinks = tmpDir('cs-links');
+  for (const top of ['leftImg8bit', 'gtFine']) {
+    fs.mkdirSync(path.join(csLinks, top, 'val'), { recursive: true });
+    fs.symlinkSync(path.join(cs, top, 'val', 'lindau'), path.join(csLinks, top, 'val', 'lindau'));
+  }
+  const out = await decodeAll(parseConfig({ data: { name: 'cityscapes', root: csLinks, num_classes: 19, size: [12, 8] } }), 'val');
+  assert.deepEqual(out.map((x) => x.p.id), ['lindau_000000_000002']);
+  // A link to nothing.
+  const broken = path.join(masks, 'ISIC_0000002_segmentation.png');
+  fs.symlinkSync(path.join(real, 'missing.png'), broken);
+  await rejectsUser(() => listSplit(parseConfig({ data: { name: 'isic', root } }), 'train'), /broken symbolic link/, new RegExp(broken.replace(/[.]/g, '\\.')));
+});
+
 test('cityscapes: label ids -> 19 train ids, everything else ignored', async () => {
   const root = tmpDir('cs');
   // road(7)->0, car(26)->13, unlabeled(0)->255, caravan(29)->255, bicycle(33)->18, license-plate-ish 5 -> 255
