@@ -4,6 +4,7 @@
 // What the schema (utils/config.ts) can check alone stays there; this is what needs
 // two keys together, the backend or the command line.
 import assert from 'node:assert/strict';
+import os from 'node:os';
 import { Config, isBinary, outChannels, parseConfig } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
@@ -47,9 +48,29 @@ export function checkAugmentations(cfg: Config, warn: Warn): void {
   }
 }
 
+/**
+ * data.ignore_index must not be a class id: that class would count in no loss and no
+ * metric (seen: exit 0 with best Dice 0).
+ */
+export function checkIgnoreIndex(cfg: Config): void {
+  const { ignore_index: ii, num_classes: k } = cfg.data;
+  if (ii < k) {
+    throw new UserError(`data.ignore_index ${ii} is one of the classes (data.num_classes ${k}: ids 0 to ${k - 1}): that class would count in no loss and no metric; use 255, or another value of ${k} or more`);
+  }
+}
+
+/** More loader workers than cores only costs memory (each decodes its own batch) and time. */
+export function checkWorkers(cfg: Config, warn: Warn, cores = os.availableParallelism?.() ?? os.cpus().length): void {
+  const n = cfg.training.workers;
+  if (n > Math.max(2, 2 * cores)) {
+    warn(`warning: training.workers ${n} is far more than the ${cores} cores here: each worker holds its own images, so memory grows and loading gets slower; ${cores} is enough`);
+  }
+}
+
 /** Checks shared by every command that runs the model. */
 function checkModel(cfg: Config): void {
   checkOutChannels(cfg);
+  checkIgnoreIndex(cfg);
 }
 
 export interface TrainPreflight {
@@ -69,6 +90,7 @@ export function preflightTrain(cfg: Config, o: TrainPreflight): void {
   checkModel(cfg);
   checkBestMetric(cfg);
   checkAugmentations(cfg, warn);
+  checkWorkers(cfg, warn);
   checkTrainMemory(cfg, o.backend, warn);
   // Validation runs at data.size with the training batch size.
   checkInferMemory(cfg, o.backend, cfg.training.batch_size, 'validation');
@@ -119,6 +141,15 @@ export const selfTest: SelfTest = {
     preflightTrain(cfg, { backend: 'wasm', resume: true, weights: null });
     preflightTrain(cfg, { backend: 'wasm', weights: 'ck/best' });
     assert.throws(() => preflightTrain(parseConfig({ data: { size: [512, 512] }, training: { batch_size: 8 } }), { backend: 'wasm' }), /over the wasm heap limit of 4 GiB/);
+  },
+  'an ignore index that is a class id is refused; far too many workers warn'() {
+    checkIgnoreIndex(parseConfig({ data: { num_classes: 11, ignore_index: 11 } }));
+    assert.throws(() => checkIgnoreIndex(parseConfig({ data: { ignore_index: 1 } })), /^UserError: data\.ignore_index 1 is one of the classes \(data\.num_classes 2: ids 0 to 1\)/);
+    assert.throws(() => preflightTrain(parseConfig({ data: { num_classes: 19, ignore_index: 0 } }), { backend: 'wasm' }), /ignore_index 0 is one of the classes/);
+    const warned: string[] = [];
+    checkWorkers(parseConfig({ training: { workers: 4 } }), (s) => warned.push(s), 2);
+    checkWorkers(parseConfig({ training: { workers: 64 } }), (s) => warned.push(s), 2);
+    assert.deepEqual(warned, ['warning: training.workers 64 is far more than the 2 cores here: each worker holds its own images, so memory grows and loading gets slower; 2 is enough']);
   },
   'thresholds are probabilities'() {
     for (const t of [undefined, 0, 0.5, 1]) checkThreshold(t);
