@@ -7,7 +7,7 @@ import { listSplit } from './loaders/registry';
 import { commonOptions, setup } from './utils/cli';
 import { runCli } from './utils/errors';
 import { History } from './engine/history';
-import { defaultCheckpoint, loadModel } from './engine/model_io';
+import { defaultCheckpoint, loadModel, useTrainedSize } from './engine/model_io';
 import { evalDir, runDirs } from './engine/run_dirs';
 import { writeResults } from './engine/results';
 import { preflightInference } from './engine/preflight';
@@ -25,9 +25,10 @@ async function main(): Promise<void> {
     .help()
     .parse();
   const { cfg, backend } = await setup(args, { printConfig: false });
+  const checkpoint = args.checkpoint ?? defaultCheckpoint(cfg);
+  useTrainedSize(cfg, checkpoint);
   preflightInference(cfg, { backend: backend.name, batch: cfg.training.batch_size, what: 'evaluation', threshold: args.threshold });
   const split = args.split ?? cfg.data.val_split;
-  const checkpoint = args.checkpoint ?? defaultCheckpoint(cfg);
   const model = await loadModel(cfg, checkpoint);
   const pairs = await listSplit(cfg, split);
   console.log(`evaluating ${checkpoint} on ${pairs.length} ${split} pairs of ${cfg.data.root}`);

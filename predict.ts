@@ -8,7 +8,7 @@ import { hideBin } from 'yargs/helpers';
 import { commonOptions, setup } from './utils/cli';
 import { guardFsSync, runCli, UserError } from './utils/errors';
 import { isBinary } from './utils/config';
-import { defaultCheckpoint, loadModel } from './engine/model_io';
+import { defaultCheckpoint, loadModel, useTrainedSize } from './engine/model_io';
 import { listImages, planOutputs, predictFile } from './engine/predictor';
 import { preflightInference } from './engine/preflight';
 
@@ -25,9 +25,10 @@ async function main(): Promise<void> {
     .help()
     .parse();
   const { cfg, backend } = await setup(args, { printConfig: false });
+  const checkpoint = args.checkpoint ?? defaultCheckpoint(cfg);
+  useTrainedSize(cfg, checkpoint);
   // One image at a time, with its flipped copies for test-time augmentation.
   preflightInference(cfg, { backend: backend.name, batch: 1 + cfg.evaluation.tta.length, what: 'prediction', threshold: args.threshold });
-  const checkpoint = args.checkpoint ?? defaultCheckpoint(cfg);
   const files = listImages(args.input);
   if (!files.length) throw new UserError(`--input ${args.input}: no images found (.jpg, .png, ...)`);
   const plan = planOutputs(args.input, files, args.output, isBinary(cfg), args.overwrite); // refuses before anything is written

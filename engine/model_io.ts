@@ -6,6 +6,7 @@ import { UserError } from '../utils/errors';
 import path from 'node:path';
 import { applyWeights, checkpointExists, CheckpointMeta, loadCheckpoint, NamedTensor, saveCheckpoint } from './checkpoint/store';
 import { runDirs } from './run_dirs';
+import { resolveComplete } from './checkpoint/atomic_dir';
 import { readExportedWeights } from '../deploy/model_files';
 import fs from 'node:fs';
 import assert from 'node:assert/strict';
@@ -28,6 +29,42 @@ export async function loadWeightsFrom(source: string): Promise<{ weights: NamedT
   if (isFile || (fs.existsSync(modelJson) && !fs.existsSync(path.join(source, 'weights.json')))) return { weights: await readExportedWeights(modelJson), meta: null };
   const ck = await loadCheckpoint(source);
   return { weights: ck.weights, meta: ck.meta };
+}
+
+/**
+ * The input size the weights in `source` were trained at (a checkpoint's config) or
+ * exported for (an export's input.size), where recorded; null otherwise or when
+ * unreadable (loading the weights then says what is wrong).
+ */
+export function trainedSize(source: string): [number, number] | null {
+  let size: unknown;
+  try {
+    const isFile = fs.existsSync(source) && fs.statSync(source).isFile();
+    const modelJson = isFile ? source : path.join(source, 'model.json');
+    if (isFile || (fs.existsSync(modelJson) && !fs.existsSync(path.join(source, 'weights.json')))) {
+      size = JSON.parse(fs.readFileSync(modelJson, 'utf8'))?.userDefinedMetadata?.input?.size;
+    } else {
+      const dir = resolveComplete(source);
+      if (!dir) return null;
+      size = JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8'))?.config?.data?.size;
+    }
+  } catch {
+    return null;
+  }
+  const ok = Array.isArray(size) && size.length === 2 && size.every((v) => Number.isInteger(v) && v > 0);
+  return ok ? (size as [number, number]) : null;
+}
+
+/**
+ * evaluate and predict run at the size the weights were trained at: a config with
+ * another data.size gave other masks, without a word. Sets cfg.data.size and warns.
+ */
+export function useTrainedSize(cfg: Config, source: string, warn: (line: string) => void = (l) => console.warn(l)): void {
+  const size = trainedSize(source);
+  const [h, w] = cfg.data.size;
+  if (!size || (size[0] === h && size[1] === w)) return;
+  warn(`warning: ${source} was trained at data.size [${size.join(', ')}]; running at that size, not the config's [${h}, ${w}]`);
+  cfg.data.size = size;
 }
 
 export async function loadModel(cfg: Config, checkpoint: string): Promise<tf.LayersModel> {
@@ -61,6 +98,15 @@ export const selfTest: SelfTest = {
     assert.deepEqual(b, a);
     model.dispose();
     loaded.dispose();
+    // The size it was trained at wins over another data.size, with a warning.
+    const other = { ...cfg, data: { ...cfg.data, size: [cfg.data.size[0] + 8, cfg.data.size[1]] as [number, number] } };
+    const warned: string[] = [];
+    useTrainedSize(other, last, (l) => warned.push(l));
+    assert.deepEqual(other.data.size, cfg.data.size);
+    assert.match(warned[0], /was trained at data\.size \[\d+, \d+\]; running at that size, not the config's/);
+    useTrainedSize(other, last, (l) => warned.push(l));
+    assert.equal(warned.length, 1);
+    assert.equal(trainedSize(path.join(dir, 'nothing')), null);
     fs.rmSync(dir, { recursive: true });
   },
 };

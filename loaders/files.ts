@@ -79,7 +79,11 @@ export function keyed(dir: string, suffixes: string[]): Map<string, string> {
   const m = new Map<string, string>();
   for (const name of listFiles(dir, suffixes)) {
     const s = suffixes.find((x) => name.toLowerCase().endsWith(x.toLowerCase()))!;
-    m.set(name.slice(0, name.length - s.length), path.join(dir, name));
+    const key = name.slice(0, name.length - s.length);
+    // a.jpg and a.png would pair with one mask: one of them was dropped without a word.
+    const other = m.get(key);
+    if (other) throw new UserError(`${other} and ${path.join(dir, name)} have the same name but for the extension, so only one could pair with its mask: rename or remove one`);
+    m.set(key, path.join(dir, name));
   }
   return m;
 }
@@ -96,6 +100,8 @@ export const selfTest: SelfTest = {
     assert.deepEqual(matchPairs(imgs, masks, where).map((p) => p.id), ['a', 'b']);
     assert.throws(() => matchPairs(new Map(), new Map(), where), /no images found in .* \(expected files like \*\.jpg\)/);
     assert.throws(() => requireRoot(path.join(d, 'nope'), 'download X'), /nope not found: download X/);
+    fs.writeFileSync(path.join(d, 'a.png'), '');
+    assert.throws(() => keyed(d, ['.jpg', '.png']), /a\.jpg and .*a\.png have the same name but for the extension/);
     fs.rmSync(d, { recursive: true });
   },
   'links to files and folders are followed; a broken link is one line naming it'() {
