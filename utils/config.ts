@@ -2,6 +2,7 @@
 // Types used across the project are inferred from it (no hand-written copy).
 import fs from 'node:fs';
 import path from 'node:path';
+import os from 'node:os';
 import yaml from 'js-yaml';
 import { z } from 'zod';
 import { UserError } from './errors';
@@ -179,7 +180,8 @@ const ResultsSchema = z
 export const ConfigSchema = z
   .object({
     // A folder name under ckpt_root and results.root: '..' or '.x' must not escape or hide there.
-    name: z.string().regex(/^[\w-][\w.-]*$/, 'letters, digits, _ . - only, not starting with a dot').default('run'),
+    // 100 characters: room for suffixes (`.old`, temporaries) within a file system's 255.
+    name: z.string().regex(/^[\w-][\w.-]*$/, 'letters, digits, _ . - only, not starting with a dot').max(100, 'at most 100 characters').default('run'),
     backend: z.enum(['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu']).default('auto'),
     gpus: z.array(z.number().finite().int().min(0)).default([]),
     model: ModelSchema.default({}),
@@ -273,6 +275,9 @@ export function parseConfig(raw: unknown, source = 'config'): Config {
 /** Reads a YAML config, applies `--set` overrides, validates; errors are UserErrors. */
 export function loadConfig(file: string, sets: string[] = []): Config {
   if (!fs.existsSync(file)) throw new UserError(`config file not found: ${file}`);
+  const st = fs.statSync(file);
+  if (st.isDirectory()) throw new UserError(`--config ${file} is a folder; expected a YAML file such as configs/demo.yaml`);
+  if (st.size > CONFIG_MAX_BYTES) throw new UserError(`${file}: ${st.size} bytes is not a config (at most ${CONFIG_MAX_BYTES}; configs are a few KB)`);
   let raw: unknown;
   try {
     raw = yaml.load(fs.readFileSync(file, 'utf8'));
@@ -284,8 +289,30 @@ export function loadConfig(file: string, sets: string[] = []): Config {
   // for every default; `{}` asks for the defaults on purpose.
   if (raw === null || raw === undefined) throw new UserError(`${file}: the config is empty; start from configs/demo.yaml, or write {} to train on every default`);
   if (typeof raw !== 'object' || Array.isArray(raw)) throw new UserError(`${file}: expected a mapping of sections at the top level`);
+  // YAML aliases share one object per reference, so a small file can stand for billions of
+  // values, which validation and messages would then walk (seen: 30 s, 2.3 GB, then a crash).
+  if (valueCount(raw, CONFIG_MAX_VALUES) > CONFIG_MAX_VALUES) {
+    throw new UserError(`${file}: expands to more than ${CONFIG_MAX_VALUES} values (nested YAML aliases?); a config has a few hundred`);
+  }
   for (const s of sets) applySet(raw as Record<string, any>, s);
   return parseConfig(raw, path.basename(file));
+}
+
+const CONFIG_MAX_BYTES = 1 << 20;
+const CONFIG_MAX_VALUES = 100_000;
+
+/** Values in `v` counting every alias reference again, stopping once past `limit`. */
+export function valueCount(v: unknown, limit: number): number {
+  let n = 0;
+  const walk = (x: unknown): void => {
+    if (++n > limit || x === null || typeof x !== 'object') return;
+    for (const y of Array.isArray(x) ? x : Object.values(x as object)) {
+      walk(y);
+      if (n > limit) return;
+    }
+  };
+  walk(v);
+  return n;
 }
 
 export function dumpConfig(cfg: Config): string {
@@ -293,6 +320,22 @@ export function dumpConfig(cfg: Config): string {
 }
 
 export const selfTest: SelfTest = {
+  'a YAML alias bomb, a folder and a huge file are refused in one line, quickly'() {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'config-'));
+    const bomb = path.join(dir, 'bomb.yaml');
+    const levels = ['a: &a [x, x, x, x, x, x, x, x, x, x]'];
+    for (let i = 1; i < 9; i++) levels.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(10).fill('*' + String.fromCharCode(96 + i)).join(', ')}]`);
+    fs.writeFileSync(bomb, `data:\n  name: synthetic\n  extra:\n${levels.map((l) => '    ' + l).join('\n')}\n`);
+    const t0 = Date.now();
+    assert.throws(() => loadConfig(bomb), /bomb\.yaml: expands to more than 100000 values \(nested YAML aliases\?\)/);
+    assert.ok(Date.now() - t0 < 2000, `took ${Date.now() - t0} ms`);
+    assert.throws(() => loadConfig(dir), /--config .* is a folder; expected a YAML file/);
+    const big = path.join(dir, 'big.yaml');
+    fs.writeFileSync(big, `# ${'x'.repeat(2 << 20)}\n{}`);
+    assert.throws(() => loadConfig(big), /bytes is not a config/);
+    assert.equal(valueCount({ a: [1, 2, { b: 3 }] }, 100), 6);
+    fs.rmSync(dir, { recursive: true });
+  },
   'defaults fill an empty config'() {
     const c = parseConfig({});
     assert.equal(c.model.name, 'unet');
@@ -331,6 +374,7 @@ export const selfTest: SelfTest = {
   'a run name cannot leave or hide in its folders'() {
     for (const bad of ['..', '.', '.hidden', 'a/b', '../x', 'a\\b', '']) assert.throws(() => parseConfig({ name: bad }), /key 'name'/, bad);
     assert.equal(parseConfig({ name: 'run-1.v2_b' }).name, 'run-1.v2_b');
+    assert.throws(() => parseConfig({ name: 'x'.repeat(300) }), /key 'name'.*at most 100 characters/);
   },
   '--set overrides are typed through the schema'() {
     const raw: any = { training: { epochs: 3 } };
