@@ -34,9 +34,31 @@ function short(e: unknown): string {
 }
 
 /** Width/height from a JPEG's SOF marker, or null. */
-function jpegSize(buf: Buffer): { width: number; height: number } | null {
+/** The EXIF orientation (1-8) in an APP1 payload, 1 when it has none. */
+function exifOrientation(seg: Buffer): number {
+  try {
+    if (seg.toString('latin1', 0, 6) !== 'Exif\0\0') return 1;
+    const t = 6; // the TIFF header: byte order, 42, offset of the first IFD
+    const le = seg.toString('latin1', t, t + 2) === 'II';
+    const u16 = (o: number) => (le ? seg.readUInt16LE(t + o) : seg.readUInt16BE(t + o));
+    const ifd = le ? seg.readUInt32LE(t + 4) : seg.readUInt32BE(t + 4);
+    for (let i = 0, n = u16(ifd); i < n; i++) {
+      const e = ifd + 2 + i * 12;
+      if (u16(e) === 0x0112) {
+        const v = u16(e + 8);
+        return v >= 1 && v <= 8 ? v : 1;
+      }
+    }
+  } catch {
+    // a short or odd EXIF block: as stored
+  }
+  return 1;
+}
+
+function jpegSize(buf: Buffer): { width: number; height: number; orientation: number } | null {
   if (buf[0] !== 0xff || buf[1] !== 0xd8) return null;
   let off = 2;
+  let orientation = 1;
   while (off + 9 < buf.length) {
     if (buf[off] !== 0xff) return null;
     const marker = buf[off + 1];
@@ -45,9 +67,10 @@ function jpegSize(buf: Buffer): { width: number; height: number } | null {
       continue;
     }
     const len = buf.readUInt16BE(off + 2);
+    if (marker === 0xe1 && orientation === 1) orientation = exifOrientation(buf.subarray(off + 4, off + 2 + len));
     // SOF0-SOF15 except DHT (c4), JPG (c8), DAC (cc)
     if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc)
-      return { height: buf.readUInt16BE(off + 5), width: buf.readUInt16BE(off + 7) };
+      return { height: buf.readUInt16BE(off + 5), width: buf.readUInt16BE(off + 7), orientation };
     off += 2 + len;
   }
   return null;
@@ -59,12 +82,14 @@ function jpegSize(buf: Buffer): { width: number; height: number } | null {
  */
 async function imageSize(buf: Buffer, file: string): Promise<{ width: number; height: number }> {
   if (isPng(buf) && buf.length >= 24) return { width: buf.readUInt32BE(16), height: buf.readUInt32BE(20) };
+  // The size as a viewer shows it: EXIF orientations 5-8 turn the picture a quarter.
+  const upright = (w: number, h: number, o = 1) => (o >= 5 ? { width: h, height: w } : { width: w, height: h });
   const j = jpegSize(buf);
-  if (j) return j;
+  if (j) return upright(j.width, j.height, j.orientation);
   try {
     const m = await sharp(buf).metadata();
     if (!m.width || !m.height) throw new Error('no size');
-    return { width: m.width, height: m.height };
+    return upright(m.width, m.height, m.orientation);
   } catch (e) {
     throw new UserError(`${file}: not a readable image (${short(e)})`);
   }
@@ -78,7 +103,8 @@ export async function decodeImage(file: string, size?: readonly [number, number]
   buf ??= await readFile(file);
   const src = await imageSize(buf, file);
   try {
-    let s = sharp(buf, { failOn: 'warning' });
+    // Turned upright by its EXIF orientation, as a viewer (and the deploy page's browser) shows it.
+    let s = sharp(buf, { failOn: 'warning' }).autoOrient();
     if (size && (size[0] !== src.height || size[1] !== src.width)) s = s.resize(size[1], size[0], { fit: 'fill' });
     const { data, info } = await s.removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
     if (info.channels !== 3) throw new Error(`got ${info.channels} channels`);
@@ -104,7 +130,7 @@ export async function readMaskValues(file: string, buf?: Buffer): Promise<{ valu
   if (meta.depth && meta.depth !== 'uchar' && meta.depth !== 'char')
     throw new UserError(`${file}: ${meta.depth} mask; expected 8-bit class ids (save it as an 8-bit greyscale PNG)`);
   try {
-    const { data, info } = await sharp(buf, { failOn: 'warning' }).extractChannel(0).raw().toBuffer({ resolveWithObject: true });
+    const { data, info } = await sharp(buf, { failOn: 'warning' }).autoOrient().extractChannel(0).raw().toBuffer({ resolveWithObject: true });
     return { values: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height };
   } catch (e) {
     throw new UserError(`${file}: cannot decode mask, truncated or corrupt? (${short(e)})`);
@@ -184,7 +210,53 @@ export async function decodePair(pair: PairRef, rules: MaskRules, size: readonly
   return { image: { data: image.data, width: image.width, height: image.height }, mask: { data, width: size[1], height: size[0] }, fullMask };
 }
 
+/**
+ * For tests: `upright` (w x h RGB, what a viewer shows) as the pixels a camera stores with
+ * EXIF orientation `o`, so that turning them by `o` gives `upright` back.
+ */
+export function storedForOrientation(upright: Uint8Array, w: number, h: number, o: number): { data: Uint8Array; width: number; height: number } {
+  const [ws, hs] = o >= 5 ? [h, w] : [w, h];
+  // Where the shown pixel (x, y) is stored, per the EXIF definition of each orientation.
+  const at: Record<number, (x: number, y: number) => [number, number]> = {
+    1: (x, y) => [x, y], 2: (x, y) => [ws - 1 - x, y], 3: (x, y) => [ws - 1 - x, hs - 1 - y], 4: (x, y) => [x, hs - 1 - y],
+    5: (x, y) => [y, x], 6: (x, y) => [y, hs - 1 - x], 7: (x, y) => [ws - 1 - y, hs - 1 - x], 8: (x, y) => [ws - 1 - y, x],
+  };
+  const data = new Uint8Array(w * h * 3);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const [sx, sy] = at[o](x, y);
+      for (let c = 0; c < 3; c++) data[(sy * ws + sx) * 3 + c] = upright[(y * w + x) * 3 + c];
+    }
+  }
+  return { data, width: ws, height: hs };
+}
+
 export const selfTest: SelfTest = {
+  async 'photos come out upright for all eight EXIF orientations, in size and pixels'() {
+    const d = fs.mkdtempSync(path.join(os.tmpdir(), 'decode-'));
+    // 6 x 4 blocks of 8 px, each block its own colour: JPEG keeps block centres close.
+    const [bw, bh, k] = [6, 4, 8];
+    const [w, h] = [bw * k, bh * k];
+    const upright = new Uint8Array(w * h * 3);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+      const b = Math.floor(y / k) * bw + Math.floor(x / k);
+      upright.set([b * 10, 255 - b * 10, (b * 70) % 256], (y * w + x) * 3);
+    }
+    for (let o = 1; o <= 8; o++) {
+      const st = storedForOrientation(upright, w, h, o);
+      const file = path.join(d, `o${o}.jpg`);
+      await sharp(Buffer.from(st.data), { raw: { width: st.width, height: st.height, channels: 3 } }).jpeg({ quality: 100 }).withMetadata({ orientation: o }).toFile(file);
+      const img = await decodeImage(file);
+      assert.deepEqual([img.width, img.height, img.srcWidth, img.srcHeight], [w, h, w, h], `orientation ${o}`);
+      for (let by = 0; by < bh; by++) for (let bx = 0; bx < bw; bx++) {
+        const i = ((by * k + k / 2) * w + bx * k + k / 2) * 3;
+        for (let c = 0; c < 3; c++) assert.ok(Math.abs(img.data[i + c] - upright[i + c]) <= 12, `orientation ${o}, block ${bx},${by}: ${img.data[i + c]} vs ${upright[i + c]}`);
+      }
+      const small = await decodeImage(file, [h / 2, w / 2]); // resized after turning
+      assert.deepEqual([small.width, small.height], [w / 2, h / 2], `orientation ${o}, resized`);
+    }
+    fs.rmSync(d, { recursive: true });
+  },
   async 'greyscale, RGBA and 16-bit images become 8-bit RGB'() {
     const d = fs.mkdtempSync(path.join(os.tmpdir(), 'decode-'));
     const g = path.join(d, 'g.png');
