@@ -8,6 +8,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import type { NamedTensor } from '../engine/checkpoint/format';
 import { UserError } from '../utils/errors';
+import { checkListed } from '../engine/checkpoint/atomic_dir';
 import { runIfMain, SelfTest } from '../utils/self_test';
 
 export type Quantization = 'uint8' | 'float16';
@@ -114,8 +115,11 @@ export function modelFiles(artifacts: tf.io.ModelArtifacts, userDefinedMetadata:
 export function readModelJson(file: string): tf.io.ModelJSON {
   let json: tf.io.ModelJSON;
   try {
-    json = JSON.parse(fs.readFileSync(file, 'utf8'));
+    const buf = fs.readFileSync(file);
+    json = JSON.parse(buf.toString('utf8'));
+    checkListed(path.dirname(file), path.basename(file), buf);
   } catch (e) {
+    if (e instanceof UserError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     throw new UserError(`${file}: ${code === 'ENOENT' ? 'not found' : code ? `cannot read (${code})` : 'not valid JSON'}; expected a TF.js model.json`);
   }
@@ -131,9 +135,20 @@ function readShards(dir: string, manifest: tf.io.WeightsManifestConfig): [Weight
     const file = path.join(dir, p);
     if (!fs.existsSync(file)) throw new UserError(`${file}: weight shard listed in model.json is missing`);
     const b = fs.readFileSync(file);
+    checkListed(dir, p, b); // an export of ours lists each shard's sha256 in complete.json
     return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
   });
+  const have = bufs.reduce((n, b) => n + b.byteLength, 0);
+  const need = specs.reduce((n, s) => n + specBytes(s), 0);
+  if (have !== need) throw new UserError(`${path.join(dir, 'model.json')}: its weight shards hold ${have} bytes but the manifest needs ${need} (a shard truncated or replaced?)`);
   return [specs, tf.io.concatenateArrayBuffers(bufs)];
+}
+
+/** Bytes one weight takes in the shards (quantised weights: their stored type). */
+function specBytes(s: WeightSpec): number {
+  const n = s.shape.reduce((a, b) => a * b, 1);
+  const dtype = s.quantization?.dtype ?? s.dtype;
+  return n * (dtype === 'uint8' || dtype === 'bool' ? 1 : dtype === 'uint16' || dtype === 'float16' ? 2 : 4);
 }
 
 /** An IOHandler for tf.loadLayersModel that reads model.json and its shards from disk. */

@@ -97,6 +97,33 @@ describe('export', () => {
     assert.equal((await loadWeightsFrom(out)).weights.length, ck.length, 'the export folder works too');
   });
 
+  test('a damaged export is refused when loaded, naming the file; one without complete.json still loads', async () => {
+    const copy = (name: string) => {
+      const d = path.join(dir, name);
+      fs.cpSync(out, d, { recursive: true });
+      return d;
+    };
+    const shardOf = (d: string) => path.join(d, fs.readdirSync(d).find((f) => f.endsWith('.bin'))!);
+    // 4 bytes changed: the checksum in complete.json catches it.
+    const flipped = copy('damaged-bytes');
+    const shard = shardOf(flipped);
+    const buf = fs.readFileSync(shard);
+    buf.writeUInt32LE(buf.readUInt32LE(64) ^ 0xffffffff, 64);
+    fs.writeFileSync(shard, buf);
+    await assert.rejects(loadWeightsFrom(path.join(flipped, 'model.json')), (e: Error) => e.message === `${shard}: corrupt (sha256 differs from complete.json)`);
+    // Truncated, with and without complete.json.
+    const cut = copy('damaged-size');
+    fs.truncateSync(shardOf(cut), 100);
+    await assert.rejects(loadWeightsFrom(cut), /has 100 bytes, expected \d+ as listed in complete\.json/);
+    fs.rmSync(path.join(cut, 'complete.json'));
+    await assert.rejects(loadWeightsFrom(cut), (e: Error) => e.message.startsWith(`${path.join(cut, 'model.json')}: its weight shards hold 100 bytes but the manifest needs`));
+    const plain = copy('no-marker');
+    fs.rmSync(path.join(plain, 'complete.json'));
+    assert.equal((await loadWeightsFrom(plain)).weights.length, (await loadWeightsFrom(out)).weights.length);
+    const r = await run('evaluate', ['--config', writeConfig(dir, { ...cfg, backend: 'wasm' }, 'damaged.yaml'), '--checkpoint', path.join(flipped, 'model.json')]);
+    assertOneLineError(r, /corrupt \(sha256 differs from complete\.json\)/);
+  });
+
   test('uint8 and float16 exports are 4x and 2x smaller and predict nearly the same masks', async () => {
     const size = (d: string) => fs.readdirSync(d).filter((f) => f.endsWith('.bin')).reduce((s, f) => s + fs.statSync(path.join(d, f)).size, 0);
     const full = size(out);

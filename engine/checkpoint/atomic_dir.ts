@@ -264,6 +264,26 @@ export async function readMarker(dir: string): Promise<Marker> {
   return raw as Marker;
 }
 
+/**
+ * Checks `buf`, the content of dir/name, against dir's marker where the folder has one
+ * that lists the file (an export read by path); folders from elsewhere have none and
+ * are taken as they are.
+ */
+export function checkListed(dir: string, name: string, buf: Buffer): void {
+  const markerFile = path.join(dir, MARKER);
+  if (!fs.existsSync(markerFile)) return;
+  let rec: FileRecord | undefined;
+  try {
+    rec = JSON.parse(fs.readFileSync(markerFile, 'utf8'))?.files?.[name];
+  } catch {
+    throw new UserError(`${markerFile}: not valid JSON; expected {version, files: {name: {bytes, sha256}}}`);
+  }
+  if (!rec) return;
+  const file = path.join(dir, name);
+  if (buf.length !== rec.bytes) throw new UserError(`${file}: has ${buf.length} bytes, expected ${rec.bytes} as listed in ${MARKER} (truncated or modified after it was written)`);
+  if (sha256(buf) !== rec.sha256) throw new UserError(`${file}: corrupt (sha256 differs from ${MARKER})`);
+}
+
 /** Reads a file listed in the marker; size and checksum must match what was sealed. */
 export async function readVerified(dir: string, marker: Marker, name: string): Promise<Buffer> {
   const rec = marker.files[name];
