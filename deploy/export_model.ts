@@ -191,7 +191,7 @@ export async function exportModel(cfg: Config, opts: ExportOptions): Promise<Exp
   const files = [...model_, ...(opts.web ? webAppFiles() : [])];
   await publishDir(opts.output, async (w) => {
     for (const f of files) await w.write(f.name, f.data);
-  }, replaceable);
+  }, replaceable, { what: 'export', setting: '--output' });
   return { output: opts.output, files: files.map((f) => ({ name: f.name, bytes: f.data.length })), modelBytes: model_.reduce((s, f) => s + f.data.length, 0) };
 }
 

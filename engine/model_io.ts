@@ -24,11 +24,22 @@ export function defaultCheckpoint(cfg: Config): string {
  * a folder holding one. Exports carry no training state, so meta is null for them.
  */
 export async function loadWeightsFrom(source: string): Promise<{ weights: NamedTensor[]; meta: CheckpointMeta | null }> {
-  const isFile = fs.existsSync(source) && fs.statSync(source).isFile();
-  const modelJson = isFile ? source : path.join(source, 'model.json');
-  if (isFile || (fs.existsSync(modelJson) && !fs.existsSync(path.join(source, 'weights.json')))) return { weights: await readExportedWeights(modelJson), meta: null };
+  const json = exportModelJson(source);
+  if (json) return { weights: await readExportedWeights(json), meta: null };
   const ck = await loadCheckpoint(source);
   return { weights: ck.weights, meta: ck.meta };
+}
+
+/**
+ * The model.json to read when `source` is an export: the file itself, or the one in the
+ * folder, or in `<folder>.old` when a replacing export was interrupted mid-swap (as a
+ * checkpoint's is). Null for a checkpoint folder.
+ */
+function exportModelJson(source: string): string | null {
+  if (fs.existsSync(source) && fs.statSync(source).isFile()) return source;
+  const dir = resolveComplete(source) ?? source;
+  const modelJson = path.join(dir, 'model.json');
+  return fs.existsSync(modelJson) && !fs.existsSync(path.join(dir, 'weights.json')) ? modelJson : null;
 }
 
 /**
@@ -39,9 +50,8 @@ export async function loadWeightsFrom(source: string): Promise<{ weights: NamedT
 export function trainedSize(source: string): [number, number] | null {
   let size: unknown;
   try {
-    const isFile = fs.existsSync(source) && fs.statSync(source).isFile();
-    const modelJson = isFile ? source : path.join(source, 'model.json');
-    if (isFile || (fs.existsSync(modelJson) && !fs.existsSync(path.join(source, 'weights.json')))) {
+    const modelJson = exportModelJson(source);
+    if (modelJson) {
       size = JSON.parse(fs.readFileSync(modelJson, 'utf8'))?.userDefinedMetadata?.input?.size;
     } else {
       const dir = resolveComplete(source);

@@ -170,6 +170,10 @@ describe('5. messages that mislead', () => {
       const line = assertOneLineError(r, new RegExp(`^error: ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: is a file, not a folder`), re);
       assert.doesNotMatch(line, /internal error|ENOENT|ENOTDIR/, `${cmd}: ${line}`);
     }
+    // export-model names its own --output, not checkpoint.ckpt_root (mkdir says EEXIST here).
+    const r = await unchanged([runDir], () => run('export', ['--config', config, '--checkpoint', path.join(runDir, 'last'), '--output', `${file}/exp`]));
+    const line = assertOneLineError(r, /plain-file: .*\(writing the export\); .*\(--output\)$/);
+    assert.doesNotMatch(line, /ckpt_root|internal error/, line);
   });
 
   test('the resume hint after Ctrl-C repeats --set and --backend, shell-quoted', { timeout: TIMEOUT }, async () => {

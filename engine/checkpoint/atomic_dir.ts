@@ -160,16 +160,21 @@ async function discard(p: string, s: Siblings): Promise<void> {
   }
 }
 
+/** What a published folder is, for error messages: e.g. checkpoint / checkpoint.ckpt_root. */
+export interface PublishLabel { what: string; setting: string }
+const CHECKPOINT_LABEL: PublishLabel = { what: 'checkpoint', setting: 'checkpoint.ckpt_root' };
+
 /**
  * Writes a new version of `dir` via `fill` and swaps it in. `allowedFiles`: a
  * marker-less `dir` holding only these names is treated as debris and replaced;
- * anything else is refused so a mistyped path never wipes unrelated data.
+ * anything else is refused so a mistyped path never wipes unrelated data. `label`
+ * names the folder and the setting that chose it in a disk error.
  */
-export function publishDir(dir: string, fill: (out: DirWriter) => Promise<void>, allowedFiles: string[]): Promise<void> {
+export function publishDir(dir: string, fill: (out: DirWriter) => Promise<void>, allowedFiles: string[], label: PublishLabel = CHECKPOINT_LABEL): Promise<void> {
   const s = siblings(dir);
   const key = path.join(s.parent, s.base);
   const prev = queues.get(key) ?? Promise.resolve();
-  const run = prev.catch(() => undefined).then(() => publishNow(s, fill, allowedFiles));
+  const run = prev.catch(() => undefined).then(() => publishNow(s, fill, allowedFiles, label));
   queues.set(key, run);
   void run.finally(() => {
     if (queues.get(key) === run) queues.delete(key);
@@ -177,7 +182,7 @@ export function publishDir(dir: string, fill: (out: DirWriter) => Promise<void>,
   return run;
 }
 
-async function publishNow(s: Siblings, fill: (out: DirWriter) => Promise<void>, allowedFiles: string[]): Promise<void> {
+async function publishNow(s: Siblings, fill: (out: DirWriter) => Promise<void>, allowedFiles: string[], label: PublishLabel): Promise<void> {
   try {
     await publishUnguarded(s, fill, allowedFiles);
   } catch (err) {
@@ -189,7 +194,7 @@ async function publishNow(s: Siblings, fill: (out: DirWriter) => Promise<void>, 
     }
     const prev = resolveComplete(s.dir);
     const kept = prev ? `the previous copy in ${prev} is intact` : `no earlier copy of ${s.dir} existed`;
-    throw fsUserError(err, { what: 'checkpoint', kept, setting: 'checkpoint.ckpt_root' });
+    throw fsUserError(err, { what: label.what, kept, setting: label.setting });
   }
 }
 
