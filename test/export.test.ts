@@ -16,6 +16,7 @@ import { loadModel, loadWeightsFrom } from '../engine/model_io';
 import { loadCheckpoint } from '../engine/checkpoint/store';
 import { predictMask } from '../engine/predictor';
 import { listSplit } from '../loaders/registry';
+import { storedForOrientation } from '../pipeline/decode';
 import { CUSTOM_LAYERS, exportModel, ExportMetadata } from '../deploy/export_model';
 import { fileLoadHandler } from '../deploy/model_files';
 import { Config } from '../utils/config';
@@ -228,6 +229,22 @@ describe('export', () => {
       await page.dispatchEvent('#threshold', 'input');
       const strict = await page.evaluate(() => (window as any).semseg.result.classes.reduce((s: number, c: number) => s + c, 0));
       assert.ok(strict <= r.classes.reduce((s: number, c: number) => s + c, 0));
+      // A photo stored sideways (EXIF orientation 6): the page and Node both see it upright.
+      const up = await sharp(img).removeAlpha().raw().toBuffer();
+      const st = storedForOrientation(new Uint8Array(up), 45, 38, 6);
+      const turned = path.join(dir, 'upload-turned.jpg');
+      await sharp(Buffer.from(st.data), { raw: { width: st.width, height: st.height, channels: 3 } }).jpeg({ quality: 95 }).withMetadata({ orientation: 6 }).toFile(turned);
+      const nodeTurned = await predictMask(project, cfg, turned, { threshold: cfg.training.threshold, postprocess: false });
+      assert.deepEqual([nodeTurned.width, nodeTurned.height], [45, 38]);
+      await page.fill('#threshold', String(cfg.training.threshold)); // back from 0.99 above
+      await page.dispatchEvent('#threshold', 'input');
+      await page.evaluate(() => { (window as any).semseg.result = null; });
+      await page.setInputFiles('#file', turned);
+      await page.waitForFunction(() => (window as any).semseg.result || (window as any).semseg.error, null, { timeout: 30000 });
+      const rt = await page.evaluate(() => (window as any).semseg.result);
+      assert.deepEqual([rt.width, rt.height], [45, 38], 'the page sees the photo upright too');
+      const at = agreement(rt.classes, nodeTurned.classes);
+      assert.ok(at >= 0.97, `page/Node mask agreement on the turned photo ${at}`);
       assert.deepEqual(errors, []);
       assert.deepEqual(external, []);
       for (const f of ['tf.min.js', 'model.json', 'group1-shard1of1.bin']) assert.ok(served.includes(f), `${f} fetched`);

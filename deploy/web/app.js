@@ -154,8 +154,9 @@
   async function openFile(file) {
     if (!file) return;
     try {
-      // As decoded, without colour-space conversion: the training pipeline reads raw sRGB values.
-      const bitmap = await createImageBitmap(file, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
+      // As decoded, without colour-space conversion: the training pipeline reads raw sRGB values;
+      // turned upright by its EXIF orientation, as Node's pipeline does (pipeline/decode.ts).
+      const bitmap = await createImageBitmap(file, { colorSpaceConversion: 'none', premultiplyAlpha: 'none', imageOrientation: 'from-image' });
       await segment(bitmap);
       bitmap.close();
     } catch (e) {
