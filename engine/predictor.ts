@@ -173,7 +173,9 @@ export const selfTest: SelfTest = {
     const { tmpDir } = await fixtures();
     const dir = tmpDir('pred-ls');
     for (const f of ['b.png', 'a.JPG', 'notes.txt']) fs.writeFileSync(path.join(dir, f), '');
-    assert.deepEqual(listImages(dir).map((f) => path.basename(f)), ['a.JPG', 'b.png']);
+    fs.mkdirSync(path.join(dir, 'x.png')); // a folder named like an image is not one (was EISDIR)
+    fs.symlinkSync(path.join(dir, 'b.png'), path.join(dir, 'c.png'));
+    assert.deepEqual(listImages(dir).map((f) => path.basename(f)), ['a.JPG', 'b.png', 'c.png']);
     assert.throws(() => listImages(path.join(dir, 'nope')), /no such file or folder/);
     fs.rmSync(dir, { recursive: true });
   },
