@@ -9,7 +9,7 @@ import { runCli } from './utils/errors';
 import { History } from './engine/history';
 import { defaultCheckpoint, loadModel, useTrainedSize } from './engine/model_io';
 import { evalDir, runDirs } from './engine/run_dirs';
-import { writeResults } from './engine/results';
+import { checkResultsFolder, writeResults } from './engine/results';
 import { preflightInference } from './engine/preflight';
 
 async function main(): Promise<void> {
@@ -21,7 +21,8 @@ async function main(): Promise<void> {
     .option('threshold', { type: 'number', describe: 'foreground probability threshold for binary models (default: training.threshold)' })
     .option('sweep-threshold', { type: 'boolean', default: false, describe: 'report Dice/IoU over thresholds 0.05..0.95 and the best one' })
     .option('postprocess', { type: 'boolean', describe: "score after the dataset's post-processing (ISIC: keep the largest lesion, fill holes), as predict writes it (default: evaluation.postprocess)" })
-    .option('output', { type: 'string', describe: 'folder for metrics.json and the report (default: <results.root>/<name>/eval-<split>)' })
+    .option('output', { type: 'string', describe: 'folder for metrics.json and the report (default: <results.root>/<name>/eval-<split>); an earlier evaluation there is replaced, other files are refused' })
+    .option('overwrite', { type: 'boolean', default: false, describe: 'write into --output even where it holds other files' })
     .help()
     .parse();
   const { cfg, backend } = await setup(args, { printConfig: false });
@@ -33,6 +34,7 @@ async function main(): Promise<void> {
   const pairs = await listSplit(cfg, split);
   console.log(`evaluating ${checkpoint} on ${pairs.length} ${split} pairs of ${cfg.data.root}`);
   const outDir = args.output ?? evalDir(cfg, split);
+  if (args.output) checkResultsFolder(outDir, args.overwrite);
   const history = new History(runDirs(cfg).history).read();
   const res = await writeResults(model, cfg, pairs, history, { threshold: args.threshold, split, outDir, backend: backend.description, postprocess: args.postprocess });
   if (args['sweep-threshold']) {

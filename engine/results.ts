@@ -1,6 +1,7 @@
 // The results folder of a run: final validation with predictions and overlays,
 // metrics.json, and report.html (curves, per-class table, worst-first gallery).
 import fs from 'node:fs';
+import { UserError } from '../utils/errors';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { Config, isBinary } from '../utils/config';
@@ -25,6 +26,25 @@ export interface ResultsOptions {
   postprocess?: boolean;
   /** Defaults to evaluation.tta. */
   tta?: readonly Flip[];
+}
+
+/**
+ * evaluate --output: an absent or empty folder, or one holding an earlier evaluation
+ * (its metrics.json names a run and split), which is replaced; anything else is refused
+ * unless `overwrite`, as export-model does, so a mistyped path replaces no one's files.
+ */
+export function checkResultsFolder(dir: string, overwrite: boolean): void {
+  if (overwrite || !fs.existsSync(dir)) return;
+  if (!fs.statSync(dir).isDirectory()) throw new UserError(`--output ${dir}: exists and is a file; expected a folder for the results`);
+  const names = fs.readdirSync(dir);
+  if (!names.length) return;
+  try {
+    const m = JSON.parse(fs.readFileSync(path.join(dir, 'metrics.json'), 'utf8'));
+    if (m && typeof m.run === 'string' && typeof m.split === 'string') return;
+  } catch {
+    // no earlier evaluation
+  }
+  throw new UserError(`--output ${dir}: holds files that are not an earlier evaluation (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', ...' : ''}); choose another folder, or pass --overwrite to write over them`);
 }
 
 export async function writeResults(model: tf.LayersModel, cfg: Config, pairs: PairRef[], history: HistoryRow[], opts: ResultsOptions = {}): Promise<EvalResult> {

@@ -133,6 +133,16 @@ describe('2. nothing a command writes destroys an input or an earlier result', (
     assert.deepEqual(fs.readdirSync(out).sort(), before, 'the same files, no temporaries left');
   });
 
+  test('evaluate --output into a folder of other files is refused; an earlier evaluation there is replaced', { timeout: TIMEOUT }, async () => {
+    const other = path.join(dir, 'someone-elses');
+    fs.mkdirSync(other, { recursive: true });
+    fs.writeFileSync(path.join(other, 'report.html'), '<p>not ours</p>');
+    const r = await unchanged([other], () => run('evaluate', ['--config', config, '--checkpoint', path.join(runDir, 'last'), '--output', other]));
+    assertOneLineError(r, /--output .*someone-elses: holds files that are not an earlier evaluation \(report\.html\); choose another folder, or pass --overwrite/);
+    const ours = path.join(dir, 'eval-twice');
+    for (let i = 0; i < 2; i++) assertOk(await run('evaluate', ['--config', config, '--checkpoint', path.join(runDir, 'last'), '--output', ours]));
+  });
+
   test('a fresh train over a trained run is refused; its checkpoints and results stay', { timeout: TIMEOUT }, async () => {
     const r = await unchanged([runDir, path.join(dir, 'results', 'cat')], () => run('train', ['--config', config]));
     const line = assertOneLineError(r, /already holds a run \(last\/ and best\/\)/, /--resume/, /--set name=/, /--overwrite/);
