@@ -271,7 +271,10 @@ function injectFault(step: number): void {
   const m = /^(busy|oom|gpu)@(\d+)(\+)?(?::(\d+))?$/.exec(process.env.SEMSEG_TEST_FAULT ?? '');
   if (!m || (m[3] ? step < Number(m[2]) : Number(m[2]) !== step)) return;
   if (m[1] === 'oom') throw new Error('Aborted(OOM). Build with -sASSERTIONS for more info.');
-  if (m[1] === 'gpu') return void provokeDeviceError().dispose();
+  if (m[1] === 'gpu') {
+    if (tf.getBackend() !== 'webgpu') throw new Error('SEMSEG_TEST_FAULT=gpu@STEP needs the webgpu backend');
+    return void provokeDeviceError().dispose();
+  }
   const until = Date.now() + Number(m[4] ?? 60_000);
   while (Date.now() < until); // deliberately blocks the event loop
 }

@@ -28,7 +28,7 @@ function segmentSumsProgram(c: number, segments: number) {
         }
         let t0 = reduceSum(s0);
         let t1 = reduceSum(s1);
-        if (localId.x == 0u) { result[seg * 2 * C + c] = t0; result[seg * 2 * C + C + c] = t1; }
+        if (localId.x == 0u && r0 < uniforms.rows) { result[seg * 2 * C + c] = t0; result[seg * 2 * C + C + c] = t1; }
       }`,
   });
 }

@@ -29,7 +29,7 @@ function segmentStatsProgram(c: number, segments: number) {
         var q = 0.0;
         for (var r = r0 + i32(localId.x); r < r1; r = r + ${REDUCE_THREADS}) { let d = x[r * C + c] - mean; q = q + d * d; }
         let m2 = reduceSum(q);
-        if (localId.x == 0u) { result[seg * 2 * C + c] = mean; result[seg * 2 * C + C + c] = m2; }
+        if (localId.x == 0u && r0 < uniforms.rows) { result[seg * 2 * C + c] = mean; result[seg * 2 * C + C + c] = m2; }
       }`,
   });
 }

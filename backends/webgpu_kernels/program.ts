@@ -79,8 +79,10 @@ export const SEGMENT_ROWS = 4096;
  */
 export const segmentOfWorkgroup = `
         let C = uniforms.channels;
-        let c = i32(workgroupId.x) % C;
-        let seg = i32(workgroupId.x) / C;
+        // tfjs folds a dispatch over 65535 workgroups into y: the flat workgroup index.
+        let group = i32(workgroupId.y * numWorkgroups.x + workgroupId.x);
+        let c = group % C;
+        let seg = group / C;
         let r0 = seg * uniforms.segmentRows;
         let r1 = min(r0 + uniforms.segmentRows, uniforms.rows);`;
 
