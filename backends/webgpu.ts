@@ -156,6 +156,10 @@ export const selfTest: SelfTest = {
     assert.ok(isSoftwareAdapter({ isFallbackAdapter: true }));
     assert.ok(!isSoftwareAdapter({ vendor: 'nvidia', architecture: 'hopper', adapterType: 'discrete GPU' }));
   },
+  'software adapters need SEMSEG_WEBGPU_SOFTWARE=1 exactly'() {
+    assert.ok(softwareOptIn({ SEMSEG_WEBGPU_SOFTWARE: '1' }));
+    for (const v of [undefined, '0', 'yes', '']) assert.ok(!softwareOptIn({ SEMSEG_WEBGPU_SOFTWARE: v }));
+  },
   'the dW formulation is chosen by TFJS_SEMSEG_WEBGPU_DW'() {
     assert.equal(webgpuFilterGrad({}), 'matmul');
     assert.equal(webgpuFilterGrad({ TFJS_SEMSEG_WEBGPU_DW: 'forward' }), 'forward');

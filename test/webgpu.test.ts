@@ -277,6 +277,18 @@ describe('the commands on webgpu', () => {
   });
 });
 
+test('backend auto never picks a software adapter, even with the opt-in; the start-up line names one when asked for', async () => {
+  const probe = await probeAdapter({ allowSoftware: true });
+  assert.ok(probe.ok);
+  const auto = await initBackend('auto');
+  if (probe.software) {
+    assert.notEqual(auto.name, 'webgpu', auto.description);
+    assert.match(auto.description, /skipped webgpu: only a software adapter .*SEMSEG_WEBGPU_SOFTWARE=1 with --backend webgpu/);
+    assert.match((await initBackend('webgpu')).description, /software adapter \(SEMSEG_WEBGPU_SOFTWARE=1\): for testing, slower than wasm/);
+  }
+  await initBackend('webgpu');
+});
+
 // The one-line check of a device error without a CLI (last: the error stays for the process).
 test('checkDevice turns a provoked validation error into one line naming the program', async () => {
   const { checkDevice, provokeDeviceError, DeviceError } = await import('../backends/webgpu_errors');
