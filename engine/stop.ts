@@ -16,6 +16,7 @@
 import assert from 'node:assert/strict';
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
+import { exitWith } from '../utils/exit';
 import { runIfMain, SelfTest } from '../utils/self_test';
 
 /** Seconds the main thread has to answer a first signal; SEMSEG_STOP_GRACE_S overrides it (tests). */
@@ -125,7 +126,8 @@ export class StopConditions {
   private delivered = 0;
 
   private onProcessSignal(sig: string): void {
-    if (++this.delivered > 1) process.exit(130); // second Ctrl-C: leave now; the last checkpoint stays loadable
+    // Second Ctrl-C: leave now (a GPU device is released first, within a second); the last checkpoint stays loadable.
+    if (++this.delivered > 1) return void exitWith(130, 1000);
     if (!this.signal) this.onSignal(sig);
   }
 

@@ -11,9 +11,14 @@ export function onExit(fn: () => Promise<void> | void): void {
   if (!hooks.includes(fn)) hooks.push(fn);
 }
 
-/** Runs the exit hooks (errors in them are ignored: the exit code is the caller's), then exits. */
-export async function exitWith(code: number): Promise<never> {
-  await runExitHooks();
+/**
+ * Runs the exit hooks (errors in them are ignored: the exit code is the caller's), for
+ * at most `limitMs`, then exits.
+ */
+export async function exitWith(code: number, limitMs = 5000): Promise<never> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([runExitHooks(), new Promise<void>((r) => { timer = setTimeout(r, limitMs); })]);
+  clearTimeout(timer);
   process.exit(code);
 }
 
