@@ -17,6 +17,7 @@ import assert from 'node:assert/strict';
 import { UserError } from '../utils/errors';
 import { seededValues } from '../utils/rng';
 import { runIfMain, SelfTest } from '../utils/self_test';
+import { withTiledMatMul } from './webgpu_kernels/program';
 
 type Info = tf.TensorInfo;
 export type Pads4 = [[number, number], [number, number], [number, number], [number, number]];
@@ -244,29 +245,11 @@ export function makeFilterGradKernel(backendName: string, formulation: FilterGra
     const a = args.attrs ?? {};
     const info = filterGradInfo(x.shape, a.filterShape as number[], a.strides, a.pad, a.dataFormat, a.dimRoundingMode);
     const run = () => withScratch(backendName, args.backend as tf.KernelBackend, (s) => body(s, x, dy, info));
-    return backendName === 'webgpu' ? deterministicMatMul(run) : run();
+    // On webgpu with the tiled matmul shader: tfjs's split-K one adds in no fixed order (see withTiledMatMul).
+    return backendName === 'webgpu' ? withTiledMatMul(run) : run();
   };
 }
 
-// tfjs-backend-webgpu's MatMulProgramType.MatMulPackedProgram (webgpu_util.ts).
-const WEBGPU_PACKED_MATMUL = 3;
-
-/**
- * Runs `fn` with webgpu's tiled matmul shader forced. For dW's shape (few outputs,
- * long K) tfjs picks its split-K shader, which adds partial sums with atomics in
- * whatever order the threads finish: runs then differ in the last bits, Adam turns
- * that into different weights, and resume is no longer exact.
- */
-function deterministicMatMul<T>(fn: () => T): T {
-  const env = tf.env();
-  const before = env.get('WEBGPU_MATMUL_PROGRAM_TYPE');
-  env.set('WEBGPU_MATMUL_PROGRAM_TYPE', WEBGPU_PACKED_MATMUL);
-  try {
-    return fn();
-  } finally {
-    env.set('WEBGPU_MATMUL_PROGRAM_TYPE', before);
-  }
-}
 
 const ours = new Map<tf.KernelFunc, string>();
 

@@ -16,6 +16,7 @@ import { onExit } from '../utils/exit';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { FilterGradFormulation, registerFilterGradKernel } from './conv_grads';
 import { registerWebgpuKernels } from './webgpu_kernels';
+import { webgpuDevice } from './webgpu_kernels/program';
 import { watchDevice } from './webgpu_errors';
 
 /** The parts of the WebGPU API used here (lib.dom's types need not match Dawn's). */
@@ -114,7 +115,7 @@ function installGlobals(gpu: GpuLike, globals: Record<string, unknown>): void {
 
 /** Waits for the device's queued work, then destroys it (before the process exits). */
 async function releaseDevice(): Promise<void> {
-  const device = (tf.findBackend('webgpu') as unknown as { device?: { queue: { onSubmittedWorkDone(): Promise<void> }; destroy(): void } } | null)?.device;
+  const device = webgpuDevice<{ queue: { onSubmittedWorkDone(): Promise<void> }; destroy(): void }>();
   if (!device) return;
   await device.queue.onSubmittedWorkDone();
   device.destroy();

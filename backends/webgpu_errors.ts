@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
-import { program, WebgpuBackendLike } from './webgpu_kernels/program';
+import { program, WebgpuBackendLike, webgpuDevice } from './webgpu_kernels/program';
 
 /** A device error: printed as one line, exit code 1, nothing saved after it. */
 export class DeviceError extends UserError {
@@ -49,7 +49,7 @@ export function describeDeviceError(kind: string, message: string): string {
 
 /** Starts watching the current webgpu backend's device (idempotent). */
 export function watchDevice(): void {
-  const device = (tf.backend() as unknown as { device?: DeviceLike }).device;
+  const device = tf.getBackend() === 'webgpu' ? webgpuDevice<DeviceLike>() : null;
   if (!device || device === watched) return;
   watched = device;
   firstError = null;

@@ -106,6 +106,12 @@ export const workgroupSum = `
     return total;
   }`;
 
+/** The GPUDevice of the started webgpu backend, or null (not started). */
+export function webgpuDevice<T = unknown>(): T | null {
+  const be = tf.findBackend('webgpu') as unknown as { device?: T } | null;
+  return be?.device ?? null;
+}
+
 /** Runs programs on one backend inside one kernel call; frees what the kernel does not return. */
 export class Dispatcher {
   private owned: Info[] = [];
@@ -162,6 +168,26 @@ export function dispatchingKernel<T extends Info | Info[]>(body: (d: Dispatcher,
 /** Runs a kernel of ours through the engine (so it is taped, profiled and tidied like any op). */
 export function runKernel(name: string, inputs: Record<string, tf.Tensor>, attrs: Record<string, unknown> = {}): tf.Tensor | tf.Tensor[] {
   return tf.engine().runKernel(name, inputs as unknown as tf.NamedTensorMap, attrs as tf.NamedAttrMap) as tf.Tensor | tf.Tensor[];
+}
+
+// tfjs-backend-webgpu's MatMulProgramType.MatMulPackedProgram (webgpu_util.ts).
+const WEBGPU_PACKED_MATMUL = 3;
+
+/**
+ * Runs `fn` with webgpu's tiled matmul shader forced. For dW's shape (few outputs,
+ * long K) tfjs picks its split-K shader, which adds partial sums with atomics in
+ * whatever order the threads finish: runs then differ in the last bits, Adam turns
+ * that into different weights, and resume is no longer exact.
+ */
+export function withTiledMatMul<T>(fn: () => T): T {
+  const env = tf.env();
+  const before = env.get('WEBGPU_MATMUL_PROGRAM_TYPE');
+  env.set('WEBGPU_MATMUL_PROGRAM_TYPE', WEBGPU_PACKED_MATMUL);
+  try {
+    return fn();
+  } finally {
+    env.set('WEBGPU_MATMUL_PROGRAM_TYPE', before);
+  }
 }
 
 /**
