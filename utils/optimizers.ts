@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { Config, OptimizerConfig, parseConfig } from './config';
 import { UserError } from './errors';
 import { runIfMain, SelfTest } from './self_test';
+import { adamUpdateOp } from '../backends/webgpu_kernels';
 
 export interface OptimizerState {
   name: string;
@@ -240,8 +241,9 @@ class FlatOptimizer implements TrainOptimizer {
       this.groups.forEach((grp, gi) => {
         const s = grp.slots;
         const w = concat1d(grp.names.map((n) => vars[n]));
+        const fusedAdam = tf.getBackend() === 'webgpu' && (this.name === 'adam' || this.name === 'adamw');
         let grad: tf.Tensor = flatGrads[gi];
-        if (grp.decay && this.name !== 'adamw') grad = tf.add(grad, tf.mul(w, wd)); // L2 in the gradient
+        if (grp.decay && this.name !== 'adamw' && !fusedAdam) grad = tf.add(grad, tf.mul(w, wd)); // L2 in the gradient
         let next: tf.Tensor;
         switch (this.name) {
           case 'sgd': {
@@ -257,6 +259,16 @@ class FlatOptimizer implements TrainOptimizer {
           }
           case 'adam':
           case 'adamw': {
+            if (fusedAdam) {
+              // One kernel instead of ~13 (backends/webgpu_kernels/adam_update.ts); the L2 term is added there.
+              const l2 = grp.decay && this.name === 'adam' ? wd : 0;
+              const shrink = grp.decay && this.name === 'adamw' ? 1 - lr * wd : 1;
+              const [nw, nm, nv] = adamUpdateOp(w, grad, s.m, s.v, { lr, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon, bc1, bc2, l2, shrink });
+              s.m.assign(nm);
+              s.v.assign(nv);
+              next = nw;
+              break;
+            }
             const m = tf.add(tf.mul(s.m, c.beta1), tf.mul(grad, 1 - c.beta1));
             const v = tf.add(tf.mul(s.v, c.beta2), tf.mul(tf.square(grad), 1 - c.beta2));
             s.m.assign(m);

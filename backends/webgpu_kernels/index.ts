@@ -5,6 +5,7 @@ import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { replaceKernel } from '../wasm_heap';
+import { ADAM_UPDATE, AdamStep, adamUpdateConfig } from './adam_update';
 import { addNConfig } from './add_n';
 import { im2colConfig } from './im2col';
 import { BATCH_NORM_GRAD, batchNormGradConfig } from './batch_norm_grad';
@@ -12,7 +13,7 @@ import { BATCH_NORM_TRAIN, batchNormTrainConfig } from './batch_norm_train';
 import { MOVING_AVERAGE, movingAverageConfig } from './moving_average';
 import { runKernel } from './program';
 
-const KERNELS: tf.KernelConfig[] = [addNConfig, batchNormTrainConfig, batchNormGradConfig, movingAverageConfig, im2colConfig];
+const KERNELS: tf.KernelConfig[] = [addNConfig, batchNormTrainConfig, batchNormGradConfig, movingAverageConfig, im2colConfig, adamUpdateConfig];
 
 export function registerWebgpuKernels(): void {
   for (const k of KERNELS) replaceKernel(k.kernelName, k.backendName, () => k.kernelFunc);
@@ -32,6 +33,11 @@ export function batchNormGradOp(dy: tf.Tensor, x: tf.Tensor, stats: tf.Tensor2D,
 /** The moving statistics after one batch: v - (v - batch) * (1 - momentum). */
 export function movingAverageOp(mean: tf.Tensor1D, variance: tf.Tensor1D, stats: tf.Tensor2D, momentum: number): [tf.Tensor1D, tf.Tensor1D] {
   return runKernel(MOVING_AVERAGE, { mean, variance, stats }, { momentum }) as [tf.Tensor1D, tf.Tensor1D];
+}
+
+/** One Adam/AdamW step over flat buffers: [new weights, m, v] (see adam_update.ts). */
+export function adamUpdateOp(w: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Tensor, step: AdamStep): [tf.Tensor, tf.Tensor, tf.Tensor] {
+  return runKernel(ADAM_UPDATE, { w, g, m, v }, step as unknown as Record<string, unknown>) as [tf.Tensor, tf.Tensor, tf.Tensor];
 }
 
 export const selfTest: SelfTest = {
