@@ -171,7 +171,6 @@ describe('one train step on webgpu against cpu', () => {
     const [cpu, gpu] = [results.cpu, results.webgpu];
     assert.ok(Math.abs(cpu.loss - gpu.loss) <= 1e-5 * Math.max(1, Math.abs(cpu.loss)), `loss ${gpu.loss} vs ${cpu.loss}`);
     assert.deepEqual(Object.keys(gpu.grads).sort(), Object.keys(cpu.grads).sort());
-    if (process.env.WG_DEBUG) for (const k of Object.keys(cpu.grads)) console.log(k, relError(gpu.grads[k], cpu.grads[k]));
     for (const k of Object.keys(cpu.grads)) assert.ok(relError(gpu.grads[k], cpu.grads[k]) <= 1e-3, `gradient ${k}: ${relError(gpu.grads[k], cpu.grads[k])}`);
     assert.deepEqual(Object.keys(gpu.slots).sort(), Object.keys(cpu.slots).sort());
     for (const k of Object.keys(cpu.slots)) assert.ok(relError(gpu.slots[k], cpu.slots[k]) <= 1e-3, `slot ${k}: ${relError(gpu.slots[k], cpu.slots[k])}`);
