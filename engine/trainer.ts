@@ -263,9 +263,9 @@ async function stepOrExplain(run: Run, batch: Batch): Promise<number> {
 
 /**
  * Test hook, SEMSEG_TEST_FAULT=busy@STEP:MS (a synchronous busy loop of MS ms, as a
- * long wasm kernel blocks the thread; busy@STEP+:MS in every step from STEP on), oom@STEP (a wasm out-of-memory abort) or gpu@STEP
- * (a real webgpu validation error), inside that global step. Read per call: tests set it
- * in a child's environment only.
+ * long wasm kernel blocks the thread; busy@STEP+:MS in every step from STEP on),
+ * oom@STEP (a wasm out-of-memory abort) or gpu@STEP (a real webgpu validation error),
+ * inside that global step. Read per call: tests set it in a child's environment only.
  */
 function injectFault(step: number): void {
   const m = /^(busy|oom|gpu)@(\d+)(\+)?(?::(\d+))?$/.exec(process.env.SEMSEG_TEST_FAULT ?? '');
