@@ -9,9 +9,10 @@
 // If no step has finished and the main thread has not answered within the grace
 // period plus twice the longest step so far (it is stuck in one step), or right after
 // a second signal, the watchdog ends the process (SIGKILL: the only way a worker can
-// end its process). Checkpoints are written atomically, so last/ keeps the previous save, and the run lock of a process that is gone is taken over by
-// the next run (engine/checkpoint/run_lock.ts). Under npx the watchdog also notices when
-// npx is gone (its shell does not pass SIGTERM on) and stops the run as on SIGTERM.
+// end its process). Checkpoints are written atomically, so last/ keeps the previous
+// save, and the run lock of a process that is gone is taken over by the next run
+// (engine/checkpoint/run_lock.ts). Under npx the watchdog also notices when npx is gone
+// (its shell does not pass SIGTERM on) and stops the run as on SIGTERM.
 import assert from 'node:assert/strict';
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
