@@ -2,7 +2,8 @@
 // instead of tiling them: tfjs's BatchNorm gradient tiles full-size tensors, which
 // on wasm cost more than all forward convolutions together. On wasm, per-channel
 // scaling and channel sums also avoid that backend's slow broadcasting (see affine,
-// channelSums), in training and inference. Same weights (gamma, beta, moving_mean,
+// channelSums), in training and inference; on webgpu, training is one kernel forward and
+// one backward (backends/webgpu_kernels). Same weights (gamma, beta, moving_mean,
 // moving_variance), same moving-average update and the same outputs (within float
 // rounding) as tf.layers.batchNormalization, so checkpoints are unchanged.
 import * as tf from '@tensorflow/tfjs';
