@@ -18,6 +18,7 @@ import { probeAdapter } from '../backends/webgpu';
 import { initBackend } from '../backends';
 import { FilterCase, filterGradPair, relError } from '../backends/conv_grads';
 import { fastBatchNorm } from '../models/batch_norm';
+import { atrousCase, atrousWithGrads } from '../models/atrous';
 import { getModel } from '../models';
 import { parseConfig } from '../utils/config';
 import { buildLoss } from '../utils/losses';
@@ -100,6 +101,16 @@ describe('webgpu kernels against cpu', () => {
         return out;
       };
       assertClose(await on('webgpu', run), await on('cpu', run), 1e-4, `batch norm ${shape}`);
+    }
+  });
+
+  test('atrous convolution (spaceToBatchND, conv, batchToSpaceND) and its gradients', async () => {
+    for (const [n, h, w, cin, cout, k, rate] of [[1, 9, 7, 3, 4, 3, 2], [2, 13, 11, 2, 3, 3, 3], [3, 8, 8, 4, 2, 3, 6]]) {
+      const run = () => {
+        const { x, filter, dy } = atrousCase(n, h, w, cin, cout, k);
+        return atrousWithGrads(x, filter, dy, rate);
+      };
+      assertClose(await on('webgpu', run), await on('cpu', run), 1e-4, `atrous ${[n, h, w, cin, cout, k, rate]}`);
     }
   });
 
