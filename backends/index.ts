@@ -9,6 +9,7 @@ import { runIfMain, SelfTest } from '../utils/self_test';
 import { registerWasmGradKernels } from './wasm_kernels';
 import { registerWasmCopies } from './wasm_copies';
 import { registerPoolGrads } from './wasm_pool_grads';
+import { registerDepthwiseGrads } from './wasm_depthwise_grads';
 import { useStockWasm, useThreadedWasm, wasmThreads } from './wasm_threads';
 import { probeAdapter, softwareOptIn, startWebgpu } from './webgpu';
 
@@ -78,6 +79,7 @@ async function startWasm(): Promise<BackendInfo> {
   registerWasmGradKernels();
   registerWasmCopies();
   registerPoolGrads();
+  registerDepthwiseGrads();
   const n = wasmThreads();
   return { name: 'wasm', description: `wasm (@tensorflow/tfjs-backend-wasm, XNNPACK SIMD, ${n} thread${n > 1 ? 's' : ''})` };
 }

@@ -114,6 +114,19 @@ describe('webgpu kernels against cpu', () => {
     }
   });
 
+  test('depthwise convolution gradients (stock webgpu kernels) at strides 1 and 2, multipliers 1 and 2', async () => {
+    for (const [n, h, w, c, mult, k, stride, pad] of [[1, 9, 7, 3, 1, 3, 1, 'same'], [2, 8, 11, 4, 2, 3, 2, 'same'], [3, 10, 9, 2, 1, 5, 2, 'valid']] as const) {
+      const run = () => {
+        const x = tf.tensor4d(seededValues(n * h * w * c, 1), [n, h, w, c]);
+        const f = tf.tensor4d(seededValues(k * k * c * mult, 2), [k, k, c, mult]);
+        const y = tf.depthwiseConv2d(x, f, stride, pad);
+        const dy = tf.tensor(seededValues(y.size, 3), y.shape);
+        return tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(tf.depthwiseConv2d(a as tf.Tensor4D, b as tf.Tensor4D, stride, pad), dy)))([x, f]);
+      };
+      assertClose(await on('webgpu', run), await on('cpu', run), 1e-4, `depthwise ${[n, h, w, c, mult, k, stride, pad]}`);
+    }
+  });
+
   test('AddN over more inputs than the device binds at once', async () => {
     for (const n of [2, 7, 8, 20, 45]) {
       const run = () => [tf.addN(Array.from({ length: n }, (_, i) => tf.tensor(seededValues(37, i), [37])))];

@@ -1,0 +1,114 @@
+// Gradients of depthwise convolution on wasm: tfjs-backend-wasm 4.22 has neither
+// DepthwiseConv2dNativeBackpropFilter nor ...BackpropInput, so a depthwise layer
+// (MobileNet-style encoders, separable convolutions) could not train there. Here both
+// are one JavaScript pass over the wasm heap, for any stride, padding, channel
+// multiplier and dilation. (tfjs's gradient itself refuses dilations > 1.)
+import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-wasm';
+import assert from 'node:assert/strict';
+import { SelfTest, runIfMain } from '../utils/self_test';
+import { seededValues } from '../utils/rng';
+import { KernelArgs, WasmBackendLike, kernelInput, outputWithViews, replaceKernel } from './wasm_heap';
+
+type Info = tf.TensorInfo;
+
+function depthwiseInfo(xShape: number[], filterShape: number[], a: tf.NamedAttrMap): tf.backend_util.Conv2DInfo {
+  return tf.backend_util.computeConv2DInfo(
+    xShape as [number, number, number, number], filterShape as [number, number, number, number],
+    a.strides as number | [number, number], (a.dilations ?? 1) as number | [number, number], a.pad as 'same' | 'valid' | number,
+    a.dimRoundingMode as 'floor' | 'round' | 'ceil' | undefined, true);
+}
+
+/**
+ * Visits every (output pixel, tap, channel, multiplier) that reads an input pixel:
+ * `fn(xIndex, dyIndex, filterIndex)`. Both gradients are sums over these triples.
+ */
+function forEachTap(info: tf.backend_util.Conv2DInfo, fn: (xi: number, dyi: number, fi: number) => void): void {
+  const { batchSize: n, inHeight: h, inWidth: w, inChannels: c, outHeight: oh, outWidth: ow, outChannels: co } = info;
+  const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw, dilationHeight: dh, dilationWidth: dw, padInfo } = info;
+  const mult = co / c;
+  for (let b = 0; b < n; b++) {
+    for (let r = 0; r < oh; r++) {
+      for (let q = 0; q < ow; q++) {
+        const dyBase = ((b * oh + r) * ow + q) * co;
+        for (let i = 0; i < kh; i++) {
+          const ir = r * sh + i * dh - padInfo.top;
+          if (ir < 0 || ir >= h) continue;
+          for (let j = 0; j < kw; j++) {
+            const jc = q * sw + j * dw - padInfo.left;
+            if (jc < 0 || jc >= w) continue;
+            const xBase = ((b * h + ir) * w + jc) * c;
+            const fBase = (i * kw + j) * c * mult;
+            for (let ch = 0; ch < c; ch++) {
+              for (let m = 0; m < mult; m++) fn(xBase + ch, dyBase + ch * mult + m, fBase + ch * mult + m);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/** dFilter[kh,kw,c,m] = sum x[n, ih, iw, c] * dy[n, oh, ow, c*M + m]. */
+function depthwiseBackpropFilter(args: KernelArgs): Info {
+  const x = kernelInput(args, 'x', 'DepthwiseConv2dNativeBackpropFilter');
+  const dy = kernelInput(args, 'dy', 'DepthwiseConv2dNativeBackpropFilter');
+  const a = args.attrs ?? {};
+  const filterShape = a.filterShape as number[];
+  const info = depthwiseInfo(x.shape, filterShape, a);
+  const { out, dst, srcs: [xv, dyv] } = outputWithViews(args.backend as WasmBackendLike, filterShape, [x, dy]);
+  dst.fill(0);
+  forEachTap(info, (xi, dyi, fi) => { dst[fi] += xv[xi] * dyv[dyi]; });
+  return out;
+}
+
+/** dx[n, ih, iw, c] = sum dy[n, oh, ow, c*M + m] * filter[kh, kw, c, m] over the taps reading it. */
+function depthwiseBackpropInput(args: KernelArgs): Info {
+  const dy = kernelInput(args, 'dy', 'DepthwiseConv2dNativeBackpropInput');
+  const filter = kernelInput(args, 'filter', 'DepthwiseConv2dNativeBackpropInput');
+  const a = args.attrs ?? {};
+  const inputShape = a.inputShape as number[];
+  const info = depthwiseInfo(inputShape, filter.shape, a);
+  const { out, dst, srcs: [dyv, fv] } = outputWithViews(args.backend as WasmBackendLike, inputShape, [dy, filter]);
+  dst.fill(0);
+  forEachTap(info, (xi, dyi, fi) => { dst[xi] += dyv[dyi] * fv[fi]; });
+  return out;
+}
+
+export function registerDepthwiseGrads(): void {
+  replaceKernel('DepthwiseConv2dNativeBackpropFilter', 'wasm', () => depthwiseBackpropFilter);
+  replaceKernel('DepthwiseConv2dNativeBackpropInput', 'wasm', () => depthwiseBackpropInput);
+}
+
+export const selfTest: SelfTest = {
+  async 'both gradients equal the cpu reference: strides, padding, channel multipliers, odd sizes, batch 1-3'() {
+    const { initBackend } = await import('./index');
+    const cases: Array<{ n: number; h: number; w: number; c: number; mult: number; k: number; stride: number; pad: 'same' | 'valid' }> = [
+      { n: 1, h: 9, w: 7, c: 3, mult: 1, k: 3, stride: 1, pad: 'same' },
+      { n: 2, h: 8, w: 11, c: 4, mult: 2, k: 3, stride: 2, pad: 'same' },
+      { n: 3, h: 10, w: 9, c: 2, mult: 1, k: 5, stride: 2, pad: 'valid' },
+      { n: 2, h: 6, w: 6, c: 5, mult: 3, k: 1, stride: 1, pad: 'valid' },
+    ];
+    const grads = (c: typeof cases[number]) => tf.tidy(() => {
+      const x = tf.tensor4d(seededValues(c.n * c.h * c.w * c.c, 1), [c.n, c.h, c.w, c.c]);
+      const f = tf.tensor4d(seededValues(c.k * c.k * c.c * c.mult, 2), [c.k, c.k, c.c, c.mult]);
+      const y = tf.depthwiseConv2d(x, f, c.stride, c.pad);
+      const dy = tf.tensor(seededValues(y.size, 3), y.shape);
+      const loss = (a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(tf.depthwiseConv2d(a as tf.Tensor4D, b as tf.Tensor4D, c.stride, c.pad), dy));
+      return tf.grads(loss)([x, f]).map((g) => Float32Array.from(g.dataSync()));
+    });
+    for (const c of cases) {
+      await initBackend('wasm');
+      const got = grads(c);
+      await initBackend('cpu');
+      const want = grads(c);
+      got.forEach((g, i) => {
+        let err = 0;
+        g.forEach((v, j) => { err = Math.max(err, Math.abs(v - want[i][j])); });
+        assert.ok(err <= 1e-4, `${JSON.stringify(c)} ${i ? 'dFilter' : 'dx'}: max diff ${err}`);
+      });
+    }
+  },
+};
+
+runIfMain(module, selfTest);
