@@ -108,12 +108,12 @@ export function filterGradViaForward<T>(ops: GradOps<T>, x: T, dy: T, info: tf.b
 export function filterGradViaMatMul<T>(ops: GradOps<T>, x: T, dy: T, info: tf.backend_util.Conv2DInfo): T {
   const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw, padInfo } = info;
   const { inHeight: h, inWidth: w, outHeight: oh, outWidth: ow, batchSize: n, inChannels: ci, outChannels: co } = info;
-  // Rows/cols of x the taps reach, in padded coordinates; beyond that nothing is read.
   const fused = kh * kw > 1 || sh > 1 || sw > 1 ? ops.im2col?.(x, info) : null;
   if (fused) {
     const g = ops.matMul(ops.reshape(fused, [1, n * oh * ow, kh * kw * ci]), ops.reshape(dy, [1, n * oh * ow, co]), true, false);
     return ops.reshape(g, [kh, kw, ci, co]);
   }
+  // Rows/cols of x the taps reach, in padded coordinates; beyond that nothing is read.
   const needH = kh + (oh - 1) * sh;
   const needW = kw + (ow - 1) * sw;
   const bottom = needH - padInfo.top - h;
@@ -249,7 +249,6 @@ export function makeFilterGradKernel(backendName: string, formulation: FilterGra
     return backendName === 'webgpu' ? withTiledMatMul(run) : run();
   };
 }
-
 
 const ours = new Map<tf.KernelFunc, string>();
 

@@ -10,7 +10,8 @@ import { countDispatches } from '../backends/webgpu_kernels/program';
  */
 export async function profileKernels(fn: () => unknown, top = 12): Promise<Record<string, number>> {
   const t0 = performance.now();
-  const p = await tf.profile(async () => { await fn(); });
+  let p!: Awaited<ReturnType<typeof tf.profile>>;
+  const dispatches = await countDispatches(async () => { p = await tf.profile(async () => { await fn(); }); });
   const wall = performance.now() - t0;
   const byName = new Map<string, number>();
   for (const k of p.kernels) {
@@ -23,7 +24,6 @@ export async function profileKernels(fn: () => unknown, top = 12): Promise<Recor
   out._total_ms = Math.round(sorted.reduce((s, [, ms]) => s + ms, 0));
   out._wall_ms = Math.round(wall);
   out._kernels = p.kernels.length;
-  const dispatches = await countDispatches(async () => { await fn(); });
   if (dispatches !== null) out._dispatches = dispatches;
   return out;
 }

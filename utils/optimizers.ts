@@ -210,7 +210,7 @@ class FlatOptimizer implements TrainOptimizer {
     // Copies, so that disposing them never frees a caller's 1-D gradient.
     const flat = tf.tidy(() => this.groups.map((g) => g.names.length === 1 ? tf.clone(flat1d(grads[g.names[0]])) : concat1d(g.names.map((n) => grads[n]))));
     // One sum per group (at most two: decayed or not), never an AddN over every variable.
-    const sum = tf.tidy(() => flat.map((f) => tf.sum(f)).reduce((a, b) => tf.add(a, b), tf.scalar(0)) as tf.Scalar);
+    const sum = tf.tidy(() => (flat.length ? flat.map((f) => tf.sum(f)).reduce((a, b) => tf.add(a, b)) : tf.scalar(0)) as tf.Scalar);
     let applied = false;
     return {
       sum,

@@ -22,16 +22,16 @@ function adamProgram(n: number) {
     body: `
       fn main(index : i32) {
         if (index < uniforms.size) {
-          let g = g[index] + uniforms.l2 * w[index];
-          let m = m[index] * uniforms.beta1 + g * (1.0 - uniforms.beta1);
-          let v = v[index] * uniforms.beta2 + g * g * (1.0 - uniforms.beta2);
+          let grad = g[index] + uniforms.l2 * w[index];
+          let m1 = m[index] * uniforms.beta1 + grad * (1.0 - uniforms.beta1);
+          let v1 = v[index] * uniforms.beta2 + grad * grad * (1.0 - uniforms.beta2);
           if (uniforms.which == 1) {
-            result[index] = m;
+            result[index] = m1;
           } else if (uniforms.which == 2) {
-            result[index] = v;
+            result[index] = v1;
           } else {
-            let denom = sqrt(v) / uniforms.sqrtBc2 + uniforms.epsilon;
-            result[index] = w[index] * uniforms.shrink - m / denom * (uniforms.lr / uniforms.bc1);
+            let denom = sqrt(v1) / uniforms.sqrtBc2 + uniforms.epsilon;
+            result[index] = w[index] * uniforms.shrink - m1 / denom * (uniforms.lr / uniforms.bc1);
           }
         }
       }`,

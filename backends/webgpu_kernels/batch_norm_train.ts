@@ -62,7 +62,7 @@ function mergeStatsProgram(c: number) {
 }
 
 /** y = (x - mean) * rsqrt(var + eps) * gamma + beta, per channel (last axis). */
-export function normaliseProgram(shape: number[]) {
+function normaliseProgram(shape: number[]) {
   return program({
     key: 'semseg_bn_normalise', inputs: ['x', 'stats', 'gamma', 'beta'], outputShape: shape, uniforms: 'eps : f32, channels : i32,',
     body: `

@@ -191,11 +191,15 @@ export function withTiledMatMul<T>(fn: () => T): T {
 }
 
 /**
- * How many shader dispatches `fn` makes on the webgpu backend (each a pipeline run,
- * whatever engine kernel it belongs to); null on other backends. For the bench's profile.
+ * Runs `fn` and says how many shader dispatches it made on the webgpu backend (each a
+ * pipeline run, whatever engine kernel it belongs to); null on other backends. For the
+ * bench's profile.
  */
 export async function countDispatches(fn: () => Promise<unknown>): Promise<number | null> {
-  if (tf.getBackend() !== 'webgpu') return null;
+  if (tf.getBackend() !== 'webgpu') {
+    await fn();
+    return null;
+  }
   const backend = tf.backend() as unknown as WebgpuBackendLike;
   const run = backend.runWebGPUProgram;
   let n = 0;

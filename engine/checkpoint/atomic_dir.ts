@@ -283,9 +283,14 @@ export function checkListed(dir: string, name: string, buf: Buffer): void {
   } catch {
     throw new UserError(`${markerFile}: not valid JSON; expected {version, files: {name: {bytes, sha256}}}`);
   }
-  if (!rec) return;
-  const file = path.join(dir, name);
-  if (buf.length !== rec.bytes) throw new UserError(`${file}: has ${buf.length} bytes, expected ${rec.bytes} as listed in ${MARKER} (truncated or modified after it was written)`);
+  if (rec) checkRecord(path.join(dir, name), rec, buf);
+}
+
+/** `buf`, the content of `file`, has the size and sha256 its marker records. */
+function checkRecord(file: string, rec: FileRecord, buf: Buffer): void {
+  if (buf.length !== rec.bytes) {
+    throw new UserError(`${file}: has ${buf.length} bytes, expected ${rec.bytes} (truncated or modified after saving)`);
+  }
   if (sha256(buf) !== rec.sha256) throw new UserError(`${file}: corrupt (sha256 differs from ${MARKER})`);
 }
 
@@ -303,10 +308,7 @@ export async function readVerified(dir: string, marker: Marker, name: string): P
     }
     throw err;
   }
-  if (buf.length !== rec.bytes) {
-    throw new UserError(`${file}: has ${buf.length} bytes, expected ${rec.bytes} (truncated or modified after saving)`);
-  }
-  if (sha256(buf) !== rec.sha256) throw new UserError(`${file}: corrupt (sha256 differs from ${MARKER})`);
+  checkRecord(file, rec, buf);
   return buf;
 }
 
