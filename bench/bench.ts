@@ -11,7 +11,7 @@ import { spawnSync } from 'node:child_process';
 import yargs from 'yargs';
 import fs from 'node:fs';
 import path from 'node:path';
-import { getModel } from '../models';
+import { getModel } from '../models/registry';
 import { parseConfig } from '../utils/config';
 import { buildLoss } from '../utils/losses';
 import { createOptimizer } from '../utils/optimizers';

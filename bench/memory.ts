@@ -5,7 +5,7 @@
 import { isMainModule } from '../utils/self_test';
 import * as tf from '@tensorflow/tfjs';
 import { spawnSync } from 'node:child_process';
-import { getModel } from '../models';
+import { getModel } from '../models/registry';
 import { parseConfig } from '../utils/config';
 import { buildLoss } from '../utils/losses';
 import { createOptimizer } from '../utils/optimizers';

@@ -8,7 +8,8 @@ import * as tf from '@tensorflow/tfjs';
 import { loadWeightsFrom } from '../engine/model_io';
 import { applyWeights, snapshotWeights } from '../engine/checkpoint/store';
 import { publishDir } from '../engine/checkpoint/atomic_dir';
-import { getModel } from '../models';
+import { getModel, getModelDefinition } from '../models/registry';
+import { isProjectLayer } from '../models/layers/custom_layers';
 import { Config, isBinary, outChannels } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { datasetMeta } from '../loaders/registry';
@@ -85,44 +86,27 @@ export function exportMetadata(cfg: Config, source: string, meta: { epoch?: numb
 }
 
 /**
- * Project layers with stock tfjs stand-ins, used when the input size is fixed:
- * FastBatchNorm is BatchNormalization with a faster training gradient (same config and
- * weights); CropToMatch crops to its second input, which at a fixed size is a
- * Cropping2D of the first by a known amount.
- */
-const PORTABLE: Record<string, (layer: any, built: tf.layers.Layer) => void> = {
-  FastBatchNorm(layer) {
-    layer.class_name = 'BatchNormalization';
-  },
-  CropToMatch(layer, built) {
-    const [up, skip] = (built as unknown as { inboundNodes: { inputShapes: number[][] }[] }).inboundNodes[0].inputShapes; // not in the public typings
-    layer.class_name = 'Cropping2D';
-    layer.config = { name: layer.config.name, trainable: layer.config.trainable, cropping: [[0, up[1] - skip[1]], [0, up[2] - skip[2]]], data_format: 'channels_last' };
-    layer.inbound_nodes = layer.inbound_nodes.map((node: unknown[]) => node.slice(0, 1));
-  },
-};
-
-/** The names of the project's own layer classes the export replaces. */
-export const CUSTOM_LAYERS = Object.keys(PORTABLE);
-
-/**
  * A copy of `model` at the fixed input size `size` built from stock tfjs layers only,
  * with the same weights (matched by name), so plain tfjs can load its export.
  */
-export async function portableModel(model: tf.LayersModel, size: readonly [number, number]): Promise<tf.LayersModel> {
+export async function portableModel(model: tf.LayersModel, size: readonly [number, number], modelName: string): Promise<tf.LayersModel> {
+  const portable = getModelDefinition(modelName).portable;
   const topo = JSON.parse(JSON.stringify(model.toJSON(null, false)));
   for (const l of topo.config.layers) {
     if (l.class_name === 'InputLayer') l.config.batch_input_shape = [null, size[0], size[1], l.config.batch_input_shape[3]];
   }
   // Built once with the project's classes at the fixed size: static shapes for the crops.
   const fixed = await tf.models.modelFromJSON({ modelTopology: topo });
-  for (const l of topo.config.layers) PORTABLE[l.class_name]?.(l, fixed.getLayer(l.name));
+  for (const l of topo.config.layers) portable[l.class_name]?.(l, fixed.getLayer(l.name));
   fixed.dispose();
-  const left = topo.config.layers.filter((l: any) => CUSTOM_LAYERS.includes(l.class_name));
-  if (left.length) throw new Error(`layer ${left[0].name} (${left[0].class_name}) has no stock replacement`);
-  const portable = await tf.models.modelFromJSON({ modelTopology: topo });
-  applyWeights(portable, await snapshotWeights(model), 'the model being exported');
-  return portable;
+  const stock = await tf.models.modelFromJSON({ modelTopology: topo });
+  const left = stock.layers.find((l) => isProjectLayer(l.getClassName()));
+  if (left) {
+    stock.dispose();
+    throw new Error(`layer ${left.name} (${left.getClassName()}) has no stock replacement in models/${modelName}.ts's portable list`);
+  }
+  applyWeights(stock, await snapshotWeights(model), 'the model being exported');
+  return stock;
 }
 
 export function parseQuantization(q: string | undefined): Quantization | null {
@@ -173,7 +157,7 @@ export async function exportModel(cfg: Config, opts: ExportOptions): Promise<Exp
   const model = getModel(cfg);
   const ck = await loadWeightsFrom(opts.checkpoint);
   applyWeights(model, ck.weights, opts.checkpoint);
-  const portable = await portableModel(model, cfg.data.size);
+  const portable = await portableModel(model, cfg.data.size, cfg.model.name);
   model.dispose();
   let artifacts!: tf.io.ModelArtifacts;
   await portable.save(tf.io.withSaveHandler(async (a) => {
@@ -202,9 +186,9 @@ export const selfTest: SelfTest = {
       const m = getModel(parseConfig({ model: { base: 4, depth: 2 } }));
       // Non-trivial BN statistics so a wrong mapping would show.
       for (const v of m.weights) if (/moving_(mean|variance)/.test(v.name)) v.write(tf.randomUniform(v.shape as number[], 0.5, 1.5, 'float32', 3));
-      const p = await portableModel(m, size);
+      const p = await portableModel(m, size, 'unet');
       const classes = new Set(p.layers.map((l) => l.getClassName()));
-      for (const c of CUSTOM_LAYERS) assert.ok(!classes.has(c), `${c} left in the portable model`);
+      for (const c of classes) assert.ok(!isProjectLayer(c), `${c} left in the portable model`);
       assert.ok(classes.has('BatchNormalization') && classes.has('Cropping2D'));
       const x = tf.randomNormal([2, ...size, 3], 0, 1, 'float32', 5);
       const d = tf.tidy(() => tf.max(tf.abs(tf.sub(m.predict(x) as tf.Tensor, p.predict(x) as tf.Tensor))).dataSync()[0]);

@@ -6,7 +6,7 @@
 // the machine has.
 import assert from 'node:assert/strict';
 import os from 'node:os';
-import { levelWidths, unetParamCount } from '../models/unet';
+import { configActivationFloats, configParamCount, getModelDefinition } from '../models/registry';
 import { Config, outChannels, parseConfig } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
@@ -52,30 +52,22 @@ export interface Shape {
   width: number;
 }
 
-/** Floats of every tensor one U-Net forward pass (plus its loss) makes for one sample. */
+/** Floats of every tensor one forward pass (plus its loss) makes for one sample. */
 export function forwardFloatsPerSample(cfg: Config, height: number, width: number): number {
-  const { base, depth, batch_norm: bn, up_mode: up, in_channels: cin } = cfg.model;
-  const ch = levelWidths(base, depth);
-  // 'same' pooling rounds up, so level i is ceil(size / 2^i).
-  const px = (i: number) => Math.ceil(height / 2 ** i) * Math.ceil(width / 2 ** i);
-  const perConv = bn ? 3 : 2; // conv, batch norm, ReLU outputs
-  const doubleConv = (i: number) => 2 * perConv * ch[i] * px(i);
-  let n = cin * px(0) + doubleConv(0);
-  for (let i = 1; i <= depth; i++) n += ch[i - 1] * px(i) + doubleConv(i); // pool + convs
-  for (let i = depth - 1; i >= 0; i--) {
-    // upsampled (or transposed-conv) map, its crop, the concat, then the convs
-    n += 2 * ch[i + 1] * px(i) + (ch[i] + ch[i + 1]) * px(i) + doubleConv(i);
-    if (up === 'transpose') n += ch[i + 1] * px(i + 1);
-  }
   const c = outChannels(cfg);
-  // logits, probabilities, log-probabilities, one-hot labels, per-pixel terms of the loss
-  return n + 8 * Math.max(c, 2) * px(0);
+  // the model's layer outputs (models/<name>.ts counts them); then probabilities,
+  // log-probabilities, one-hot labels and the per-pixel terms of the loss
+  return configActivationFloats(cfg, height, width) + 7 * Math.max(c, 2) * height * width;
 }
 
-/** The model's trainable parameters (models/unet.ts counts them from its definition). */
+/** The model's trainable parameters (its definition counts them without building it). */
 export function paramCount(cfg: Config): number {
-  const m = cfg.model;
-  return unetParamCount({ inChannels: m.in_channels, outChannels: outChannels(cfg), base: m.base, depth: m.depth, upMode: m.up_mode });
+  return configParamCount(cfg);
+}
+
+/** The key that shrinks the configured model, for advice ('model.base' for the U-Net). */
+export function widthKey(cfg: Config): string {
+  return getModelDefinition(cfg.model.name).widthKey;
 }
 
 /** Bytes a training step of this shape needs at its peak. */
@@ -116,8 +108,8 @@ export function checkTrainMemory(cfg: Config, backend: string, warn: (s: string)
   const fit = Math.max(0, largestBatch(cfg, s, limit.bytes, trainStepBytes));
   const advice = fit > 1 ? `lower training.batch_size to ${fit} or less` : fit === 1 ? 'lower training.batch_size to 1' : 'batch_size 1 does not fit either';
   const msg =
-    `a training step at ${sizeKey} [${s.height}, ${s.width}], training.batch_size ${s.batch}, model.base ${cfg.model.base}, model.depth ${cfg.model.depth} ` +
-    `needs about ${gib(need)}, over ${limit.what}: ${advice}, or lower ${sizeKey}${cfg.training.augmentations.crop ? '' : ' (or add a crop)'} or model.base`;
+    `a training step at ${sizeKey} [${s.height}, ${s.width}], training.batch_size ${s.batch}, model.name ${cfg.model.name} ` +
+    `needs about ${gib(need)}, over ${limit.what}: ${advice}, or lower ${sizeKey}${cfg.training.augmentations.crop ? '' : ' (or add a crop)'} or ${widthKey(cfg)}`;
   if (backend === 'wasm') throw new UserError(msg);
   warn(`warning: ${msg}`);
   return need;
@@ -131,8 +123,8 @@ export function checkInferMemory(cfg: Config, backend: string, batch: number, wh
   const limit = memoryLimit(backend);
   if (backend === 'wasm' && need > limit.bytes) {
     throw new UserError(
-      `${what} at data.size [${cfg.data.size.join(', ')}] x evaluation.scales ${scale}, batch ${batch}, model.base ${cfg.model.base} ` +
-        `needs about ${gib(need)}, over ${limit.what}: lower data.size, evaluation.scales or model.base`,
+      `${what} at data.size [${cfg.data.size.join(', ')}] x evaluation.scales ${scale}, batch ${batch}, model.name ${cfg.model.name} ` +
+        `needs about ${gib(need)}, over ${limit.what}: lower data.size, evaluation.scales or ${widthKey(cfg)}`,
     );
   }
   return need;

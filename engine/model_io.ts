@@ -1,6 +1,6 @@
 // Building a model from the config and loading a checkpoint's weights into it.
 import * as tf from '@tensorflow/tfjs';
-import { getModel } from '../models';
+import { getModel } from '../models/registry';
 import { Config } from '../utils/config';
 import { UserError } from '../utils/errors';
 import path from 'node:path';

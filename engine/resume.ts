@@ -126,7 +126,7 @@ const fixtures = () => import('../test/fixtures/datasets');
 export const selfTest: SelfTest = {
   async '--resume without last/ says to start without it; weights load into a fresh state'() {
     const { fixtureConfig, tmpDir } = await fixtures();
-    const { getModel } = await import('../models');
+    const { getModel } = await import('../models/registry');
     const { createOptimizer } = await import('../utils/optimizers');
     const { saveCheckpoint } = await import('./checkpoint/store');
     const { runDirs } = await import('./run_dirs');

@@ -60,7 +60,7 @@ export const selfTest: SelfTest = {
   async 'last/ and best/ hold the run state at the time of saving; a repeat save is skipped'() {
     const fs = await import('node:fs');
     const { fixtureConfig, tmpDir } = await import('../test/fixtures/datasets');
-    const { getModel } = await import('../models');
+    const { getModel } = await import('../models/registry');
     const { createOptimizer } = await import('../utils/optimizers');
     const { loadCheckpoint } = await import('./checkpoint/store');
     const { runDirs } = await import('./run_dirs');

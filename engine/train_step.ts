@@ -6,7 +6,7 @@ import type { LossFn } from '../utils/losses';
 import type { StagedGradients, TrainOptimizer } from '../utils/optimizers';
 import { checkDevice } from '../backends/webgpu_errors';
 import assert from 'node:assert/strict';
-import { getModel } from '../models';
+import { getModel } from '../models/registry';
 import { initBackend } from '../backends';
 import { parseConfig } from '../utils/config';
 import { buildLoss } from '../utils/losses';

@@ -7,7 +7,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { listSplit, PairRef } from '../loaders/registry';
 import { Batch, BatchLoader } from '../pipeline/batcher';
-import { getModel } from '../models';
+import { getModel } from '../models/registry';
 import { Config, dumpConfig } from '../utils/config';
 import { guardFsSync, isAllocationFailure, UserError } from '../utils/errors';
 import { buildLoss } from '../utils/losses';
@@ -23,7 +23,7 @@ import { refuseOverwrite, startState } from './resume';
 import { RunCheckpoints } from './run_checkpoints';
 import { RunDirs, runDirs } from './run_dirs';
 import { StopConditions } from './stop';
-import { trainShape, trainStepBytes, gib, memoryLimit } from './memory';
+import { trainShape, trainStepBytes, gib, memoryLimit, widthKey } from './memory';
 import { preflightTrain } from './preflight';
 import { makeTrainStep, TrainStep } from './train_step';
 import { improves, metricValue, validate } from './validation';
@@ -255,8 +255,8 @@ async function stepOrExplain(run: Run, batch: Batch): Promise<number> {
     const sizeKey = cfg.training.augmentations.crop ? 'training.augmentations.crop.size' : 'data.size';
     const cause = ((err as Error).message ?? String(err)).split('\n')[0].slice(0, 100);
     throw new UserError(
-      `out of memory in training step ${run.meta.step + 1} (${cause}) at ${sizeKey} [${s.height}, ${s.width}], training.batch_size ${s.batch}, model.base ${cfg.model.base} ` +
-        `(estimated ${gib(trainStepBytes(cfg, s))} of ${memoryLimit(tf.getBackend()).what}): lower training.batch_size, ${sizeKey} or model.base; ${run.dirs.last} keeps the last save`,
+      `out of memory in training step ${run.meta.step + 1} (${cause}) at ${sizeKey} [${s.height}, ${s.width}], training.batch_size ${s.batch}, model.name ${cfg.model.name} ` +
+        `(estimated ${gib(trainStepBytes(cfg, s))} of ${memoryLimit(tf.getBackend()).what}): lower training.batch_size, ${sizeKey} or ${widthKey(cfg)}; ${run.dirs.last} keeps the last save`,
     );
   }
 }

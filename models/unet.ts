@@ -3,8 +3,13 @@
 // level, as in ../shared/bench/torch_unet.py, so speed comparisons are fair.
 import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
+import { z } from 'zod';
 import { runIfMain, SelfTest } from '../utils/self_test';
-import { DoubleConv, Down, OutConv, Up, UpMode } from './unet_parts';
+import { portableBatchNorm } from './layers/batch_norm';
+import { DoubleConv, Down, OutConv, Up, UpMode } from './layers/unet_parts';
+import { portableCropToMatch } from './layers/upsample';
+import { modelChecks } from './model_checks';
+import { registerModel } from './registry';
 
 export interface UNetOptions {
   inChannels: number;
@@ -50,7 +55,52 @@ export function buildUNet(o: UNetOptions): tf.LayersModel {
   return tf.model({ inputs: input, outputs: logits, name: 'unet' });
 }
 
+/** Floats of every layer output of one forward pass for one sample (the input included). */
+export function unetActivationFloats(o: Pick<UNetOptions, 'inChannels' | 'outChannels' | 'base' | 'depth' | 'upMode' | 'batchNorm'>, height: number, width: number): number {
+  const ch = levelWidths(o.base, o.depth);
+  // 'same' pooling rounds up, so level i is ceil(size / 2^i).
+  const px = (i: number) => Math.ceil(height / 2 ** i) * Math.ceil(width / 2 ** i);
+  const perConv = o.batchNorm ? 3 : 2; // conv, batch norm, ReLU outputs
+  const doubleConv = (i: number) => 2 * perConv * ch[i] * px(i);
+  let n = o.inChannels * px(0) + doubleConv(0);
+  for (let i = 1; i <= o.depth; i++) n += ch[i - 1] * px(i) + doubleConv(i); // pool + convs
+  for (let i = o.depth - 1; i >= 0; i--) {
+    // the x2 map (upsampled or transposed conv) at its uncropped size, its crop, the concat, the convs
+    const up = Math.ceil(height / 2 ** (i + 1)) * 2 * Math.ceil(width / 2 ** (i + 1)) * 2;
+    n += ch[i + 1] * up + ch[i + 1] * px(i) + (ch[i] + ch[i + 1]) * px(i) + doubleConv(i);
+  }
+  return n + o.outChannels * px(0); // the logits
+}
+
+const Options = z
+  .object({
+    base: z.number().finite().int().positive().default(16),
+    depth: z.number().finite().int().min(1).max(6).default(4),
+    up_mode: z.enum(['nearest', 'bilinear', 'transpose']).default('nearest'),
+    batch_norm: z.boolean().default(true),
+  })
+  .strict();
+
+const unetOptions = (o: z.infer<typeof Options>) => ({ base: o.base, depth: o.depth, upMode: o.up_mode, batchNorm: o.batch_norm });
+
+export const unet = registerModel({
+  name: 'unet',
+  summary: 'U-Net (Ronneberger 2015): the default for medical and binary masks; full-resolution skips',
+  options: Options,
+  widthKey: 'model.base',
+  build: (o, io) => buildUNet({ ...unetOptions(o), ...io }),
+  paramCount: (o, io) => unetParamCount({ ...unetOptions(o), ...io }),
+  activationFloats: (o, io, h, w) => unetActivationFloats({ ...unetOptions(o), ...io }, h, w),
+  portable: { FastBatchNorm: portableBatchNorm, CropToMatch: portableCropToMatch },
+});
+
 export const selfTest: SelfTest = {
+  ...modelChecks(unet, {
+    small: { base: 4, depth: 2 },
+    // torch_unet.py --base 16 --depth 4 --classes 1 reports 1,226,305 parameters (BN
+    // weight+bias counted; running stats are buffers there, non-trainable weights here).
+    torch: { options: { base: 16, depth: 4 }, io: { inChannels: 3, outChannels: 1, seed: 0 }, params: 1_226_305 },
+  }),
   'output has the input size for 64, 96 and 100 pixels'() {
     const m = buildUNet({ inChannels: 3, outChannels: 2, base: 8, depth: 4, upMode: 'nearest', batchNorm: true });
     for (const s of [64, 96, 100]) {
@@ -73,15 +123,6 @@ export const selfTest: SelfTest = {
       assert.equal(m.getLayer(`dec${i}_relu2`).outputShape[3], widths[i], `dec${i}`);
     }
     assert.equal(m.getLayer('head').outputShape[3], 1);
-    m.dispose();
-  },
-  'parameter count matches the PyTorch reference U-Net'() {
-    // torch_unet.py --base 16 --depth 4 --classes 1 reports 1,226,305 parameters (BN
-    // weight+bias counted; running stats are buffers there, non-trainable weights here).
-    const m = buildUNet({ inChannels: 3, outChannels: 1, base: 16, depth: 4, upMode: 'nearest', batchNorm: true });
-    const trainable = m.trainableWeights.reduce((s, w) => s + (w.shape as number[]).reduce((a, b) => a * b, 1), 0);
-    assert.equal(trainable, 1_226_305);
-    assert.equal(unetParamCount({ inChannels: 3, outChannels: 1, base: 16, depth: 4, upMode: 'nearest' }), trainable);
     m.dispose();
   },
   'the same seed gives the same initial weights, another seed others'() {

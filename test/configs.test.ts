@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { loadConfig } from '../utils/config';
-import { registeredModels } from '../models';
+import { registeredModels } from '../models/registry';
 import { registeredDatasets } from '../loaders/registry';
 
 const dir = path.resolve(__dirname, '..', '..', 'configs');

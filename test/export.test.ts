@@ -17,7 +17,8 @@ import { loadCheckpoint } from '../engine/checkpoint/store';
 import { predictMask } from '../engine/predictor';
 import { listSplit } from '../loaders/registry';
 import { storedForOrientation } from '../pipeline/decode';
-import { CUSTOM_LAYERS, exportModel, ExportMetadata } from '../deploy/export_model';
+import { exportModel, ExportMetadata } from '../deploy/export_model';
+import { isProjectLayer } from '../models/layers/custom_layers';
 import { fileLoadHandler } from '../deploy/model_files';
 import { Config } from '../utils/config';
 import { fixtureConfig, tmpDir } from './fixtures/datasets';
@@ -67,7 +68,7 @@ describe('export', () => {
   test('tf.loadLayersModel loads the export with stock layers only; outputs equal the project model', async () => {
     const loaded = await tf.loadLayersModel(fileLoadHandler(path.join(out, 'model.json')));
     const classes = loaded.layers.map((l) => l.getClassName());
-    for (const c of CUSTOM_LAYERS) assert.ok(!classes.includes(c), `${c} in the exported topology`);
+    for (const c of classes) assert.ok(!isProjectLayer(c), `${c} in the exported topology`);
     const meta = loaded.getUserDefinedMetadata() as unknown as ExportMetadata;
     assert.deepEqual(meta.input.size, cfg.data.size);
     assert.deepEqual(meta.input.mean, cfg.data.mean);

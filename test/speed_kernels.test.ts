@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
-import { compareWithTfjs } from '../models/batch_norm';
+import { compareWithTfjs } from '../models/layers/batch_norm';
 import { onBackend, registerWasmGradKernels } from '../backends/wasm_kernels';
 
 const TOL = 1e-4;
@@ -21,7 +21,7 @@ test('FastBatchNorm matches tf.layers.batchNormalization on cpu and wasm', async
 });
 
 test('FastBatchNorm inference (wasm: one depthwise affine) matches the tfjs layer with trained statistics', async () => {
-  const { fastBatchNorm } = await import('../models/batch_norm');
+  const { fastBatchNorm } = await import('../models/layers/batch_norm');
   const { seededValues } = await import('../utils/rng');
   for (const backend of ['cpu', 'wasm']) {
     await onBackend(backend, () => {
@@ -50,10 +50,10 @@ test('FastBatchNorm inference (wasm: one depthwise affine) matches the tfjs laye
 
 test('U-Net training step gives the same loss with FastBatchNorm as with tfjs batch norm', async () => {
   // Swaps FastBatchNorm's training call for the base class's one on the same model.
-  const { getModel } = await import('../models');
+  const { getModel } = await import('../models/registry');
   const { parseConfig } = await import('../utils/config');
   const { buildLoss } = await import('../utils/losses');
-  const { FastBatchNorm } = await import('../models/batch_norm');
+  const { FastBatchNorm } = await import('../models/layers/batch_norm');
   registerWasmGradKernels();
   await onBackend('wasm', () => {
     const cfg = parseConfig({ model: { base: 4, depth: 2 }, data: { size: [16, 16] } });
@@ -101,7 +101,7 @@ function trainDigest(threads: number): { threads: number; digest: string } {
     const tf = require('@tensorflow/tfjs');
     const { initBackend } = require(${mod('backends/index')});
     const { wasmThreads } = require(${mod('backends/wasm_threads')});
-    const { getModel } = require(${mod('models/index')});
+    const { getModel } = require(${mod('models/registry')});
     const { parseConfig } = require(${mod('utils/config')});
     const { buildLoss } = require(${mod('utils/losses')});
     const { createOptimizer } = require(${mod('utils/optimizers')});

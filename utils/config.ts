@@ -36,18 +36,19 @@ const AugmentationsSchema = z
   })
   .strict();
 
+// The keys every model has; the chosen model's own keys (models/<name>.ts `options`)
+// are checked against its schema in parseConfig, so a typo is named as for any key.
 const ModelSchema = z
   .object({
     name: z.string().default('unet'),
     in_channels: z.number().finite().int().positive().default(3),
-    base: z.number().finite().int().positive().default(16),
-    depth: z.number().finite().int().min(1).max(6).default(4),
-    up_mode: z.enum(['nearest', 'bilinear', 'transpose']).default('nearest'),
-    batch_norm: z.boolean().default(true),
     // 'auto': 1 sigmoid output for two classes, else one softmax output per class.
     out_channels: z.union([z.literal('auto'), z.number().finite().int().positive()]).default('auto'),
+    // Start from these weights where layer names and shapes match (a checkpoint folder or
+    // an exported model.json), e.g. an encoder trained elsewhere.
+    encoder_weights: z.string().nullable().default(null),
   })
-  .strict();
+  .passthrough();
 
 const SyntheticSchema = z
   .object({
@@ -269,7 +270,25 @@ export function applySet(obj: Record<string, any>, assignment: string): void {
 export function parseConfig(raw: unknown, source = 'config'): Config {
   const res = ConfigSchema.safeParse(raw ?? {});
   if (!res.success) throw new UserError(formatIssues(source, raw, res.error.issues));
-  return res.data;
+  const cfg = res.data;
+  // The chosen model's own keys, by its schema; required here, not imported, as models/ imports this file.
+  const { getModelDefinition, COMMON_MODEL_KEYS } = require('../models/registry') as typeof import('../models/registry');
+  const common: Record<string, unknown> = {};
+  const own: Record<string, unknown> = { ...cfg.model };
+  for (const k of COMMON_MODEL_KEYS) {
+    common[k] = own[k];
+    delete own[k];
+  }
+  let def;
+  try {
+    def = getModelDefinition(cfg.model.name);
+  } catch (err) {
+    throw new UserError(`${source}: key 'model.name' has ${show(cfg.model.name)}; ${(err as Error).message.replace(/^model\.name '[^']*' /, '')}`);
+  }
+  const opts = def.options.strict().safeParse(own);
+  if (!opts.success) throw new UserError(formatIssues(source, raw, opts.error.issues.map((i) => ({ ...i, path: ['model', ...i.path] }))));
+  cfg.model = { ...common, ...opts.data } as Config['model'];
+  return cfg;
 }
 
 /** Reads a YAML config, applies `--set` overrides, validates; errors are UserErrors. */

@@ -9,9 +9,10 @@
 import * as tf from '@tensorflow/tfjs';
 import type { BatchNormalization } from '@tensorflow/tfjs-layers/dist/layers/normalization';
 import assert from 'node:assert/strict';
-import { runIfMain, SelfTest } from '../utils/self_test';
-import { seededValues } from '../utils/rng';
-import { batchNormGradOp, batchNormTrainOp, movingAverageOp } from '../backends/webgpu_kernels';
+import { runIfMain, SelfTest } from '../../utils/self_test';
+import { registerLayerClass } from './custom_layers';
+import { seededValues } from '../../utils/rng';
+import { batchNormGradOp, batchNormTrainOp, movingAverageOp } from '../../backends/webgpu_kernels';
 
 type BNArgs = NonNullable<Parameters<typeof tf.layers.batchNormalization>[0]>;
 // The class itself is not exported by @tensorflow/tfjs; take it from an instance.
@@ -163,7 +164,13 @@ export class FastBatchNorm extends BatchNormBase {
     });
   }
 }
-tf.serialization.registerClass(FastBatchNorm as unknown as tf.serialization.SerializableConstructor<tf.serialization.Serializable>);
+registerLayerClass(FastBatchNorm);
+
+/** For export: stock BatchNormalization has the same config and weights. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export function portableBatchNorm(layer: any): void {
+  layer.class_name = 'BatchNormalization';
+}
 
 export function fastBatchNorm(args: BNArgs): FastBatchNorm {
   return new FastBatchNorm(args);

@@ -5,8 +5,8 @@
 // stride 1 (as DeepLab's ASPP uses it).
 import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
-import { runIfMain, SelfTest } from '../utils/self_test';
-import { seededValues } from '../utils/rng';
+import { runIfMain, SelfTest } from '../../utils/self_test';
+import { seededValues } from '../../utils/rng';
 
 /**
  * Paddings and crops for spaceToBatchND/batchToSpaceND by `rate` on `size` with the
@@ -58,7 +58,7 @@ const CASES: Array<[number, number, number, number, number, number, number]> = [
 
 export const selfTest: SelfTest = {
   async 'equals the dilated tf.conv2d; its gradients are the exact adjoints, on cpu and wasm'() {
-    const { initBackend } = await import('../backends');
+    const { initBackend } = await import('../../backends');
     for (const backend of ['cpu', 'wasm'] as const) {
       await initBackend(backend);
       for (const [n, h, w, cin, cout, k, rate] of CASES) {

@@ -4,22 +4,13 @@
 // names are stable across builds (checkpoints match weights by name).
 import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
-import { runIfMain, SelfTest } from '../utils/self_test';
+import { runIfMain, SelfTest } from '../../utils/self_test';
 import { fastBatchNorm } from './batch_norm';
+import { CropToMatch } from './upsample';
+import { heInit as init } from './init';
 
 type T = tf.SymbolicTensor;
 export type UpMode = 'nearest' | 'bilinear' | 'transpose';
-
-/**
- * Seeded He-normal initialisation: the same training.seed gives the same initial
- * weights, so runs are reproducible. The layer name is hashed into the seed so that
- * each layer draws different values.
- */
-function init(name: string, seed: number) {
-  let h = seed ^ 0x9e3779b9;
-  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193);
-  return tf.initializers.heNormal({ seed: (h >>> 0) % 2147483647 });
-}
 
 /** (3x3 conv 'same' -> batch norm -> ReLU) x 2; spatial size is kept (padded convs). */
 export function DoubleConv(x: T, filters: number, name: string, batchNorm = true, seed = 0): T {
@@ -42,26 +33,6 @@ export function Down(x: T, filters: number, name: string, batchNorm = true, seed
   x = tf.layers.maxPooling2d({ poolSize: 2, strides: 2, padding: 'same', name: `${name}_pool` }).apply(x) as T;
   return DoubleConv(x, filters, name, batchNorm, seed);
 }
-
-/**
- * Cuts the upsampled tensor to the skip tensor's height and width. Needed when the
- * input size is not divisible by 2^depth: pooling rounded up, so x2 upsampling
- * can be one pixel larger than the skip.
- */
-export class CropToMatch extends tf.layers.Layer {
-  static className = 'CropToMatch';
-  computeOutputShape(shapes: tf.Shape[]): tf.Shape {
-    const [up, skip] = shapes as tf.Shape[];
-    return [up[0], skip[1], skip[2], up[3]];
-  }
-  call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
-    const [up, skip] = inputs as tf.Tensor4D[];
-    const [, h, w] = skip.shape;
-    if (up.shape[1] === h && up.shape[2] === w) return up.clone();
-    return tf.slice(up, [0, 0, 0, 0], [-1, h, w, -1]);
-  }
-}
-tf.serialization.registerClass(CropToMatch);
 
 /** x2 upsampling (nearest by default), crop to the skip, concat [skip, up], DoubleConv. */
 export function Up(x: T, skip: T, filters: number, name: string, mode: UpMode = 'nearest', batchNorm = true, seed = 0): T {

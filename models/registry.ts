@@ -1,0 +1,160 @@
+// Models by name, the twin of loaders/registry.ts. A model is declared once, in
+// models/<name>.ts, as a ModelDefinition: its own options (a zod schema for the keys of
+// the `model:` section), how to build it, its parameter count and activation memory
+// (for the checks before the first step) and the stock tfjs stand-ins for its own layer
+// classes (for export). `model.name: X` loads models/X.ts on first use, so a new model
+// needs no list or switch edited anywhere else.
+import * as tf from '@tensorflow/tfjs';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+import type { Config } from '../utils/config';
+import { UserError } from '../utils/errors';
+import { runIfMain, SelfTest } from '../utils/self_test';
+
+/** What every model gets besides its own options. */
+export interface ModelIO {
+  inChannels: number;
+  /** Logit channels: 1 (sigmoid) for binary, else one per class. */
+  outChannels: number;
+  /** Seeds the weight initialisation (training.seed). */
+  seed: number;
+}
+
+/**
+ * Rewrites one layer of a model's JSON topology, built at a fixed input size, into stock
+ * tfjs layers (class_name, config, inbound_nodes); `built` is that layer in the fixed-size
+ * build, for shapes. Weights are matched by name afterwards, so keep the layer's name
+ * and its weights' names.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type PortableLayer = (layer: any, built: tf.layers.Layer) => void;
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export interface ModelDefinition<S extends z.ZodObject<any> = z.ZodObject<any>> {
+  name: string;
+  /** One line: what it is and what it is for (README table, `--help`). */
+  summary: string;
+  /** The model's own keys under `model:` with their defaults (beside the common ones). */
+  options: S;
+  /** The key that makes the model smaller, for memory advice (e.g. 'model.base'). */
+  widthKey: string;
+  build(o: z.infer<S>, io: ModelIO): tf.LayersModel;
+  /** Trainable parameters, counted from the definition (no weights allocated). */
+  paramCount(o: z.infer<S>, io: ModelIO): number;
+  /** Floats of every layer's output (the input included) in one forward pass of one h x w sample. */
+  activationFloats(o: z.infer<S>, io: ModelIO, height: number, width: number): number;
+  /** Stock stand-ins for the project's layer classes this model uses, by class name. */
+  portable: Record<string, PortableLayer>;
+}
+
+/** The `model:` keys every model has; the rest belong to the chosen model's schema. */
+export const COMMON_MODEL_KEYS = ['name', 'in_channels', 'out_channels', 'encoder_weights'] as const;
+
+const models = new Map<string, ModelDefinition>();
+// Files of this folder that are not models.
+const NOT_MODELS = new Set(['registry', 'model_checks']);
+const ext = path.extname(__filename); // .ts under tsx, .js compiled
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export function registerModel<S extends z.ZodObject<any>>(d: ModelDefinition<S>): ModelDefinition<S> {
+  models.set(d.name, d as unknown as ModelDefinition);
+  return d;
+}
+
+function fileOf(name: string): string | null {
+  if (!/^[a-z][a-z0-9_]*$/.test(name) || NOT_MODELS.has(name)) return null;
+  const f = path.join(__dirname, name + ext);
+  return fs.existsSync(f) ? f : null;
+}
+
+/** Names of the models in this folder (and any registered from elsewhere). */
+export function registeredModels(): string[] {
+  const files = fs.readdirSync(__dirname).filter((f) => f.endsWith(ext) && !f.endsWith('.d.ts')).map((f) => f.slice(0, -ext.length));
+  return [...new Set([...files.filter((n) => fileOf(n)), ...models.keys()])].sort();
+}
+
+export function getModelDefinition(name: string): ModelDefinition {
+  if (!models.has(name)) {
+    const file = fileOf(name);
+    if (file) require(file); // registers itself
+  }
+  const d = models.get(name);
+  if (!d) throw new UserError(`model.name '${name}' is not a registered model; registered: ${registeredModels().join(', ')}`);
+  return d;
+}
+
+/** The model-specific part of a validated config's `model:` section (defaults filled by parseConfig). */
+export function modelOptions(cfg: Config): Record<string, unknown> {
+  const rest: Record<string, unknown> = { ...cfg.model };
+  for (const k of COMMON_MODEL_KEYS) delete rest[k];
+  return rest;
+}
+
+export function modelIO(cfg: Config): ModelIO {
+  const o = cfg.model.out_channels;
+  return { inChannels: cfg.model.in_channels, outChannels: o !== 'auto' ? o : cfg.data.num_classes === 2 ? 1 : cfg.data.num_classes, seed: cfg.training.seed };
+}
+
+export function getModel(cfg: Config): tf.LayersModel {
+  const d = getModelDefinition(cfg.model.name);
+  return d.build(d.options.parse(modelOptions(cfg)), modelIO(cfg));
+}
+
+/** Trainable parameters of the configured model, without building it. */
+export function configParamCount(cfg: Config): number {
+  const d = getModelDefinition(cfg.model.name);
+  return d.paramCount(d.options.parse(modelOptions(cfg)), modelIO(cfg));
+}
+
+/** Activation floats of one forward pass of one sample of the configured model. */
+export function configActivationFloats(cfg: Config, height: number, width: number): number {
+  const d = getModelDefinition(cfg.model.name);
+  return d.activationFloats(d.options.parse(modelOptions(cfg)), modelIO(cfg), height, width);
+}
+
+/** Trainable parameters of a built model (what paramCount must equal). */
+export function countTrainable(m: tf.LayersModel): number {
+  return m.trainableWeights.reduce((s, w) => s + (w.shape as number[]).reduce((a, b) => a * b, 1), 0);
+}
+
+/**
+ * Floats of every layer's output for one sample at h x w, from a copy of `m` built at
+ * that fixed size: what activationFloats must match (self-tests).
+ */
+export async function tracedActivationFloats(m: tf.LayersModel, height: number, width: number): Promise<number> {
+  const topo = JSON.parse(JSON.stringify(m.toJSON(null, false)));
+  for (const l of topo.config.layers) {
+    if (l.class_name === 'InputLayer') l.config.batch_input_shape = [1, height, width, l.config.batch_input_shape[3]];
+  }
+  const fixed = await tf.models.modelFromJSON({ modelTopology: topo });
+  let n = 0;
+  for (const l of fixed.layers) {
+    const shapes = (Array.isArray((l.outputShape as unknown[])[0]) ? l.outputShape : [l.outputShape]) as number[][];
+    for (const s of shapes) n += s.slice(1).reduce((a, b) => a * b, 1);
+  }
+  fixed.dispose();
+  return n;
+}
+
+export const selfTest: SelfTest = {
+  'built-in models are found by file name'() {
+    const names = registeredModels();
+    assert.ok(names.includes('unet'), names.join(', '));
+    for (const n of names) assert.equal(getModelDefinition(n).name, n);
+  },
+  async 'builds unet by name with outputs from the config'() {
+    const { parseConfig } = await import('../utils/config');
+    const m = getModel(parseConfig({ model: { base: 4, depth: 2 }, data: { num_classes: 19 } }));
+    assert.equal(m.outputs[0].shape[3], 19);
+    m.dispose();
+  },
+  'unknown name lists the registered ones'() {
+    assert.throws(() => getModelDefinition('segformer'), (e: Error) => e instanceof UserError && /'segformer' is not a registered model; registered: .*unet/.test(e.message));
+    assert.throws(() => getModelDefinition('registry'), /is not a registered model/);
+    assert.throws(() => getModelDefinition('../unet'), /is not a registered model/);
+  },
+};
+
+runIfMain(module, selfTest);
