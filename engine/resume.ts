@@ -16,7 +16,7 @@ import type { Config } from '../utils/config';
 import { UserError } from '../utils/errors';
 import type { TrainOptimizer } from '../utils/optimizers';
 import { runIfMain, SelfTest } from '../utils/self_test';
-import { applyWeights, checkpointExists, CheckpointMeta, loadCheckpoint } from './checkpoint/store';
+import { applyMatchingWeights, applyWeights, checkpointExists, CheckpointMeta, loadCheckpoint } from './checkpoint/store';
 import { oldPath, whyIncomplete } from './checkpoint/atomic_dir';
 import { loadWeightsFrom } from './model_io';
 import type { RunDirs } from './run_dirs';
@@ -113,6 +113,17 @@ export async function startState(
     Object.assign(meta, shape, { config: cfg });
     return meta;
   }
+  const encoder = cfg.model.encoder_weights;
+  if (encoder) {
+    const r = applyMatchingWeights(model, (await loadWeightsFrom(encoder)).weights, encoder);
+    const layers = (names: string[]) => [...new Set(names.map((n) => n.split('/')[0]))];
+    const kept = layers(r.kept);
+    log(
+      `model.encoder_weights ${encoder}: loaded ${r.loaded} of ${model.weights.length} weights (${r.loadedValues} values); ` +
+        (kept.length ? `${kept.length} layers start from their initialisation (${kept.slice(0, 4).join(', ')}${kept.length > 4 ? ', ...' : ''})` : 'every layer loaded') +
+        (r.ignored ? `; ${r.ignored} weights of the source have no counterpart and were not used` : ''),
+    );
+  }
   const weights = opts.weights ?? cfg.checkpoint.weights;
   if (weights) {
     applyWeights(model, (await loadWeightsFrom(weights)).weights, weights);
@@ -144,6 +155,36 @@ export const selfTest: SelfTest = {
     assert.equal(meta.step, 0, 'weights only: the run starts at step 0');
     assert.deepEqual(model.weights[0].read().dataSync(), src.weights[0].read().dataSync());
     [model, src].forEach((m) => m.dispose());
+    opt.dispose();
+    fs.rmSync(dir, { recursive: true });
+  },
+  async 'model.encoder_weights loads the layers of the same name, keeps the rest, refuses another shape'() {
+    const { fixtureConfig, tmpDir } = await fixtures();
+    const { getModel } = await import('../models/registry');
+    const { createOptimizer } = await import('../utils/optimizers');
+    const { saveCheckpoint } = await import('./checkpoint/store');
+    const { runDirs } = await import('./run_dirs');
+    const dir = tmpDir('encw');
+    const base = fixtureConfig(dir);
+    // A depth-2 U-Net's weights into a depth-3 one: enc0-2, dec0-1 and the head match; enc3 and dec2 are new.
+    const srcCfg = { ...base, model: { ...base.model, base: 4, depth: 2 } };
+    const src = getModel(srcCfg);
+    await saveCheckpoint(path.join(dir, 'src'), src, null, freshMeta(srcCfg));
+    const cfg = { ...base, name: 'deeper', model: { ...base.model, base: 4, depth: 3, encoder_weights: path.join(dir, 'src') } };
+    const model = getModel(cfg);
+    const before = model.getLayer('enc3_conv1').getWeights()[0].dataSync().slice();
+    const opt = createOptimizer(cfg);
+    const lines: string[] = [];
+    await startState(cfg, model, opt, runDirs(cfg), {}, { stepsPerEpoch: 4, trainPairs: 16 }, (l) => lines.push(l));
+    assert.deepEqual(model.getLayer('enc1_conv2').getWeights()[0].dataSync(), src.getLayer('enc1_conv2').getWeights()[0].dataSync());
+    assert.deepEqual(model.getLayer('head').getWeights()[0].dataSync(), src.getLayer('head').getWeights()[0].dataSync());
+    assert.deepEqual(model.getLayer('enc3_conv1').getWeights()[0].dataSync(), before);
+    assert.match(lines[0], /^model\.encoder_weights .*src: loaded \d+ of \d+ weights \(\d+ values\); \d+ layers start from their initialisation \(enc3_conv1, /);
+    // Same names, other widths: refused, naming the weight and both shapes.
+    const wide = { ...cfg, model: { ...cfg.model, base: 8 } };
+    const m2 = getModel(wide);
+    await assert.rejects(startState(wide, m2, opt, runDirs(wide), {}, { stepsPerEpoch: 4, trainPairs: 16 }, () => {}), (e: Error) => e instanceof UserError && /weight 'enc0_conv1\/kernel' has shape \[3,3,3,4\] there but \[3,3,3,8\] in the model/.test(e.message));
+    [src, model, m2].forEach((m) => m.dispose());
     opt.dispose();
     fs.rmSync(dir, { recursive: true });
   },

@@ -234,6 +234,50 @@ export function applyWeights(model: tf.LayersModel, weights: NamedTensor[], sour
   }
 }
 
+export interface PartialLoad {
+  /** Model weights written from the source. */
+  loaded: number;
+  /** Parameters (values) in those weights. */
+  loadedValues: number;
+  /** Model weights the source has no weight for: they keep their initial values. */
+  kept: string[];
+  /** Source weights the model has no weight for. */
+  ignored: number;
+}
+
+/**
+ * Writes the source's weights into the model weights of the same name (pretrained
+ * encoders: model.encoder_weights); the others keep their values. A name in both with
+ * another shape is a UserError (nothing written): a silently skipped layer would train
+ * from scratch while the user believes it pretrained. No name in common is one too.
+ */
+export function applyMatchingWeights(model: tf.LayersModel, weights: NamedTensor[], source: string): PartialLoad {
+  const byName = new Map(weights.map((w) => [w.name, w]));
+  const matches: [tf.LayerVariable, NamedTensor][] = [];
+  const kept: string[] = [];
+  for (const v of model.weights) {
+    const w = byName.get(weightName(v));
+    if (!w) {
+      kept.push(weightName(v));
+      continue;
+    }
+    const shape = shapeOf(v);
+    if (w.shape.length !== shape.length || w.shape.some((d, i) => d !== shape[i]) || w.values.length !== numel(shape)) {
+      throw new UserError(`${source}: weight '${w.name}' has shape ${fmtShape(w.shape)} there but ${fmtShape(shape)} in the model; same names must have the same shapes (same encoder and widths)`);
+    }
+    matches.push([v, w]);
+  }
+  if (!matches.length) {
+    throw new UserError(`${source}: none of its ${weights.length} weights has the name of one of the model's ${model.weights.length} (e.g. '${weights[0]?.name}' vs '${kept[0]}'); weights load by layer name`);
+  }
+  for (const [v, w] of matches) {
+    const t = tf.tensor(w.values, shapeOf(v), v.dtype);
+    v.write(t);
+    t.dispose();
+  }
+  return { loaded: matches.length, loadedValues: matches.reduce((n, [, w]) => n + w.values.length, 0), kept, ignored: weights.length - matches.length };
+}
+
 // --- self test -------------------------------------------------------------
 
 function tinyModel(filters = 4): tf.LayersModel {

@@ -1,0 +1,70 @@
+// Encoders (backbones) shared by decoders, as segmentation_models.pytorch shares them:
+// DeepLabV3+ and FPN take `model.encoder: <name>`. A new encoder is one file in this
+// folder plus one line in ENCODERS below.
+import * as tf from '@tensorflow/tfjs';
+import assert from 'node:assert/strict';
+import { UserError } from '../../utils/errors';
+import { runIfMain, SelfTest } from '../../utils/self_test';
+
+export type T = tf.SymbolicTensor;
+
+export interface EncoderOptions {
+  /** 32: five stride-2 stages. 16: the last stage keeps stride 16 (no dilation). */
+  outputStride: 16 | 32;
+  /** Seeds the weight initialisation (training.seed). */
+  seed: number;
+  /** Prefix of every layer name, e.g. 'enc': names stay stable across builds. */
+  prefix: string;
+}
+
+/** Feature maps from fine to coarse, with their strides (2, 4, 8, 16, 32 or 16) and widths. */
+export interface Features {
+  maps: T[];
+  strides: number[];
+  channels: number[];
+}
+
+export interface EncoderDefinition {
+  name: string;
+  build(x: T, o: EncoderOptions): Features;
+  /** Widths of the five feature maps, without building. */
+  channels: number[];
+  /** Trainable parameters for this many input channels. */
+  paramCount(inChannels: number): number;
+  /** Floats of every layer output (the input excluded) for one h x w sample. */
+  activationFloats(inChannels: number, height: number, width: number, o: Pick<EncoderOptions, 'outputStride'>): number;
+}
+
+const ENCODERS: Record<string, () => EncoderDefinition> = {
+  resnet18: () => require('./resnet').resnet18,
+  resnet34: () => require('./resnet').resnet34,
+  mobilenet_v2: () => require('./mobilenet_v2').mobilenetV2,
+};
+
+export const ENCODER_NAMES = Object.keys(ENCODERS) as [string, ...string[]];
+
+export function getEncoder(name: string): EncoderDefinition {
+  const e = ENCODERS[name];
+  if (!e) throw new UserError(`model.encoder '${name}' is not an encoder; expected one of ${ENCODER_NAMES.join(', ')}`);
+  return e();
+}
+
+/** Spatial size of a map at `stride` for an input of `size` ('same' strides round up). */
+export const sizeAt = (size: number, stride: number) => Math.ceil(size / stride);
+
+export const selfTest: SelfTest = {
+  'every listed encoder builds maps at its strides with its widths'() {
+    for (const name of ENCODER_NAMES) {
+      const e = getEncoder(name);
+      for (const outputStride of [32, 16] as const) {
+        const f = e.build(tf.input({ shape: [37, 51, 3] }), { outputStride, seed: 0, prefix: `t_${name}_${outputStride}` });
+        assert.deepEqual(f.strides, [2, 4, 8, 16, outputStride], name);
+        assert.deepEqual(f.channels, e.channels, name);
+        f.maps.forEach((m, i) => assert.deepEqual(m.shape, [null, sizeAt(37, f.strides[i]), sizeAt(51, f.strides[i]), f.channels[i]], `${name} map ${i}`));
+      }
+    }
+    assert.throws(() => getEncoder('vgg16'), /model\.encoder 'vgg16' is not an encoder; expected one of resnet18, resnet34, mobilenet_v2/);
+  },
+};
+
+runIfMain(module, selfTest);

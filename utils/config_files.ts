@@ -1,0 +1,144 @@
+// Reading config files: one YAML file, refused in one line when it is not a config, and
+// composition as MMSegmentation's `_base_` does it: `extends: base.yaml` (or a list,
+// later ones winning) merges this file's keys over its bases, so a config per
+// architecture is a few lines over its dataset's config.
+import fs from 'node:fs';
+import path from 'node:path';
+import os from 'node:os';
+import yaml from 'js-yaml';
+import assert from 'node:assert/strict';
+import { UserError } from './errors';
+import { runIfMain, SelfTest } from './self_test';
+
+const CONFIG_MAX_BYTES = 1 << 20;
+const CONFIG_MAX_VALUES = 100_000;
+
+type Raw = Record<string, unknown>;
+
+/** Values in `v` counting every alias reference again, stopping once past `limit`. */
+export function valueCount(v: unknown, limit: number): number {
+  let n = 0;
+  const walk = (x: unknown): void => {
+    if (++n > limit || x === null || typeof x !== 'object') return;
+    for (const y of Array.isArray(x) ? x : Object.values(x as object)) {
+      walk(y);
+      if (n > limit) return;
+    }
+  };
+  walk(v);
+  return n;
+}
+
+/** One YAML file as a mapping, or a one-line UserError naming it. */
+function readYaml(file: string, via: string): Raw {
+  if (!fs.existsSync(file)) throw new UserError(`config file not found: ${file}${via}`);
+  const st = fs.statSync(file);
+  if (st.isDirectory()) throw new UserError(`--config ${file} is a folder; expected a YAML file such as configs/demo.yaml`);
+  if (st.size > CONFIG_MAX_BYTES) throw new UserError(`${file}: ${st.size} bytes is not a config (at most ${CONFIG_MAX_BYTES}; configs are a few KB)`);
+  let raw: unknown;
+  try {
+    raw = yaml.load(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    const msg = (err as Error).message.split('\n')[0];
+    throw new UserError(`${file}: not valid YAML: ${msg}`);
+  }
+  // An empty file (or comments only) is more likely a wrong or unsaved file than a wish
+  // for every default; `{}` asks for the defaults on purpose.
+  if (raw === null || raw === undefined) throw new UserError(`${file}: the config is empty; start from configs/demo.yaml, or write {} to train on every default`);
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw new UserError(`${file}: expected a mapping of sections at the top level`);
+  // YAML aliases share one object per reference, so a small file can stand for billions of
+  // values, which validation and messages would then walk (seen: 30 s, 2.3 GB, then a crash).
+  if (valueCount(raw, CONFIG_MAX_VALUES) > CONFIG_MAX_VALUES) {
+    throw new UserError(`${file}: expands to more than ${CONFIG_MAX_VALUES} values (nested YAML aliases?); a config has a few hundred`);
+  }
+  return raw as Raw;
+}
+
+const isMapping = (v: unknown): v is Raw => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/**
+ * `over` merged onto `base`: mappings key by key, anything else (lists included) replaced.
+ * A `model:` section naming another model replaces the base's whole section: the base's
+ * other model keys belong to the model it named.
+ */
+export function mergeConfigs(base: Raw, over: Raw, atRoot = true): Raw {
+  const out: Raw = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    const otherModel = atRoot && k === 'model' && isMapping(v) && isMapping(b) && v.name !== undefined && v.name !== b.name;
+    out[k] = isMapping(v) && isMapping(b) && !otherModel ? mergeConfigs(b, v, false) : v;
+  }
+  return out;
+}
+
+/** The config in `file` with the configs it extends merged under it (paths relative to the file). */
+export function readConfigFile(file: string, chain: string[] = []): Raw {
+  const abs = path.resolve(file);
+  if (chain.includes(abs)) throw new UserError(`${file}: extends itself through ${[...chain.slice(chain.indexOf(abs)), abs].map((f) => path.basename(f)).join(' -> ')}`);
+  const via = chain.length ? ` (extended by ${chain[chain.length - 1]})` : '';
+  const raw = readYaml(file, via);
+  const ext = raw.extends;
+  delete raw.extends;
+  if (ext === undefined) return raw;
+  const bases = typeof ext === 'string' ? [ext] : Array.isArray(ext) && ext.length && ext.every((e) => typeof e === 'string') ? (ext as string[]) : null;
+  if (!bases) throw new UserError(`${file}: key 'extends' has ${JSON.stringify(ext)}; expected a config file or a list of them`);
+  let merged: Raw = {};
+  for (const b of bases) merged = mergeConfigs(merged, readConfigFile(path.resolve(path.dirname(abs), b), [...chain, abs]));
+  const out = mergeConfigs(merged, raw);
+  if (valueCount(out, CONFIG_MAX_VALUES) > CONFIG_MAX_VALUES) throw new UserError(`${file}: with what it extends, more than ${CONFIG_MAX_VALUES} values; a config has a few hundred`);
+  return out;
+}
+
+export const selfTest: SelfTest = {
+  'extends merges sections key by key, lists replaced, later bases winning'() {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cfgx-'));
+    const w = (f: string, s: string) => fs.writeFileSync(path.join(dir, f), s);
+    w('base.yaml', 'name: base\nmodel: { name: unet, base: 16, depth: 4 }\ntraining: { epochs: 5, batch_size: 4, augmentations: { hflip: { p: 0.5 } } }\ndata: { size: [64, 64] }\n');
+    w('other.yaml', 'training: { epochs: 9 }\n');
+    fs.mkdirSync(path.join(dir, 'sub'));
+    w('sub/child.yaml', 'extends: [../base.yaml, ../other.yaml]\nname: child\nmodel: { depth: 3 }\ntraining: { batch_size: 2 }\ndata: { size: [32, 48] }\n');
+    const c = readConfigFile(path.join(dir, 'sub/child.yaml'));
+    assert.deepEqual(c, {
+      name: 'child',
+      model: { name: 'unet', base: 16, depth: 3 },
+      training: { epochs: 9, batch_size: 2, augmentations: { hflip: { p: 0.5 } } },
+      data: { size: [32, 48] },
+    });
+    w('arch.yaml', 'extends: base.yaml\nmodel: { name: fpn, encoder: resnet18 }\n');
+    assert.deepEqual(readConfigFile(path.join(dir, 'arch.yaml')).model, { name: 'fpn', encoder: 'resnet18' });
+    fs.rmSync(dir, { recursive: true });
+  },
+  'a missing base, a cycle and a bad extends value are one line naming the file'() {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cfgx-'));
+    const w = (f: string, s: string) => fs.writeFileSync(path.join(dir, f), s);
+    w('a.yaml', 'extends: b.yaml\n');
+    w('b.yaml', 'extends: [c.yaml]\n');
+    w('c.yaml', 'extends: a.yaml\n');
+    w('gone.yaml', 'extends: nowhere.yaml\n');
+    w('num.yaml', 'extends: 3\n');
+    const one = (f: string, re: RegExp) =>
+      assert.throws(() => readConfigFile(path.join(dir, f)), (e: Error) => e instanceof UserError && re.test(e.message) && !e.message.includes('\n'));
+    one('a.yaml', /a\.yaml: extends itself through a\.yaml -> b\.yaml -> c\.yaml -> a\.yaml$/);
+    one('gone.yaml', /config file not found: .*nowhere\.yaml \(extended by .*gone\.yaml\)$/);
+    one('num.yaml', /num\.yaml: key 'extends' has 3; expected a config file or a list of them/);
+    fs.rmSync(dir, { recursive: true });
+  },
+  'a YAML alias bomb, a folder and a huge file are refused in one line, quickly'() {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'config-'));
+    const bomb = path.join(dir, 'bomb.yaml');
+    const levels = ['a: &a [x, x, x, x, x, x, x, x, x, x]'];
+    for (let i = 1; i < 9; i++) levels.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(10).fill('*' + String.fromCharCode(96 + i)).join(', ')}]`);
+    fs.writeFileSync(bomb, `data:\n  name: synthetic\n  extra:\n${levels.map((l) => '    ' + l).join('\n')}\n`);
+    const t0 = Date.now();
+    assert.throws(() => readConfigFile(bomb), /bomb\.yaml: expands to more than 100000 values \(nested YAML aliases\?\)/);
+    assert.ok(Date.now() - t0 < 2000, `took ${Date.now() - t0} ms`);
+    assert.throws(() => readConfigFile(dir), /--config .* is a folder; expected a YAML file/);
+    const big = path.join(dir, 'big.yaml');
+    fs.writeFileSync(big, `# ${'x'.repeat(2 << 20)}\n{}`);
+    assert.throws(() => readConfigFile(big), /bytes is not a config/);
+    assert.equal(valueCount({ a: [1, 2, { b: 3 }] }, 100), 6);
+    fs.rmSync(dir, { recursive: true });
+  },
+};
+
+runIfMain(module, selfTest);
