@@ -1,17 +1,23 @@
-// Training / inference / data throughput of the registry U-Net with the project's real
-// train step, loss and optimizer; optionally side by side with PyTorch on this machine.
+// Training / inference / data throughput of a registered model (U-Net by default) with the
+// project's real train step, loss and optimizer; optionally side by side with its PyTorch
+// twin on this machine.
 //   npm run bench -- --size 128 --batch 4 --base 16 --depth 4 --json [--torch] [--backend wasm|webgpu|...]
-//     [--steps 5] [--rounds 3] [--threads 2] [--data-images 64] [--no-data] [--profile]
+//     [--model NAME] [--opt key=value ...] [--steps 5] [--rounds 3] [--threads 2] [--data-images 64] [--no-data] [--profile]
+// --model picks the architecture; --opt sets its `model:` keys (--base and --depth are the
+// U-Nets'). The PyTorch side is ../shared/bench/torch_unet.py for the U-Net, else the
+// model's twin in bench/torch_models/.
 // --profile adds per-kernel ms and `_kernels` (kernels per train step / inference call).
 // Prints one JSON line (with --json) or a readable object. Machines are shared and
-// drift, so --torch runs ../shared/bench/torch_unet.py in the same invocation, in
+// drift, so --torch runs the PyTorch side in the same invocation, in
 // --rounds alternating with ours; each ratio is the median of the rounds' ratios.
 import * as tf from '@tensorflow/tfjs';
 import { spawnSync } from 'node:child_process';
 import yargs from 'yargs';
 import fs from 'node:fs';
 import path from 'node:path';
-import { getModel } from '../models/registry';
+import yaml from 'js-yaml';
+import { getModel, getModelDefinition } from '../models/registry';
+import { modelMacs } from './flops';
 import { parseConfig } from '../utils/config';
 import { buildLoss } from '../utils/losses';
 import { createOptimizer } from '../utils/optimizers';
@@ -40,6 +46,8 @@ export function parseArgs(argv: string[]) {
     .option('batch', { type: 'number', default: 4, coerce: positive('batch') })
     .option('base', { type: 'number', default: 16, coerce: positive('base') })
     .option('depth', { type: 'number', default: 4, coerce: positive('depth') })
+    .option('model', { type: 'string', default: 'unet', describe: 'a registered model (models/<name>.ts)' })
+    .option('opt', { type: 'string', array: true, default: [] as string[], describe: "the model's own options, key=value" })
     .option('steps', { type: 'number', default: 5, coerce: positive('steps') })
     .option('backend', { type: 'string', default: 'wasm', choices: ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'] })
     .option('threads', { type: 'number', describe: 'wasm threads (sets SEMSEG_WASM_THREADS)', coerce: positive('threads') })
@@ -68,11 +76,22 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)];
 }
 
-function runTorch(size: number, batch: number, base: number, depth: number, steps: number): { train: number; infer: number; engine: string } {
-  const script = torchScript();
-  if (!script) throw new UserError(`--torch: ${TORCH_SCRIPT} not found`);
-  const r = spawnSync('/usr/bin/python3', [script, '--size', String(size), '--batch', String(batch), '--base', String(base),
-    '--depth', String(depth), '--steps', String(steps), '--json'], { encoding: 'utf8' });
+const TWINS = path.resolve(__dirname, 'torch_models.py');
+
+/** The PyTorch command for this model: the shared U-Net reference, else the model's twin. */
+function torchCommand(model: string, opts: Record<string, unknown>, size: number, batch: number, base: number, depth: number, steps: number): string[] {
+  const common = ['--size', String(size), '--batch', String(batch), '--steps', String(steps), '--json'];
+  if (model === 'unet' && Object.keys(opts).length === 0) {
+    const script = torchScript();
+    if (!script) throw new UserError(`--torch: ${TORCH_SCRIPT} not found`);
+    return [script, '--base', String(base), '--depth', String(depth), ...common];
+  }
+  return [TWINS, model, ...Object.entries(opts).map(([k, v]) => `--opt=${k}=${Array.isArray(v) ? v.join(',') : v}`), ...common];
+}
+
+function runTorch(cmd: string[]): { train: number; infer: number; engine: string } {
+  const script = cmd[0];
+  const r = spawnSync('/usr/bin/python3', cmd, { encoding: 'utf8' });
   if (r.status !== 0) throw new UserError(`--torch: ${script} failed (install with apt-get install -y python3-torch): ${(r.stderr || r.error?.message || '').trim().split('\n').pop()}`);
   const line = r.stdout.trim().split('\n').pop() ?? '';
   const j = JSON.parse(line) as { train_images_per_s: number; infer_images_per_s: number; engine: string };
@@ -85,9 +104,18 @@ async function main(): Promise<void> {
   const backend = args.backend as BackendName;
   if (args.threads !== undefined) process.env.SEMSEG_WASM_THREADS = String(args.threads);
   const info = await initBackend(backend);
+  const opts = Object.fromEntries(args.opt.map((o) => {
+    const eq = o.indexOf('=');
+    if (eq <= 0) throw new UserError(`--opt '${o}': expected key=value`);
+    return [o.slice(0, eq), yaml.load(o.slice(eq + 1))];
+  }));
+  const def = getModelDefinition(args.model);
+  const unetLike = 'base' in def.options.shape && 'depth' in def.options.shape;
+  const modelKeys = { name: args.model, ...(unetLike ? { base, depth } : {}), ...opts };
+  const torchCmd = args.torch ? torchCommand(args.model, opts, size, batch, base, depth, steps) : [];
   const cfg = parseConfig({
     backend,
-    model: { base, depth },
+    model: modelKeys,
     data: { size: [size, size], num_classes: 2 },
     training: { batch_size: batch, optimizer: { name: 'adam', lr: 0.001 } },
   });
@@ -127,7 +155,7 @@ async function main(): Promise<void> {
     trainS.push(...tr);
     inferS.push(...inf);
     if (args.torch) {
-      const t = runTorch(size, batch, base, depth, steps);
+      const t = runTorch(torchCmd);
       torchRounds.push({ ...t, trainRatio: batch / median(tr) / t.train, inferRatio: batch / median(inf) / t.infer });
     }
   }
@@ -136,7 +164,8 @@ async function main(): Promise<void> {
   const out: Record<string, unknown> = {
     backend: info.name,
     threads: info.description.match(/(\d+) thread/)?.[1] ? Number(info.description.match(/(\d+) thread/)![1]) : undefined,
-    size, batch, base, depth, params,
+    model: args.model, options: unetLike ? { base, depth, ...opts } : opts, size, batch, params,
+    gflops_per_image: +((2 * (await modelMacs(model, size, size))) / 1e9).toFixed(3),
     train_images_per_s: +(batch / median(trainS)).toFixed(2),
     infer_images_per_s: +(batch / median(inferS)).toFixed(2),
   };
