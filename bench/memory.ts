@@ -1,7 +1,8 @@
 // Calibrates engine/memory.ts: runs two training steps per case, each case in its own
 // process (the wasm heap only grows, so its size after the steps is the high-water
 // mark), and prints measured heap and RSS beside the estimate.
-//   npx tsx bench/memory.ts 128x2x16x4 256x4x16x4 ...   (size x batch x base x depth)
+//   npx tsx bench/memory.ts 128x2x16x4 256x4x16x4 ...   (U-Net: size x batch x base x depth)
+//   npx tsx bench/memory.ts fpn@128x4 deeplabv3plus@160x2 ...   (another model at its defaults: size x batch)
 import { isMainModule } from '../utils/self_test';
 import * as tf from '@tensorflow/tfjs';
 import { spawnSync } from 'node:child_process';
@@ -15,9 +16,11 @@ import { initBackend } from '../backends';
 import { syntheticBatch } from './bench';
 
 async function one(spec: string): Promise<void> {
-  const [size, batch, base, depth] = spec.split('x').map(Number);
+  const [name, dims] = spec.includes('@') ? spec.split('@') : ['unet', spec];
+  const [size, batch, base, depth] = dims.split('x').map(Number);
   await initBackend('wasm');
-  const cfg = parseConfig({ model: { base, depth }, data: { size: [size, size] }, training: { batch_size: batch } });
+  const model_ = name === 'unet' ? { base, depth } : { name };
+  const cfg = parseConfig({ model: model_, data: { size: [size, size] }, training: { batch_size: batch } });
   const model = getModel(cfg);
   const step = makeTrainStep(model, buildLoss(cfg), createOptimizer(cfg));
   const b = syntheticBatch(batch, size);
