@@ -56,27 +56,35 @@ export function modelChecks<S extends z.ZodObject<any>>(def: ModelDefinition<S>,
       }
       m.dispose();
     },
-    [`${def.name}: the loss falls on a fixed batch and no tensor leaks`]() {
-      const before = tf.memory().numTensors;
-      const m = def.build(opts(cases.small), { inChannels: 3, outChannels: 1, seed: 3 });
-      // Noise drawn at 4x4 and upsampled: blobs of ~8 pixels, which models that predict at
-      // stride 8 and upsample can follow too (per-pixel noise they cannot).
-      const x = tf.tidy(() => tf.image.resizeBilinear(tf.randomNormal([2, 4, 4, 3], 0, 1, 'float32', 7) as tf.Tensor4D, [32, 32]));
-      // Foreground where the first channel is positive: learnable from the input.
-      const y = tf.tidy(() => tf.cast(tf.greater(x.slice([0, 0, 0, 0], [-1, -1, -1, 1]), 0), 'float32'));
-      const opt = tf.train.adam(1e-2);
-      const losses: number[] = [];
-      for (let i = 0; i < 15; i++) {
-        const loss = opt.minimize(() => tf.losses.sigmoidCrossEntropy(y, m.apply(x, { training: true }) as tf.Tensor) as tf.Scalar, true);
-        losses.push(loss!.dataSync()[0]);
-        loss!.dispose();
+    async [`${def.name}: the loss falls on a fixed batch on wasm and no tensor leaks`]() {
+      // On wasm, the backend models train on: the cpu backend takes minutes for a ResNet encoder.
+      const previous = tf.getBackend();
+      const { initBackend } = await import('../backends'); // on use: importing it makes wasm the default backend
+      await initBackend('wasm');
+      try {
+        const before = tf.memory().numTensors;
+        const m = def.build(opts(cases.small), { inChannels: 3, outChannels: 1, seed: 3 });
+        // Noise drawn at 4x4 and upsampled: blobs of ~8 pixels, which models that predict at
+        // stride 8 and upsample can follow too (per-pixel noise they cannot).
+        const x = tf.tidy(() => tf.image.resizeBilinear(tf.randomNormal([2, 4, 4, 3], 0, 1, 'float32', 7) as tf.Tensor4D, [32, 32]));
+        // Foreground where the first channel is positive: learnable from the input.
+        const y = tf.tidy(() => tf.cast(tf.greater(x.slice([0, 0, 0, 0], [-1, -1, -1, 1]), 0), 'float32'));
+        const opt = tf.train.adam(1e-2);
+        const losses: number[] = [];
+        for (let i = 0; i < 15; i++) {
+          const loss = opt.minimize(() => tf.losses.sigmoidCrossEntropy(y, m.apply(x, { training: true }) as tf.Tensor) as tf.Scalar, true);
+          losses.push(loss!.dataSync()[0]);
+          loss!.dispose();
+        }
+        assert.ok(losses.every(Number.isFinite), losses.join(' '));
+        assert.ok(losses[14] < 0.8 * losses[0], `loss ${losses[0]} -> ${losses[14]}`);
+        opt.dispose();
+        tf.dispose([x, y]);
+        m.dispose();
+        assert.equal(tf.memory().numTensors, before, 'tensors left after the model, batch and optimizer were disposed');
+      } finally {
+        await tf.setBackend(previous);
       }
-      assert.ok(losses.every(Number.isFinite), losses.join(' '));
-      assert.ok(losses[14] < 0.8 * losses[0], `loss ${losses[0]} -> ${losses[14]}`);
-      opt.dispose();
-      tf.dispose([x, y]);
-      m.dispose();
-      assert.equal(tf.memory().numTensors, before, 'tensors left after the model, batch and optimizer were disposed');
     },
   };
 }
