@@ -2,11 +2,13 @@
 // dilations > 1 has no gradient in tfjs 4.22, so the convolution runs as TensorFlow
 // lowers it: spaceToBatchND by the rate, a plain 'valid' convolution, batchToSpaceND.
 // All three have gradients on every backend this project trains on. 'same' padding,
-// stride 1 (as DeepLab's ASPP uses it).
+// stride 1 (as DeepLab's ASPP uses it). AtrousConv2D is the layer over it.
 import * as tf from '@tensorflow/tfjs';
+import type { Conv2D } from '@tensorflow/tfjs-layers/dist/layers/convolutional';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { seededValues } from '../../utils/rng';
+import { registerLayerClass } from './custom_layers';
 
 /**
  * Paddings and crops for spaceToBatchND/batchToSpaceND by `rate` on `size` with the
@@ -33,6 +35,57 @@ export function atrousConv2d(x: tf.Tensor4D, filter: tf.Tensor4D, rate: number):
     const y = tf.conv2d(s2b as tf.Tensor4D, filter, 1, 'valid');
     return tf.batchToSpaceND(y, [rate, rate], [ph.crop, pw.crop]) as tf.Tensor4D;
   });
+}
+
+type ConvArgs = Parameters<typeof tf.layers.conv2d>[0];
+// The class itself is not exported by @tensorflow/tfjs; take it from an instance.
+const Conv2DBase = Object.getPrototypeOf(tf.layers.conv2d({ filters: 1, kernelSize: 1 })).constructor as new (args: ConvArgs) => Conv2D;
+
+export interface AtrousConv2DArgs {
+  filters: number;
+  kernelSize: number;
+  dilationRate: number;
+  useBias?: boolean;
+  kernelInitializer?: ConvArgs['kernelInitializer'];
+  name?: string;
+}
+
+/**
+ * A stock Conv2D (stride 1, 'same', no activation; the same config and the weights
+ * `kernel` and `bias`) whose call runs atrousConv2d, so that it trains; stock Conv2D
+ * with dilation_rate > 1 computes the same forward pass but has no gradient.
+ */
+export class AtrousConv2D extends Conv2DBase {
+  static className = 'AtrousConv2D';
+  constructor(args: AtrousConv2DArgs & ConvArgs) {
+    // Deserialisation passes the full Conv2D config back; the checks below hold for it.
+    super({ ...args, strides: 1, padding: 'same' });
+    const c = this.getConfig();
+    const [rh, rw] = c.dilationRate as number[];
+    if (rh !== rw) throw new Error(`AtrousConv2D ${this.name}: dilationRate must be the same on both axes, got ${rh}, ${rw}`);
+    if (c.activation !== 'linear') throw new Error(`AtrousConv2D ${this.name}: no fused activation (use its own layer), got ${c.activation}`);
+    if (c.dataFormat !== 'channelsLast') throw new Error(`AtrousConv2D ${this.name}: channelsLast only`);
+  }
+  call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
+    return tf.tidy(() => {
+      const x = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor4D;
+      // The fields are protected in the typings; read as the base class's own call does.
+      const self = this as unknown as { kernel: tf.LayerVariable; bias: tf.LayerVariable | null; dilationRate: number[] };
+      const y = atrousConv2d(x, self.kernel.read() as tf.Tensor4D, self.dilationRate[0]);
+      return self.bias ? tf.add(y, self.bias.read()) : y;
+    });
+  }
+}
+registerLayerClass(AtrousConv2D);
+
+/** For export: stock Conv2D with dilation_rate computes the same inference output (same config and weight names). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export function portableAtrousConv2D(layer: any): void {
+  layer.class_name = 'Conv2D';
+}
+
+export function atrousConv2D(args: AtrousConv2DArgs): AtrousConv2D {
+  return new AtrousConv2D(args);
 }
 
 /** For tests: x, filter and an output gradient dy of seeded values. */
@@ -79,6 +132,37 @@ export const selfTest: SelfTest = {
         });
       }
     }
+  },
+  async 'AtrousConv2D equals the stock dilated Conv2D, trains, and its stock stand-in loads its weights by name'() {
+    const { x, filter } = atrousCase(2, 13, 11, 3, 4, 3);
+    const bias = tf.tensor1d(seededValues(4, 4));
+    const inp = tf.input({ shape: [null, null, 3], name: 'image' });
+    const out = atrousConv2D({ filters: 4, kernelSize: 3, dilationRate: 3, useBias: true, name: 't_atrous' }).apply(inp) as tf.SymbolicTensor;
+    const m = tf.model({ inputs: inp, outputs: out });
+    const layer = m.getLayer('t_atrous');
+    assert.deepEqual(layer.weights.map((w) => w.originalName), ['t_atrous/kernel', 't_atrous/bias']);
+    layer.setWeights([filter, bias]);
+    const ref = tf.add(tf.conv2d(x, filter, 1, 'same', 'NHWC', [3, 3]), bias);
+    const d = (a: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(tf.sub(a, ref))).dataSync()[0]);
+    const y = m.predict(x) as tf.Tensor;
+    assert.ok(d(y) <= 1e-4, `forward ${d(y)}`);
+    // Gradients reach both weights (stock Conv2D with dilation throws here).
+    const { grads } = tf.variableGrads(() => tf.sum(tf.square(m.apply(x) as tf.Tensor)) as tf.Scalar, layer.trainableWeights.map((w) => w.read() as tf.Variable));
+    assert.equal(Object.keys(grads).length, 2);
+    // Stand-in: the same topology with the stock class, weights matched by name.
+    const topo = JSON.parse(JSON.stringify(m.toJSON(null, false)));
+    for (const l of topo.config.layers) if (l.class_name === 'AtrousConv2D') portableAtrousConv2D(l);
+    const stock = await tf.models.modelFromJSON({ modelTopology: topo });
+    assert.equal(stock.getLayer('t_atrous').getClassName(), 'Conv2D');
+    assert.deepEqual(stock.getLayer('t_atrous').weights.map((w) => w.originalName), ['t_atrous/kernel', 't_atrous/bias']);
+    stock.getLayer('t_atrous').setWeights(layer.getWeights());
+    const ys = stock.predict(x) as tf.Tensor;
+    assert.ok(d(ys) <= 1e-4, `stand-in ${d(ys)}`);
+    // And the project class round-trips through its own JSON.
+    const again = await tf.models.modelFromJSON({ modelTopology: JSON.parse(JSON.stringify(m.toJSON(null, false))) });
+    assert.equal(again.getLayer('t_atrous').getClassName(), 'AtrousConv2D');
+    tf.dispose([x, filter, bias, ref, y, ys, ...Object.values(grads)]);
+    [m, stock, again].forEach((a) => a.dispose());
   },
   'paddings make the padded size a multiple of the rate'() {
     assert.deepEqual(atrousPadding(9, 3, 2), { pad: [2, 3], crop: [0, 1] });
