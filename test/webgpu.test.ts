@@ -19,8 +19,8 @@ import { initBackend } from '../backends';
 import { FilterCase, filterGradPair, relError } from '../backends/conv_grads';
 import { fastBatchNorm } from '../models/layers/batch_norm';
 import { atrousCase, atrousWithGrads } from '../models/layers/atrous';
-import { getModel } from '../models/registry';
-import { parseConfig } from '../utils/config';
+import { getModel, registeredModels } from '../models/registry';
+import { loadConfig, parseConfig } from '../utils/config';
 import { buildLoss } from '../utils/losses';
 import { createOptimizer } from '../utils/optimizers';
 import { makeTrainStep } from '../engine/train_step';
@@ -44,6 +44,7 @@ before(async () => {
   const probe = await probeAdapter({ allowSoftware: true });
   assert.ok(probe.ok, `${INSTALL}: ${probe.ok ? '' : probe.reason}`);
   await initBackend('cpu'); // the reference, with the project's fix of cpu's nearest-upsampling gradient
+  await initBackend('wasm'); // the yardstick of float rounding for whole architectures
   const info = await initBackend('webgpu');
   assert.equal(info.name, 'webgpu');
 });
@@ -134,12 +135,14 @@ describe('webgpu kernels against cpu', () => {
     }
   });
 
-  test('Conv2DBackpropFilter (im2col + matmul) at U-Net shapes, strides, padding, odd sizes', async () => {
+  test('Conv2DBackpropFilter (im2col + matmul) at U-Net and ResNet shapes, strides, padding, odd sizes', async () => {
     const cases: FilterCase[] = [
       { n: 2, h: 9, w: 7, cin: 3, cout: 4, k: 3, stride: 2, pad: 'same' },
       { n: 1, h: 16, w: 16, cin: 16, cout: 16, k: 3, stride: 1, pad: 'same' },
       { n: 3, h: 13, w: 11, cin: 4, cout: 3, k: 5, stride: 2, pad: 'valid' },
       { n: 2, h: 8, w: 8, cin: 32, cout: 2, k: 1, stride: 1, pad: 'same' },
+      { n: 2, h: 32, w: 30, cin: 3, cout: 16, k: 7, stride: 2, pad: 'same' }, // the ResNet stem
+      { n: 2, h: 8, w: 8, cin: 16, cout: 8, k: 1, stride: 2, pad: 'same' }, // ResNet's strided shortcut
     ];
     await tf.setBackend('webgpu');
     for (const c of cases) {
@@ -202,6 +205,47 @@ describe('one train step on webgpu against cpu', () => {
     for (const k of Object.keys(cpu.weights)) assert.ok(relError(gpu.weights[k], cpu.weights[k]) <= 1e-5, `weight ${k}: ${relError(gpu.weights[k], cpu.weights[k])}`);
     await tf.setBackend('webgpu');
   });
+});
+
+describe('every architecture on webgpu against cpu', () => {
+  // Each model's demo config at 32x32: the layers they add (depthwise convolutions and
+  // their gradients, atrous convolution, pyramid pooling, bilinear upsampling) on webgpu.
+  // Through 20+ batch-norm layers float rounding grows toward the input (to ~1e-2 at the
+  // stem, where BN sees 2x1x1 maps), so the bound is what wasm, another correct backend,
+  // differs from cpu by: a wrong kernel is off by far more.
+  const CONFIGS = [path.join(__dirname, '..', 'configs'), path.join(__dirname, '..', '..', 'configs')].find((d) => fs.existsSync(d))!;
+  for (const name of registeredModels().filter((n) => n !== 'unet')) {
+    test(`${name}: loss and every gradient of a training-mode forward pass, as close to cpu as wasm is`, async () => {
+      const base = loadConfig(path.join(CONFIGS, `demo_${name}.yaml`));
+      const cfg = parseConfig({ ...base, data: { ...base.data, size: [32, 32] }, training: { ...base.training, batch_size: 2 } });
+      const batch = syntheticBatch(2, 32);
+      const out: Record<string, { loss: number; grads: Record<string, Float32Array> }> = {};
+      for (const be of ['cpu', 'wasm', 'webgpu'] as const) {
+        await tf.setBackend(be);
+        const model = getModel(cfg);
+        // Dropout draws other masks on each backend: compare without it.
+        for (const l of model.layers) if (l.getClassName() === 'Dropout') (l as unknown as { rate: number }).rate = 0;
+        const lossFn = buildLoss(cfg);
+        const x = tf.tensor4d(batch.images, [2, 32, 32, 3]);
+        const y = tf.tensor3d(Int32Array.from(batch.masks), [2, 32, 32], 'int32');
+        const vars = model.trainableWeights.map((w) => w.read() as tf.Variable);
+        const { value, grads } = tf.variableGrads(() => lossFn(model.apply(x, { training: true }) as tf.Tensor4D, y), vars);
+        const g: Record<string, Float32Array> = {};
+        for (const w of model.trainableWeights) g[w.originalName] = Float32Array.from(await grads[(w.read() as tf.Variable).name].data());
+        out[be] = { loss: (await value.data())[0], grads: g };
+        tf.dispose([value, x, y, ...Object.values(grads)]);
+        model.dispose();
+      }
+      const [cpu, wasm, gpu] = [out.cpu, out.wasm, out.webgpu];
+      assert.ok(Math.abs(cpu.loss - gpu.loss) <= 1e-4 * Math.max(1, Math.abs(cpu.loss)), `loss ${gpu.loss} vs ${cpu.loss}`);
+      assert.deepEqual(Object.keys(gpu.grads).sort(), Object.keys(cpu.grads).sort());
+      for (const k of Object.keys(cpu.grads)) {
+        const [e, bound] = [relError(gpu.grads[k], cpu.grads[k]), Math.max(1e-3, 4 * relError(wasm.grads[k], cpu.grads[k]))];
+        assert.ok(e <= bound, `gradient ${k}: ${e} from cpu; wasm is ${relError(wasm.grads[k], cpu.grads[k])}`);
+      }
+      await tf.setBackend('webgpu');
+    });
+  }
 });
 
 describe('the commands on webgpu', () => {
