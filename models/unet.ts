@@ -9,7 +9,7 @@ import { portableBatchNorm } from './layers/batch_norm';
 import { DoubleConv, Down, OutConv, Up, UpMode } from './layers/unet_parts';
 import { portableCropToMatch } from './layers/upsample';
 import { modelChecks } from './model_checks';
-import { registerModel } from './registry';
+import { countTrainable, registerModel } from './registry';
 
 export interface UNetOptions {
   inChannels: number;
@@ -30,12 +30,13 @@ export function levelWidths(base: number, depth: number): number[] {
  * Trainable parameters of this U-Net, from its definition (as torch_unet.py counts them:
  * conv weights and biases, batch-norm gamma and beta); the memory estimate uses it too.
  */
-export function unetParamCount(o: Pick<UNetOptions, 'inChannels' | 'outChannels' | 'base' | 'depth' | 'upMode'>): number {
+export function unetParamCount(o: Pick<UNetOptions, 'inChannels' | 'outChannels' | 'base' | 'depth' | 'upMode' | 'batchNorm'>): number {
   const ch = levelWidths(o.base, o.depth);
-  const dc = (i: number, c: number) => 9 * i * c + 9 * c * c + 4 * c; // two 3x3 convs, each with bias, gamma, beta
+  // two 3x3 convs, each with gamma and beta (batch norm) or a bias (without)
+  const dc = (i: number, c: number) => 9 * i * c + 9 * c * c + (o.batchNorm ? 4 : 2) * c;
   let n = dc(o.inChannels, ch[0]);
   for (let i = 1; i <= o.depth; i++) n += dc(ch[i - 1], ch[i]);
-  for (let i = 0; i < o.depth; i++) n += dc(ch[i] + ch[i + 1], ch[i]) + (o.upMode === 'transpose' ? 4 * ch[i + 1] ** 2 : 0);
+  for (let i = 0; i < o.depth; i++) n += dc(ch[i] + ch[i + 1], ch[i]) + (o.upMode === 'transpose' ? 4 * ch[i + 1] ** 2 + ch[i + 1] : 0);
   return n + (ch[0] + 1) * o.outChannels;
 }
 
@@ -133,6 +134,16 @@ export const selfTest: SelfTest = {
     assert.notDeepEqual(k(a), k(c));
     assert.notDeepEqual(k(a).slice(0, 8), Array.from(a.getLayer('enc1_conv1').getWeights()[0].dataSync()).slice(0, 8));
     [a, b, c].forEach((m) => m.dispose());
+  },
+  'the parameter count holds for every up mode, with and without batch norm'() {
+    for (const upMode of ['nearest', 'bilinear', 'transpose'] as UpMode[]) {
+      for (const batchNorm of [true, false]) {
+        const o = { inChannels: 3, outChannels: 2, base: 4, depth: 3, upMode, batchNorm };
+        const m = buildUNet(o);
+        assert.equal(unetParamCount(o), countTrainable(m), `${upMode}, batch_norm ${batchNorm}`);
+        m.dispose();
+      }
+    }
   },
   'upsampling modes build and keep size'() {
     for (const upMode of ['bilinear', 'transpose'] as UpMode[]) {
