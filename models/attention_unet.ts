@@ -153,6 +153,7 @@ export const attentionUnet = registerModel({
   summary: 'Attention U-Net (Oktay 2018): U-Net whose skips pass additive attention gates; small or faint targets in clutter',
   options: Options,
   widthKey: 'model.base',
+  activationBytes: 15, // bench/memory.ts: engine/memory.ts's calibration table
   build: (o, io) => buildAttentionUNet({ ...attOptions(o), ...io }),
   paramCount: (o, io) => attentionUNetParamCount({ ...attOptions(o), ...io }),
   activationFloats: (o, io, h, w) => attentionUNetActivationFloats({ ...attOptions(o), ...io }, h, w),

@@ -125,6 +125,7 @@ export const deeplabv3plus = registerModel({
   summary: 'DeepLabV3+ (Chen 2018) over MobileNetV2/ResNet: ASPP context plus a stride-4 decoder; scenes and objects at several scales',
   options: Options,
   widthKey: 'model.aspp_channels',
+  activationBytes: 17, // bench/memory.ts: engine/memory.ts's calibration table
   build: buildDeepLabV3Plus,
   paramCount: deeplabParamCount,
   activationFloats: deeplabActivationFloats,

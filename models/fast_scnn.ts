@@ -280,6 +280,7 @@ export const fastScnn = registerModel({
   summary: 'Fast-SCNN (Poudel 2019): real-time two-branch network for CPUs and browsers; 1.4M parameters, stride-8 output',
   options: Options,
   widthKey: 'model.width',
+  activationBytes: 17, // bench/memory.ts: engine/memory.ts's calibration table
   build: buildFastSCNN,
   paramCount: fastScnnParamCount,
   activationFloats: fastScnnActivationFloats,

@@ -120,6 +120,7 @@ export const fpn = registerModel({
   summary: 'FPN (Kirillov 2019, smp): pyramid decoder over a ResNet/MobileNet encoder; multi-scale scenes at stride-4 detail',
   options: Options,
   widthKey: 'model.pyramid_channels',
+  activationBytes: 18, // bench/memory.ts: engine/memory.ts's calibration table
   build: buildFPN,
   paramCount: fpnParamCount,
   activationFloats: fpnActivationFloats,

@@ -45,6 +45,11 @@ export interface ModelDefinition<S extends z.ZodObject<any> = z.ZodObject<any>> 
   paramCount(o: z.infer<S>, io: ModelIO): number;
   /** Floats of every layer's output (the input included) in one forward pass of one h x w sample. */
   activationFloats(o: z.infer<S>, io: ModelIO, height: number, width: number): number;
+  /**
+   * Wasm heap bytes per activation float in a training step (kept for the backward pass,
+   * gradients, the kernels' temporaries), measured with bench/memory.ts; default 16.
+   */
+  activationBytes?: number;
   /** Stock stand-ins for the project's layer classes this model uses, by class name. */
   portable: Record<string, PortableLayer>;
 }
@@ -106,6 +111,11 @@ export function getModel(cfg: Config): tf.LayersModel {
 export function configParamCount(cfg: Config): number {
   const d = getModelDefinition(cfg.model.name);
   return d.paramCount(d.options.parse(modelOptions(cfg)), modelIO(cfg));
+}
+
+/** Wasm heap bytes per activation float of a training step of the configured model. */
+export function configActivationBytes(cfg: Config): number {
+  return getModelDefinition(cfg.model.name).activationBytes ?? 16;
 }
 
 /** Activation floats of one forward pass of one sample of the configured model. */

@@ -89,6 +89,7 @@ export const unet = registerModel({
   summary: 'U-Net (Ronneberger 2015): the default for medical and binary masks; full-resolution skips',
   options: Options,
   widthKey: 'model.base',
+  activationBytes: 13.6, // bench/memory.ts: engine/memory.ts's calibration table
   build: (o, io) => buildUNet({ ...unetOptions(o), ...io }),
   paramCount: (o, io) => unetParamCount({ ...unetOptions(o), ...io }),
   activationFloats: (o, io, h, w) => unetActivationFloats({ ...unetOptions(o), ...io }, h, w),
