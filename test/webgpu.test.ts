@@ -105,7 +105,7 @@ describe('webgpu kernels against cpu', () => {
     }
   });
 
-  test('atrous convolution (spaceToBatchND, conv, batchToSpaceND) and its gradients', async () => {
+  test('atrous convolution (shifted taps, one 1x1 convolution) and its gradients', async () => {
     for (const [n, h, w, cin, cout, k, rate] of [[1, 9, 7, 3, 4, 3, 2], [2, 13, 11, 2, 3, 3, 3], [3, 8, 8, 4, 2, 3, 6]]) {
       const run = () => {
         const { x, filter, dy } = atrousCase(n, h, w, cin, cout, k);
