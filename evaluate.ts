@@ -1,16 +1,12 @@
 #!/usr/bin/env node
-// `npx evaluate --config C [--checkpoint DIR] [--split val|test]`: metrics of a checkpoint on a split.
+// `npx evaluate --config C [--checkpoint DIR] [--split val|test]`: metrics of a checkpoint on a split (api/evaluate.ts).
 import path from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { listSplit } from './loaders/registry';
-import { commonOptions, setup } from './utils/cli';
+import { BackendName } from './backends';
+import { commonOptions } from './utils/cli';
 import { runCli } from './utils/errors';
-import { History } from './engine/history';
-import { defaultCheckpoint, loadModel, useTrainedSize } from './engine/model_io';
-import { evalDir, runDirs } from './engine/run_dirs';
-import { checkResultsFolder, writeResults } from './engine/results';
-import { preflightInference } from './engine/preflight';
+import { evaluate } from './api';
 
 async function main(): Promise<void> {
   const args = await commonOptions(yargs(hideBin(process.argv)))
@@ -25,18 +21,10 @@ async function main(): Promise<void> {
     .option('overwrite', { type: 'boolean', default: false, describe: 'write into --output even where it holds other files' })
     .help()
     .parse();
-  const { cfg, backend } = await setup(args, { printConfig: false });
-  const checkpoint = args.checkpoint ?? defaultCheckpoint(cfg);
-  useTrainedSize(cfg, checkpoint);
-  preflightInference(cfg, { backend: backend.name, batch: cfg.training.batch_size, what: 'evaluation', threshold: args.threshold });
-  const split = args.split ?? cfg.data.val_split;
-  const model = await loadModel(cfg, checkpoint);
-  const pairs = await listSplit(cfg, split);
-  console.log(`evaluating ${checkpoint} on ${pairs.length} ${split} pairs of ${cfg.data.root}`);
-  const outDir = args.output ?? evalDir(cfg, split);
-  if (args.output) checkResultsFolder(outDir, args.overwrite);
-  const history = new History(runDirs(cfg).history).read();
-  const res = await writeResults(model, cfg, pairs, history, { threshold: args.threshold, split, outDir, backend: backend.description, postprocess: args.postprocess });
+  const res = await evaluate(args.config, {
+    set: args.set, backend: args.backend as BackendName | undefined, checkpoint: args.checkpoint, split: args.split,
+    threshold: args.threshold, postprocess: args.postprocess, output: args.output, overwrite: args.overwrite,
+  });
   if (args['sweep-threshold']) {
     if (!res.sweep) console.log('threshold sweep: only for binary problems');
     else {
@@ -46,8 +34,8 @@ async function main(): Promise<void> {
       console.log(`best threshold ${b.threshold.toFixed(2)}: dice ${b.dice.toFixed(4)}, iou ${b.iou.toFixed(4)}`);
     }
   }
-  console.log(`metrics: ${path.join(outDir, 'metrics.json')}`);
-  console.log(`report: ${path.join(outDir, 'report.html')}`);
+  console.log(`metrics: ${path.join(res.outDir, 'metrics.json')}`);
+  console.log(`report: ${res.report}`);
 }
 
 void runCli(main);

@@ -2,13 +2,12 @@
 // `npx export-model --config C [--checkpoint DIR] [--output DIR] [--web] [--quantize uint8|float16]`:
 // a checkpoint as a standard TF.js LayersModel (model.json + shards), optionally with
 // the static page that segments images in a browser.
-import path from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { commonOptions, setup } from './utils/cli';
+import { BackendName } from './backends';
+import { commonOptions } from './utils/cli';
 import { runCli } from './utils/errors';
-import { defaultCheckpoint } from './engine/model_io';
-import { checkOutputFolder, exportModel, parseQuantization } from './deploy/export_model';
+import { exportModel } from './api';
 
 async function main(): Promise<void> {
   const args = await commonOptions(yargs(hideBin(process.argv)))
@@ -20,16 +19,14 @@ async function main(): Promise<void> {
     .option('quantize', { type: 'string', describe: 'store weights as uint8 (affine, 4x smaller) or float16 (2x smaller)' })
     .help()
     .parse();
-  // Cheap checks first: a bad option is reported before the backend starts or weights load.
-  const quantize = parseQuantization(args.quantize);
-  const { cfg } = await setup(args, { printConfig: false });
-  const output = args.output ?? path.join(cfg.results.root, cfg.name, 'export');
-  checkOutputFolder(output);
-  const checkpoint = args.checkpoint ?? defaultCheckpoint(cfg);
-  const res = await exportModel(cfg, { checkpoint, output, web: args.web, quantize });
+  const res = await exportModel(args.config, {
+    set: args.set, backend: args.backend as BackendName | undefined, checkpoint: args.checkpoint, output: args.output, web: args.web,
+    quantize: args.quantize as 'uint8' | 'float16' | undefined,
+  });
   const kb = (b: number) => `${(b / 1024).toFixed(1)} KiB`;
-  console.log(`exported ${checkpoint} to ${output}: model ${kb(res.modelBytes)}${quantize ? ` (${quantize} weights)` : ''}, ${res.files.length} files`);
-  if (args.web) console.log(`web app: serve ${output} with any static server, e.g. python3 -m http.server -d ${output} 8080, and open http://127.0.0.1:8080/`);
+  const q = args.quantize && args.quantize !== 'none' ? ` (${args.quantize} weights)` : '';
+  console.log(`exported ${res.checkpoint} to ${res.output}: model ${kb(res.modelBytes)}${q}, ${res.files.length} files`);
+  if (args.web) console.log(`web app: serve ${res.output} with any static server, e.g. python3 -m http.server -d ${res.output} 8080, and open http://127.0.0.1:8080/`);
 }
 
 void runCli(main);

@@ -1,10 +1,11 @@
 #!/usr/bin/env node
-// `npx train --config configs/demo.yaml`: trains a model from a YAML config.
+// `npx train --config configs/demo.yaml`: trains a model from a YAML config (api/train.ts).
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { commonOptions, setup } from './utils/cli';
+import { BackendName } from './backends';
+import { commonOptions } from './utils/cli';
 import { runCli } from './utils/errors';
-import { train } from './engine/trainer';
+import { train } from './api';
 
 async function main(): Promise<void> {
   const args = await commonOptions(yargs(hideBin(process.argv)))
@@ -18,17 +19,8 @@ async function main(): Promise<void> {
     .example('$0 --config configs/isic.yaml --set training.epochs=5 --backend wasm', 'override keys')
     .help()
     .parse();
-  const { cfg, backend } = await setup(args);
   const started = Date.now();
-  const out = await train(cfg, {
-    resume: args.resume,
-    overwrite: args.overwrite,
-    weights: args.weights ?? null,
-    configPath: args.config,
-    sets: args.set,
-    backendOption: args.backend,
-    backend: backend.description,
-  });
+  const out = await train(args.config, { set: args.set, backend: args.backend as BackendName | undefined, resume: args.resume, overwrite: args.overwrite, weights: args.weights });
   if (!out.interrupted) console.log(`done in ${((Date.now() - started) / 1000).toFixed(0)} s`);
 }
 

@@ -133,12 +133,13 @@ export async function predictMask(model: tf.LayersModel, cfg: Config, file: stri
 
 /**
  * Writes <stem>.png (+ <stem>_color.png for multi-class) and <stem>_overlay.png; returns
- * the paths (the names of outputNames). `stem` defaults to the input's; planOutputs gives unique ones.
+ * the paths (the names of outputNames) and the mask. `stem` defaults to the input's;
+ * planOutputs gives unique ones.
  */
 export async function predictFile(
   model: tf.LayersModel, cfg: Config, file: string, outDir: string, opts: PredictOptions,
   stem = path.basename(file, path.extname(file)), kept?: string,
-): Promise<string[]> {
+): Promise<{ written: string[]; classes: Uint8Array; width: number; height: number }> {
   const { classes, image, width, height } = await predictMask(model, cfg, file, opts);
   const meta = datasetMeta(cfg);
   const binary = isBinary(cfg);
@@ -149,7 +150,7 @@ export async function predictFile(
   const written = outputNames(stem, binary).map((n) => path.join(outDir, n));
   // Encoded first, written with fs: a full or read-only disk then fails with an errno naming the file.
   written.forEach((f, i) => writeFileAtomic(f, data[i], { what: 'predictions', kept, setting: '--output' }));
-  return written;
+  return { written, classes, width, height };
 }
 
 const fixtures = () => import('../test/fixtures/datasets');
@@ -207,7 +208,7 @@ export const selfTest: SelfTest = {
     const input = path.join(dir, 'ISIC2018_Task1-2_Test_Input', 'ISIC_9.jpg');
     const out = path.join(dir, 'out');
     fs.mkdirSync(out);
-    const written = await predictFile(model, cfg, input, out, { threshold: 0.5, postprocess: false });
+    const { written } = await predictFile(model, cfg, input, out, { threshold: 0.5, postprocess: false });
     const data = await sharp(written[0]).extractChannel(0).raw().toBuffer();
     const gt = await sharp(path.join(dir, 'ISIC2018_Task1_Test_GroundTruth', 'ISIC_9_segmentation.png')).extractChannel(0).raw().toBuffer();
     let agree = 0;

@@ -22,7 +22,7 @@ function modules(dir: string): string[] {
   });
 }
 
-for (const file of ['models', 'loaders', 'pipeline', 'engine', 'backends', 'report', 'deploy', 'utils'].flatMap(modules).sort()) {
+for (const file of ['api', 'models', 'loaders', 'pipeline', 'engine', 'backends', 'report', 'deploy', 'utils'].flatMap(modules).sort()) {
   const name = file.slice(0, -ext.length);
   test(name, async (t) => {
     const mod = require(path.join(root, file)) as { selfTest?: SelfTest };

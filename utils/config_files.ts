@@ -76,16 +76,24 @@ export function readConfigFile(file: string, chain: string[] = []): Raw {
   const abs = path.resolve(file);
   if (chain.includes(abs)) throw new UserError(`${file}: extends itself through ${[...chain.slice(chain.indexOf(abs)), abs].map((f) => path.basename(f)).join(' -> ')}`);
   const via = chain.length ? ` (extended by ${chain[chain.length - 1]})` : '';
-  const raw = readYaml(file, via);
-  const ext = raw.extends;
-  delete raw.extends;
-  if (ext === undefined) return raw;
+  return composeConfig(readYaml(file, via), path.dirname(abs), file, [...chain, abs]);
+}
+
+/**
+ * `raw` (a config read from `source`, or given as an object) with the configs its
+ * `extends:` names merged under it; relative names are resolved in `dir`.
+ */
+export function composeConfig(raw: Raw, dir: string, source = 'config', chain: string[] = []): Raw {
+  const own = { ...raw };
+  const ext = own.extends;
+  delete own.extends;
+  if (ext === undefined) return own;
   const bases = typeof ext === 'string' ? [ext] : Array.isArray(ext) && ext.length && ext.every((e) => typeof e === 'string') ? (ext as string[]) : null;
-  if (!bases) throw new UserError(`${file}: key 'extends' has ${JSON.stringify(ext)}; expected a config file or a list of them`);
+  if (!bases) throw new UserError(`${source}: key 'extends' has ${JSON.stringify(ext)}; expected a config file or a list of them`);
   let merged: Raw = {};
-  for (const b of bases) merged = mergeConfigs(merged, readConfigFile(path.resolve(path.dirname(abs), b), [...chain, abs]));
-  const out = mergeConfigs(merged, raw);
-  if (valueCount(out, CONFIG_MAX_VALUES) > CONFIG_MAX_VALUES) throw new UserError(`${file}: with what it extends, more than ${CONFIG_MAX_VALUES} values; a config has a few hundred`);
+  for (const b of bases) merged = mergeConfigs(merged, readConfigFile(path.resolve(dir, b), chain));
+  const out = mergeConfigs(merged, own);
+  if (valueCount(out, CONFIG_MAX_VALUES) > CONFIG_MAX_VALUES) throw new UserError(`${source}: with what it extends, more than ${CONFIG_MAX_VALUES} values; a config has a few hundred`);
   return out;
 }
 

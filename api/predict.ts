@@ -1,0 +1,122 @@
+// loadModel() and predict(): what `npx predict` does, returning each image's mask (class
+// ids at the image's own size); files are written only when an output folder is given.
+import fs from 'node:fs';
+import path from 'node:path';
+import assert from 'node:assert/strict';
+import type * as tf from '@tensorflow/tfjs';
+import { Config, isBinary } from '../utils/config';
+import { guardFsSync, UserError } from '../utils/errors';
+import { datasetMeta } from '../loaders/registry';
+import type { Rgb } from '../utils/dataset_utils';
+import { defaultCheckpoint, loadModel as loadWeights, useTrainedSize } from '../engine/model_io';
+import { listImages, planOutputs, predictFile, predictMask, PredictOptions } from '../engine/predictor';
+import { preflightInference } from '../engine/preflight';
+import { runIfMain, SelfTest } from '../utils/self_test';
+import { CommonOptions, ConfigSource, logger, prepare } from './options';
+
+export interface Mask {
+  width: number;
+  height: number;
+  /** Class id per pixel, row by row (binary problems: 0 background, 1 foreground). */
+  classes: Uint8Array;
+}
+
+export interface LoadOptions extends CommonOptions {
+  /** Checkpoint folder or exported model.json (default: <ckpt_root>/<name>/best, else last). */
+  checkpoint?: string;
+}
+
+export interface SegmentOptions {
+  /** Foreground threshold of binary models (default: training.threshold). */
+  threshold?: number;
+  /** The dataset's post-processing (default: evaluation.postprocess). */
+  postprocess?: boolean;
+}
+
+/** A trained model with its config: segments image files at their own size. */
+export class SegmentationModel {
+  readonly classNames: string[];
+  readonly palette: Rgb[];
+  constructor(readonly model: tf.LayersModel, readonly config: Config, readonly checkpoint: string) {
+    const meta = datasetMeta(config);
+    this.classNames = meta.classes;
+    this.palette = meta.palette;
+  }
+
+  predictOptions(o: SegmentOptions = {}): PredictOptions {
+    const e = this.config.evaluation;
+    return { threshold: o.threshold ?? this.config.training.threshold, postprocess: o.postprocess ?? e.postprocess, tta: e.tta, scales: e.scales };
+  }
+
+  /** The mask of one image file (JPEG, PNG, ...; EXIF orientation applied). */
+  async segment(file: string, o: SegmentOptions = {}): Promise<Mask> {
+    const { classes, width, height } = await predictMask(this.model, this.config, file, this.predictOptions(o));
+    return { classes, width, height };
+  }
+
+  dispose(): void {
+    this.model.dispose();
+  }
+}
+
+export async function loadModel(config: ConfigSource, o: LoadOptions = {}): Promise<SegmentationModel> {
+  const { cfg, backend } = await prepare(config, o);
+  const checkpoint = o.checkpoint ?? defaultCheckpoint(cfg);
+  useTrainedSize(cfg, checkpoint, o.quiet ? () => {} : undefined);
+  preflightInference(cfg, { backend: backend.name, batch: 1 + cfg.evaluation.tta.length, what: 'prediction' });
+  return new SegmentationModel(await loadWeights(cfg, checkpoint), cfg, checkpoint);
+}
+
+export interface PredictApiOptions extends LoadOptions, SegmentOptions {
+  /** An image file or a folder of images. */
+  input: string;
+  /** Write <stem>.png masks, colour masks and overlays here (as `npx predict`); none: masks only. */
+  output?: string;
+  /** Replace outputs of an earlier prediction in `output`. */
+  overwrite?: boolean;
+}
+
+export interface Prediction extends Mask {
+  file: string;
+  /** The files written for it (empty without `output`). */
+  written: string[];
+}
+
+export async function predict(config: ConfigSource, o: PredictApiOptions): Promise<Prediction[]> {
+  const log = logger(o);
+  const files = listImages(o.input);
+  if (!files.length) throw new UserError(`--input ${o.input}: no images found (.jpg, .png, ...)`);
+  const seg = await loadModel(config, o);
+  try {
+    const { config: cfg } = seg;
+    // Refused before anything is written.
+    const plan = o.output ? planOutputs(o.input, files, o.output, isBinary(cfg), o.overwrite) : files.map((file) => ({ file, stem: '' }));
+    if (o.output) guardFsSync({ what: 'predictions', kept: 'nothing was written', setting: '--output' }, () => fs.mkdirSync(o.output!, { recursive: true }));
+    log(`predicting ${files.length} image(s) with ${seg.checkpoint}`);
+    const out: Prediction[] = [];
+    for (const { file, stem } of plan) {
+      if (o.output) {
+        const kept = `the ${out.length} prediction(s) before it are complete and no input was changed`;
+        const r = await predictFile(seg.model, cfg, file, o.output, seg.predictOptions(o), stem, kept);
+        out.push({ file, written: r.written, classes: r.classes, width: r.width, height: r.height });
+        log(`${file} -> ${r.written.map((w) => path.basename(w)).join(', ')}`);
+      } else {
+        out.push({ file, written: [], ...(await seg.segment(file, o)) });
+      }
+    }
+    return out;
+  } finally {
+    seg.dispose();
+  }
+}
+
+export const selfTest: SelfTest = {
+  async 'an input without images is refused before any model loads'() {
+    const os = await import('node:os');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'api-pred-'));
+    await assert.rejects(predict({}, { input: dir, quiet: true }), /no images found/);
+    fs.rmSync(dir, { recursive: true });
+  },
+};
+
+runIfMain(module, selfTest);

@@ -1,0 +1,61 @@
+// train(): what `npx train` does, returning where things went and the final metrics.
+import { train as runTraining } from '../engine/trainer';
+import { runIfMain, SelfTest } from '../utils/self_test';
+import assert from 'node:assert/strict';
+import { CommonOptions, ConfigSource, prepare } from './options';
+
+export interface TrainOptions extends CommonOptions {
+  /** Continue the run from <ckpt_root>/<name>/last (--resume). */
+  resume?: boolean;
+  /** Start afresh over an earlier run of the same name (--overwrite). */
+  overwrite?: boolean;
+  /** Start from these weights: a checkpoint folder or an exported model.json (--weights). */
+  weights?: string;
+}
+
+export interface TrainResult {
+  name: string;
+  epoch: number;
+  step: number;
+  /** Stopped by a signal before the end (last/ holds the state to resume). */
+  interrupted: boolean;
+  checkpoints: { last: string; best: string };
+  /** results/<name>: history.jsonl, report.html, metrics.json. */
+  resultsDir: string;
+  /** The final evaluation of best/ on the val split (null when interrupted). */
+  metrics: Record<string, number> | null;
+  perClass: { name: string; iou: number; dice: number; acc: number }[] | null;
+}
+
+export async function train(config: ConfigSource, o: TrainOptions = {}): Promise<TrainResult> {
+  const { cfg, backend } = await prepare(config, o, true);
+  const out = await runTraining(cfg, {
+    resume: o.resume,
+    overwrite: o.overwrite,
+    weights: o.weights ?? null,
+    configPath: typeof config === 'string' ? config : undefined,
+    sets: o.set,
+    backendOption: o.backend,
+    backend: backend.description,
+    quiet: o.quiet,
+  });
+  out.model.dispose();
+  return {
+    name: cfg.name,
+    epoch: out.epoch,
+    step: out.step,
+    interrupted: out.interrupted,
+    checkpoints: { last: out.lastDir, best: out.bestDir },
+    resultsDir: out.resultsDir,
+    metrics: out.final?.metrics ?? null,
+    perClass: out.final?.perClass ?? null,
+  };
+}
+
+export const selfTest: SelfTest = {
+  async 'a bad config is refused before anything runs, naming the key'() {
+    await assert.rejects(train({ training: { epochs: 0 } }, { quiet: true }), /config object: key 'training\.epochs' has 0/);
+  },
+};
+
+runIfMain(module, selfTest);
