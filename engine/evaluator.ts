@@ -33,6 +33,8 @@ export interface EvalResult {
   bestThreshold?: { threshold: number; dice: number; iou: number };
   table: string;
   images: number;
+  /** Overlays (prediction and ground truth) of the first `keepOverlays` images. */
+  overlays?: { id: string; png: Uint8Array; width: number; height: number }[];
 }
 
 export interface EvalOptions {
@@ -48,6 +50,8 @@ export interface EvalOptions {
   scales?: readonly number[];
   /** Score at each mask's own size (probabilities resized bilinearly) rather than at data.size. */
   fullResolution?: boolean;
+  /** Return the overlays of this many first images (TensorBoard's image summaries). */
+  keepOverlays?: number;
 }
 
 /** Mean IoU and Dice over the classes present in this image's ground truth or prediction. */
@@ -72,6 +76,7 @@ export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: P
   const imageStats = binary ? new BinaryImageStats(ignore) : null;
   const sweep = binary && opts.sweep ? new ThresholdSweep(ignore) : null;
   const perImage: ImageScore[] = [];
+  const overlays: NonNullable<EvalResult['overlays']> = [];
   const loader = new BatchLoader(cfg, pairs, { train: false, fullMasks: opts.fullResolution });
   if (opts.outDir) {
     const out = opts.outDir;
@@ -95,6 +100,10 @@ export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: P
       cm.update(pred, gt);
       const s = imageStats ? imageStats.update(pred, gt) : imageScores(pred, gt, numClasses, ignore);
       const score: ImageScore = { id: batch.ids[i], ...s };
+      if (index < (opts.keepOverlays ?? 0)) {
+        const rgb = full ? (await decodeImage(pairs[index].image)).data : denormalize(batch.images, i, h, w, cfg.data.mean, cfg.data.std);
+        overlays.push({ id: batch.ids[i], png: await overlayPng(rgb, gw, gh, pred, gt, { binary, palette: meta.palette, ignoreIndex: ignore }), width: gw, height: gh });
+      }
       if (opts.outDir) {
         const safe = batch.ids[i].replace(/[^\w.-]+/g, '_');
         const rgb = full ? (await decodeImage(pairs[index].image)).data : denormalize(batch.images, i, h, w, cfg.data.mean, cfg.data.std);
@@ -128,7 +137,7 @@ export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: P
     metrics.thresholded_jaccard = b.thresholdedJaccard;
   }
   const perClass = meta.classes.map((name, c) => ({ name, iou: s.iou[c], dice: s.dice[c], acc: s.acc[c] }));
-  const res: EvalResult = { metrics, perClass, perImage, table: formatMetricsTable(s, meta.classes, imageStats?.summary()), images: perImage.length };
+  const res: EvalResult = { metrics, perClass, perImage, table: formatMetricsTable(s, meta.classes, imageStats?.summary()), images: perImage.length, overlays };
   if (sweep) {
     res.sweep = sweep.results();
     res.bestThreshold = sweep.best();

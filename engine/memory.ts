@@ -76,6 +76,13 @@ export function widthKey(cfg: Config): string {
   return getModelDefinition(cfg.model.name).widthKey;
 }
 
+/** 'model.name unet, model.base 16': the model and its width, for memory messages. */
+export function modelSize(cfg: Config): string {
+  const key = widthKey(cfg);
+  const value = (cfg.model as Record<string, unknown>)[key.replace(/^model\./, '')];
+  return `model.name ${cfg.model.name}${value === undefined ? '' : `, ${key} ${JSON.stringify(value)}`}`;
+}
+
 /** Bytes a training step of this shape needs at its peak. */
 export function trainStepBytes(cfg: Config, s: Shape): number {
   return BASE_BYTES + s.batch * forwardFloatsPerSample(cfg, s.height, s.width) * configActivationBytes(cfg) + paramCount(cfg) * PARAM_BYTES;
@@ -114,7 +121,7 @@ export function checkTrainMemory(cfg: Config, backend: string, warn: (s: string)
   const fit = Math.max(0, largestBatch(cfg, s, limit.bytes, trainStepBytes));
   const advice = fit > 1 ? `lower training.batch_size to ${fit} or less` : fit === 1 ? 'lower training.batch_size to 1' : 'batch_size 1 does not fit either';
   const msg =
-    `a training step at ${sizeKey} [${s.height}, ${s.width}], training.batch_size ${s.batch}, model.name ${cfg.model.name} ` +
+    `a training step at ${sizeKey} [${s.height}, ${s.width}], training.batch_size ${s.batch}, ${modelSize(cfg)} ` +
     `needs about ${gib(need)}, over ${limit.what}: ${advice}, or lower ${sizeKey}${cfg.training.augmentations.crop ? '' : ' (or add a crop)'} or ${widthKey(cfg)}`;
   if (backend === 'wasm') throw new UserError(msg);
   warn(`warning: ${msg}`);
@@ -129,7 +136,7 @@ export function checkInferMemory(cfg: Config, backend: string, batch: number, wh
   const limit = memoryLimit(backend);
   if (backend === 'wasm' && need > limit.bytes) {
     throw new UserError(
-      `${what} at data.size [${cfg.data.size.join(', ')}] x evaluation.scales ${scale}, batch ${batch}, model.name ${cfg.model.name} ` +
+      `${what} at data.size [${cfg.data.size.join(', ')}] x evaluation.scales ${scale}, batch ${batch}, ${modelSize(cfg)} ` +
         `needs about ${gib(need)}, over ${limit.what}: lower data.size, evaluation.scales or ${widthKey(cfg)}`,
     );
   }

@@ -16,14 +16,15 @@ import { createOptimizer, TrainOptimizer } from '../utils/optimizers';
 import { CheckpointMeta, applyWeights, checkpointExists, loadCheckpoint } from './checkpoint/store';
 import { acquireRunLock, LOCK_FILE } from './checkpoint/run_lock';
 import type { EvalResult } from './evaluator';
-import { History } from './history';
+import { History, HistoryRow } from './history';
+import { BOARD_IMAGES, RunBoard } from './run_board';
 import { EpochProgress } from './progress';
 import { writeResults } from './results';
 import { refuseOverwrite, startState } from './resume';
 import { RunCheckpoints } from './run_checkpoints';
 import { RunDirs, runDirs } from './run_dirs';
 import { StopConditions } from './stop';
-import { trainShape, trainStepBytes, gib, memoryLimit, widthKey } from './memory';
+import { trainShape, trainStepBytes, gib, memoryLimit, modelSize, widthKey } from './memory';
 import { preflightTrain } from './preflight';
 import { makeTrainStep, TrainStep } from './train_step';
 import { improves, metricValue, validate } from './validation';
@@ -93,6 +94,7 @@ interface Run {
   step: TrainStep;
   meta: CheckpointMeta;
   history: History;
+  board: RunBoard;
   loader: BatchLoader;
   valPairs: PairRef[];
   stepsPerEpoch: number;
@@ -137,9 +139,10 @@ async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcom
     fs.writeFileSync(path.join(dirs.results, 'config.yaml'), dumpConfig(cfg));
     history.reset(opts.resume ? meta.step : null);
   });
+  const board = new RunBoard(path.join(dirs.results, 'tb'), opts.resume ? meta.step : null);
   const totalSteps = t.iterations ?? t.epochs * stepsPerEpoch;
   const run: Run = {
-    cfg, opts, log, dirs, model, optimizer, meta, history, loader, valPairs, stepsPerEpoch, totalSteps,
+    cfg, opts, log, dirs, model, optimizer, meta, history, board, loader, valPairs, stepsPerEpoch, totalSteps,
     totalEpochs: Math.ceil(totalSteps / stepsPerEpoch),
     step: makeTrainStep(model, buildLoss(cfg), optimizer),
     checkpoints: new RunCheckpoints(model, optimizer, meta, dirs),
@@ -187,7 +190,7 @@ async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcom
 
 /** Runs the steps of the current epoch from where the run stands, until its end or a stop. */
 async function trainEpoch(run: Run): Promise<EpochOutcome> {
-  const { cfg, meta, stepsPerEpoch: spe, history, optimizer } = run;
+  const { cfg, meta, stepsPerEpoch: spe, optimizer } = run;
   const t = cfg.training;
   const epoch = meta.epoch;
   const skip = meta.step - epoch * spe;
@@ -213,7 +216,7 @@ async function trainEpoch(run: Run): Promise<EpochOutcome> {
       lossN++;
       bar?.update(meta.step - epoch * spe, loss, lr, batch.n);
       if (meta.step % t.print_interval === 0) {
-        history.append({ epoch, step: meta.step, split: 'train', loss: lossSum / lossN, lr });
+        logTrain(run, { epoch, step: meta.step, split: 'train', loss: lossSum / lossN, lr });
         lossSum = lossN = 0;
       }
       if (cfg.checkpoint.save_every_iters && meta.step % cfg.checkpoint.save_every_iters === 0 && meta.step < epochEnd) await run.checkpoints.saveLast();
@@ -233,7 +236,7 @@ async function trainEpoch(run: Run): Promise<EpochOutcome> {
     bar?.stop();
   }
   if (end === 'interrupted') return { end, epochDone: false };
-  if (lossN) history.append({ epoch, step: meta.step, split: 'train', loss: lossSum / lossN, lr: optimizer.getLearningRate() });
+  if (lossN) logTrain(run, { epoch, step: meta.step, split: 'train', loss: lossSum / lossN, lr: optimizer.getLearningRate() });
   // Only a whole epoch counts: a run that ends mid-epoch (training.iterations) stays in it, so a resume with more iterations continues there.
   const epochDone = meta.step === (epoch + 1) * spe;
   if (epochDone) meta.epoch = epoch + 1;
@@ -255,7 +258,7 @@ async function stepOrExplain(run: Run, batch: Batch): Promise<number> {
     const sizeKey = cfg.training.augmentations.crop ? 'training.augmentations.crop.size' : 'data.size';
     const cause = ((err as Error).message ?? String(err)).split('\n')[0].slice(0, 100);
     throw new UserError(
-      `out of memory in training step ${run.meta.step + 1} (${cause}) at ${sizeKey} [${s.height}, ${s.width}], training.batch_size ${s.batch}, model.name ${cfg.model.name} ` +
+      `out of memory in training step ${run.meta.step + 1} (${cause}) at ${sizeKey} [${s.height}, ${s.width}], training.batch_size ${s.batch}, ${modelSize(cfg)} ` +
         `(estimated ${gib(trainStepBytes(cfg, s))} of ${memoryLimit(tf.getBackend()).what}): lower training.batch_size, ${sizeKey} or ${widthKey(cfg)}; ${run.dirs.last} keeps the last save`,
     );
   }
@@ -284,6 +287,12 @@ export function shellQuote(s: string): string {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
+/** A training row to the history and the TensorBoard log. */
+function logTrain(run: Run, row: HistoryRow): void {
+  run.history.append(row);
+  run.board.train(row);
+}
+
 /** The command that resumes this run: the same config, overrides and backend. */
 export function resumeCommand(opts: TrainOptions): string {
   const args = ['--config', opts.configPath ?? '<config>'];
@@ -297,8 +306,9 @@ async function endOfEpoch(run: Run, epochDone: boolean, timeUp: boolean): Promis
   const { cfg, meta } = run;
   const finished = meta.step >= run.totalSteps || timeUp;
   if ((epochDone && meta.epoch % cfg.training.val_interval === 0) || finished) {
-    const res = await validate(run.model, cfg, run.valPairs);
+    const res = await validate(run.model, cfg, run.valPairs, BOARD_IMAGES);
     run.history.append({ epoch: meta.epoch, step: meta.step, split: 'val', ...res.metrics });
+    run.board.validation(meta.step, res);
     run.log(res.table);
     const value = metricValue(cfg.checkpoint.best_metric, res);
     if (improves(value, meta.bestMetric)) {

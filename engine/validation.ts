@@ -7,9 +7,12 @@ import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { evalOptionsFrom, evaluateSplit, EvalResult } from './evaluator';
 
-/** Scores the validation split without test-time augmentation: it multiplies validation time; the final report uses it. */
-export function validate(model: tf.LayersModel, cfg: Config, valPairs: PairRef[]): Promise<EvalResult> {
-  return evaluateSplit(model, cfg, valPairs, { ...evalOptionsFrom(cfg), tta: [], scales: [1] });
+/**
+ * Scores the validation split without test-time augmentation (it multiplies validation
+ * time; the final report uses it), keeping the first few overlays for TensorBoard.
+ */
+export function validate(model: tf.LayersModel, cfg: Config, valPairs: PairRef[], keepOverlays = 0): Promise<EvalResult> {
+  return evaluateSplit(model, cfg, valPairs, { ...evalOptionsFrom(cfg), tta: [], scales: [1], keepOverlays });
 }
 
 /** Reads 'val.mIoU' style names out of a validation result. */
