@@ -1,0 +1,103 @@
+// The Keras bridge (deploy/keras_bridge.py, python3 with tensorflow-cpu): a trained run's
+// export becomes a Keras model with the same outputs and masks, trains further under
+// tf.distribute.MirroredStrategy, and comes back as a LayersModel that `npx evaluate
+// --checkpoint` and `npx train --weights` accept.
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import * as tf from '@tensorflow/tfjs';
+import { exportModel, train } from '../api';
+import { fileLoadHandler } from '../deploy/model_files';
+import { decodeImage } from '../pipeline/decode';
+import { normaliseImage } from '../pipeline/batcher';
+import { listSplit } from '../loaders/registry';
+import { parseConfig } from '../utils/config';
+import { runExitHooks } from '../utils/exit';
+import { assertOk, killLeftovers, ROOT, run, tinyConfig, tmpDir, writeConfig } from './helpers/cli';
+
+const BRIDGE = [path.join(ROOT, 'deploy', 'keras_bridge.py'), path.join(ROOT, '..', 'deploy', 'keras_bridge.py')].find((f) => fs.existsSync(f))!;
+const dirs: string[] = [];
+after(async () => {
+  killLeftovers();
+  await runExitHooks();
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
+function bridge(args: string[], cwd: string): string {
+  const r = spawnSync('python3', [BRIDGE, ...args], { cwd, encoding: 'utf8' });
+  assert.equal(r.status, 0, `keras_bridge.py ${args[0]} (needs python3 with tensorflow-cpu: pip install --index-url file:///opt/pypi/simple tensorflow-cpu):\n${r.stderr.split('\n').slice(-5).join('\n')}`);
+  return r.stdout;
+}
+
+/** A float32 array as a .npy file (format 1.0). */
+function writeNpy(file: string, data: Float32Array, shape: number[]): void {
+  let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${shape.join(', ')},), }`;
+  header += ' '.repeat(63 - ((10 + header.length) % 64)) + '\n';
+  const head = Buffer.alloc(10);
+  head.write('\x93NUMPY', 0, 'latin1');
+  head.writeUInt8(1, 6);
+  head.writeUInt8(0, 7);
+  head.writeUInt16LE(header.length, 8);
+  fs.writeFileSync(file, Buffer.concat([head, Buffer.from(header, 'latin1'), Buffer.from(data.buffer, data.byteOffset, data.byteLength)]));
+}
+
+function readNpy(file: string): Float32Array {
+  const buf = fs.readFileSync(file);
+  const len = buf.readUInt16LE(8);
+  assert.match(buf.toString('latin1', 10, 10 + len), /'descr': '<f4'/);
+  const body = buf.subarray(10 + len);
+  return new Float32Array(body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength));
+}
+
+test('to Keras with the same masks, MirroredStrategy training, and back into evaluate and train --weights', { timeout: 600_000 }, async () => {
+  const dir = tmpDir('keras');
+  dirs.push(dir);
+  const raw = tinyConfig(dir, { training: { epochs: 2, batch_size: 4, workers: 1, print_interval: 2, optimizer: { name: 'adam', lr: 0.01 } } });
+  const cfg = parseConfig(raw);
+  await train(raw, { quiet: true });
+  const exp = path.join(dir, 'export');
+  await exportModel(raw, { output: exp, quiet: true });
+
+  // 1. to-keras: the same logits as the export in stock tfjs, on the val images as predict prepares them.
+  bridge(['to-keras', path.join(exp, 'model.json'), 'model.keras'], dir);
+  const pairs = await listSplit(cfg, cfg.data.val_split);
+  const [h, w] = cfg.data.size;
+  const x = new Float32Array(pairs.length * h * w * 3);
+  for (let i = 0; i < pairs.length; i++) x.set(normaliseImage((await decodeImage(pairs[i].image, cfg.data.size)).data, cfg.data.mean, cfg.data.std), i * h * w * 3);
+  writeNpy(path.join(dir, 'x.npy'), x, [pairs.length, h, w, 3]);
+  bridge(['predict', 'model.keras', 'x.npy', 'y.npy'], dir);
+  const keras = readNpy(path.join(dir, 'y.npy'));
+  const stock = await tf.loadLayersModel(fileLoadHandler(path.join(exp, 'model.json')));
+  const ours = tf.tidy(() => (stock.predict(tf.tensor4d(x, [pairs.length, h, w, 3])) as tf.Tensor).dataSync() as Float32Array);
+  stock.dispose();
+  assert.equal(keras.length, ours.length);
+  let maxDiff = 0;
+  let masksDiffer = 0;
+  for (let i = 0; i < ours.length; i++) {
+    maxDiff = Math.max(maxDiff, Math.abs(keras[i] - ours[i]));
+    if (keras[i] > 0 !== ours[i] > 0) masksDiffer++; // sigmoid >= 0.5
+  }
+  assert.ok(maxDiff < 1e-4, `logits differ by ${maxDiff}`);
+  assert.equal(masksDiffer, 0, 'thresholded masks differ');
+
+  // 2. A few steps under MirroredStrategy on the run's own training pairs.
+  const trainDir = path.join(dir, 'data', 'ISIC2018_Task1-2_Training_Input');
+  const maskDir = path.join(dir, 'data', 'ISIC2018_Task1_Training_GroundTruth');
+  const out = bridge(['train', 'model.keras', trainDir, maskDir, 'trained.keras', '--steps', '3', '--batch', '4', '--mask-suffix', '_segmentation'], dir);
+  assert.match(out, /MirroredStrategy over 1 device\(s\)/);
+  const losses = JSON.parse(out.split('\n').find((l) => l.startsWith('{"steps"'))!).loss as number[];
+  assert.ok(losses.every(Number.isFinite), out);
+
+  // 3. from-keras: back to a LayersModel with the trained weights, which the commands take.
+  bridge(['from-keras', 'trained.keras', path.join(exp, 'model.json'), 'back'], dir);
+  const back = path.join(dir, 'back', 'model.json');
+  const before = fs.readFileSync(path.join(exp, 'group1-shard1of1.bin'));
+  assert.notDeepEqual(fs.readFileSync(path.join(dir, 'back', 'group1-shard1of1.bin')), before, 'the Keras training changed the weights');
+  const config = writeConfig(dir, raw);
+  const e = await run('evaluate', ['--config', config, '--checkpoint', back, '--output', path.join(dir, 'eval-back')]);
+  assertOk(e);
+  assert.ok(Number.isFinite(JSON.parse(fs.readFileSync(path.join(dir, 'eval-back', 'metrics.json'), 'utf8')).metrics.mIoU));
+  assertOk(await run('train', ['--config', config, '--set', 'name=from-keras', '--set', 'training.epochs=1', '--weights', back]));
+});
