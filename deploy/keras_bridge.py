@@ -177,7 +177,6 @@ def main():
     t.add_argument("--steps", type=int, default=20); t.add_argument("--batch", type=int, default=8); t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--mask-suffix", default="")
     b = sub.add_parser("from-keras"); b.add_argument("keras"); b.add_argument("template_json"); b.add_argument("out_dir")
-    p.add_argument("--predict", help=argparse.SUPPRESS)
     x = sub.add_parser("predict", help="logits of the Keras model for inputs in a .npy file (tests)"); x.add_argument("keras"); x.add_argument("inputs"); x.add_argument("out")
     args = p.parse_args()
     if args.cmd == "to-keras":

@@ -18,7 +18,6 @@
 // many small layers at the skips' resolution.
 import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
-import { z } from 'zod';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { fastBatchNorm, portableBatchNorm } from './layers/batch_norm';
 import { glorotInit, heInit } from './layers/init';
@@ -26,7 +25,7 @@ import { DoubleConv, Down, OutConv, UpMode } from './layers/unet_parts';
 import { CropToMatch, portableCropToMatch } from './layers/upsample';
 import { modelChecks } from './model_checks';
 import { countTrainable, registerModel } from './registry';
-import { levelWidths, unetActivationFloats } from './unet';
+import { levelWidths, unetActivationFloats, unetOptions, UNetOptionsSchema } from './unet';
 
 type T = tf.SymbolicTensor;
 
@@ -137,26 +136,15 @@ export function attentionUNetActivationFloats(o: Omit<AttentionUNetOptions, 'see
   return n;
 }
 
-const Options = z
-  .object({
-    base: z.number().finite().int().positive().default(16),
-    depth: z.number().finite().int().min(1).max(6).default(4),
-    up_mode: z.enum(['nearest', 'bilinear', 'transpose']).default('nearest'),
-    batch_norm: z.boolean().default(true),
-  })
-  .strict();
-
-const attOptions = (o: z.infer<typeof Options>) => ({ base: o.base, depth: o.depth, upMode: o.up_mode, batchNorm: o.batch_norm });
-
 export const attentionUnet = registerModel({
   name: 'attention_unet',
   summary: 'Attention U-Net (Oktay 2018): U-Net whose skips pass additive attention gates; small or faint targets in clutter',
-  options: Options,
+  options: UNetOptionsSchema,
   widthKey: 'model.base',
   activationBytes: 15, // bench/memory.ts: engine/memory.ts's calibration table
-  build: (o, io) => buildAttentionUNet({ ...attOptions(o), ...io }),
-  paramCount: (o, io) => attentionUNetParamCount({ ...attOptions(o), ...io }),
-  activationFloats: (o, io, h, w) => attentionUNetActivationFloats({ ...attOptions(o), ...io }, h, w),
+  build: (o, io) => buildAttentionUNet({ ...unetOptions(o), ...io }),
+  paramCount: (o, io) => attentionUNetParamCount({ ...unetOptions(o), ...io }),
+  activationFloats: (o, io, h, w) => attentionUNetActivationFloats({ ...unetOptions(o), ...io }, h, w),
   portable: { FastBatchNorm: portableBatchNorm, CropToMatch: portableCropToMatch },
 });
 

@@ -1,7 +1,8 @@
 // The checks every model definition's self-test runs (models/<name>.ts calls
 // modelChecks): output size at odd input sizes, the parameter count against the built
 // model and its PyTorch twin (bench/torch_models/<name>.py), the activation count
-// against the built layers, the loss falling on a fixed batch, and no leaked tensors.
+// against the built layers, the export's stock-layers copy against the model, the loss
+// falling on a fixed batch, and no leaked tensors.
 import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
@@ -53,6 +54,23 @@ export function modelChecks<S extends z.ZodObject<any>>(def: ModelDefinition<S>,
         const traced = await tracedActivationFloats(m, h, w);
         const counted = def.activationFloats(o, io, h, w);
         assert.ok(Math.abs(counted - traced) <= 0.02 * traced, `${h}x${w}: counted ${counted}, layers ${traced}`);
+      }
+      m.dispose();
+    },
+    async [`${def.name}: the stock-layers export computes the same outputs at 64x64 and 50x70`]() {
+      const { portableModel } = await import('../deploy/export_model'); // on use: deploy/ builds on models/
+      const { isProjectLayer } = await import('./layers/custom_layers');
+      const m = def.build(opts(cases.small), io);
+      // Non-trivial batch-norm statistics, so a wrong mapping would show.
+      for (const v of m.weights) if (/moving_(mean|variance)/.test(v.name)) v.write(tf.randomUniform(v.shape as number[], 0.5, 1.5, 'float32', 3));
+      for (const size of [[64, 64], [50, 70]] as [number, number][]) {
+        const p = await portableModel(m, size, def.name);
+        for (const l of p.layers) assert.ok(!isProjectLayer(l.getClassName()), `${l.getClassName()} left in the export`);
+        const x = tf.randomNormal([2, ...size, 3], 0, 1, 'float32', 5);
+        const d = tf.tidy(() => tf.max(tf.abs(tf.sub(m.predict(x) as tf.Tensor, p.predict(x) as tf.Tensor))).dataSync()[0]);
+        assert.ok(d < 1e-4, `max difference ${d} at ${size}`);
+        tf.dispose(x);
+        p.dispose();
       }
       m.dispose();
     },

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
-import type { Config } from '../utils/config';
+import { Config, outChannels } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 
@@ -98,8 +98,7 @@ export function modelOptions(cfg: Config): Record<string, unknown> {
 }
 
 export function modelIO(cfg: Config): ModelIO {
-  const o = cfg.model.out_channels;
-  return { inChannels: cfg.model.in_channels, outChannels: o !== 'auto' ? o : cfg.data.num_classes === 2 ? 1 : cfg.data.num_classes, seed: cfg.training.seed };
+  return { inChannels: cfg.model.in_channels, outChannels: outChannels(cfg), seed: cfg.training.seed };
 }
 
 export function getModel(cfg: Config): tf.LayersModel {

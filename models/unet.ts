@@ -73,7 +73,8 @@ export function unetActivationFloats(o: Pick<UNetOptions, 'inChannels' | 'outCha
   return n + o.outChannels * px(0); // the logits
 }
 
-const Options = z
+/** The U-Net's `model:` keys; Attention U-Net has the same. */
+export const UNetOptionsSchema = z
   .object({
     base: z.number().finite().int().positive().default(16),
     depth: z.number().finite().int().min(1).max(6).default(4),
@@ -82,12 +83,13 @@ const Options = z
   })
   .strict();
 
-const unetOptions = (o: z.infer<typeof Options>) => ({ base: o.base, depth: o.depth, upMode: o.up_mode, batchNorm: o.batch_norm });
+/** YAML keys to UNetOptions' fields. */
+export const unetOptions = (o: z.infer<typeof UNetOptionsSchema>) => ({ base: o.base, depth: o.depth, upMode: o.up_mode, batchNorm: o.batch_norm });
 
 export const unet = registerModel({
   name: 'unet',
   summary: 'U-Net (Ronneberger 2015): the default for medical and binary masks; full-resolution skips',
-  options: Options,
+  options: UNetOptionsSchema,
   widthKey: 'model.base',
   activationBytes: 13.6, // bench/memory.ts: engine/memory.ts's calibration table
   build: (o, io) => buildUNet({ ...unetOptions(o), ...io }),
