@@ -13,7 +13,9 @@ import { fileLoadHandler } from '../deploy/model_files';
 import { decodeImage } from '../pipeline/decode';
 import { normaliseImage } from '../pipeline/batcher';
 import { listSplit } from '../loaders/registry';
-import { parseConfig } from '../utils/config';
+import { resolveConfig } from '../api';
+import { probsToMask } from '../engine/inference';
+import sharp from 'sharp';
 import { runExitHooks } from '../utils/exit';
 import { assertOk, killLeftovers, ROOT, run, tinyConfig, tmpDir, writeConfig } from './helpers/cli';
 
@@ -54,13 +56,18 @@ function readNpy(file: string): Float32Array {
 test('to Keras with the same masks, MirroredStrategy training, and back into evaluate and train --weights', { timeout: 600_000 }, async () => {
   const dir = tmpDir('keras');
   dirs.push(dir);
-  const raw = tinyConfig(dir, { training: { epochs: 2, batch_size: 4, workers: 1, print_interval: 2, optimizer: { name: 'adam', lr: 0.01 } } });
-  const cfg = parseConfig(raw);
+  // The demo's model (configs/demo.yaml: U-Net base 8, depth 3, 64x64) on a small generated set.
+  const demo = [path.join(ROOT, 'configs', 'demo.yaml'), path.join(ROOT, '..', 'configs', 'demo.yaml')].find((f) => fs.existsSync(f))!;
+  const tiny = tinyConfig(dir, { training: { epochs: 2, batch_size: 4, workers: 1, print_interval: 2, time_limit: 0 } });
+  const raw = { extends: demo, name: 'keras', backend: 'wasm', data: { ...tiny.data, size: [64, 64] }, training: tiny.training, checkpoint: tiny.checkpoint, results: tiny.results };
+  const cfg = resolveConfig(raw);
+  assert.deepEqual([cfg.model.base, cfg.model.depth], [8, 3]);
   await train(raw, { quiet: true });
   const exp = path.join(dir, 'export');
   await exportModel(raw, { output: exp, quiet: true });
 
-  // 1. to-keras: the same logits as the export in stock tfjs, on the val images as predict prepares them.
+  // 1. to-keras: the same logits as the export in stock tfjs, on the val images as predict
+  // prepares them, and the same masks as `npx predict` writes.
   bridge(['to-keras', path.join(exp, 'model.json'), 'model.keras'], dir);
   const pairs = await listSplit(cfg, cfg.data.val_split);
   const [h, w] = cfg.data.size;
@@ -81,6 +88,19 @@ test('to Keras with the same masks, MirroredStrategy training, and back into eva
   }
   assert.ok(maxDiff < 1e-4, `logits differ by ${maxDiff}`);
   assert.equal(masksDiffer, 0, 'thresholded masks differ');
+  const config = writeConfig(dir, raw);
+  const valDir = path.dirname(pairs[0].image);
+  assertOk(await run('predict', ['--config', config, '--checkpoint', path.join(dir, 'checkpoints', 'keras', 'best'), '--input', valDir, '--output', path.join(dir, 'pred')]));
+  for (let i = 0; i < pairs.length; i++) {
+    const { width, height } = await decodeImage(pairs[i].image);
+    const probs = tf.tidy(() => tf.sigmoid(tf.tensor4d(keras.subarray(i * h * w, (i + 1) * h * w), [1, h, w, 1])) as tf.Tensor4D);
+    const { classes } = await probsToMask(probs, width, height, { threshold: cfg.training.threshold });
+    probs.dispose();
+    const png = (await sharp(path.join(dir, 'pred', path.basename(pairs[i].image).replace(/\.\w+$/, '.png'))).extractChannel(0).raw().toBuffer());
+    let differ = 0;
+    for (let k = 0; k < classes.length; k++) if ((png[k] === 255 ? 1 : 0) !== classes[k]) differ++;
+    assert.equal(differ, 0, `${pairs[i].image}: ${differ} pixels differ from npx predict's mask`);
+  }
 
   // 2. A few steps under MirroredStrategy on the run's own training pairs.
   const trainDir = path.join(dir, 'data', 'ISIC2018_Task1-2_Training_Input');
@@ -95,7 +115,6 @@ test('to Keras with the same masks, MirroredStrategy training, and back into eva
   const back = path.join(dir, 'back', 'model.json');
   const before = fs.readFileSync(path.join(exp, 'group1-shard1of1.bin'));
   assert.notDeepEqual(fs.readFileSync(path.join(dir, 'back', 'group1-shard1of1.bin')), before, 'the Keras training changed the weights');
-  const config = writeConfig(dir, raw);
   const e = await run('evaluate', ['--config', config, '--checkpoint', back, '--output', path.join(dir, 'eval-back')]);
   assertOk(e);
   assert.ok(Number.isFinite(JSON.parse(fs.readFileSync(path.join(dir, 'eval-back', 'metrics.json'), 'utf8')).metrics.mIoU));
