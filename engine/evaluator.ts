@@ -151,7 +151,7 @@ export function metricNames(binary: boolean): string[] {
   return binary ? [...all, 'iou', 'dice', 'image_jaccard', 'image_dice', 'thresholded_jaccard'] : all;
 }
 
-const fixtures = () => import('../test/fixtures/datasets');
+const fixtures = () => import('../loaders/fixtures');
 
 export const selfTest: SelfTest = {
   async 'a perfect model scores 1; per-image scores, overlays and predictions are written'() {

@@ -83,7 +83,7 @@ export async function loadModel(cfg: Config, checkpoint: string): Promise<tf.Lay
   return model;
 }
 
-const fixtures = () => import('../test/fixtures/datasets');
+const fixtures = () => import('../loaders/fixtures');
 
 export const selfTest: SelfTest = {
   async 'without a checkpoint the error says to train first'() {

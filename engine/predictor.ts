@@ -153,7 +153,7 @@ export async function predictFile(
   return { written, classes, width, height };
 }
 
-const fixtures = () => import('../test/fixtures/datasets');
+const fixtures = () => import('../loaders/fixtures');
 
 export const selfTest: SelfTest = {
   'a write that fails leaves no partial file and names the file'() {

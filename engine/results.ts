@@ -104,7 +104,7 @@ export async function writeResults(model: tf.LayersModel, cfg: Config, pairs: Pa
   return res;
 }
 
-const fixtures = () => import('../test/fixtures/datasets');
+const fixtures = () => import('../loaders/fixtures');
 
 export const selfTest: SelfTest = {
   async 'writes metrics.json (with per-image scores and the threshold sweep), overlays and report.html'() {

@@ -132,7 +132,7 @@ export async function startState(
   return Object.assign(meta, shape);
 }
 
-const fixtures = () => import('../test/fixtures/datasets');
+const fixtures = () => import('../loaders/fixtures');
 
 export const selfTest: SelfTest = {
   async '--resume without last/ says to start without it; weights load into a fresh state'() {

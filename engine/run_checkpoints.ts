@@ -59,7 +59,7 @@ export function nonFinite(weights: NamedTensor[], opt: OptimizerState | null): s
 export const selfTest: SelfTest = {
   async 'last/ and best/ hold the run state at the time of saving; a repeat save is skipped'() {
     const fs = await import('node:fs');
-    const { fixtureConfig, tmpDir } = await import('../test/fixtures/datasets');
+    const { fixtureConfig, tmpDir } = await import('../loaders/fixtures');
     const { getModel } = await import('../models/registry');
     const { createOptimizer } = await import('../utils/optimizers');
     const { loadCheckpoint } = await import('./checkpoint/store');

@@ -341,7 +341,7 @@ export const selfTest: SelfTest = {
     );
   },
   async 'a second run on a folder in use is refused; the lock is released afterwards'() {
-    const { fixtureConfig, tmpDir } = await import('../test/fixtures/datasets');
+    const { fixtureConfig, tmpDir } = await import('../loaders/fixtures');
     await initBackend('wasm');
     const dir = tmpDir('trainer');
     const cfg = fixtureConfig(dir);

@@ -31,7 +31,7 @@ export interface DatasetDefinition {
 const datasets = new Map<string, DatasetDefinition>();
 
 // Files of this folder that are not datasets.
-const NOT_DATASETS = new Set(['registry', 'files']);
+const NOT_DATASETS = new Set(['registry', 'files', 'fixtures']);
 const ext = path.extname(__filename); // .ts under tsx, .js compiled
 
 export function registerDataset(d: DatasetDefinition): void {

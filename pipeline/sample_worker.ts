@@ -29,7 +29,7 @@ if (parentPort) {
 export const selfTest: SelfTest = {
   async 'a worker returns exactly what in-process loading returns'() {
     const path = await import('node:path');
-    const { tmpDir, writeIsic } = await import('../test/fixtures/datasets');
+    const { tmpDir, writeIsic } = await import('../loaders/fixtures');
     const { SamplePool } = await import('./pool');
     const root = tmpDir('worker');
     await writeIsic(root, 'Training', ['ISIC_1'], 12, 10);

@@ -277,7 +277,7 @@ export function writeReport(dir: string, data: ReportData): string {
   return file;
 }
 
-const fixtures = () => import('../test/fixtures/report');
+const fixtures = () => import('./fixture_data');
 
 export const selfTest: SelfTest = {
   'gallery is sorted worst first, ties by IoU'() {

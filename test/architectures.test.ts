@@ -14,7 +14,7 @@ import { fileLoadHandler } from '../deploy/model_files';
 import { isProjectLayer } from '../models/layers/custom_layers';
 import { registeredModels } from '../models/registry';
 import { loadConfig } from '../utils/config';
-import { bandMask, imageForMask, writeRaw } from './fixtures/datasets';
+import { bandMask, imageForMask, writeRaw } from '../loaders/fixtures';
 import { assertOk, killLeftovers, ROOT, run, show, tmpDir, writeConfig } from './helpers/cli';
 
 const TIMEOUT = 240_000;

@@ -6,7 +6,7 @@ import { parseConfig } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { listSplit } from '../loaders/registry';
 import { Batch, BatchLoader } from '../pipeline/batcher';
-import { tmpDir, writeIsic } from './fixtures/datasets';
+import { tmpDir, writeIsic } from '../loaders/fixtures';
 import { decodeImage } from '../pipeline/decode';
 import type { Config } from '../utils/config';
 

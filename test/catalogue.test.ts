@@ -8,7 +8,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { bandMask, imageForMask, writeRaw } from './fixtures/datasets';
+import { bandMask, imageForMask, writeRaw } from '../loaders/fixtures';
 import { loadCheckpoint } from '../engine/checkpoint/store';
 import { assertOk, assertOneLineError, killLeftovers, run, show, sleep, start, tinyConfig, tmpDir, writeConfig } from './helpers/cli';
 

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import sharp from 'sharp';
 import yaml from 'js-yaml';
-import { bandMask, imageForMask, writeCityscapes, writeRaw } from './fixtures/datasets';
+import { bandMask, imageForMask, writeCityscapes, writeRaw } from '../loaders/fixtures';
 import { loadCheckpoint } from '../engine/checkpoint/store';
 import { assertOk, assertOneLineError, killLeftovers, run, runNode, show, tinyConfig, tmpDir, writeConfig } from './helpers/cli';
 

@@ -21,7 +21,7 @@ import { exportModel, ExportMetadata } from '../deploy/export_model';
 import { isProjectLayer } from '../models/layers/custom_layers';
 import { fileLoadHandler } from '../deploy/model_files';
 import { Config } from '../utils/config';
-import { fixtureConfig, tmpDir } from './fixtures/datasets';
+import { fixtureConfig, tmpDir } from '../loaders/fixtures';
 import { assertOneLineError, run, writeConfig } from './helpers/cli';
 
 const CHROMIUM = process.env.REPORT_TEST_CHROMIUM ?? '/usr/bin/chromium';

@@ -10,7 +10,7 @@ import { parseConfig } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { listSplit, maskLutFor } from '../loaders/registry';
 import { decodePair, MaskRules } from '../pipeline/decode';
-import { bandMask, imageForMask, tmpDir, writeCamvid, writeCityscapes, writeIsic, writeRaw } from './fixtures/datasets';
+import { bandMask, imageForMask, tmpDir, writeCamvid, writeCityscapes, writeIsic, writeRaw } from '../loaders/fixtures';
 import type { Config } from '../utils/config';
 import type { PairRef } from '../loaders/registry';
 

@@ -9,7 +9,7 @@ import { pathToFileURL } from 'node:url';
 import { chromium, Browser, Page } from 'playwright-core';
 import { overlayPng, vocPalette } from '../report/overlay';
 import { GalleryItem, ReportData, writeReport } from '../report/page';
-import { fixtureReportData } from './fixtures/report';
+import { fixtureReportData } from '../report/fixture_data';
 
 // Overridable only so the missing-browser paths can be tried without uninstalling it.
 const CHROMIUM = process.env.REPORT_TEST_CHROMIUM ?? '/usr/bin/chromium';

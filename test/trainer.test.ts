@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { fixtureConfig, tmpDir } from './fixtures/datasets';
+import { fixtureConfig, tmpDir } from '../loaders/fixtures';
 import { initBackend } from '../backends';
 import { loadCheckpoint } from '../engine/checkpoint/store';
 import { UserError } from '../utils/errors';
