@@ -87,9 +87,9 @@ function depthwiseBackpropInput(args: KernelArgs): Info {
 
 /**
  * dx at stride 1 (most depthwise layers): the forward depthwise convolution of dy with the
- * spatially flipped filter, on XNNPACK, padded so the output lands on x's grid: ~3x faster
- * than the pass over the heap (DeepLabV3+ at 128x4: 240 -> 69 ms per step). Null where that does not apply
- * (strides, dilations, channel multipliers): the heap pass handles those.
+ * spatially flipped filter, on XNNPACK, padded so the output lands on x's grid; ~3x faster
+ * than the pass over the heap (DeepLabV3+ at 128x4: 240 -> 69 ms per step). Null where
+ * that does not apply (strides, dilations, channel multipliers): the heap pass does those.
  */
 function backpropInputViaForward(backend: WasmBackendLike, dy: Info, filter: Info, info: tf.backend_util.Conv2DInfo): Info | null {
   const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw, dilationHeight: dh, dilationWidth: dw, padInfo } = info;
