@@ -23,17 +23,22 @@ pack() {
   rm -rf "$PACK" && mkdir -p "$PACK/debs" "$PACK/node_modules/@img"
   xz -T0 -6 -c "$(command -v node)" > "$PACK/node.xz"
   # webgpu stays external (an ES module that loads dawn.node beside it); sharp too (native).
-  # Datasets are found by file name at run time (loaders/registry.ts), which a bundle
-  # cannot do: the train bundle's entry imports every loader file first, listed from the folder.
-  { for f in loaders/*.ts; do case "$f" in loaders/registry.ts|loaders/files.ts) ;; *) echo "import './${f%.ts}';";; esac; done
-    echo "import './train';"; } > train_bundle_entry.ts
-  for entry in bench/bench.ts train_bundle_entry.ts; do
+  # Datasets and models are found by file name at run time (loaders/registry.ts,
+  # models/registry.ts), which a bundle cannot do: each bundle's entry imports every
+  # loader and model file first, listed from the folders.
+  registered() {
+    for f in loaders/*.ts; do case "$f" in loaders/registry.ts|loaders/files.ts|loaders/fixtures.ts) ;; *) echo "import './${f%.ts}';";; esac; done
+    for f in models/*.ts; do case "$f" in models/registry.ts|models/model_checks.ts) ;; *) echo "import './${f%.ts}';";; esac; done
+  }
+  { registered; echo "import './train';"; } > train_bundle_entry.ts
+  { registered; echo "import './bench/bench';"; } > bench_bundle_entry.ts
+  for entry in bench_bundle_entry.ts train_bundle_entry.ts; do
     npx esbuild "$entry" --bundle --platform=node --target=node20 --format=cjs \
       --external:webgpu --external:sharp --external:@tensorflow/tfjs-node --external:@tensorflow/tfjs-node-gpu \
       --banner:js='globalThis.__semsegBundle = true;' \
       --outfile="$PACK/$(basename "$entry" .ts | sed 's/_bundle_entry//').js" --log-level=warning
   done
-  rm -f train_bundle_entry.ts
+  rm -f train_bundle_entry.ts bench_bundle_entry.ts
   mkdir -p "$PACK/node_modules/webgpu/dist"
   cp node_modules/webgpu/{index.js,package.json} "$PACK/node_modules/webgpu/"
   cp -r node_modules/webgpu/dist/linux-x64 "$PACK/node_modules/webgpu/dist/"
