@@ -73,10 +73,35 @@ export function checkNumClasses(cfg: Config): void {
     throw new UserError(`dataset '${cfg.data.name}' has ${n} classes but data.num_classes is ${cfg.data.num_classes}; set data.num_classes: ${n}`);
 }
 
+/** The split a leave-group-out run validates on (data.group_by, data.holdout_groups). */
+export const HOLDOUT_SPLIT = 'holdout';
+
+/** The group of each pair (data.group_by's first capture group on its id). */
+function groupOf(cfg: Config, p: PairRef): string {
+  const m = new RegExp(cfg.data.group_by!).exec(p.id);
+  if (!m || m[1] === undefined) throw new UserError(`data.group_by '${cfg.data.group_by}' does not match '${p.id}' (${p.image}); every id needs a group`);
+  return m[1];
+}
+
+/**
+ * data.train_split without the held-out groups, or (split 'holdout') only them: a
+ * validation split that shares no group (sequence, patient) with training.
+ */
+async function groupedPairs(cfg: Config, split: string): Promise<PairRef[] | null> {
+  const { group_by: pattern, holdout_groups: held, train_split: train } = cfg.data;
+  if (split !== HOLDOUT_SPLIT && (split !== train || !held.length)) return null;
+  if (!pattern || !held.length) throw new UserError(`split '${HOLDOUT_SPLIT}' needs data.group_by (a pattern with a capture group) and data.holdout_groups`);
+  const all = await getDataset(cfg.data.name).listPairs(cfg, train);
+  const groups = new Set(all.map((p) => groupOf(cfg, p)));
+  const missing = held.filter((g) => !groups.has(g));
+  if (missing.length) throw new UserError(`data.holdout_groups ${missing.join(', ')}: no pair of split '${train}' is in that group; groups found: ${[...groups].sort().join(', ')}`);
+  return all.filter((p) => held.includes(groupOf(cfg, p)) === (split === HOLDOUT_SPLIT));
+}
+
 /** The pairs of one split, sorted by id, capped at data.limit (0 = all). Empty -> UserError. */
 export async function listSplit(cfg: Config, split: string): Promise<PairRef[]> {
   checkNumClasses(cfg);
-  let pairs = await getDataset(cfg.data.name).listPairs(cfg, split);
+  let pairs = (await groupedPairs(cfg, split)) ?? (await getDataset(cfg.data.name).listPairs(cfg, split));
   if (cfg.data.limit > 0) pairs = pairs.slice(0, cfg.data.limit);
   if (!pairs.length) throw new UserError(`dataset '${cfg.data.name}' at ${cfg.data.root}: split '${split}' has no image/mask pairs`);
   return pairs;
@@ -115,6 +140,25 @@ export const selfTest: SelfTest = {
   },
   'a fixed class count is checked'() {
     assert.throws(() => checkNumClasses(parseConfig({ data: { name: 'cityscapes' } })), /has 19 classes but data\.num_classes is 2; set data\.num_classes: 19/);
+  },
+  async 'group_by holds whole groups out of training as the holdout split'() {
+    const os = await import('node:os');
+    const root = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'grp-')), 'ds');
+    const ids = ['0001TP_1', '0001TP_2', '0006R0_1', '0006R0_2', '0016E5_1'];
+    registerDataset({ name: 'zz_grouped', meta: () => ({ classes: ['a', 'b'], palette: [[0, 0, 0], [1, 1, 1]] }), listPairs: () => ids.map((id) => ({ id, image: `${id}.png`, mask: `${id}_m.png` })) });
+    try {
+      const cfg = parseConfig({ data: { name: 'zz_grouped', root, group_by: '^([^_]+)_', holdout_groups: ['0006R0'], val_split: 'holdout' } });
+      assert.deepEqual((await listSplit(cfg, 'train')).map((p) => p.id), ['0001TP_1', '0001TP_2', '0016E5_1']);
+      assert.deepEqual((await listSplit(cfg, 'holdout')).map((p) => p.id), ['0006R0_1', '0006R0_2']);
+      const typo = parseConfig({ data: { name: 'zz_grouped', root, group_by: '^([^_]+)_', holdout_groups: ['0006RO'] } });
+      await assert.rejects(listSplit(typo, 'train'), /data\.holdout_groups 0006RO: no pair of split 'train' is in that group; groups found: 0001TP, 0006R0, 0016E5/);
+      const loose = parseConfig({ data: { name: 'zz_grouped', root, group_by: '^(\\d+)TP', holdout_groups: ['0001'] } });
+      await assert.rejects(listSplit(loose, 'train'), /data\.group_by .* does not match '0006R0_1'/);
+      await assert.rejects(listSplit(parseConfig({ data: { name: 'zz_grouped', root } }), 'holdout'), /split 'holdout' needs data\.group_by/);
+      assert.throws(() => parseConfig({ data: { group_by: 'no-group' } }), /key 'data\.group_by' has "no-group"; expected a regular expression with a capture group/);
+    } finally {
+      datasets.delete('zz_grouped');
+    }
   },
   async 'limit caps a split'() {
     const os = await import('node:os');

@@ -82,6 +82,15 @@ const DataSchema = z
     synthetic: SyntheticSchema.default({}),
     // Cap on pairs per split (0 = all); handy for quick runs.
     limit: z.number().finite().int().min(0).default(0),
+    // Leave-group-out validation for grouped data (video sequences, patients): the group of a
+    // pair is the first capture group of this pattern on its id; the groups in holdout_groups
+    // leave data.train_split and form the split named 'holdout' (set data.val_split: holdout).
+    group_by: z
+      .string()
+      .refine((p) => { try { return new RegExp(p).source.includes('('); } catch { return false; } }, 'expected a regular expression with a capture group, e.g. "^([^_]+)_"')
+      .nullable()
+      .default(null),
+    holdout_groups: z.array(z.string()).default([]),
   })
   .strict();
 
