@@ -11,7 +11,7 @@ Options are the model's YAML keys (`--opt base=16 --opt encoder=resnet18`); each
 build(in_channels, out_channels, **options) uses the same defaults as its TypeScript file.
 Needs Debian's python3-torch (apt-get install -y python3-torch).
 """
-import argparse, importlib.util, json, os, time
+import argparse, importlib.util, json, os, sys, time
 import torch, torch.nn as nn
 
 
@@ -19,6 +19,7 @@ def load(name):
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_models", name + ".py")
     if not os.path.exists(path):
         raise SystemExit(f"no PyTorch twin for '{name}': {path} not found")
+    sys.path.insert(0, os.path.dirname(path))  # twins import their shared parts (parts.py, unet.py)
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

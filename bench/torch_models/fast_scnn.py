@@ -4,38 +4,7 @@ options and defaults as the TypeScript file. The pyramid bins use AdaptiveAvgPoo
 MMSeg's PPM); the TypeScript pooling equals it where the bins divide the map size and has
 no parameters, so the counts are the same."""
 import torch, torch.nn as nn, torch.nn.functional as F
-
-
-def conv_bn_act(cin, cout, k, stride=1, act=True):
-    layers = [nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout)]
-    return nn.Sequential(*layers, nn.ReLU(True)) if act else nn.Sequential(*layers)
-
-
-def depthwise_bn_act(c, stride=1, act=nn.ReLU):
-    return nn.Sequential(nn.Conv2d(c, c, 3, stride, 1, groups=c, bias=False), nn.BatchNorm2d(c), act(True))
-
-
-def ds_conv(cin, cout, stride=1):
-    """Depthwise 3x3 + BN + ReLU, pointwise 1x1 + BN + ReLU (mobilenet_parts.ts dsConv)."""
-    return nn.Sequential(depthwise_bn_act(cin, stride), conv_bn_act(cin, cout, 1))
-
-
-class InvertedResidual(nn.Module):
-    """MobileNetV2's block (mobilenet_parts.ts invertedResidual): ReLU6, linear projection."""
-
-    def __init__(self, cin, cout, stride, expand):
-        super().__init__()
-        hidden = cin * expand
-        layers = []
-        if expand != 1:
-            layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(True)]
-        layers += [depthwise_bn_act(hidden, stride, nn.ReLU6), nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
-        self.block = nn.Sequential(*layers)
-        self.residual = stride == 1 and cin == cout
-
-    def forward(self, x):
-        y = self.block(x)
-        return x + y if self.residual else y
+from parts import InvertedResidual, conv_bn_act, ds_conv
 
 
 class FastSCNN(nn.Module):
@@ -49,13 +18,13 @@ class FastSCNN(nn.Module):
         blocks, prev = [], down[2]
         for ch, n, s in zip(glob, global_blocks, global_strides):
             for b in range(n):
-                blocks.append(InvertedResidual(prev, ch, s if b == 0 else 1, expand_ratio))
+                blocks.append(InvertedResidual(prev, ch, expand_ratio, s if b == 0 else 1))
                 prev = ch
         self.gfe = nn.Sequential(*blocks)
         self.ppm = nn.ModuleList([nn.Sequential(nn.AdaptiveAvgPool2d(b), conv_bn_act(glob[2], pool, 1)) for b in pool_bins])
         self.gfe_out = conv_bn_act(glob[2] + len(pool_bins) * pool, fusion, 3)
-        self.ffm_lower = nn.Sequential(depthwise_bn_act(fusion), conv_bn_act(fusion, fusion, 1, act=False))
-        self.ffm_higher = conv_bn_act(down[2], fusion, 1, act=False)
+        self.ffm_lower = nn.Sequential(conv_bn_act(fusion, fusion, 3, groups=fusion), conv_bn_act(fusion, fusion, 1, act=None))
+        self.ffm_higher = conv_bn_act(down[2], fusion, 1, act=None)
         self.head = nn.Sequential(ds_conv(fusion, fusion), ds_conv(fusion, fusion), nn.Dropout(dropout), nn.Conv2d(fusion, cout, 1))
 
     def forward(self, x):

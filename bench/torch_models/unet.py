@@ -32,8 +32,12 @@ class UNet(nn.Module):
             else:
                 x = F.interpolate(x, scale_factor=2, mode=self.up_mode, **({} if self.up_mode == "nearest" else {"align_corners": False}))
             x = x[:, :, : skips[i].shape[2], : skips[i].shape[3]]
-            x = self.dec[i](torch.cat([skips[i], x], 1))
+            x = self.dec[i](torch.cat([self.skip(i, skips[i], x), x], 1))
         return self.head(x)
+
+    def skip(self, i, skip, up):
+        """The skip of level i as concatenated before its decoder (attention_unet.py gates it)."""
+        return skip
 
 
 def build(in_channels, out_channels, **o):

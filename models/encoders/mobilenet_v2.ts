@@ -86,7 +86,7 @@ export const selfTest: SelfTest = {
   'parameter count equals torchvision mobilenet_v2 features[:-1], and the built encoder'() {
     // torchvision mobilenet_v2: 3,504,872 - classifier (1280*1000 + 1000) - features[18]
     // (320*1280 + 2*1280) = 1,811,712. Twin (torchvision need not be installed):
-    // /usr/bin/python3 bench/torch_models/deeplabv3plus.py mobilenet_v2   prints 1811712.
+    // /usr/bin/python3 bench/torch_models/parts.py mobilenet_v2   prints 1811712.
     assert.equal(mobilenetV2.paramCount(3), 1_811_712);
     for (const inChannels of [3, 1]) {
       const m = encoderModel(inChannels, 32);

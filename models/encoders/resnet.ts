@@ -100,8 +100,7 @@ function encoderModel(e: EncoderDefinition, inChannels: number, outputStride: 16
 export const selfTest: SelfTest = {
   'parameter counts equal torchvision without its fc layer, and the built encoders'() {
     // torchvision resnet18: 11,689,512 minus fc 512*1000+1000 = 11,176,512; resnet34: 21,797,672 - 513,000 = 21,284,672.
-    // Twin: /usr/bin/python3 -c "import sys; sys.path.insert(0, 'bench/torch_models'); import fpn; print(*(sum(p.numel() for p in fpn.ResNet(n, 3).parameters()) for n in ('resnet18', 'resnet34')))"
-    // prints 11176512 21284672.
+    // Twin: /usr/bin/python3 bench/torch_models/parts.py resnet18 (and resnet34) prints 11176512 (21284672).
     assert.equal(resnet18.paramCount(3), 11_176_512);
     assert.equal(resnet34.paramCount(3), 21_284_672);
     for (const [e, inChannels] of [[resnet18, 3], [resnet18, 1], [resnet34, 4]] as const) {
