@@ -53,6 +53,18 @@ export const binCells = (size: number, bins: number) => Math.ceil(size / binWind
 interface ShapesOfNode { inboundNodes: { inputShapes: number[][] | number[] }[] }
 const inputShapes = (built: tf.layers.Layer) => (built as unknown as ShapesOfNode).inboundNodes[0].inputShapes;
 
+/** A pyramid-pooling layer of one bin count (serialised with it). */
+abstract class BinLayer extends tf.layers.Layer {
+  readonly bins: number;
+  constructor(args: { bins: number; name?: string; trainable?: boolean }) {
+    super(args);
+    this.bins = args.bins;
+  }
+  getConfig(): tf.serialization.ConfigDict {
+    return { ...super.getConfig(), bins: this.bins };
+  }
+}
+
 /**
  * Average pooling of an [n, s_h, s_w, c] map into bins x bins cells (see above). The
  * forward pass equals tf.avgPool(x, k, k, 'same'); it is computed as zero padding, a
@@ -60,13 +72,8 @@ const inputShapes = (built: tf.layers.Layer) => (built as unknown as ShapesOfNod
  * k_h*k_w also at windows that overhang the edge, while its forward pass divides by the
  * pixels inside (cpu and wasm alike): with the padding explicit both agree.
  */
-export class BinAvgPool extends tf.layers.Layer {
+export class BinAvgPool extends BinLayer {
   static className = 'BinAvgPool';
-  readonly bins: number;
-  constructor(args: { bins: number; name?: string; trainable?: boolean }) {
-    super(args);
-    this.bins = args.bins;
-  }
   computeOutputShape(s: tf.Shape | tf.Shape[]): tf.Shape {
     const [n, h, w, c] = s as tf.Shape;
     const cells = (v: number | null) => (v == null ? null : binCells(v, this.bins));
@@ -84,9 +91,6 @@ export class BinAvgPool extends tf.layers.Layer {
       const scale = tf.outerProduct(tf.tensor1d(ph.inside.map((c) => ph.k / c)), tf.tensor1d(pw.inside.map((c) => pw.k / c)));
       return tf.mul(sums, tf.reshape(scale, [1, ph.inside.length, pw.inside.length, 1]));
     });
-  }
-  getConfig(): tf.serialization.ConfigDict {
-    return { ...super.getConfig(), bins: this.bins };
   }
 }
 registerLayerClass(BinAvgPool);
@@ -115,13 +119,8 @@ export function portableBinAvgPool(layer: any, built: tf.layers.Layer): void {
  * Upsamples the pooled cells [x] by the window k of BinAvgPool(bins) on `ref`'s size, as
  * UpSampling2D (bilinear) does: k * cells >= the map size, cut to it by a CropToMatch after.
  */
-export class BinUpsample extends tf.layers.Layer {
+export class BinUpsample extends BinLayer {
   static className = 'BinUpsample';
-  readonly bins: number;
-  constructor(args: { bins: number; name?: string; trainable?: boolean }) {
-    super(args);
-    this.bins = args.bins;
-  }
   computeOutputShape(s: tf.Shape | tf.Shape[]): tf.Shape {
     const [x, ref] = s as tf.Shape[];
     const up = (cells: number | null, size: number | null) => (cells == null || size == null ? null : cells * binWindow(size, this.bins));
@@ -132,9 +131,6 @@ export class BinUpsample extends tf.layers.Layer {
     const [, h, w] = x.shape;
     // The op and arguments of tfjs's UpSampling2D.call, so the stand-in is exact.
     return tf.image.resizeBilinear(x, [h * binWindow(ref.shape[1], this.bins), w * binWindow(ref.shape[2], this.bins)]);
-  }
-  getConfig(): tf.serialization.ConfigDict {
-    return { ...super.getConfig(), bins: this.bins };
   }
 }
 registerLayerClass(BinUpsample);
