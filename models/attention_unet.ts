@@ -21,8 +21,8 @@ import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { fastBatchNorm, portableBatchNorm } from './layers/batch_norm';
 import { glorotInit, heInit } from './layers/init';
-import { DoubleConv, Down, OutConv, UpMode } from './layers/unet_parts';
-import { CropToMatch, portableCropToMatch } from './layers/upsample';
+import { DoubleConv, Down, OutConv, Up, UpMode } from './layers/unet_parts';
+import { portableCropToMatch } from './layers/upsample';
 import { modelChecks } from './model_checks';
 import { countTrainable, registerModel } from './registry';
 import { levelWidths, unetActivationFloats, unetOptions, UNetOptionsSchema } from './unet';
@@ -74,16 +74,7 @@ export function AttentionGate(g: T, skip: T, fInt: number, name: string, batchNo
  * Names as Up's (`${name}_up`/`_upconv`, `_crop`, `_concat`, `_conv1`...) plus `${name}_att_*`.
  */
 export function AttentionUp(x: T, skip: T, filters: number, name: string, mode: UpMode = 'nearest', batchNorm = true, seed = 0): T {
-  if (mode === 'transpose') {
-    const ch = x.shape[3] as number;
-    x = tf.layers.conv2dTranspose({ filters: ch, kernelSize: 2, strides: 2, padding: 'same', kernelInitializer: heInit(`${name}_upconv`, seed), name: `${name}_upconv` }).apply(x) as T;
-  } else {
-    x = tf.layers.upSampling2d({ size: [2, 2], interpolation: mode, name: `${name}_up` }).apply(x) as T;
-  }
-  x = new CropToMatch({ name: `${name}_crop` }).apply([x, skip]) as T;
-  const { gated } = AttentionGate(x, skip, gateWidth(skip.shape[3] as number), `${name}_att`, batchNorm, seed);
-  x = tf.layers.concatenate({ axis: -1, name: `${name}_concat` }).apply([gated, x]) as T;
-  return DoubleConv(x, filters, name, batchNorm, seed);
+  return Up(x, skip, filters, name, mode, batchNorm, seed, (up, s) => AttentionGate(up, s, gateWidth(s.shape[3] as number), `${name}_att`, batchNorm, seed).gated);
 }
 
 /** Builds an Attention U-Net accepting any input height and width (NHWC). Output: raw logits. */

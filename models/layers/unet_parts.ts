@@ -34,8 +34,11 @@ export function Down(x: T, filters: number, name: string, batchNorm = true, seed
   return DoubleConv(x, filters, name, batchNorm, seed);
 }
 
-/** x2 upsampling (nearest by default), crop to the skip, concat [skip, up], DoubleConv. */
-export function Up(x: T, skip: T, filters: number, name: string, mode: UpMode = 'nearest', batchNorm = true, seed = 0): T {
+/**
+ * x2 upsampling (nearest by default), crop to the skip, concat [skip, up], DoubleConv.
+ * `gate` (Attention U-Net) replaces the skip before the concat, given the cropped map.
+ */
+export function Up(x: T, skip: T, filters: number, name: string, mode: UpMode = 'nearest', batchNorm = true, seed = 0, gate?: (up: T, skip: T) => T): T {
   if (mode === 'transpose') {
     const ch = x.shape[3] as number;
     x = tf.layers.conv2dTranspose({ filters: ch, kernelSize: 2, strides: 2, padding: 'same', kernelInitializer: init(`${name}_upconv`, seed), name: `${name}_upconv` }).apply(x) as T;
@@ -43,7 +46,7 @@ export function Up(x: T, skip: T, filters: number, name: string, mode: UpMode = 
     x = tf.layers.upSampling2d({ size: [2, 2], interpolation: mode, name: `${name}_up` }).apply(x) as T;
   }
   x = new CropToMatch({ name: `${name}_crop` }).apply([x, skip]) as T;
-  x = tf.layers.concatenate({ axis: -1, name: `${name}_concat` }).apply([skip, x]) as T;
+  x = tf.layers.concatenate({ axis: -1, name: `${name}_concat` }).apply([gate ? gate(x, skip) : skip, x]) as T;
   return DoubleConv(x, filters, name, batchNorm, seed);
 }
 
