@@ -10,6 +10,7 @@ import type { Config } from '../utils/config';
 import { parseConfig } from '../utils/config';
 import type { DatasetMeta } from '../utils/dataset_utils';
 import { UserError } from '../utils/errors';
+import { FolderRegistry } from '../utils/folder_registry';
 import { runIfMain, SelfTest } from '../utils/self_test';
 
 export interface PairRef { id: string; image: string; mask: string }
@@ -28,36 +29,20 @@ export interface DatasetDefinition {
   maskLut?(cfg: Config): MaskLut;
 }
 
-const datasets = new Map<string, DatasetDefinition>();
-
-// Files of this folder that are not datasets.
-const NOT_DATASETS = new Set(['registry', 'files', 'fixtures']);
-const ext = path.extname(__filename); // .ts under tsx, .js compiled
+// Datasets by file name in this folder; these files are not datasets.
+const datasets = new FolderRegistry<DatasetDefinition>(__dirname, new Set(['registry', 'files', 'fixtures']), (name, known) => `unknown dataset 'data.name: ${name}': expected one of ${known.join(', ')}`);
 
 export function registerDataset(d: DatasetDefinition): void {
-  datasets.set(d.name, d);
-}
-
-function fileOf(name: string): string | null {
-  if (!/^[a-z][a-z0-9_]*$/.test(name) || NOT_DATASETS.has(name)) return null;
-  const f = path.join(__dirname, name + ext);
-  return fs.existsSync(f) ? f : null;
+  datasets.register(d);
 }
 
 /** Names of the datasets in this folder (and any registered from elsewhere). */
 export function registeredDatasets(): string[] {
-  const files = fs.readdirSync(__dirname).filter((f) => f.endsWith(ext) && !f.endsWith('.d.ts')).map((f) => f.slice(0, -ext.length));
-  return [...new Set([...files.filter((n) => fileOf(n)), ...datasets.keys()])].sort();
+  return datasets.names();
 }
 
 export function getDataset(name: string): DatasetDefinition {
-  if (!datasets.has(name)) {
-    const file = fileOf(name);
-    if (file) require(file); // registers itself
-  }
-  const d = datasets.get(name);
-  if (!d) throw new UserError(`unknown dataset 'data.name: ${name}': expected one of ${registeredDatasets().join(', ')}`);
-  return d;
+  return datasets.get(name);
 }
 
 /** The dataset's metainfo for this config (class names and palette, for reports and exports). */
@@ -135,7 +120,7 @@ export const selfTest: SelfTest = {
     registerDataset({ name: 'zz_test', meta: () => ({ classes: [], palette: [] }), listPairs: () => [] });
     assert.throws(() => getDataset('voc'), (e: Error) => e instanceof UserError && /expected one of camvid, cityscapes, folder, isic, synthetic, zz_test/.test(e.message));
     assert.equal(getDataset('zz_test').name, 'zz_test');
-    datasets.delete('zz_test');
+    datasets.remove('zz_test');
     assert.throws(() => getDataset('registry'), /unknown dataset/);
   },
   'a fixed class count is checked'() {
@@ -157,7 +142,7 @@ export const selfTest: SelfTest = {
       await assert.rejects(listSplit(parseConfig({ data: { name: 'zz_grouped', root } }), 'holdout'), /split 'holdout' needs data\.group_by/);
       assert.throws(() => parseConfig({ data: { group_by: 'no-group' } }), /key 'data\.group_by' has "no-group"; expected a regular expression with a capture group/);
     } finally {
-      datasets.delete('zz_grouped');
+      datasets.remove('zz_grouped');
     }
   },
   async 'limit caps a split'() {

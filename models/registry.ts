@@ -6,11 +6,10 @@
 // needs no list or switch edited anywhere else.
 import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
 import { z } from 'zod';
 import { Config, outChannels } from '../utils/config';
 import { UserError } from '../utils/errors';
+import { FolderRegistry } from '../utils/folder_registry';
 import { runIfMain, SelfTest } from '../utils/self_test';
 
 /** What every model gets besides its own options. */
@@ -57,37 +56,22 @@ export interface ModelDefinition<S extends z.ZodObject<any> = z.ZodObject<any>> 
 /** The `model:` keys every model has; the rest belong to the chosen model's schema. */
 export const COMMON_MODEL_KEYS = ['name', 'in_channels', 'out_channels', 'encoder_weights'] as const;
 
-const models = new Map<string, ModelDefinition>();
-// Files of this folder that are not models.
-const NOT_MODELS = new Set(['registry', 'model_checks']);
-const ext = path.extname(__filename); // .ts under tsx, .js compiled
+// Models by file name in this folder; these files are not models.
+const models = new FolderRegistry<ModelDefinition>(__dirname, new Set(['registry', 'model_checks']), (name, known) => `model.name '${name}' is not a registered model; registered: ${known.join(', ')}`);
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export function registerModel<S extends z.ZodObject<any>>(d: ModelDefinition<S>): ModelDefinition<S> {
-  models.set(d.name, d as unknown as ModelDefinition);
+  models.register(d as unknown as ModelDefinition);
   return d;
-}
-
-function fileOf(name: string): string | null {
-  if (!/^[a-z][a-z0-9_]*$/.test(name) || NOT_MODELS.has(name)) return null;
-  const f = path.join(__dirname, name + ext);
-  return fs.existsSync(f) ? f : null;
 }
 
 /** Names of the models in this folder (and any registered from elsewhere). */
 export function registeredModels(): string[] {
-  const files = fs.readdirSync(__dirname).filter((f) => f.endsWith(ext) && !f.endsWith('.d.ts')).map((f) => f.slice(0, -ext.length));
-  return [...new Set([...files.filter((n) => fileOf(n)), ...models.keys()])].sort();
+  return models.names();
 }
 
 export function getModelDefinition(name: string): ModelDefinition {
-  if (!models.has(name)) {
-    const file = fileOf(name);
-    if (file) require(file); // registers itself
-  }
-  const d = models.get(name);
-  if (!d) throw new UserError(`model.name '${name}' is not a registered model; registered: ${registeredModels().join(', ')}`);
-  return d;
+  return models.get(name);
 }
 
 /** The model-specific part of a validated config's `model:` section (defaults filled by parseConfig). */
