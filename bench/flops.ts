@@ -5,16 +5,13 @@
 import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
 import { isMainModule } from '../utils/self_test';
+import { fixedSizeTopology } from '../models/registry';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyLayer = tf.layers.Layer & Record<string, any>;
 
 export async function modelMacs(model: tf.LayersModel, height: number, width: number): Promise<number> {
-  const topo = JSON.parse(JSON.stringify(model.toJSON(null, false)));
-  for (const l of topo.config.layers) {
-    if (l.class_name === 'InputLayer') l.config.batch_input_shape = [1, height, width, l.config.batch_input_shape[3]];
-  }
-  const fixed = await tf.models.modelFromJSON({ modelTopology: topo });
+  const fixed = await tf.models.modelFromJSON({ modelTopology: fixedSizeTopology(model, height, width) });
   let macs = 0;
   for (const layer of fixed.layers as AnyLayer[]) {
     const out = layer.outputShape as number[];

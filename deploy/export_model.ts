@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { loadWeightsFrom } from '../engine/model_io';
 import { applyWeights, snapshotWeights } from '../engine/checkpoint/store';
 import { publishDir } from '../engine/checkpoint/atomic_dir';
-import { getModel, getModelDefinition } from '../models/registry';
+import { fixedSizeTopology, getModel, getModelDefinition } from '../models/registry';
 import { isProjectLayer } from '../models/layers/custom_layers';
 import { Config, isBinary, outChannels } from '../utils/config';
 import { UserError } from '../utils/errors';
@@ -91,10 +91,7 @@ export function exportMetadata(cfg: Config, source: string, meta: { epoch?: numb
  */
 export async function portableModel(model: tf.LayersModel, size: readonly [number, number], modelName: string): Promise<tf.LayersModel> {
   const portable = getModelDefinition(modelName).portable;
-  const topo = JSON.parse(JSON.stringify(model.toJSON(null, false)));
-  for (const l of topo.config.layers) {
-    if (l.class_name === 'InputLayer') l.config.batch_input_shape = [null, size[0], size[1], l.config.batch_input_shape[3]];
-  }
+  const topo = fixedSizeTopology(model, size[0], size[1], null);
   // Built once with the project's classes at the fixed size: static shapes for the crops.
   const fixed = await tf.models.modelFromJSON({ modelTopology: topo });
   for (const l of topo.config.layers) portable[l.class_name]?.(l, fixed.getLayer(l.name));

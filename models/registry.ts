@@ -113,15 +113,25 @@ export function countTrainable(m: tf.LayersModel): number {
 }
 
 /**
+ * The JSON topology of `m` with its input fixed at [batch, h, w, channels] (batch null:
+ * any), from which tfjs builds a copy whose every layer has static shapes (export's
+ * stand-ins, FLOP and activation counts).
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export function fixedSizeTopology(m: tf.LayersModel, height: number, width: number, batch: number | null = 1): any {
+  const topo = JSON.parse(JSON.stringify(m.toJSON(null, false)));
+  for (const l of topo.config.layers) {
+    if (l.class_name === 'InputLayer') l.config.batch_input_shape = [batch, height, width, l.config.batch_input_shape[3]];
+  }
+  return topo;
+}
+
+/**
  * Floats of every layer's output for one sample at h x w, from a copy of `m` built at
  * that fixed size: what activationFloats must match (self-tests).
  */
 export async function tracedActivationFloats(m: tf.LayersModel, height: number, width: number): Promise<number> {
-  const topo = JSON.parse(JSON.stringify(m.toJSON(null, false)));
-  for (const l of topo.config.layers) {
-    if (l.class_name === 'InputLayer') l.config.batch_input_shape = [1, height, width, l.config.batch_input_shape[3]];
-  }
-  const fixed = await tf.models.modelFromJSON({ modelTopology: topo });
+  const fixed = await tf.models.modelFromJSON({ modelTopology: fixedSizeTopology(m, height, width) });
   let n = 0;
   for (const l of fixed.layers) {
     const shapes = (Array.isArray((l.outputShape as unknown[])[0]) ? l.outputShape : [l.outputShape]) as number[][];
