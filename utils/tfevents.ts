@@ -49,39 +49,42 @@ function varint(v: number | bigint): number[] {
   return out;
 }
 
+// Fields are built as Buffers and joined once: spreading an image's bytes into an array
+// overflows the call stack at CamVid's 480x360 overlays.
+const cat = (parts: (Uint8Array | number[])[]) => Buffer.concat(parts.map((p) => (Buffer.isBuffer(p) ? p : Buffer.from(p))));
 const key = (field: number, wire: number) => varint((field << 3) | wire);
-const bytesField = (field: number, data: Uint8Array | number[]) => [...key(field, 2), ...varint(data.length), ...data];
-const stringField = (field: number, s: string) => bytesField(field, [...Buffer.from(s, 'utf8')]);
-function doubleField(field: number, v: number): number[] {
+const bytesField = (field: number, data: Uint8Array) => cat([key(field, 2), varint(data.length), data]);
+const stringField = (field: number, s: string) => bytesField(field, Buffer.from(s, 'utf8'));
+const varintField = (field: number, v: number) => cat([key(field, 0), varint(v)]);
+function doubleField(field: number, v: number): Buffer {
   const b = Buffer.alloc(8);
   b.writeDoubleLE(v);
-  return [...key(field, 1), ...b];
+  return cat([key(field, 1), b]);
 }
-function floatField(field: number, v: number): number[] {
+function floatField(field: number, v: number): Buffer {
   const b = Buffer.alloc(4);
   b.writeFloatLE(v);
-  return [...key(field, 5), ...b];
+  return cat([key(field, 5), b]);
 }
 
 export type SummaryValue = { tag: string; scalar: number } | { tag: string; image: { png: Uint8Array; width: number; height: number; channels: number } };
 
 export function encodeEvent(e: { wallTime: number; step: number; fileVersion?: string; values?: SummaryValue[] }): Uint8Array {
-  const out = [...doubleField(1, e.wallTime), ...key(2, 0), ...varint(e.step)];
-  if (e.fileVersion) out.push(...stringField(3, e.fileVersion));
+  const out: Uint8Array[] = [doubleField(1, e.wallTime), varintField(2, e.step)];
+  if (e.fileVersion) out.push(stringField(3, e.fileVersion));
   if (e.values?.length) {
-    const summary: number[] = [];
-    for (const v of e.values) {
-      const value = [...stringField(1, v.tag)];
-      if ('scalar' in v) value.push(...floatField(2, v.scalar));
+    const summary = e.values.map((v) => {
+      const value: Uint8Array[] = [stringField(1, v.tag)];
+      if ('scalar' in v) value.push(floatField(2, v.scalar));
       else {
         const { png, width, height, channels } = v.image;
-        value.push(...bytesField(4, [...key(1, 0), ...varint(height), ...key(2, 0), ...varint(width), ...key(3, 0), ...varint(channels), ...bytesField(4, png)]));
+        value.push(bytesField(4, cat([varintField(1, height), varintField(2, width), varintField(3, channels), bytesField(4, png)])));
       }
-      summary.push(...bytesField(1, value));
-    }
-    out.push(...bytesField(5, summary));
+      return bytesField(1, cat(value));
+    });
+    out.push(bytesField(5, cat(summary)));
   }
-  return Uint8Array.from(out);
+  return new Uint8Array(cat(out));
 }
 
 /** One TFRecord: length, its masked CRC, the data, its masked CRC. */
@@ -185,6 +188,13 @@ export const selfTest: SelfTest = {
     const bad = Buffer.from(buf);
     bad[20] ^= 0xff;
     assert.equal(readRecords(bad).length, 0);
+  },
+  'an image of several megabytes encodes (CamVid overlays once overflowed the call stack)'() {
+    const png = new Uint8Array(4 << 20).map((_, i) => i & 255);
+    const e = encodeEvent({ wallTime: 1, step: 3, values: [{ tag: 'big', image: { png, width: 480, height: 360, channels: 3 } }] });
+    assert.ok(e.length > png.length && e.length < png.length + 64);
+    assert.deepEqual([...e.subarray(e.length - 16)], [...png.subarray(png.length - 16)]);
+    assert.equal(eventStep(readRecords(encodeRecord(e))[0]), 3);
   },
   'truncateEvents keeps steps up to the resume step'() {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfev-'));
