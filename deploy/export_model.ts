@@ -106,6 +106,20 @@ export async function portableModel(model: tf.LayersModel, size: readonly [numbe
   return stock;
 }
 
+/**
+ * Export `model` at `size` and compare: the stock layer classes of the portable copy, and
+ * the largest difference of their outputs on one random batch (the self-tests' export check).
+ */
+export async function comparePortable(model: tf.LayersModel, size: readonly [number, number], modelName: string): Promise<{ classes: Set<string>; difference: number }> {
+  const p = await portableModel(model, size, modelName);
+  const classes = new Set(p.layers.map((l) => l.getClassName()));
+  const x = tf.randomNormal([2, ...size, 3], 0, 1, 'float32', 5);
+  const difference = tf.tidy(() => tf.max(tf.abs(tf.sub(model.predict(x) as tf.Tensor, p.predict(x) as tf.Tensor))).dataSync()[0]);
+  tf.dispose(x);
+  p.dispose();
+  return { classes, difference };
+}
+
 export function parseQuantization(q: string | undefined): Quantization | null {
   if (q === undefined || q === '' || q === 'none') return null;
   if (!(QUANTIZATIONS as readonly string[]).includes(q)) throw new UserError(`--quantize ${q}: unknown quantisation; expected one of ${QUANTIZATIONS.join(', ')}`);
@@ -183,16 +197,11 @@ export const selfTest: SelfTest = {
       const m = getModel(parseConfig({ model: { base: 4, depth: 2 } }));
       // Non-trivial BN statistics so a wrong mapping would show.
       for (const v of m.weights) if (/moving_(mean|variance)/.test(v.name)) v.write(tf.randomUniform(v.shape as number[], 0.5, 1.5, 'float32', 3));
-      const p = await portableModel(m, size, 'unet');
-      const classes = new Set(p.layers.map((l) => l.getClassName()));
+      const { classes, difference: d } = await comparePortable(m, size, 'unet');
       for (const c of classes) assert.ok(!isProjectLayer(c), `${c} left in the portable model`);
       assert.ok(classes.has('BatchNormalization') && classes.has('Cropping2D'));
-      const x = tf.randomNormal([2, ...size, 3], 0, 1, 'float32', 5);
-      const d = tf.tidy(() => tf.max(tf.abs(tf.sub(m.predict(x) as tf.Tensor, p.predict(x) as tf.Tensor))).dataSync()[0]);
       assert.ok(d < 1e-5, `max difference ${d} at ${size}`);
-      tf.dispose(x);
       m.dispose();
-      p.dispose();
     }
   },
   'an unknown quantisation and a foreign output folder are refused'() {

@@ -58,19 +58,15 @@ export function modelChecks<S extends z.ZodObject<any>>(def: ModelDefinition<S>,
       m.dispose();
     },
     async [`${def.name}: the stock-layers export computes the same outputs at 64x64 and 50x70`]() {
-      const { portableModel } = await import('../deploy/export_model'); // on use: deploy/ builds on models/
+      const { comparePortable } = await import('../deploy/export_model'); // on use: deploy/ builds on models/
       const { isProjectLayer } = await import('./layers/custom_layers');
       const m = def.build(opts(cases.small), io);
       // Non-trivial batch-norm statistics, so a wrong mapping would show.
       for (const v of m.weights) if (/moving_(mean|variance)/.test(v.name)) v.write(tf.randomUniform(v.shape as number[], 0.5, 1.5, 'float32', 3));
       for (const size of [[64, 64], [50, 70]] as [number, number][]) {
-        const p = await portableModel(m, size, def.name);
-        for (const l of p.layers) assert.ok(!isProjectLayer(l.getClassName()), `${l.getClassName()} left in the export`);
-        const x = tf.randomNormal([2, ...size, 3], 0, 1, 'float32', 5);
-        const d = tf.tidy(() => tf.max(tf.abs(tf.sub(m.predict(x) as tf.Tensor, p.predict(x) as tf.Tensor))).dataSync()[0]);
+        const { classes, difference: d } = await comparePortable(m, size, def.name);
+        for (const c of classes) assert.ok(!isProjectLayer(c), `${c} left in the export`);
         assert.ok(d < 1e-4, `max difference ${d} at ${size}`);
-        tf.dispose(x);
-        p.dispose();
       }
       m.dispose();
     },
