@@ -145,8 +145,10 @@ export class EventWriter {
   readonly file: string;
   constructor(dir: string) {
     fs.mkdirSync(dir, { recursive: true });
-    // The timestamp orders files; TensorBoard reads every file of the folder.
-    this.file = path.join(dir, `${EVENT_FILE_PREFIX}${Math.floor(Date.now() / 1000)}.${os.hostname()}.${process.pid}.${Date.now() % 1000}`);
+    // The timestamp orders files by name; TensorBoard reads every file of the folder. The
+    // milliseconds are zero-padded: unpadded, '98' sorted after '120' within one second.
+    const now = Date.now();
+    this.file = path.join(dir, `${EVENT_FILE_PREFIX}${Math.floor(now / 1000)}.${os.hostname()}.${process.pid}.${String(now % 1000).padStart(3, '0')}`);
     this.write({ step: 0, fileVersion: 'brain.Event:2' });
   }
 
