@@ -28,8 +28,12 @@ export interface ExportMetadata {
   run: string;
   model: string;
   checkpoint: { source: string; epoch: number | null; step: number | null; best_metric_name: string | null; best_metric: number | null };
-  /** x = (rgb / 255 - mean) / std, after stretching the image to size (h, w). */
-  input: { size: [number, number]; channels: number; layout: 'NHWC'; resize: string; scale: number; mean: number[]; std: number[] };
+  /**
+   * After stretching the image to size (h, w): x = (rgb * scale - mean) / std per channel
+   * when normalize is 'dataset'; x = (rgb - m) / max(s, 1) when 'image', with m and s the
+   * mean and standard deviation over all of the image's values (0..255).
+   */
+  input: { size: [number, number]; channels: number; layout: 'NHWC'; resize: string; normalize: 'dataset' | 'image'; scale: number; mean: number[]; std: number[] };
   output: { channels: number; activation: 'sigmoid' | 'softmax'; decision: 'threshold' | 'argmax'; threshold: number | null; resize_back: string };
   num_classes: number;
   class_names: string[];
@@ -65,6 +69,7 @@ export function exportMetadata(cfg: Config, source: string, meta: { epoch?: numb
       channels: cfg.model.in_channels,
       layout: 'NHWC',
       resize: 'stretch to size (no aspect kept); training used sharp (libvips) resize',
+      normalize: cfg.data.normalize,
       scale: 1 / 255,
       mean: [...cfg.data.mean],
       std: [...cfg.data.std],

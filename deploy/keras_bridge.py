@@ -7,6 +7,7 @@ shards are a documented format (tfjs-layers' Keras-style topology, little-endian
   python3 deploy/keras_bridge.py to-keras EXPORT/model.json model.keras
   python3 deploy/keras_bridge.py train model.keras IMAGES_DIR MASKS_DIR trained.keras --steps 20 [--mask-suffix _segmentation]
   python3 deploy/keras_bridge.py from-keras trained.keras EXPORT/model.json BACK_DIR
+  python3 deploy/keras_bridge.py inputs model.keras.meta.json x.npy IMAGE...   (what train feeds the network)
 
 to-keras builds the same network in Keras with the export's weights; train fits it under
 tf.distribute.MirroredStrategy (every local GPU, else the CPU) on image/mask pairs matched by
@@ -103,17 +104,33 @@ def pairs(images_dir, masks_dir, suffix):
     return out
 
 
-def dataset(meta, files, batch):
+def preprocess(meta):
+    """image file -> network input, as the export's metadata says (input.normalize)."""
     h, w = meta["input"]["size"]
     mean = tf.constant(meta["input"]["mean"], tf.float32)
     std = tf.constant(meta["input"]["std"], tf.float32)
+    per_image = meta["input"].get("normalize") == "image"
+
+    def load(image):
+        x = tf.image.resize(tf.cast(tf.io.decode_image(tf.io.read_file(image), 3, expand_animations=False), tf.float32), (h, w))
+        if per_image:
+            # The image's own mean and deviation over all values, in 0..255 (at least 1).
+            m, v = tf.nn.moments(x, axes=[0, 1, 2])
+            return (x - m) / tf.maximum(tf.sqrt(v), 1.0)
+        return (x / 255.0 - mean) / std
+
+    return load
+
+
+def dataset(meta, files, batch):
+    h, w = meta["input"]["size"]
     binary = meta["output"]["activation"] == "sigmoid"
+    image_input = preprocess(meta)
 
     def load(image, mask):
-        x = tf.image.resize(tf.cast(tf.io.decode_image(tf.io.read_file(image), 3, expand_animations=False), tf.float32) / 255.0, (h, w))
         y = tf.image.resize(tf.io.decode_png(tf.io.read_file(mask), 1), (h, w), method="nearest")
         y = tf.cast(y > 127, tf.float32) if binary else tf.cast(y[..., 0], tf.int32)
-        return (x - mean) / std, y
+        return image_input(image), y
 
     images, masks = zip(*files)
     return tf.data.Dataset.from_tensor_slices((list(images), list(masks))).map(load).shuffle(len(files), seed=0).repeat().batch(batch)
@@ -178,6 +195,7 @@ def main():
     t.add_argument("--mask-suffix", default="")
     b = sub.add_parser("from-keras"); b.add_argument("keras"); b.add_argument("template_json"); b.add_argument("out_dir")
     x = sub.add_parser("predict", help="logits of the Keras model for inputs in a .npy file (tests)"); x.add_argument("keras"); x.add_argument("inputs"); x.add_argument("out")
+    i = sub.add_parser("inputs", help="the network inputs train feeds for these images, to a .npy file (tests)"); i.add_argument("meta_json"); i.add_argument("out"); i.add_argument("images", nargs="+")
     args = p.parse_args()
     if args.cmd == "to-keras":
         to_keras(args.model_json, args.out)
@@ -190,6 +208,10 @@ def main():
     elif args.cmd == "predict":
         model = keras.models.load_model(args.keras)
         np.save(args.out, model.predict(np.load(args.inputs), verbose=0))
+    elif args.cmd == "inputs":
+        with open(args.meta_json) as f:
+            load = preprocess(json.load(f))
+        np.save(args.out, np.stack([load(f).numpy() for f in args.images]).astype("<f4"))
 
 
 if __name__ == "__main__":

@@ -86,6 +86,13 @@ export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: P
   let index = 0; // position in `pairs`: evaluation keeps their order
   for await (const batch of loader.batches(0)) {
     const { n, h, w } = batch;
+    // The picture under an overlay: the file itself at the mask's size; undone from the batch
+    // where that is exact (per-image normalisation keeps no statistics to undo).
+    const displayRgb = async (at: number, i: number) => {
+      if (opts.fullResolution) return (await decodeImage(pairs[at].image)).data;
+      if (cfg.data.normalize === 'image') return (await decodeImage(pairs[at].image, cfg.data.size)).data;
+      return denormalize(batch.images, i, h, w, cfg.data.mean, cfg.data.std);
+    };
     const probs = tf.tidy(() => predictProbs(model, tf.tensor4d(batch.images, [n, h, w, 3]), opts.tta, opts.scales));
     for (let i = 0; i < n; i++, index++) {
       const full = batch.fullMasks?.[i];
@@ -101,12 +108,12 @@ export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: P
       const s = imageStats ? imageStats.update(pred, gt) : imageScores(pred, gt, numClasses, ignore);
       const score: ImageScore = { id: batch.ids[i], ...s };
       if (index < (opts.keepOverlays ?? 0)) {
-        const rgb = full ? (await decodeImage(pairs[index].image)).data : denormalize(batch.images, i, h, w, cfg.data.mean, cfg.data.std);
+        const rgb = await displayRgb(index, i);
         overlays.push({ id: batch.ids[i], png: await overlayPng(rgb, gw, gh, pred, gt, { binary, palette: meta.palette, ignoreIndex: ignore }), width: gw, height: gh });
       }
       if (opts.outDir) {
         const safe = batch.ids[i].replace(/[^\w.-]+/g, '_');
-        const rgb = full ? (await decodeImage(pairs[index].image)).data : denormalize(batch.images, i, h, w, cfg.data.mean, cfg.data.std);
+        const rgb = await displayRgb(index, i);
         const overlay = await overlayPng(rgb, gw, gh, pred, gt, { binary, palette: meta.palette, ignoreIndex: ignore });
         const colour = await colorizePng(pred, gw, gh, meta.palette, ignore);
         const out = opts.outDir;
@@ -210,6 +217,27 @@ export const selfTest: SelfTest = {
       assert.deepEqual(await sizeOf(path.join(out, res.perImage[0].overlay!)), fullResolution ? [32, 24] : [16, 12]);
       assert.ok(res.metrics.dice > 0.9, `dice ${res.metrics.dice}`);
       assert.ok(res.bestThreshold!.dice >= res.metrics.dice - 1e-9);
+    }
+    model.dispose();
+    fs.rmSync(dir, { recursive: true });
+  },
+  async 'overlays show the image itself under either normalisation (per-image statistics cannot be undone)'() {
+    const { fixtureConfig, redChannelModel, tmpDir, writeIsic } = await fixtures();
+    const sharp = (await import('sharp')).default;
+    const dir = tmpDir('evalnorm');
+    await writeIsic(path.join(dir, 'isic'), 'Validation', ['ISIC_1', 'ISIC_2'], 16, 12);
+    const model = redChannelModel();
+    const pixels: Buffer[][] = [];
+    for (const normalize of ['dataset', 'image']) {
+      const cfg = fixtureConfig(dir, { data: { name: 'isic', root: path.join(dir, 'isic'), size: [12, 16], normalize } });
+      // Threshold 1: nothing predicted under either, so only the picture under the outlines could differ.
+      const res = await evaluateSplit(model, cfg, await listSplit(cfg, 'val'), { threshold: 1, keepOverlays: 2 });
+      pixels.push(await Promise.all(res.overlays!.map((o) => sharp(o.png).raw().toBuffer())));
+    }
+    for (const [i, a] of pixels[0].entries()) {
+      const b = pixels[1][i];
+      assert.equal(a.length, b.length);
+      assert.ok(a.every((v, k) => Math.abs(v - b[k]) <= 1), `overlay ${i} differs`);
     }
     model.dispose();
     fs.rmSync(dir, { recursive: true });

@@ -123,7 +123,7 @@ export async function predictMask(model: tf.LayersModel, cfg: Config, file: stri
   const full = await decodeImage(file, undefined, buf);
   const [h, w] = cfg.data.size;
   const small = await decodeImage(file, cfg.data.size, buf);
-  const x = normaliseImage(small.data, cfg.data.mean, cfg.data.std);
+  const x = normaliseImage(small.data, cfg.data);
   const probs = tf.tidy(() => predictProbs(model, tf.tensor4d(x, [1, h, w, 3]), opts.tta, opts.scales));
   const postprocess = opts.postprocess ? datasetMeta(cfg).postprocess : undefined;
   const { classes } = await probsToMask(probs, full.width, full.height, { threshold: opts.threshold, postprocess });

@@ -19,7 +19,7 @@ import { maskLutFor } from '../loaders/registry';
 import type { PairRef } from '../loaders/registry';
 
 export interface Batch {
-  images: Float32Array; // N*H*W*3, NHWC, (x/255 - mean) / std
+  images: Float32Array; // N*H*W*3, NHWC, normalised as normalisationFor(data) says
   masks: Uint8Array; // N*H*W class ids, ignore_index where ignored
   n: number;
   h: number;
@@ -57,8 +57,7 @@ export class BatchLoader {
   private readonly rules: MaskRules;
   private readonly outH: number;
   private readonly outW: number;
-  private readonly scale: Float32Array;
-  private readonly shift: Float32Array;
+  private readonly norm: Normalisation;
   private pool: SamplePool | null = null;
 
   constructor(private readonly cfg: Config, private readonly pairs: PairRef[], private readonly opts: { train: boolean; threads?: boolean; fullMasks?: boolean }) {
@@ -69,8 +68,7 @@ export class BatchLoader {
     this.rules = { lut: maskLutFor(cfg), numClasses: d.num_classes, ignoreIndex: d.ignore_index };
     const crop = opts.train ? cfg.training.augmentations.crop : undefined;
     [this.outH, this.outW] = crop ? crop.size : d.size;
-    this.scale = Float32Array.from(d.std, (s) => 1 / (255 * s));
-    this.shift = Float32Array.from(d.mean, (m, i) => -m / d.std[i]);
+    this.norm = normalisationFor(d);
   }
 
   get stepsPerEpoch(): number {
@@ -135,7 +133,7 @@ export class BatchLoader {
           const s = await pending.get(start + k)!;
           pending.delete(start + k);
           fill(start + k + 1 + window);
-          this.normalise(s.image, images, k * hw * 3);
+          normaliseInto(s.image, this.norm, images, k * hw * 3);
           masks.set(s.mask, k * hw);
           ids.push(s.id);
           if (s.fullMask) fullMasks.push(s.fullMask);
@@ -153,15 +151,45 @@ export class BatchLoader {
     this.pool = null;
     await p?.close();
   }
-
-  private normalise(src: Float32Array | Uint8Array, dst: Float32Array, off: number): void {
-    normaliseInto(src, this.scale, this.shift, dst, off);
-  }
 }
 
-function normaliseInto(src: Float32Array | Uint8Array, scale: Float32Array, shift: Float32Array, dst: Float32Array, off: number): void {
-  const [s0, s1, s2] = scale;
-  const [t0, t1, t2] = shift;
+/** x -> x * scale + shift per channel; per image, the one scale and shift come from the image itself. */
+interface Normalisation {
+  perImage: boolean;
+  scale: Float32Array;
+  shift: Float32Array;
+}
+
+type NormOptions = Pick<Config['data'], 'mean' | 'std' | 'normalize'>;
+
+function normalisationFor(d: NormOptions): Normalisation {
+  return {
+    perImage: d.normalize === 'image',
+    scale: Float32Array.from(d.std, (s) => 1 / (255 * s)),
+    shift: Float32Array.from(d.mean, (m, i) => -m / d.std[i]),
+  };
+}
+
+/** Mean and standard deviation over every value of an image (0..255); the deviation is at least 1, so a flat image stays finite. */
+function imageStats(src: Float32Array | Uint8Array): { mean: number; std: number } {
+  let sum = 0, sq = 0;
+  for (let i = 0; i < src.length; i++) {
+    const v = src[i];
+    sum += v;
+    sq += v * v;
+  }
+  const mean = sum / src.length;
+  return { mean, std: Math.max(1, Math.sqrt(Math.max(0, sq / src.length - mean * mean))) };
+}
+
+function normaliseInto(src: Float32Array | Uint8Array, norm: Normalisation, dst: Float32Array, off: number): void {
+  let [s0, s1, s2] = norm.scale;
+  let [t0, t1, t2] = norm.shift;
+  if (norm.perImage) {
+    const { mean, std } = imageStats(src);
+    s0 = s1 = s2 = 1 / std;
+    t0 = t1 = t2 = -mean / std;
+  }
   for (let i = 0; i < src.length; i += 3) {
     dst[off + i] = src[i] * s0 + t0;
     dst[off + i + 1] = src[i + 1] * s1 + t1;
@@ -169,17 +197,33 @@ function normaliseInto(src: Float32Array | Uint8Array, scale: Float32Array, shif
   }
 }
 
-/** HWC RGB 0..255 -> (x/255 - mean) / std, the same normalisation as training batches (for predict). */
-export function normaliseImage(src: Uint8Array | Float32Array, mean: readonly number[], std: readonly number[]): Float32Array {
+/** HWC RGB 0..255 -> network input, the same normalisation as training batches (for predict). */
+export function normaliseImage(src: Uint8Array | Float32Array, d: NormOptions): Float32Array {
   const out = new Float32Array(src.length);
-  normaliseInto(src, Float32Array.from(std, (s) => 1 / (255 * s)), Float32Array.from(mean, (m, i) => -m / std[i]), out, 0);
+  normaliseInto(src, normalisationFor(d), out, 0);
   return out;
 }
 
 export const selfTest: SelfTest = {
   'normaliseImage divides by 255, then subtracts mean and divides by std per channel'() {
-    const n = normaliseImage(Uint8Array.from([255, 0, 51]), [0.5, 0.5, 0.2], [0.5, 0.25, 0.2]);
+    const n = normaliseImage(Uint8Array.from([255, 0, 51]), { mean: [0.5, 0.5, 0.2], std: [0.5, 0.25, 0.2], normalize: 'dataset' });
     assert.deepEqual([...n].map((v) => +v.toFixed(5)), [1, -2, 0]);
+  },
+  'per-image normalisation gives mean 0 and deviation 1, whatever the brightness and contrast'() {
+    const d = { mean: [0.5, 0.5, 0.5] as [number, number, number], std: [0.2, 0.2, 0.2] as [number, number, number], normalize: 'image' as const };
+    const img = Uint8Array.from({ length: 300 }, (_, i) => (i * 37) % 200);
+    const a = normaliseImage(img, d);
+    const mean = a.reduce((x, y) => x + y, 0) / a.length;
+    const sd = Math.sqrt(a.reduce((x, y) => x + (y - mean) ** 2, 0) / a.length);
+    assert.ok(Math.abs(mean) < 1e-5 && Math.abs(sd - 1) < 1e-4, `mean ${mean}, sd ${sd}`);
+    // Twice the contrast, 20 brighter: the same input to the network.
+    const b = normaliseImage(Float32Array.from(img, (v) => 2 * v + 20), d);
+    assert.ok(a.every((v, i) => Math.abs(v - b[i]) < 1e-4));
+    // Per-channel data.mean/std would not have removed it.
+    const c = normaliseImage(Float32Array.from(img, (v) => 2 * v + 20), { ...d, normalize: 'dataset' });
+    assert.ok(Math.abs(c[1] - normaliseImage(img, { ...d, normalize: 'dataset' })[1]) > 0.1);
+    // A flat image stays finite.
+    assert.ok(normaliseImage(new Uint8Array(12).fill(90), d).every((v) => v === 0));
   },
 };
 

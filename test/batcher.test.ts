@@ -5,7 +5,7 @@ import path from 'node:path';
 import { parseConfig } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { listSplit } from '../loaders/registry';
-import { Batch, BatchLoader } from '../pipeline/batcher';
+import { Batch, BatchLoader, normaliseImage } from '../pipeline/batcher';
 import { tmpDir, writeIsic } from '../loaders/fixtures';
 import { decodeImage } from '../pipeline/decode';
 import type { Config } from '../utils/config';
@@ -71,6 +71,22 @@ test('images are normalised by mean/std after /255', async () => {
   const std = [0.5, 0.25, 0.5];
   for (let i = 0; i < 48; i++) assert.ok(Math.abs(b.images[i] - (ref.data[i] / 255 - 0.5) / std[i % 3]) < 1e-5);
   assert.ok(Math.max(...b.images.filter((_, i) => i % 3 === 1)) <= (1 - 0.5) / 0.25 + 1e-6);
+});
+
+test('data.normalize image: each image of a batch by its own statistics, as predict prepares it', async () => {
+  const root = tmpDir('norm-image');
+  await writeIsic(root, 'Validation', ['ISIC_1', 'ISIC_2'], 6, 5);
+  const cfg = parseConfig({ data: { name: 'isic', root, size: [5, 6], normalize: 'image' } });
+  const [b] = await collect(new BatchLoader(cfg, await listSplit(cfg, 'val'), { train: false }), 0);
+  const n = 5 * 6 * 3;
+  for (const [k, id] of ['ISIC_1', 'ISIC_2'].entries()) {
+    const one = b.images.subarray(k * n, (k + 1) * n);
+    const mean = one.reduce((x, y) => x + y, 0) / n;
+    const sd = Math.sqrt(one.reduce((x, y) => x + (y - mean) ** 2, 0) / n);
+    assert.ok(Math.abs(mean) < 1e-4 && Math.abs(sd - 1) < 1e-3, `${id}: mean ${mean}, sd ${sd}`);
+    const ref = normaliseImage((await decodeImage(path.join(root, 'ISIC2018_Task1-2_Validation_Input', `${id}.jpg`), [5, 6])).data, cfg.data);
+    assert.ok(one.every((v, i) => Math.abs(v - ref[i]) < 1e-5));
+  }
 });
 
 test('fewer training pairs than batch_size is a UserError', async () => {

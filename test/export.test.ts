@@ -72,6 +72,7 @@ describe('export', () => {
     const meta = loaded.getUserDefinedMetadata() as unknown as ExportMetadata;
     assert.deepEqual(meta.input.size, cfg.data.size);
     assert.deepEqual(meta.input.mean, cfg.data.mean);
+    assert.equal(meta.input.normalize, 'dataset');
     assert.equal(meta.num_classes, 2);
     assert.equal(meta.output.decision, 'threshold');
     assert.equal(meta.class_names.length, meta.palette.length);
@@ -187,12 +188,14 @@ describe('export', () => {
     const node = await predictMask(project, cfg, img, { threshold: cfg.training.threshold, postprocess: false });
     const served: string[] = [];
     const types: Record<string, string> = { '.html': 'text/html', '.js': 'text/javascript', '.json': 'application/json', '.wasm': 'application/wasm', '.bin': 'application/octet-stream' };
+    let modelJson: string | null = null; // set: served instead of the export's model.json
     const server = http.createServer((req, res) => {
       const name = path.basename(decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname)) || 'index.html';
       const file = path.join(out, name);
       served.push(name);
       if (!fs.existsSync(file)) return void res.writeHead(404).end();
-      res.writeHead(200, { 'content-type': types[path.extname(name)] ?? 'application/octet-stream' }).end(fs.readFileSync(file));
+      const body = name === 'model.json' && modelJson !== null ? modelJson : fs.readFileSync(file);
+      res.writeHead(200, { 'content-type': types[path.extname(name)] ?? 'application/octet-stream' }).end(body);
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const port = (server.address() as { port: number }).port;
@@ -255,6 +258,23 @@ describe('export', () => {
         await page.dispatchEvent('#threshold', 'input');
         await page.screenshot({ path: process.env.DEPLOY_SCREENSHOT });
       }
+      // An export whose metadata says data.normalize 'image': the page standardises each image
+      // by its own statistics, as predict does (same weights, so the masks must agree).
+      const json = JSON.parse(fs.readFileSync(path.join(out, 'model.json'), 'utf8'));
+      json.userDefinedMetadata.input.normalize = 'image';
+      modelJson = JSON.stringify(json);
+      const perImageCfg = { ...cfg, data: { ...cfg.data, normalize: 'image' as const } };
+      const nodeImage = await predictMask(project, perImageCfg, img, { threshold: cfg.training.threshold, postprocess: false });
+      assert.ok(agreement(nodeImage.classes, node.classes) < 1, 'per-image normalisation changes the masks of this model');
+      await page.reload();
+      await page.waitForFunction(() => (window as any).semseg.ready || (window as any).semseg.error, null, { timeout: 30000 });
+      assert.equal(await page.evaluate(() => (window as any).semseg.meta.input.normalize), 'image');
+      await page.setInputFiles('#file', img);
+      await page.waitForFunction(() => (window as any).semseg.result || (window as any).semseg.error, null, { timeout: 30000 });
+      const ri = await page.evaluate(() => (window as any).semseg.result);
+      const ai = agreement(ri.classes, nodeImage.classes);
+      assert.ok(ai >= 0.98, `page/Node mask agreement with per-image normalisation ${ai}`);
+      assert.deepEqual(errors, []);
     } finally {
       await browser.close();
       server.close();

@@ -14,6 +14,9 @@ import { decodeImage } from '../pipeline/decode';
 import { normaliseImage } from '../pipeline/batcher';
 import { listSplit } from '../loaders/registry';
 import { resolveConfig } from '../api';
+import { parseConfig } from '../utils/config';
+import { exportMetadata } from '../deploy/export_model';
+import { writeRaw } from '../loaders/fixtures';
 import { probsToMask } from '../engine/inference';
 import sharp from 'sharp';
 import { runExitHooks } from '../utils/exit';
@@ -72,7 +75,7 @@ test('to Keras with the same masks, MirroredStrategy training, and back into eva
   const pairs = await listSplit(cfg, cfg.data.val_split);
   const [h, w] = cfg.data.size;
   const x = new Float32Array(pairs.length * h * w * 3);
-  for (let i = 0; i < pairs.length; i++) x.set(normaliseImage((await decodeImage(pairs[i].image, cfg.data.size)).data, cfg.data.mean, cfg.data.std), i * h * w * 3);
+  for (let i = 0; i < pairs.length; i++) x.set(normaliseImage((await decodeImage(pairs[i].image, cfg.data.size)).data, cfg.data), i * h * w * 3);
   writeNpy(path.join(dir, 'x.npy'), x, [pairs.length, h, w, 3]);
   bridge(['predict', 'model.keras', 'x.npy', 'y.npy'], dir);
   const keras = readNpy(path.join(dir, 'y.npy'));
@@ -119,4 +122,23 @@ test('to Keras with the same masks, MirroredStrategy training, and back into eva
   assertOk(e);
   assert.ok(Number.isFinite(JSON.parse(fs.readFileSync(path.join(dir, 'eval-back', 'metrics.json'), 'utf8')).metrics.mIoU));
   assertOk(await run('train', ['--config', config, '--set', 'name=from-keras', '--set', 'training.epochs=1', '--weights', back]));
+});
+
+test('the bridge prepares images for training as predict does, under either data.normalize', { timeout: 120_000 }, async () => {
+  const dir = tmpDir('keras-inputs');
+  dirs.push(dir);
+  const [h, w] = [10, 14]; // the images' own size: no resize, so libvips and TensorFlow agree exactly
+  const files = [1, 2].map((k) => path.join(dir, `img${k}.png`));
+  for (const [k, f] of files.entries()) await writeRaw(f, Uint8Array.from({ length: h * w * 3 }, (_, i) => (i * (7 + k) + 40 * k) % 256), w, h, 3);
+  for (const normalize of ['dataset', 'image'] as const) {
+    const cfg = parseConfig({ data: { size: [h, w], mean: [0.4, 0.5, 0.6], std: [0.2, 0.25, 0.3], normalize } });
+    fs.writeFileSync(path.join(dir, 'meta.json'), JSON.stringify(exportMetadata(cfg, 'test', null, null)));
+    bridge(['inputs', 'meta.json', 'x.npy', ...files], dir);
+    const got = readNpy(path.join(dir, 'x.npy'));
+    const want = new Float32Array(got.length);
+    for (const [k, f] of files.entries()) want.set(normaliseImage((await decodeImage(f, [h, w])).data, cfg.data), k * h * w * 3);
+    assert.equal(got.length, files.length * h * w * 3);
+    const diff = got.reduce((m, v, i) => Math.max(m, Math.abs(v - want[i])), 0);
+    assert.ok(diff < 1e-4, `${normalize}: bridge and predict inputs differ by ${diff}`);
+  }
 });

@@ -74,6 +74,10 @@ const DataSchema = z
     size: size2.default([128, 128]),
     mean: z.tuple([z.number().finite(), z.number().finite(), z.number().finite()]).default([0.485, 0.456, 0.406]),
     std: z.tuple([z.number().finite().positive(), z.number().finite().positive(), z.number().finite().positive()]).default([0.229, 0.224, 0.225]),
+    // 'image': each image is standardised by its own mean and standard deviation (over all
+    // pixels and channels) instead of data.mean/std, so a sequence shot brighter or darker
+    // than any training image reaches the network at the same level (CamVid's do).
+    normalize: z.enum(['dataset', 'image']).default('dataset'),
     // `folder` loader: images and masks matched by file stem.
     images_dir: z.string().optional(),
     masks_dir: z.string().optional(),

@@ -71,12 +71,17 @@
     }
   }
 
-  /** Network input [1,h,w,3]: stretched to the training size, then (rgb/255 - mean) / std. */
+  /** Network input [1,h,w,3]: stretched to the training size, then normalised as metadata input.normalize says. */
   function preprocess(imageCanvas) {
     const [h, w] = meta.input.size;
     return tf.tidy(() => {
       const px = tf.browser.fromPixels(imageCanvas).toFloat();
       const small = tf.image.resizeBilinear(px, [h, w], false, true);
+      if (meta.input.normalize === 'image') {
+        // By the image's own mean and deviation over all values (at least 1).
+        const { mean, variance } = tf.moments(small);
+        return small.sub(mean).div(tf.maximum(tf.sqrt(variance), 1)).expandDims(0);
+      }
       const mean = tf.tensor1d(meta.input.mean).mul(255);
       const std = tf.tensor1d(meta.input.std).mul(255);
       return small.sub(mean).div(std).expandDims(0);
