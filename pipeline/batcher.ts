@@ -19,7 +19,7 @@ import { maskLutFor } from '../loaders/registry';
 import type { PairRef } from '../loaders/registry';
 
 export interface Batch {
-  images: Float32Array; // N*H*W*3, NHWC, normalised as normalisationFor(data) says
+  images: Float32Array; // N*H*W*3, NHWC, normalised as data.normalize says (normaliseImage)
   masks: Uint8Array; // N*H*W class ids, ignore_index where ignored
   n: number;
   h: number;
