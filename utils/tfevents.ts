@@ -147,8 +147,12 @@ export class EventWriter {
     fs.mkdirSync(dir, { recursive: true });
     // The timestamp orders files by name; TensorBoard reads every file of the folder. The
     // milliseconds are zero-padded: unpadded, '98' sorted after '120' within one second.
-    const now = Date.now();
-    this.file = path.join(dir, `${EVENT_FILE_PREFIX}${Math.floor(now / 1000)}.${os.hostname()}.${process.pid}.${String(now % 1000).padStart(3, '0')}`);
+    // A second writer of this process in the same millisecond takes the next one, so it
+    // neither appends to the first's file nor sorts before it.
+    const nameAt = (t: number) => path.join(dir, `${EVENT_FILE_PREFIX}${Math.floor(t / 1000)}.${os.hostname()}.${process.pid}.${String(t % 1000).padStart(3, '0')}`);
+    let now = Date.now();
+    while (fs.existsSync(nameAt(now))) now++;
+    this.file = nameAt(now);
     this.write({ step: 0, fileVersion: 'brain.Event:2' });
   }
 
@@ -205,6 +209,14 @@ export const selfTest: SelfTest = {
     truncateEvents(dir, 2);
     assert.deepEqual(readRecords(fs.readFileSync(w.file)).map(eventStep), [0, 1, 2]);
     assert.deepEqual(fs.readdirSync(dir), [path.basename(w.file)]);
+    fs.rmSync(dir, { recursive: true });
+  },
+  'writers created in one millisecond get their own files, in creation order'() {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tfev-'));
+    const writers = Array.from({ length: 5 }, () => new EventWriter(dir)); // well within a few ms
+    assert.equal(new Set(writers.map((w) => w.file)).size, 5);
+    assert.deepEqual(fs.readdirSync(dir).sort(), writers.map((w) => path.basename(w.file)));
+    for (const w of writers) assert.deepEqual(readRecords(fs.readFileSync(w.file)).map(eventStep), [0]);
     fs.rmSync(dir, { recursive: true });
   },
 };
