@@ -107,18 +107,16 @@ export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: P
       cm.update(pred, gt);
       const s = imageStats ? imageStats.update(pred, gt) : imageScores(pred, gt, numClasses, ignore);
       const score: ImageScore = { id: batch.ids[i], ...s };
-      if (index < (opts.keepOverlays ?? 0)) {
-        const rgb = await displayRgb(index, i);
-        overlays.push({ id: batch.ids[i], png: await overlayPng(rgb, gw, gh, pred, gt, { binary, palette: meta.palette, ignoreIndex: ignore }), width: gw, height: gh });
-      }
+      const keep = index < (opts.keepOverlays ?? 0);
+      // One overlay (one decode of the picture) serves both the kept list and the written file.
+      const overlay = keep || opts.outDir ? await overlayPng(await displayRgb(index, i), gw, gh, pred, gt, { binary, palette: meta.palette, ignoreIndex: ignore }) : null;
+      if (keep) overlays.push({ id: batch.ids[i], png: overlay!, width: gw, height: gh });
       if (opts.outDir) {
         const safe = batch.ids[i].replace(/[^\w.-]+/g, '_');
-        const rgb = await displayRgb(index, i);
-        const overlay = await overlayPng(rgb, gw, gh, pred, gt, { binary, palette: meta.palette, ignoreIndex: ignore });
         const colour = await colorizePng(pred, gw, gh, meta.palette, ignore);
         const out = opts.outDir;
         guardFsSync(RESULTS_FS, () => {
-          fs.writeFileSync(path.join(out, 'overlays', `${safe}.png`), overlay);
+          fs.writeFileSync(path.join(out, 'overlays', `${safe}.png`), overlay!);
           fs.writeFileSync(path.join(out, 'predictions', `${safe}.png`), colour);
         });
         score.overlay = `overlays/${safe}.png`;
