@@ -38,6 +38,25 @@ function cropOffset(rng: Rng, scaled: number, out: number): number {
   return scaled >= out ? k : -k;
 }
 
+/** The crop offset nearest to `want` among those cropOffset can draw. */
+function clampOffset(want: number, scaled: number, out: number): number {
+  const slack = Math.floor(Math.abs(scaled - out));
+  return scaled >= out ? Math.min(Math.max(want, 0), slack) : Math.min(Math.max(want, -slack), 0);
+}
+
+/** A random pixel index of one of `classes` present in the mask (class drawn uniformly among those present); -1 if none is. */
+function focusPixel(s: Sample, classes: readonly number[], rng: Rng): number {
+  const wanted = new Set(classes);
+  const counts = new Map<number, number>();
+  for (const c of s.mask) if (wanted.has(c)) counts.set(c, (counts.get(c) ?? 0) + 1);
+  if (counts.size === 0) return -1;
+  const present = [...counts.keys()].sort((a, b) => a - b);
+  const c = present[randInt(rng, present.length)];
+  let k = randInt(rng, counts.get(c)!);
+  for (let i = 0; i < s.mask.length; i++) if (s.mask[i] === c && k-- === 0) return i;
+  return -1;
+}
+
 /** Fraction of the most common class in the crop window (ignore excluded); 0 if under two classes. */
 function maxClassRatio(s: Sample, plan: GeometryPlan, ignoreIndex: number): number {
   const counts = new Map<number, number>();
@@ -67,12 +86,20 @@ export function planGeometry(s: Sample, aug: Augmentations, rng: Rng, ignoreInde
   if (aug.crop) [plan.outH, plan.outW] = aug.crop.size;
   const sw = s.width * plan.scale;
   const sh = s.height * plan.scale;
-  // Like MMSegmentation's RandomCrop: retry (up to 10 times) crops dominated by one class.
-  const tries = aug.crop && aug.crop.cat_max_ratio < 1 ? 10 : 1;
-  for (let t = 0; t < tries; t++) {
-    plan.offsetX = cropOffset(rng, sw, plan.outW);
-    plan.offsetY = cropOffset(rng, sh, plan.outH);
-    if (tries === 1 || maxClassRatio(s, plan, ignoreIndex) < aug.crop!.cat_max_ratio) break;
+  const focus = aug.crop?.focus && chance(rng, aug.crop.focus.p) ? focusPixel(s, aug.crop.focus.classes, rng) : -1;
+  if (focus >= 0) {
+    // The window holds the chosen pixel at a random place in it (clamped to the usual range).
+    const px = ((focus % s.width) + 0.5) * plan.scale, py = (Math.floor(focus / s.width) + 0.5) * plan.scale;
+    plan.offsetX = clampOffset(Math.floor(px - uniform(rng, 0, plan.outW)), sw, plan.outW);
+    plan.offsetY = clampOffset(Math.floor(py - uniform(rng, 0, plan.outH)), sh, plan.outH);
+  } else {
+    // Like MMSegmentation's RandomCrop: retry (up to 10 times) crops dominated by one class.
+    const tries = aug.crop && aug.crop.cat_max_ratio < 1 ? 10 : 1;
+    for (let t = 0; t < tries; t++) {
+      plan.offsetX = cropOffset(rng, sw, plan.outW);
+      plan.offsetY = cropOffset(rng, sh, plan.outH);
+      if (tries === 1 || maxClassRatio(s, plan, ignoreIndex) < aug.crop!.cat_max_ratio) break;
+    }
   }
   if (aug.hflip) plan.hflip = chance(rng, aug.hflip.p);
   if (aug.vflip) plan.vflip = chance(rng, aug.vflip.p);

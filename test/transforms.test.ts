@@ -8,7 +8,7 @@ import { mulberry32 } from '../utils/rng';
 import { augment, blockySample, mismatch, photometric, planGeometry, Sample } from '../pipeline/transforms';
 
 const IGN = 255;
-const aug = (a: object): Augmentations => parseConfig({ training: { augmentations: a } }).training.augmentations;
+const aug = (a: object, numClasses = 2): Augmentations => parseConfig({ data: { num_classes: numClasses }, training: { augmentations: a } }).training.augmentations;
 
 test('each geometric transform keeps the thresholded image equal to the mask', () => {
   const s = blockySample(48, 40, 7);
@@ -127,4 +127,36 @@ test('gaussian noise has the configured std (in units of 255)', () => {
   const mean = img.reduce((a, b) => a + b, 0) / img.length;
   const sd = Math.sqrt(img.reduce((a, b) => a + (b - mean) ** 2, 0) / img.length);
   assert.ok(Math.abs(mean - 128) < 0.5 && Math.abs(sd - 0.05 * 255) < 0.5, `mean ${mean} sd ${sd}`);
+});
+
+test('crop.focus puts a pixel of a rare class in the window; the crop stays paired', () => {
+  // A 3x3 patch of class 2 in one corner of a 64x48 image: a 16x16 crop holds it ~1 time in 12.
+  const w = 64, h = 48;
+  const s = blockySample(w, h, 3);
+  for (let y = 40; y < 43; y++) for (let x = 58; x < 61; x++) s.mask[y * w + x] = 2;
+  const count = (a: object) => {
+    let hits = 0;
+    for (let seed = 0; seed < 40; seed++) if (augment(s, aug(a, 3), mulberry32(seed), IGN).mask.includes(2)) hits++;
+    return hits;
+  };
+  const plain = count({ scale: { p: 1, range: [0.8, 1.2] }, crop: { size: [16, 16] } });
+  const focused = count({ scale: { p: 1, range: [0.8, 1.2] }, crop: { size: [16, 16], focus: { p: 1, classes: [2] } } });
+  assert.equal(focused, 40, `focused crops holding the patch: ${focused}/40`);
+  assert.ok(plain < 15, `plain crops holding the patch: ${plain}/40`);
+  // Pairing: where the mask is 0/1 (class 2 pixels aside) the image still thresholds to it.
+  for (let seed = 0; seed < 10; seed++) {
+    const out = augment(blockySample(w, h, 3), aug({ crop: { size: [16, 16], focus: { p: 1, classes: [1] } } }), mulberry32(seed), IGN);
+    assert.equal(mismatch(out, IGN), 0, `seed ${seed}`);
+    assert.ok(out.mask.includes(1), `seed ${seed}: focus class in crop`);
+  }
+  // A sample without any of the classes gets an ordinary crop.
+  const none = augment(blockySample(w, h, 3), aug({ crop: { size: [16, 16], focus: { p: 1, classes: [5] } } }, 6), mulberry32(1), IGN);
+  assert.deepEqual([none.width, none.height], [16, 16]);
+});
+
+test('crop.focus classes must be real classes', () => {
+  const bad = (classes: number[]) => () => parseConfig({ data: { num_classes: 3 }, training: { augmentations: { crop: { size: [8, 8], focus: { classes } } } } });
+  assert.throws(bad([3]), /training\.augmentations\.crop\.focus\.classes' has 3; expected class indices below data\.num_classes \(3\)/);
+  assert.throws(bad([255]), /crop\.focus\.classes/);
+  assert.doesNotThrow(bad([1, 2]));
 });

@@ -25,7 +25,16 @@ const size2 = z.tuple([z.number().finite().int().positive(), z.number().finite()
 const AugmentationsSchema = z
   .object({
     scale: z.object({ p: prob.default(1), range: range.default([0.75, 1.25]) }).strict().optional(),
-    crop: z.object({ size: size2, cat_max_ratio: z.number().finite().min(0).max(1).default(1) }).strict().optional(),
+    crop: z
+      .object({
+        size: size2,
+        cat_max_ratio: z.number().finite().min(0).max(1).default(1),
+        // With chance p, centre the crop window near a pixel of one of `classes` present in the
+        // sample (drawn uniformly among them), so rare small classes are seen more often.
+        focus: z.object({ p: prob.default(0.5), classes: z.array(z.number().finite().int().min(0).max(254)).nonempty() }).strict().optional(),
+      })
+      .strict()
+      .optional(),
     hflip: z.object({ p: prob.default(0.5) }).strict().optional(),
     vflip: z.object({ p: prob.default(0.5) }).strict().optional(),
     rotate: z.object({ p: prob.default(0.5), degrees: z.number().finite().min(0).max(180).default(30) }).strict().optional(),
@@ -302,6 +311,11 @@ export function parseConfig(raw: unknown, source = 'config'): Config {
   const opts = def.options.strict().safeParse(own);
   if (!opts.success) throw new UserError(formatIssues(source, raw, opts.error.issues.map((i) => ({ ...i, path: ['model', ...i.path] }))));
   cfg.model = { ...common, ...opts.data } as Config['model'];
+  const focus = cfg.training.augmentations.crop?.focus?.classes ?? [];
+  const bad = focus.find((c) => c >= cfg.data.num_classes || c === cfg.data.ignore_index);
+  if (bad !== undefined) {
+    throw new UserError(`${source}: key 'training.augmentations.crop.focus.classes' has ${bad}; expected class indices below data.num_classes (${cfg.data.num_classes}), not the ignore index`);
+  }
   return cfg;
 }
 
