@@ -19,6 +19,7 @@ import { runIfMain, SelfTest } from '../utils/self_test';
 import { applyMatchingWeights, applyWeights, checkpointExists, CheckpointMeta, loadCheckpoint } from './checkpoint/store';
 import { oldPath, whyIncomplete } from './checkpoint/atomic_dir';
 import { loadWeightsFrom } from './model_io';
+import { imagenetWeights } from '../models/encoders/imagenet';
 import type { RunDirs } from './run_dirs';
 
 export interface StartOptions {
@@ -115,7 +116,8 @@ export async function startState(
   }
   const encoder = cfg.model.encoder_weights;
   if (encoder) {
-    const r = applyMatchingWeights(model, (await loadWeightsFrom(encoder)).weights, encoder);
+    const source = encoder === 'imagenet' ? await imagenetWeights((cfg.model as { encoder?: unknown }).encoder) : (await loadWeightsFrom(encoder)).weights;
+    const r = applyMatchingWeights(model, source, encoder);
     const layers = (names: string[]) => [...new Set(names.map((n) => n.split('/')[0]))];
     const kept = layers(r.kept);
     log(

@@ -55,7 +55,8 @@ const ModelSchema = z
     // 'auto': 1 sigmoid output for two classes, else one softmax output per class.
     out_channels: z.union([z.literal('auto'), z.number().finite().int().positive()]).default('auto'),
     // Start from these weights where layer names and shapes match (a checkpoint folder or
-    // an exported model.json), e.g. an encoder trained elsewhere.
+    // an exported model.json), e.g. an encoder trained elsewhere; `imagenet`: ImageNet
+    // weights for model.encoder mobilenet_v2 (models/encoders/imagenet.ts).
     encoder_weights: z.string().nullable().default(null),
   })
   .passthrough();

@@ -1,0 +1,99 @@
+// ImageNet-pretrained weights for the mobilenet_v2 encoder (`model.encoder_weights: imagenet`).
+// Nothing can be downloaded where this project trains (npm's registry only), so the weights
+// come from an npm package that carries them: nsfwjs (MIT) ships Keras's MobileNetV2
+// (width 1.0) as a tfjs layers model, 8-bit quantised. Its layers up to block_10 are
+// frozen there, i.e. Keras's ImageNet weights; block_11 on were fine-tuned (from those
+// weights) for nsfwjs's 5-class image classifier. Its classifier head is not used.
+// Keras's MobileNetV2 has the same blocks as torchvision's, which models/encoders/mobilenet_v2.ts
+// follows; only the names differ (Keras `block_k` is torchvision's features[k + 1]).
+import * as tf from '@tensorflow/tfjs';
+import assert from 'node:assert/strict';
+import type { NamedTensor } from '../../engine/checkpoint/format';
+import { UserError } from '../../utils/errors';
+import { runIfMain, SelfTest } from '../../utils/self_test';
+import { mobilenetV2 } from './mobilenet_v2';
+
+/** This project's weight name for a Keras MobileNetV2 weight name; null for the parts not used (last 1x1 conv, head). */
+export function kerasToEncoderName(keras: string, prefix: string): string | null {
+  const [layer, weight] = keras.split('/');
+  const bn = (s: string) => s.replace(/_BN$/, '_bn');
+  if (layer === 'Conv1') return `${prefix}_stem_conv/${weight}`;
+  if (layer === 'bn_Conv1') return `${prefix}_stem_bn/${weight}`;
+  let m = /^expanded_conv_(depthwise|project)(_BN)?$/.exec(layer);
+  if (m) return `${prefix}_block1_${m[1] === 'depthwise' ? 'dw' : 'project'}${m[2] ? '_bn' : ''}/${weight}`;
+  m = /^block_(\d+)_(expand|depthwise|project)(_BN)?$/.exec(layer);
+  if (!m) return null;
+  const part = m[2] === 'depthwise' ? 'dw' : m[2] === 'expand' ? (m[3] ? 'expand' : 'expand_conv') : 'project';
+  return bn(`${prefix}_block${Number(m[1]) + 1}_${part}${m[3] ?? ''}`) + `/${weight}`;
+}
+
+interface KerasModelFiles { modelTopology: unknown; weightsManifest: { weights: tf.io.WeightsManifestEntry[] }[] }
+
+/** The Keras MobileNetV2 weights inside nsfwjs, by Keras name. */
+async function kerasMobileNetV2(): Promise<Map<string, tf.Tensor>> {
+  let pkg: { modelJson: () => Promise<{ default: KerasModelFiles }>; weightBundles: (() => Promise<{ default: string }>)[] };
+  try {
+    pkg = require('nsfwjs/models/mobilenet_v2').MobileNetV2Model;
+  } catch {
+    throw new UserError("model.encoder_weights: 'imagenet' reads its weights from the npm package nsfwjs, which is not installed (npm install)");
+  }
+  const json = (await pkg.modelJson()).default;
+  const shards = await Promise.all(pkg.weightBundles.map(async (b) => Buffer.from((await b()).default, 'base64')));
+  const all = Buffer.concat(shards);
+  const specs = json.weightsManifest.flatMap((g) => g.weights);
+  const decoded = tf.io.decodeWeights(all.buffer.slice(all.byteOffset, all.byteOffset + all.length), specs);
+  return new Map(Object.entries(decoded));
+}
+
+/** ImageNet weights named for the mobilenet_v2 encoder built with `prefix` (the models use 'enc'). */
+export async function imagenetMobileNetV2(prefix = 'enc'): Promise<NamedTensor[]> {
+  const keras = await kerasMobileNetV2();
+  const out: NamedTensor[] = [];
+  for (const [name, t] of keras) {
+    const ours = kerasToEncoderName(name, prefix);
+    if (ours) out.push({ name: ours, shape: t.shape, values: t.dataSync() as Float32Array });
+    t.dispose();
+  }
+  return out;
+}
+
+const PRETRAINED: Record<string, (prefix: string) => Promise<NamedTensor[]>> = { mobilenet_v2: imagenetMobileNetV2 };
+
+/** `model.encoder_weights: imagenet` for the model's encoder; a UserError names the encoders that have them. */
+export function imagenetWeights(encoder: unknown, prefix = 'enc'): Promise<NamedTensor[]> {
+  const load = typeof encoder === 'string' ? PRETRAINED[encoder] : undefined;
+  if (!load) {
+    const which = typeof encoder === 'string' ? `encoder '${encoder}'` : 'this model (it has no model.encoder)';
+    throw new UserError(`model.encoder_weights: 'imagenet' weights exist for encoder ${Object.keys(PRETRAINED).join(', ')} only, not for ${which}; give a checkpoint folder or model.json instead`);
+  }
+  return load(prefix);
+}
+
+export const selfTest: SelfTest = {
+  'Keras names map onto the encoder: stem, first block, later blocks; head dropped'() {
+    assert.equal(kerasToEncoderName('Conv1/kernel', 'enc'), 'enc_stem_conv/kernel');
+    assert.equal(kerasToEncoderName('bn_Conv1/gamma', 'enc'), 'enc_stem_bn/gamma');
+    assert.equal(kerasToEncoderName('expanded_conv_depthwise/depthwise_kernel', 'enc'), 'enc_block1_dw/depthwise_kernel');
+    assert.equal(kerasToEncoderName('expanded_conv_project_BN/moving_mean', 'enc'), 'enc_block1_project_bn/moving_mean');
+    assert.equal(kerasToEncoderName('block_1_expand/kernel', 'enc'), 'enc_block2_expand_conv/kernel');
+    assert.equal(kerasToEncoderName('block_1_expand_BN/beta', 'enc'), 'enc_block2_expand_bn/beta');
+    assert.equal(kerasToEncoderName('block_16_depthwise_BN/moving_variance', 'enc'), 'enc_block17_dw_bn/moving_variance');
+    assert.equal(kerasToEncoderName('block_16_project/kernel', 'enc'), 'enc_block17_project/kernel');
+    for (const n of ['Conv_1/kernel', 'Conv_1_bn/gamma', 'dense_1/kernel']) assert.equal(kerasToEncoderName(n, 'enc'), null);
+  },
+  async 'every weight of the built encoder gets a pretrained value of its shape'() {
+    const input = tf.input({ shape: [null, null, 3] });
+    const m = tf.model({ inputs: input, outputs: mobilenetV2.build(input, { outputStride: 16, seed: 0, prefix: 'enc' }).maps });
+    const byName = new Map((await imagenetMobileNetV2('enc')).map((w) => [w.name, w]));
+    for (const v of m.weights) {
+      const w = byName.get(v.originalName ?? v.name);
+      assert.ok(w, `no pretrained value for ${v.originalName}`);
+      assert.deepEqual(w.shape, v.shape, v.originalName);
+    }
+    assert.equal(byName.size, m.weights.length);
+    m.dispose();
+    assert.throws(() => imagenetWeights('resnet18'), /'imagenet' weights exist for encoder mobilenet_v2 only, not for encoder 'resnet18'/);
+  },
+};
+
+runIfMain(module, selfTest);

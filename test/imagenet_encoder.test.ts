@@ -1,0 +1,88 @@
+// `model.encoder_weights: imagenet`: the renamed Keras MobileNetV2 weights make this
+// project's mobilenet_v2 encoder compute what Keras's MobileNetV2 computes, and a
+// DeepLabV3+ run starts from them (encoder loaded, decoder from its initialisation).
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { after, before, test } from 'node:test';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '../backends';
+import { applyMatchingWeights } from '../engine/checkpoint/store';
+import { startState } from '../engine/resume';
+import { runDirs } from '../engine/run_dirs';
+import { imagenetMobileNetV2 } from '../models/encoders/imagenet';
+import { mobilenetV2 } from '../models/encoders/mobilenet_v2';
+import { getModel } from '../models/registry';
+import { createOptimizer } from '../utils/optimizers';
+import { fixtureConfig } from '../loaders/fixtures';
+import { parseConfig } from '../utils/config';
+import { tmpDir } from './helpers/cli';
+
+before(async () => {
+  await initBackend('wasm');
+});
+const dirs: string[] = [];
+after(() => dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+
+/** nsfwjs's Keras MobileNetV2 as a tfjs layers model, cut at the layers our encoder taps. */
+async function kerasTaps(): Promise<tf.LayersModel> {
+  const pkg = require('nsfwjs/models/mobilenet_v2').MobileNetV2Model;
+  const json = (await pkg.modelJson()).default;
+  const data = Buffer.concat(await Promise.all(pkg.weightBundles.map(async (b: () => Promise<{ default: string }>) => Buffer.from((await b()).default, 'base64'))));
+  // BN epsilon as here (1e-5; Keras 1e-3): the comparison then checks the mapping alone.
+  const topology = JSON.parse(JSON.stringify(json.modelTopology));
+  for (const l of topology.model_config.config.layers) if (l.class_name === 'BatchNormalization') l.config.epsilon = 1e-5;
+  const full = await tf.loadLayersModel(tf.io.fromMemory({
+    modelTopology: topology,
+    weightSpecs: json.weightsManifest.flatMap((g: { weights: tf.io.WeightsManifestEntry[] }) => g.weights),
+    weightData: data.buffer.slice(data.byteOffset, data.byteOffset + data.length),
+  }));
+  const taps = ['expanded_conv_project_BN', 'block_2_add', 'block_5_add', 'block_12_add', 'block_16_project_BN'];
+  return tf.model({ inputs: full.inputs, outputs: taps.map((n) => full.getLayer(n).output as tf.SymbolicTensor) });
+}
+
+test('the encoder with imagenet weights computes what Keras MobileNetV2 computes, at all five taps', async () => {
+  const keras = await kerasTaps();
+  const input = tf.input({ shape: [null, null, 3] });
+  const ours = tf.model({ inputs: input, outputs: mobilenetV2.build(input, { outputStride: 32, seed: 0, prefix: 'enc' }).maps });
+  const r = applyMatchingWeights(ours, await imagenetMobileNetV2('enc'), 'imagenet');
+  assert.deepEqual(r.kept, []);
+  // A smooth image in Keras's [-1, 1] input range, at its fixed 224x224 (even sizes: 'same'
+  // padding equals Keras's explicit pads).
+  const x = tf.tidy(() => tf.image.resizeBilinear(tf.randomUniform([1, 8, 8, 3], -1, 1, 'float32', 3), [224, 224]) as tf.Tensor4D);
+  const a = keras.predict(x) as tf.Tensor[];
+  const b = ours.predict(x) as tf.Tensor[];
+  for (let i = 0; i < 5; i++) {
+    assert.deepEqual(b[i].shape, a[i].shape, `tap ${i}`);
+    const rel = tf.tidy(() => tf.norm(tf.sub(a[i], b[i])).div(tf.norm(a[i])).dataSync()[0]);
+    assert.ok(rel < 1e-3, `tap ${i}: relative error ${rel}`);
+  }
+  // Not a coincidence of near-zero maps: a randomly initialised encoder is far off.
+  const fresh = tf.model({ inputs: input, outputs: mobilenetV2.build(input, { outputStride: 32, seed: 0, prefix: 'fresh' }).maps });
+  const c = fresh.predict(x) as tf.Tensor[];
+  const far = tf.tidy(() => tf.norm(tf.sub(a[4], c[4])).div(tf.norm(a[4])).dataSync()[0]);
+  assert.ok(far > 0.5, `random encoder relative error ${far}`);
+  tf.dispose([x, ...a, ...b, ...c]);
+  [keras, ours, fresh].forEach((m) => m.dispose());
+});
+
+test('a DeepLabV3+ run with encoder_weights: imagenet starts from them; a U-Net gets one clear line', async () => {
+  const dir = tmpDir('imagenet');
+  dirs.push(dir);
+  const model_ = parseConfig({ model: { name: 'deeplabv3plus', encoder: 'mobilenet_v2', aspp_channels: 16, encoder_weights: 'imagenet' } }).model;
+  const cfg = { ...fixtureConfig(dir), model: model_ };
+  const model = getModel(cfg);
+  const opt = createOptimizer(cfg);
+  const lines: string[] = [];
+  await startState(cfg, model, opt, runDirs(cfg), {}, { stepsPerEpoch: 4, trainPairs: 16 }, (l) => lines.push(l));
+  const pretrained = new Map((await imagenetMobileNetV2('enc')).map((w) => [w.name, w]));
+  const encoderWeights = model.weights.filter((v) => (v.originalName ?? v.name).startsWith('enc_'));
+  assert.equal(encoderWeights.length, pretrained.size);
+  for (const v of encoderWeights.slice(0, 40)) assert.deepEqual(v.read().dataSync(), pretrained.get(v.originalName ?? v.name)!.values, v.originalName);
+  assert.match(lines[0], new RegExp(`^model\\.encoder_weights imagenet: loaded ${pretrained.size} of ${model.weights.length} weights \\(\\d+ values\\); \\d+ layers start from their initialisation`));
+  model.dispose();
+  const unet = fixtureConfig(dir, { name: 'unet', model: { encoder_weights: 'imagenet' } });
+  const m2 = getModel(unet);
+  await assert.rejects(startState(unet, m2, opt, runDirs(unet), {}, { stepsPerEpoch: 4, trainPairs: 16 }, () => {}), /^UserError: model\.encoder_weights: 'imagenet' weights exist for encoder mobilenet_v2 only, not for this model \(it has no model\.encoder\)/);
+  m2.dispose();
+  opt.dispose();
+});
