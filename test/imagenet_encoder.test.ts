@@ -65,23 +65,30 @@ test('the encoder with imagenet weights computes what Keras MobileNetV2 computes
   [keras, ours, fresh].forEach((m) => m.dispose());
 });
 
-test('a DeepLabV3+ run with encoder_weights: imagenet starts from them; a U-Net gets one clear line', async () => {
+test('DeepLabV3+ and FPN runs with encoder_weights: imagenet start from them; a U-Net gets one clear line', async () => {
   const dir = tmpDir('imagenet');
   dirs.push(dir);
-  const model_ = parseConfig({ model: { name: 'deeplabv3plus', encoder: 'mobilenet_v2', aspp_channels: 16, encoder_weights: 'imagenet' } }).model;
-  const cfg = { ...fixtureConfig(dir), model: model_ };
-  const model = getModel(cfg);
-  const opt = createOptimizer(cfg);
-  const lines: string[] = [];
-  await startState(cfg, model, opt, runDirs(cfg), {}, { stepsPerEpoch: 4, trainPairs: 16 }, (l) => lines.push(l));
   const pretrained = new Map((await imagenetMobileNetV2('enc')).map((w) => [w.name, w]));
-  const encoderWeights = model.weights.filter((v) => (v.originalName ?? v.name).startsWith('enc_'));
-  assert.equal(encoderWeights.length, pretrained.size);
-  for (const v of encoderWeights.slice(0, 40)) assert.deepEqual(v.read().dataSync(), pretrained.get(v.originalName ?? v.name)!.values, v.originalName);
-  assert.match(lines[0], new RegExp(`^model\\.encoder_weights imagenet: loaded ${pretrained.size} of ${model.weights.length} weights \\(\\d+ values\\); \\d+ layers start from their initialisation`));
-  model.dispose();
+  const models = [
+    { name: 'deeplabv3plus', encoder: 'mobilenet_v2', aspp_channels: 16, encoder_weights: 'imagenet' },
+    { name: 'fpn', encoder: 'mobilenet_v2', encoder_weights: 'imagenet' },
+  ];
+  for (const m of models) {
+    const cfg = { ...fixtureConfig(dir), name: m.name, model: parseConfig({ model: m }).model };
+    const model = getModel(cfg);
+    const opt = createOptimizer(cfg);
+    const lines: string[] = [];
+    await startState(cfg, model, opt, runDirs(cfg), {}, { stepsPerEpoch: 4, trainPairs: 16 }, (l) => lines.push(l));
+    const encoderWeights = model.weights.filter((v) => (v.originalName ?? v.name).startsWith('enc_'));
+    assert.equal(encoderWeights.length, pretrained.size, m.name);
+    for (const v of encoderWeights.slice(0, 40)) assert.deepEqual(v.read().dataSync(), pretrained.get(v.originalName ?? v.name)!.values, `${m.name} ${v.originalName}`);
+    assert.match(lines[0], new RegExp(`^model\\.encoder_weights imagenet: loaded ${pretrained.size} of ${model.weights.length} weights \\(\\d+ values\\); \\d+ layers start from their initialisation`));
+    model.dispose();
+    opt.dispose();
+  }
   const unet = fixtureConfig(dir, { name: 'unet', model: { encoder_weights: 'imagenet' } });
   const m2 = getModel(unet);
+  const opt = createOptimizer(unet);
   await assert.rejects(startState(unet, m2, opt, runDirs(unet), {}, { stepsPerEpoch: 4, trainPairs: 16 }, () => {}), /^UserError: model\.encoder_weights: 'imagenet' weights exist for encoder mobilenet_v2 only, not for this model \(it has no model\.encoder\)/);
   m2.dispose();
   opt.dispose();
