@@ -34,7 +34,7 @@ pack() {
   { registered; echo "import './bench/bench';"; } > bench_bundle_entry.ts
   for entry in bench_bundle_entry.ts train_bundle_entry.ts; do
     npx esbuild "$entry" --bundle --platform=node --target=node20 --format=cjs \
-      --external:webgpu --external:sharp --external:@tensorflow/tfjs-node --external:@tensorflow/tfjs-node-gpu \
+      --external:webgpu --external:sharp --external:@tensorflow/tfjs-node --external:@tensorflow/tfjs-node-gpu --external:nsfwjs \
       --banner:js='globalThis.__semsegBundle = true;' \
       --outfile="$PACK/$(basename "$entry" .ts | sed 's/_bundle_entry//').js" --log-level=warning
   done
