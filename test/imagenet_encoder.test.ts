@@ -9,7 +9,7 @@ import { initBackend } from '../backends';
 import { applyMatchingWeights } from '../engine/checkpoint/store';
 import { startState } from '../engine/resume';
 import { runDirs } from '../engine/run_dirs';
-import { imagenetMobileNetV2 } from '../models/encoders/imagenet';
+import { imagenetMobileNetV2, kerasMobileNetV2Artifacts } from '../models/encoders/imagenet';
 import { mobilenetV2 } from '../models/encoders/mobilenet_v2';
 import { getModel } from '../models/registry';
 import { createOptimizer } from '../utils/optimizers';
@@ -25,17 +25,11 @@ after(() => dirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })))
 
 /** nsfwjs's Keras MobileNetV2 as a tfjs layers model, cut at the layers our encoder taps. */
 async function kerasTaps(): Promise<tf.LayersModel> {
-  const pkg = require('nsfwjs/models/mobilenet_v2').MobileNetV2Model;
-  const json = (await pkg.modelJson()).default;
-  const data = Buffer.concat(await Promise.all(pkg.weightBundles.map(async (b: () => Promise<{ default: string }>) => Buffer.from((await b()).default, 'base64'))));
+  const artifacts = await kerasMobileNetV2Artifacts();
   // BN epsilon as here (1e-5; Keras 1e-3): the comparison then checks the mapping alone.
-  const topology = JSON.parse(JSON.stringify(json.modelTopology));
+  const topology = JSON.parse(JSON.stringify(artifacts.modelTopology));
   for (const l of topology.model_config.config.layers) if (l.class_name === 'BatchNormalization') l.config.epsilon = 1e-5;
-  const full = await tf.loadLayersModel(tf.io.fromMemory({
-    modelTopology: topology,
-    weightSpecs: json.weightsManifest.flatMap((g: { weights: tf.io.WeightsManifestEntry[] }) => g.weights),
-    weightData: data.buffer.slice(data.byteOffset, data.byteOffset + data.length),
-  }));
+  const full = await tf.loadLayersModel(tf.io.fromMemory({ ...artifacts, modelTopology: topology }));
   const taps = ['expanded_conv_project_BN', 'block_2_add', 'block_5_add', 'block_12_add', 'block_16_project_BN'];
   return tf.model({ inputs: full.inputs, outputs: taps.map((n) => full.getLayer(n).output as tf.SymbolicTensor) });
 }

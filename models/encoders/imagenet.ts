@@ -27,10 +27,10 @@ export function kerasToEncoderName(keras: string, prefix: string): string | null
   return bn(`${prefix}_block${Number(m[1]) + 1}_${part}${m[3] ?? ''}`) + `/${weight}`;
 }
 
-interface KerasModelFiles { modelTopology: unknown; weightsManifest: { weights: tf.io.WeightsManifestEntry[] }[] }
+interface KerasModelFiles { modelTopology: object; weightsManifest: { weights: tf.io.WeightsManifestEntry[] }[] }
 
-/** The Keras MobileNetV2 weights inside nsfwjs, by Keras name. */
-async function kerasMobileNetV2(): Promise<Map<string, tf.Tensor>> {
+/** nsfwjs's Keras MobileNetV2 as tfjs model artifacts (topology, weight specs, weight bytes). */
+export async function kerasMobileNetV2Artifacts(): Promise<tf.io.ModelArtifacts & { weightSpecs: tf.io.WeightsManifestEntry[]; weightData: ArrayBuffer }> {
   let pkg: { modelJson: () => Promise<{ default: KerasModelFiles }>; weightBundles: (() => Promise<{ default: string }>)[] };
   try {
     pkg = require('nsfwjs/models/mobilenet_v2').MobileNetV2Model;
@@ -40,16 +40,18 @@ async function kerasMobileNetV2(): Promise<Map<string, tf.Tensor>> {
   const json = (await pkg.modelJson()).default;
   const shards = await Promise.all(pkg.weightBundles.map(async (b) => Buffer.from((await b()).default, 'base64')));
   const all = Buffer.concat(shards);
-  const specs = json.weightsManifest.flatMap((g) => g.weights);
-  const decoded = tf.io.decodeWeights(all.buffer.slice(all.byteOffset, all.byteOffset + all.length), specs);
-  return new Map(Object.entries(decoded));
+  return {
+    modelTopology: json.modelTopology,
+    weightSpecs: json.weightsManifest.flatMap((g) => g.weights),
+    weightData: all.buffer.slice(all.byteOffset, all.byteOffset + all.length) as ArrayBuffer,
+  };
 }
 
 /** ImageNet weights named for the mobilenet_v2 encoder built with `prefix` (the models use 'enc'). */
 export async function imagenetMobileNetV2(prefix = 'enc'): Promise<NamedTensor[]> {
-  const keras = await kerasMobileNetV2();
+  const { weightData, weightSpecs } = await kerasMobileNetV2Artifacts();
   const out: NamedTensor[] = [];
-  for (const [name, t] of keras) {
+  for (const [name, t] of Object.entries(tf.io.decodeWeights(weightData, weightSpecs))) {
     const ours = kerasToEncoderName(name, prefix);
     if (ours) out.push({ name: ours, shape: t.shape, values: t.dataSync() as Float32Array });
     t.dispose();
