@@ -16,15 +16,16 @@ import { mobilenetV2 } from './mobilenet_v2';
 /** This project's weight name for a Keras MobileNetV2 weight name; null for the parts not used (last 1x1 conv, head). */
 export function kerasToEncoderName(keras: string, prefix: string): string | null {
   const [layer, weight] = keras.split('/');
-  const bn = (s: string) => s.replace(/_BN$/, '_bn');
   if (layer === 'Conv1') return `${prefix}_stem_conv/${weight}`;
   if (layer === 'bn_Conv1') return `${prefix}_stem_bn/${weight}`;
-  let m = /^expanded_conv_(depthwise|project)(_BN)?$/.exec(layer);
-  if (m) return `${prefix}_block1_${m[1] === 'depthwise' ? 'dw' : 'project'}${m[2] ? '_bn' : ''}/${weight}`;
-  m = /^block_(\d+)_(expand|depthwise|project)(_BN)?$/.exec(layer);
+  // Keras `expanded_conv` is block 0; `block_k` is k. Here they are block1 .. block17.
+  const m = /^(?:expanded_conv|block_(\d+))_(expand|depthwise|project)(_BN)?$/.exec(layer);
   if (!m) return null;
-  const part = m[2] === 'depthwise' ? 'dw' : m[2] === 'expand' ? (m[3] ? 'expand' : 'expand_conv') : 'project';
-  return bn(`${prefix}_block${Number(m[1]) + 1}_${part}${m[3] ?? ''}`) + `/${weight}`;
+  const block = `${prefix}_block${Number(m[1] ?? 0) + 1}`;
+  const part = m[2] === 'depthwise' ? 'dw' : m[2];
+  // Batch norms are `<part>_bn`; the expand conv is `expand_conv` (convBnAct), the others bare.
+  const suffix = m[3] ? '_bn' : m[2] === 'expand' ? '_conv' : '';
+  return `${block}_${part}${suffix}/${weight}`;
 }
 
 interface KerasModelFiles { modelTopology: object; weightsManifest: { weights: tf.io.WeightsManifestEntry[] }[] }
