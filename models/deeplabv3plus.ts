@@ -17,7 +17,7 @@ import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
 import { runIfMain, SelfTest } from '../utils/self_test';
-import { ENCODER_NAMES, getEncoder, sizeAt } from './encoders/index';
+import { ENCODER_NAMES, freezeStages, frozenStagesOption, getEncoder, sizeAt } from './encoders/index';
 import { atrousConv2D, portableAtrousConv2D } from './layers/atrous';
 import { fastBatchNorm, portableBatchNorm } from './layers/batch_norm';
 import { glorotInit, heInit } from './layers/init';
@@ -36,6 +36,7 @@ const Options = z
     encoder: z.enum(ENCODER_NAMES).default('mobilenet_v2'),
     // 16: the last encoder stage keeps stride 1 (undilated; see the encoders). 8 would need dilated depthwise convs.
     output_stride: z.union([z.literal(16), z.literal(32)]).default(16),
+    frozen_stages: frozenStagesOption,
     // The paper's rates at output stride 16; at 32 the map is half as wide, so [3, 6, 9] is the equivalent.
     aspp_rates: z.array(z.number().finite().int().positive()).min(1).default([6, 12, 18]),
     // 128, not the paper's 256: at 256 the ASPP (2.7M params) outweighs the MobileNetV2
@@ -82,6 +83,7 @@ export function buildDeepLabV3Plus(o: DeepLabOptions, io: ModelIO): tf.LayersMod
   const input = tf.input({ shape: [null, null, io.inChannels], name: 'image' });
   const seed = io.seed;
   const f = enc.build(input, { outputStride: o.output_stride, seed, prefix: 'enc' });
+  freezeStages(f, o.frozen_stages);
   const high = aspp(f.maps[4], o.aspp_channels, o.aspp_rates, seed);
   const low = convBnAct(f.maps[1], LOW_CHANNELS, { kernel: 1, act: 'relu', name: 'dec_low', seed });
   const up = upsampleLike(high, low, o.output_stride / 4, 'dec_aspp', 'bilinear');
@@ -176,7 +178,7 @@ export const selfTest: SelfTest = {
   },
   async 'options: defaults, decoder width and a config that dumps'() {
     const o = opts({});
-    assert.deepEqual(o, { encoder: 'mobilenet_v2', output_stride: 16, aspp_rates: [6, 12, 18], aspp_channels: 128, decoder_channels: null });
+    assert.deepEqual(o, { encoder: 'mobilenet_v2', frozen_stages: 0, output_stride: 16, aspp_rates: [6, 12, 18], aspp_channels: 128, decoder_channels: null });
     assert.throws(() => opts({ output_stride: 8 as 16 }));
     assert.throws(() => opts({ encoder: 'vgg16' }));
     const io = { inChannels: 3, outChannels: 1, seed: 0 };

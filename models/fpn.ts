@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
 import { runIfMain, SelfTest } from '../utils/self_test';
-import { ENCODER_NAMES, getEncoder, sizeAt, T } from './encoders/index';
+import { ENCODER_NAMES, freezeStages, frozenStagesOption, getEncoder, sizeAt, T } from './encoders/index';
 import { fastBatchNorm, portableBatchNorm } from './layers/batch_norm';
 import { glorotInit, heInit } from './layers/init';
 import { portableCropToMatch, upsampleLike } from './layers/upsample';
@@ -17,6 +17,7 @@ import { countTrainable, ModelIO, registerModel, tracedActivationFloats } from '
 const Options = z
   .object({
     encoder: z.enum(ENCODER_NAMES).default('resnet18'),
+    frozen_stages: frozenStagesOption,
     // smp: 256 and 128. Halved here: the stride-4 3x3 conv (pyramid -> segmentation
     // channels) costs 9*P*S per stride-4 pixel, 295k MACs at smp's widths, as much as
     // half of ResNet-18 itself; 128/64 cut it by 4 and halve the stride-4 pyramid maps,
@@ -43,6 +44,7 @@ function convBNReLU(x: T, filters: number, name: string, seed: number): T {
 export function buildFPN(o: FPNOptions, io: ModelIO): tf.LayersModel {
   const input = tf.input({ shape: [null, null, io.inChannels], name: 'image' });
   const f = getEncoder(o.encoder).build(input, { outputStride: OUTPUT_STRIDE, seed: io.seed, prefix: 'enc' });
+  freezeStages(f, o.frozen_stages);
   const P = o.pyramid_channels;
   const S = o.segmentation_channels;
   // Top-down, coarse to fine: P5 = lateral(C5); Pk = up2(Pk+1) + lateral(Ck).

@@ -3,6 +3,7 @@
 // folder plus one line in ENCODERS below.
 import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
+import { z } from 'zod';
 import { UserError } from '../../utils/errors';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 
@@ -49,6 +50,34 @@ export function getEncoder(name: string): EncoderDefinition {
   return e();
 }
 
+/**
+ * `model.frozen_stages` of the models over an encoder: how many of its five stages (the
+ * layers up to each feature map, from the input) keep the weights they start with. Meant
+ * for `encoder_weights`: pretrained filters stay as learned on ImageNet instead of being
+ * fitted to a few training scenes, and their backward pass is never computed.
+ */
+export const frozenStagesOption = z.number().int().min(0).max(5).default(0);
+
+/**
+ * Marks every layer that computes the first `stages` feature maps not trainable: their
+ * weights leave the model's trainable set (the optimizer never sees them, and backprop
+ * stops at the first trainable layer). Their batch norms still normalise by batch
+ * statistics when training (tfjs's `trainable = false` keeps the training-mode path),
+ * which keeps the pretrained filters usable whatever the input normalisation.
+ */
+export function freezeStages(f: Features, stages: number): void {
+  if (stages === 0) return;
+  const seen = new Set<tf.layers.Layer>();
+  const todo: T[] = [f.maps[stages - 1]];
+  while (todo.length) {
+    const t = todo.pop()!;
+    if (seen.has(t.sourceLayer)) continue;
+    seen.add(t.sourceLayer);
+    todo.push(...t.sourceLayer.inboundNodes[t.nodeIndex].inputTensors);
+  }
+  for (const layer of seen) layer.trainable = false;
+}
+
 /** Spatial size of a map at `stride` for an input of `size` ('same' strides round up). */
 export const sizeAt = (size: number, stride: number) => Math.ceil(size / stride);
 
@@ -64,6 +93,18 @@ export const selfTest: SelfTest = {
       }
     }
     assert.throws(() => getEncoder('vgg16'), /model\.encoder 'vgg16' is not an encoder; expected one of resnet18, resnet34, mobilenet_v2/);
+  },
+  'freezeStages leaves exactly the layers up to that feature map untrainable'() {
+    const input = tf.input({ shape: [32, 32, 3] });
+    const f = getEncoder('mobilenet_v2').build(input, { outputStride: 16, seed: 0, prefix: 'fz' });
+    const model = tf.model({ inputs: input, outputs: f.maps });
+    const trainable = () => new Set(model.trainableWeights.map((w) => w.originalName.split('_')[1]));
+    const all = trainable();
+    freezeStages(f, 2); // stem and blocks 1-3 (the stride-2 and stride-4 maps)
+    const left = trainable();
+    assert.deepEqual([...all].filter((b) => !left.has(b)).sort(), ['block1', 'block2', 'block3', 'stem']);
+    assert.ok(left.has('block4') && left.has('block17'));
+    model.dispose();
   },
 };
 
