@@ -92,8 +92,8 @@ run() {
   [ -n "$ROOT" ] && ROOT=$(cd "$ROOT" && pwd) # train runs from inside $PACK
   local LEFT=$(( 570 - (SECONDS - T0) ))
   if [ -z "$ROOT" ]; then echo "train skipped: no ISIC data (set ISIC_ROOT)"; exit 0; fi
-  echo "== train configs/isic.yaml on $BE, $ROOT, ${LEFT}s left (per-epoch time and val metrics below)"
-  (cd "$PACK" && timeout "$LEFT" "$NODE" train.js --config configs/isic.yaml --backend "$BE" \
+  echo "== train configs/isic_unet.yaml on $BE, $ROOT, ${LEFT}s left (per-epoch time and val metrics below)"
+  (cd "$PACK" && timeout "$LEFT" "$NODE" train.js --config configs/isic_unet.yaml --backend "$BE" \
      --set data.root="$ROOT" --set data.limit="${GPU_CHECK_LIMIT:-0}" --set training.epochs=3 --set training.workers=1 \
      --set checkpoint.ckpt_root="$WORK/ckpt" --set results.root="$WORK/results" 2>&1) \
     | grep -vE 'ETA [1-9]' | tail -80 || echo "train stopped: rc $?"
