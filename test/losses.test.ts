@@ -19,7 +19,7 @@ const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 const binLabels = () => tf.tensor3d([1, 0, 255, 1, 0, 255], [1, 2, 3], 'int32');
 const mcLabels = () => tf.tensor3d([0, 1, 2, 2, 255, 1], [1, 2, 3], 'int32');
 
-const SINGLE = ['bce', 'ce', 'dice', 'jaccard', 'focal', 'bce+dice', 'focal+jaccard'];
+const SINGLE = ['bce', 'ce', 'dice', 'jaccard', 'focal', 'lovasz', 'bce+dice', 'focal+jaccard', 'ce+lovasz'];
 
 for (const [c, labels, numClasses] of [
   [1, binLabels, 2],
@@ -121,6 +121,70 @@ test('binary focal matches the formula', () => {
   near(val(buildLoss(cfgWith({ name: 'focal' }))(x, lab)), (fl(1, 1) + fl(-2, 0) + fl(3, 1) + fl(0.5, 0)) / 4);
 });
 
+/**
+ * Lovász-softmax written out as in Berman's reference code: per present class, errors of the
+ * valid pixels sorted descending, dotted with the Jaccard loss's discrete gradient.
+ */
+function lovaszReference(probs: number[][], labels: number[], ignore: number, cw?: number[]): number {
+  const c = probs[0].length;
+  let total = 0, wsum = 0;
+  for (let k = 0; k < c; k++) {
+    const px = labels.map((l, i) => ({ l, i })).filter((p) => p.l !== ignore);
+    const fgAll: number[] = px.map((p) => (p.l === k ? 1 : 0));
+    const gts = fgAll.reduce((a, b) => a + b, 0);
+    if (gts === 0) continue;
+    const order = px.map((p, j) => ({ e: Math.abs(fgAll[j] - probs[p.i][k]), fg: fgAll[j] })).sort((a, b) => b.e - a.e);
+    let cumFg = 0, cumBg = 0, prev = 0, loss = 0;
+    for (const o of order) {
+      cumFg += o.fg;
+      cumBg += 1 - o.fg;
+      const jac = 1 - (gts - cumFg) / (gts + cumBg);
+      loss += o.e * (jac - prev);
+      prev = jac;
+    }
+    const w = cw ? cw[k] : 1;
+    total += w * loss;
+    wsum += w;
+  }
+  return wsum ? total / wsum : 0;
+}
+
+test('lovasz matches the reference Lovász-softmax, with and without class weights', () => {
+  const x = tf.randomNormal([2, 3, 4, 4], 0, 2, 'float32', 11) as tf.Tensor4D;
+  // class 3 absent: not scored; pixel 5 and 17 ignored.
+  const lab = [0, 1, 2, 0, 1, 255, 2, 2, 0, 0, 1, 1, 2, 0, 1, 0, 2, 255, 1, 1, 0, 2, 2, 1];
+  const labels = tf.tensor3d(lab, [2, 3, 4], 'int32');
+  const sm = tf.softmax(x).arraySync() as number[][][][];
+  const probs = sm.flat(2);
+  for (const cw of [undefined, [1, 2, 0.5, 3]]) {
+    const v = val(buildLoss(cfgWith({ name: 'lovasz', class_weights: cw }, 4))(x, labels));
+    near(v, lovaszReference(probs, lab, 255, cw), 1e-5);
+  }
+  // A sigmoid output is two classes, background and foreground.
+  const xb = tf.tensor4d([1.5, -2, 7, 0.3, 0.1, -9], [1, 2, 3, 1]);
+  const pb = [1.5, -2, 7, 0.3, 0.1, -9].map(sigmoid).map((p) => [1 - p, p]);
+  near(val(buildLoss(cfgWith({ name: 'lovasz' }))(xb, binLabels())), lovaszReference(pb, [1, 0, 255, 1, 0, 255], 255), 1e-5);
+});
+
+test('lovasz gradient matches finite differences; a perfect prediction scores ~0', () => {
+  const f = buildLoss(cfgWith({ name: 'lovasz' }, 3));
+  const lab = mcLabels();
+  const x = tf.tensor4d(Array.from({ length: 18 }, (_, k) => Math.sin(k * 2.3) * 2), [1, 2, 3, 3]);
+  const g = tf.grad((t: tf.Tensor) => f(t as tf.Tensor4D, lab))(x).dataSync();
+  const xs = x.dataSync();
+  const h = 1e-3;
+  for (let i = 0; i < xs.length; i++) {
+    const plus = Float32Array.from(xs), minus = Float32Array.from(xs);
+    plus[i] += h;
+    minus[i] -= h;
+    const fd = (val(f(tf.tensor4d(plus, x.shape), lab)) - val(f(tf.tensor4d(minus, x.shape), lab))) / (2 * h);
+    near(g[i], fd, 2e-3);
+  }
+  assert.ok(g.some((v) => Math.abs(v) > 1e-3), 'some gradient flows');
+  const perfect = tf.mul(tf.oneHot(tf.tensor1d([0, 1, 2, 2, 0, 1], 'int32'), 3), 30).reshape([1, 2, 3, 3]) as tf.Tensor4D;
+  assert.ok(val(f(perfect, lab)) < 1e-6);
+});
+
 test('weighted sum: bce+dice with weights [2, 3]', () => {
   const x = tf.randomNormal([2, 2, 3, 1], 0, 1, 'float32', 3) as tf.Tensor4D;
   const lab = tf.concat([binLabels(), binLabels()]) as tf.Tensor3D;
@@ -135,7 +199,7 @@ test('config errors are one-line UserErrors naming the key', () => {
       () => buildLoss(cfgWith(loss, k)),
       (e: Error) => e instanceof UserError && re.test(e.message) && !e.message.includes('\n'),
     );
-  check({ name: 'bce+lovasz' }, new RegExp(`training\\.loss\\.name.*lovasz.*${registeredLosses().join(', ')}`));
+  check({ name: 'bce+tversky' }, new RegExp(`training\\.loss\\.name.*tversky.*${registeredLosses().join(', ')}`));
   check({ name: 'bce+dice', weights: [1, 1, 1] }, /training\.loss\.weights/);
   check({ name: 'ce', class_weights: [1, 2] }, /training\.loss\.class_weights/, 3);
 });
@@ -153,7 +217,7 @@ test('trains under optimizer.minimize with int32 labels, no tensor leak', () => 
 });
 
 test('wasm backend gives the same values and gradients as cpu', async () => {
-  const names = ['bce+dice+focal+jaccard', 'ce+dice+focal+jaccard'];
+  const names = ['bce+dice+focal+jaccard+lovasz', 'ce+dice+focal+jaccard+lovasz'];
   const run = () =>
     names.map((name, i) => {
       const c = i === 0 ? 1 : 3;

@@ -1,12 +1,13 @@
 // This project's webgpu kernels: the registration list (startWebgpu calls
 // registerWebgpuKernels) and the custom kernels ('Semseg*') as tensor ops.
-// AddN replaces the stock kernel.
+// AddN and Cast replace the stock kernels.
 import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../../utils/self_test';
-import { replaceKernel } from '../wasm_heap';
+import { isOurKernel, replaceKernel } from '../wasm_heap';
 import { ADAM_UPDATE, AdamStep, adamUpdateConfig } from './adam_update';
 import { addNConfig } from './add_n';
+import { castKernel } from './cast';
 import { im2colConfig } from './im2col';
 import { BATCH_NORM_GRAD, batchNormGradConfig } from './batch_norm_grad';
 import { BATCH_NORM_TRAIN, batchNormTrainConfig } from './batch_norm_train';
@@ -17,6 +18,10 @@ const KERNELS: tf.KernelConfig[] = [addNConfig, batchNormTrainConfig, batchNormG
 
 export function registerWebgpuKernels(): void {
   for (const k of KERNELS) replaceKernel(k.kernelName, k.backendName, () => k.kernelFunc);
+  replaceKernel('Cast', 'webgpu', (stock) => {
+    if (!stock) throw new Error('the stock webgpu Cast kernel is missing');
+    return castKernel(stock);
+  });
 }
 
 /** Training-mode batch norm: y and stats [2, C] = (batch mean, biased variance). */
@@ -41,9 +46,13 @@ export function adamUpdateOp(w: tf.Tensor, g: tf.Tensor, m: tf.Tensor, v: tf.Ten
 }
 
 export const selfTest: SelfTest = {
-  'every kernel of the list is registered for webgpu, AddN in place of the stock one'() {
-    registerWebgpuKernels();
+  async 'every kernel of the list is registered for webgpu, AddN and Cast in place of the stock ones'() {
+    // Started as the commands start it (lavapipe will do): the stock kernels exist then.
+    const { initBackend } = await import('../index');
+    process.env.SEMSEG_WEBGPU_SOFTWARE ??= '1';
+    await initBackend('webgpu');
     for (const k of KERNELS) assert.equal(tf.getKernel(k.kernelName, 'webgpu')?.kernelFunc, k.kernelFunc, k.kernelName);
+    assert.ok(isOurKernel('Cast', 'webgpu'), 'Cast');
   },
 };
 
