@@ -13,7 +13,7 @@
 # into the pack (../shared does not travel to the device); `run` trains on that copy.
 # To try the script out on a CPU: GPU_CHECK_BACKEND=wasm GPU_CHECK_LIMIT=24 (pairs per split),
 # from a copy of bench/ and gpu_pack/ with no node_modules above it, as on the device.
-# Everything is bounded to fit the 10-minute device limit (~2 min bench, ~5 min train).
+# Everything is bounded to fit the 10-minute device limit (~2 min bench, ~1 min multi-class, ~5 min train).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACK=gpu_pack
@@ -87,6 +87,14 @@ run() {
   echo "== bench: batch 64 (moonshot)"
   timeout 90 "$NODE" "$PACK/bench.js" --backend "$BE" --size 128 --batch 64 --base 16 --depth 4 --steps 5 --json --no-data || true
   [ -n "$TORCH" ] && timeout 60 python3 "$TORCH" --size 128 --batch 64 --base 16 --depth 4 --json || true
+
+  # Softmax models meet kernels a binary one never does (the one-hot cast, sums over leading axes).
+  echo "== train multi-class (generated, 4 classes, ce+dice with class weights as configs/camvid.yaml) on $BE"
+  (cd "$PACK" && timeout 120 "$NODE" train.js --config configs/demo.yaml --backend "$BE" --set name=demo_mc \
+     --set data.root="$WORK/synthetic_mc" --set data.num_classes=4 --set data.synthetic.kind=multiclass \
+     --set training.loss.name=ce+dice --set "training.loss.class_weights=[0.5,1,2,1.5]" --set training.epochs=1 \
+     --set checkpoint.best_metric=val.mIoU --set checkpoint.ckpt_root="$WORK/ckpt" --set results.root="$WORK/results" 2>&1) \
+    | grep -vE 'ETA [1-9]' | tail -15 || echo "multi-class train stopped: rc $?"
 
   local ROOT=${ISIC_ROOT:-$(ls -d "$PACK/isic2018" 2>/dev/null || true)}
   [ -n "$ROOT" ] && ROOT=$(cd "$ROOT" && pwd) # train runs from inside $PACK
