@@ -325,9 +325,9 @@ describe('the commands on webgpu', () => {
     assert.equal(exported.weightsManifest.flatMap((m: { weights: unknown[] }) => m.weights).length, ck.weights.length);
   });
 
-  test('train multi-class as configs/camvid.yaml does (softmax, ce+dice with class weights, TTA): losses and val scores match wasm', { timeout: TIMEOUT }, async () => {
-    // The one-hot target is cast from int32 and summed over leading axes: on stock
-    // webgpu that shader failed to compile and every step's Dice term was garbage.
+  test('train multi-class as configs/camvid.yaml does (softmax, ce+dice with class weights): losses, val scores and the final flip-TTA evaluation match wasm', { timeout: TIMEOUT }, async () => {
+    // The one-hot target is cast from int32 and summed over leading axes: on stock webgpu
+    // that shader failed to compile, and the run stopped with a device error at step 1.
     const mc = writeConfig(dir, tinyConfig(dir, {
       name: 'mc',
       data: { root: path.join(dir, 'data_mc'), num_classes: 4, size: [32, 32], synthetic: { kind: 'multiclass', train: 16, val: 8, image_size: 40 } },
@@ -336,11 +336,13 @@ describe('the commands on webgpu', () => {
       checkpoint: { ckpt_root: path.join(dir, 'checkpoints'), best_metric: 'val.mIoU' },
     }), 'mc.yaml');
     const rows: Record<string, Record<string, number | string>[]> = {};
+    const final: Record<string, unknown> = {};
     for (const be of ['webgpu', 'wasm']) {
       const r = await cmd('train', ['--config', mc, '--backend', be, '--set', `name=mc_${be}`]);
       assertOk(r);
       assert.doesNotMatch(r.stderr, /validation|Invalid|error/i, show(r));
       rows[be] = fs.readFileSync(path.join(dir, 'results', `mc_${be}`, 'history.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      final[be] = JSON.parse(fs.readFileSync(path.join(dir, 'results', `mc_${be}`, 'metrics.json'), 'utf8')).metrics;
     }
     const [g, w] = [rows.webgpu.filter((r) => r.split === 'train'), rows.wasm.filter((r) => r.split === 'train')];
     assert.equal(g.length, 8);
@@ -349,6 +351,7 @@ describe('the commands on webgpu', () => {
     assert.equal(gv.length, 2);
     assertNumbersClose(gv, wv, 1e-3, 'val scores per epoch');
     assert.ok((gv[1].mIoU as number) > 0, 'a val mIoU was computed');
+    assertNumbersClose(final.webgpu, final.wasm, 1e-3, 'final evaluation (flip TTA) of best');
   });
 
   test('a run stopped mid-epoch and resumed on webgpu ends bit-identical to a straight run', { timeout: TIMEOUT }, async () => {
