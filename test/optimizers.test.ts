@@ -188,3 +188,50 @@ test('state saved under other variable names: matched by order if shapes agree, 
   await optC.setState(state);
   assert.throws(() => quadStep(optC, makeVars([1, 2])), (e: Error) => e instanceof UserError && /no entry for variable/.test(e.message));
 });
+
+for (const name of NAMES) {
+  test(`${name}: lr_mult moves the matching weights as the optimizer at that multiple of the rate would`, () => {
+    // Weights named as a model's: an encoder kernel, an encoder bias kept by a longer key, a decoder kernel.
+    const init = { 'enc_a/kernel': [0.5, -1, 2], 'enc_a_bn/bias': [1, 2], 'dec/kernel': [0.25, 3.5] };
+    const run = (optimizer: Record<string, unknown>) => {
+      // Unique names (tfjs variables share one namespace) that still contain the keys.
+      const id = uid++;
+      const vars = Object.fromEntries(Object.entries(init).map(([n, v]) => [`r${id}/${n}`, tf.variable(tf.tensor1d(v), true, `r${id}/${n}`)]));
+      const opt = createOptimizer(cfgWith({ name, weight_decay: 0.01, ...optimizer }));
+      for (let i = 0; i < 3; i++) quadStep(opt, vars);
+      opt.dispose();
+      return Object.fromEntries(Object.entries(vars).map(([n, v]) => [n.slice(n.indexOf('/') + 1), Array.from(v.dataSync())]));
+    };
+    const mixed = run({ lr: 0.1, lr_mult: { enc_: 0.1, enc_a_bn: 0.5 } });
+    const at = (lr: number) => run({ lr });
+    const slow = at(0.01);
+    const half = at(0.05);
+    const full = at(0.1);
+    const close = (a: number[], b: number[], what: string) => a.forEach((x, i) => assert.ok(Math.abs(x - b[i]) < 1e-6, `${what}: ${a} vs ${b}`));
+    close(mixed['enc_a/kernel'], slow['enc_a/kernel'], 'enc_ at 0.1x');
+    close(mixed['enc_a_bn/bias'], half['enc_a_bn/bias'], 'the longer key enc_a_bn wins');
+    close(mixed['dec/kernel'], full['dec/kernel'], 'unmatched at 1x');
+    assert.notDeepEqual(slow['enc_a/kernel'], full['enc_a/kernel'], 'the rates differ enough to tell apart');
+  });
+}
+
+test('lr_mult 0 leaves the weights where they are; state round-trips per weight', async () => {
+  const vars = makeVars();
+  const [k, b] = Object.keys(vars);
+  const opt = createOptimizer(cfgWith({ name: 'adam', lr: 0.1, lr_mult: { [b]: 0 } }));
+  const before = values(vars);
+  quadStep(opt, vars);
+  const after = values(vars);
+  assert.deepEqual(after[1], before[1], 'the bias did not move');
+  assert.notDeepEqual(after[0], before[0], 'the kernel did');
+  const st = await opt.getState();
+  assert.deepEqual(st.tensors.map((t) => t.name).sort(), [`${b}/m`, `${b}/v`, `${k}/m`, `${k}/v`].sort());
+  opt.dispose();
+});
+
+test('an lr_mult key in no weight name is one error naming it', () => {
+  const vars = makeVars();
+  const opt = createOptimizer(cfgWith({ name: 'adam', lr_mult: { encoder: 0.1 } }));
+  assert.throws(() => quadStep(opt, vars), (e: Error) => e instanceof UserError && /^training\.optimizer\.lr_mult: 'encoder' is in no trainable weight's name \(they read like 't\d+\/conv\/kernel'\)$/.test(e.message));
+  opt.dispose();
+});

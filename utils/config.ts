@@ -133,6 +133,10 @@ const OptimizerSchema = z
     beta1: z.number().finite().min(0).max(1).default(0.9),
     beta2: z.number().finite().min(0).max(1).default(0.999),
     epsilon: z.number().finite().positive().default(1e-7),
+    // Learning-rate multipliers by weight name, as MMSegmentation's paramwise custom_keys: the
+    // longest key contained in a weight's name applies (e.g. {enc_: 0.1} moves a pretrained
+    // encoder ten times slower than the decoder learning from scratch); the rest get 1.
+    lr_mult: z.record(z.string().min(1), z.number().finite().min(0).max(10)).default({}),
   })
   .strict();
 

@@ -78,6 +78,8 @@ interface FlatGroup {
   sizes: number[];
   /** Weight decay applies to every variable in the group, or to none. */
   decay: boolean;
+  /** The group's multiple of the learning rate (training.optimizer.lr_mult). */
+  lrMult: number;
   /** Flat slot variables, each the concatenation of the per-variable slots in `names` order. */
   slots: Record<string, tf.Variable>;
 }
@@ -92,7 +94,7 @@ function concat1d(ts: tf.Tensor[]): tf.Tensor1D {
 }
 
 /**
- * Runs each update over flat buffers, one per group (decayed or not), instead of
+ * Runs each update over flat buffers, one per group (decayed or not, per lr_mult), instead of
  * ~10 kernels per variable: ~90 variables made a U-Net step run ~1000 optimizer
  * kernels. The arithmetic is element-wise and the same as per variable, so
  * results match a per-variable update. State is still per variable
@@ -112,10 +114,13 @@ class FlatOptimizer implements TrainOptimizer {
   // Set by setState until the next step, to catch state saved under other variable names.
   private restored = false;
   private readonly decayFilter: (n: string) => boolean;
+  /** lr_mult's keys, longest first: the first one a name contains is the longest that matches. */
+  private readonly multKeys: string[];
 
   constructor(readonly name: OptimizerConfig['name'], private readonly c: OptimizerConfig, private readonly clip: number | undefined, opts: OptimizerOptions) {
     this.lr = c.lr;
     this.decayFilter = opts.decayFilter ?? ((n) => n.includes('kernel'));
+    this.multKeys = Object.keys(c.lr_mult).sort((a, b) => b.length - a.length || (a < b ? -1 : 1));
   }
 
   setLearningRate(lr: number): void {
@@ -158,18 +163,31 @@ class FlatOptimizer implements TrainOptimizer {
     this.layoutKey = null;
   }
 
-  /** Groups `names` by weight decay and builds their flat slots from `loose` (zeros where none). */
+  /** The learning-rate multiple of a variable: the longest lr_mult key in its name, else 1. */
+  private lrMultOf(name: string): number {
+    const key = this.multKeys.find((k) => name.includes(k));
+    return key === undefined ? 1 : this.c.lr_mult[key];
+  }
+
+  /** Groups `names` by weight decay and learning-rate multiple and builds their flat slots from `loose` (zeros where none). */
   private regroup(names: string[], vars: Record<string, tf.Variable>): void {
+    const unmatched = this.multKeys.find((k) => !names.some((n) => n.includes(k)));
+    if (unmatched !== undefined) {
+      throw new UserError(`training.optimizer.lr_mult: '${unmatched}' is in no trainable weight's name (they read like '${names[0]}')`);
+    }
     this.ungroup();
     const wd = this.c.weight_decay;
-    const byDecay = new Map<boolean, string[]>();
+    const byGroup = new Map<string, { decay: boolean; lrMult: number; members: string[] }>();
     for (const n of names) {
       if (!vars[n]) throw new Error(`optimizer: gradient for unknown variable '${n}'`);
-      const d = wd > 0 && this.decayFilter(n);
-      byDecay.set(d, [...(byDecay.get(d) ?? []), n]);
+      const decay = wd > 0 && this.decayFilter(n);
+      const lrMult = this.lrMultOf(n);
+      const key = `${decay} ${lrMult}`;
+      if (!byGroup.has(key)) byGroup.set(key, { decay, lrMult, members: [] });
+      byGroup.get(key)!.members.push(n);
       if (!this.order.includes(n)) this.order.push(n);
     }
-    for (const [decay, members] of byDecay) {
+    for (const { decay, lrMult, members } of byGroup.values()) {
       const sizes = members.map((n) => vars[n].size);
       const slots: Record<string, tf.Variable> = {};
       for (const slot of this.slotNames()) {
@@ -188,7 +206,7 @@ class FlatOptimizer implements TrainOptimizer {
         if (s) tf.dispose(Object.values(s));
         this.loose.delete(n);
       }
-      this.groups.push({ names: members, shapes: members.map((n) => vars[n].shape.slice()), sizes, decay, slots });
+      this.groups.push({ names: members, shapes: members.map((n) => vars[n].shape.slice()), sizes, decay, lrMult, slots });
     }
     this.layoutKey = names.join('\n');
   }
@@ -209,7 +227,7 @@ class FlatOptimizer implements TrainOptimizer {
     if (names.join('\n') !== this.layoutKey) this.regroup(names, vars);
     // Copies, so that disposing them never frees a caller's 1-D gradient.
     const flat = tf.tidy(() => this.groups.map((g) => g.names.length === 1 ? tf.clone(flat1d(grads[g.names[0]])) : concat1d(g.names.map((n) => grads[n]))));
-    // One sum per group (at most two: decayed or not), never an AddN over every variable.
+    // One sum per group (decayed or not, per learning-rate multiple), never an AddN over every variable.
     const sum = tf.tidy(() => (flat.length ? flat.map((f) => tf.sum(f)).reduce((a, b) => tf.add(a, b)) : tf.scalar(0)) as tf.Scalar);
     let applied = false;
     return {
@@ -226,7 +244,7 @@ class FlatOptimizer implements TrainOptimizer {
   /** One update from the flat gradients of each group (stageGradients). */
   private update(flatIn: tf.Tensor[], vars: Record<string, tf.Variable>): void {
     this.step += 1;
-    const { lr, step, c } = this;
+    const { step, c } = this;
     const wd = c.weight_decay;
     const bc1 = 1 - Math.pow(c.beta1, step);
     const bc2 = 1 - Math.pow(c.beta2, step);
@@ -239,6 +257,7 @@ class FlatOptimizer implements TrainOptimizer {
         flatGrads = clipped.grads;
       }
       this.groups.forEach((grp, gi) => {
+        const lr = this.lr * grp.lrMult;
         const s = grp.slots;
         const w = concat1d(grp.names.map((n) => vars[n]));
         const fusedAdam = tf.getBackend() === 'webgpu' && (this.name === 'adam' || this.name === 'adamw');
