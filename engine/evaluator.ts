@@ -28,6 +28,8 @@ export interface ImageScore {
 export interface EvalResult {
   metrics: Record<string, number>;
   perClass: { name: string; iou: number; dice: number; acc: number }[];
+  /** Pixels of the split: row = ground-truth class, column = predicted class (ignored pixels left out). */
+  confusion: number[][];
   perImage: ImageScore[];
   sweep?: { threshold: number; dice: number; iou: number }[];
   bestThreshold?: { threshold: number; dice: number; iou: number };
@@ -142,7 +144,7 @@ export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: P
     metrics.thresholded_jaccard = b.thresholdedJaccard;
   }
   const perClass = meta.classes.map((name, c) => ({ name, iou: s.iou[c], dice: s.dice[c], acc: s.acc[c] }));
-  const res: EvalResult = { metrics, perClass, perImage, table: formatMetricsTable(s, meta.classes, imageStats?.summary()), images: perImage.length, overlays };
+  const res: EvalResult = { metrics, perClass, confusion: cm.rows(), perImage, table: formatMetricsTable(s, meta.classes, imageStats?.summary()), images: perImage.length, overlays };
   if (sweep) {
     res.sweep = sweep.results();
     res.bestThreshold = sweep.best();

@@ -1,5 +1,5 @@
 // The results folder of a run: final validation with predictions and overlays,
-// metrics.json, and report.html (curves, per-class table, worst-first gallery).
+// metrics.json, and report.html (curves, per-class table, confusion, worst-first gallery).
 import fs from 'node:fs';
 import { UserError } from '../utils/errors';
 import path from 'node:path';
@@ -68,6 +68,7 @@ export async function writeResults(model: tf.LayersModel, cfg: Config, pairs: Pa
     full_resolution: cfg.evaluation.full_resolution,
     metrics: res.metrics,
     per_class: res.perClass,
+    confusion: { rows: 'ground truth', columns: 'prediction', classes: meta.classes, pixels: res.confusion },
     best_threshold: res.bestThreshold,
     threshold_sweep: res.sweep,
     per_image: res.perImage.map(({ id, dice, iou }) => ({ id, dice, iou })),
@@ -88,6 +89,7 @@ export async function writeResults(model: tf.LayersModel, cfg: Config, pairs: Pa
     palette: meta.palette,
     summary: { ...res.metrics, ...(binary ? { threshold } : {}) }, // a threshold means nothing for argmax
     perClass: res.perClass,
+    confusion: res.confusion,
     gallery: shown.filter((s) => s.overlay).map((s) => ({ id: s.id, image: s.overlay!, dice: s.dice, iou: s.iou })),
     backend: opts.backend,
     trainSeconds: opts.trainSeconds,
@@ -136,7 +138,15 @@ export const selfTest: SelfTest = {
     const constant = tf.sequential({ layers: [tf.layers.conv2d({ inputShape: [null, null, 3], filters: 11, kernelSize: 1, kernelInitializer: 'zeros' })] });
     const out = path.join(dir, 'out');
     await writeResults(constant, cfg, await listSplit(cfg, 'val'), [], { outDir: out, quiet: true });
+    // The constant model predicts class 0 (Sky) everywhere: each class's pixels all sit in column 0.
+    const m = JSON.parse(fs.readFileSync(path.join(out, 'metrics.json'), 'utf8'));
+    const cm: number[][] = m.confusion.pixels;
+    assert.deepEqual([m.confusion.rows, m.confusion.columns, m.confusion.classes.length, cm.length], ['ground truth', 'prediction', 11, 11]);
+    assert.ok(cm.every((row) => row.length === 11 && row.slice(1).every((v) => v === 0)), JSON.stringify(cm));
+    assert.equal(cm.reduce((a, row) => a + row[0], 0), 12 * 9, 'every pixel counted once');
+    assert.deepEqual([0, 3, 8].map((c) => cm[c][0] > 0), [true, true, true], 'the three classes of the mask');
     const html = fs.readFileSync(path.join(out, 'report.html'), 'utf8');
+    assert.match(html, /<tr><th>Road<\/th><td class="" style="--v:1\.000">100\.0<\/td><td class="" style="--v:0\.000"><\/td>/, 'Road row: all predicted as Sky');
     const legend = html.slice(html.indexOf('class="legend"'));
     // Sky, Building, Road in the SegNet colours, named in the legend.
     for (const [name, rgb] of [['Sky', '128,128,128'], ['Building', '128,0,0'], ['Road', '128,64,128']])

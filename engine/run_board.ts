@@ -56,7 +56,7 @@ export const selfTest: SelfTest = {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'board-'));
     const a = new RunBoard(dir, null);
     for (const step of [10, 20, 30]) a.train({ epoch: 0, step, split: 'train', loss: 1 / step, lr: 0.1 });
-    a.validation(30, { metrics: { mIoU: 0.5 }, perClass: [{ name: 'bg', iou: 0.4, dice: 0.5, acc: 0.6 }], perImage: [], table: '', images: 0 });
+    a.validation(30, { metrics: { mIoU: 0.5 }, perClass: [{ name: 'bg', iou: 0.4, dice: 0.5, acc: 0.6 }], confusion: [[1]], perImage: [], table: '', images: 0 });
     const b = new RunBoard(dir, 20); // resumed from step 20: 30 will come again
     b.train({ epoch: 0, step: 30, split: 'train', loss: 0.5 });
     const steps = fs.readdirSync(dir).sort().flatMap((n) => readRecords(fs.readFileSync(path.join(dir, n))).map(eventStep));

@@ -118,6 +118,10 @@ tfoot td { font-weight: 600; background: #f9fafb; border-bottom: 0; }
 .bar { display: inline-block; vertical-align: middle; width: 80px; height: 8px; margin-left: 8px; background: #eef0f3; border-radius: 4px; overflow: hidden; }
 .bar i { display: block; height: 100%; width: calc(var(--v) * 100%); background: var(--accent); }
 .bar.dice i { background: #16a34a; }
+.scroll { overflow-x: auto; }
+table.cm td { text-align: right; font-variant-numeric: tabular-nums; min-width: 44px; background: rgba(220, 38, 38, calc(var(--v, 0) * 0.8)); }
+table.cm td.diag { background: rgba(37, 99, 235, calc(var(--v, 0) * 0.8)); }
+table.cm thead th { font-size: 12px; }
 .legend { color: var(--muted); margin: -4px 0 12px; display: flex; flex-wrap: wrap; gap: 6px 16px; align-items: center; }
 .sw { display: inline-block; width: 12px; height: 12px; border-radius: 2px; border: 1px solid rgba(0,0,0,.2); vertical-align: -2px; margin-right: 5px; }
 .gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(200px, 1fr)); gap: 12px; }

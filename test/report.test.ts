@@ -100,6 +100,8 @@ async function multiclassData(dir: string): Promise<ReportData> {
       { name: 'disc', iou: 0.7, dice: 0.82 },
       { name: 'blob', iou: NaN, dice: NaN },
     ],
+    // background: 90 right, 10 read as disc; disc: 3 of 4 right; blob: no pixels.
+    confusion: [[90, 10, 0], [1, 3, 0], [0, 0, 0]],
   };
 }
 
@@ -226,6 +228,11 @@ describe('report.html in headless Chromium', () => {
     }
     assert.equal(await page.locator('#classes tbody tr').count(), 3);
     assert.match((await page.locator('#classes tbody tr').nth(2).textContent())!, /—/);
+    // The confusion table: each row as % of its own pixels, shaded by that share.
+    const cm = await page.locator('#confusion tbody tr').evaluateAll((rows) => rows.map((r) => Array.from(r.querySelectorAll('td')).map((td) => [td.textContent, getComputedStyle(td).backgroundColor])));
+    assert.deepEqual(cm.map((r) => r.map(([t]) => t)), [['90.0', '10.0', ''], ['25.0', '75.0', ''], ['—', '—', '—']]);
+    assert.equal(cm[0][0][1], 'rgba(37, 99, 235, 0.72)', 'the diagonal in blue at 0.8 x its share');
+    assert.equal(cm[0][1][1], 'rgba(220, 38, 38, 0.08)', 'a confusion in red');
     const swatches = await page.locator('.legend .sw').evaluateAll((els) => els.map((e) => getComputedStyle(e).backgroundColor));
     assert.deepEqual(swatches, MULTI_PALETTE.map((c) => `rgb(${c.join(', ')})`));
     if (process.env.REPORT_SCREENSHOT) await page.screenshot({ path: process.env.REPORT_SCREENSHOT.replace(/\.png$/, '-multi.png'), fullPage: true });

@@ -64,6 +64,12 @@ export class ConfusionMatrix {
     this.counts.fill(0);
   }
 
+  /** The counts as rows (ground truth) of columns (prediction), for metrics.json. */
+  rows(): number[][] {
+    const n = this.numClasses;
+    return Array.from({ length: n }, (_, g) => Array.from(this.counts.subarray(g * n, (g + 1) * n)));
+  }
+
   summary(): MetricsSummary {
     const n = this.numClasses;
     const m = this.counts;
