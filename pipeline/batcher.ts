@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import type { Config } from '../utils/config';
 import { UserError } from '../utils/errors';
-import { permutation, rngFor } from '../utils/rng';
+import { permutation, randInt, rngFor } from '../utils/rng';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import type { LabelMask, MaskRules } from './decode';
 import { SamplePool } from './pool';
@@ -30,6 +30,7 @@ export interface Batch {
 }
 
 const SHUFFLE_STREAM = 0x5f1e;
+const PASTE_STREAM = 0x9a57;
 
 /**
  * Runs at most `n` async jobs at a time, in submission order.
@@ -82,8 +83,20 @@ export class BatchLoader {
     return permutation(this.pairs.length, rngFor(this.cfg.training.seed, epoch, SHUFFLE_STREAM));
   }
 
+  /** augmentations.paste: with its chance, another pair of the split, drawn from (seed, epoch, pos) alone. */
+  private donor(pairIndex: number, epoch: number, pos: number): PairRef | undefined {
+    const paste = this.opts.train ? this.cfg.training.augmentations.paste : undefined;
+    if (!paste || this.pairs.length < 2) return undefined;
+    const rng = rngFor(this.cfg.training.seed, epoch, pos, PASTE_STREAM);
+    if (rng() >= paste.p) return undefined;
+    const k = randInt(rng, this.pairs.length - 1);
+    return this.pairs[k >= pairIndex ? k + 1 : k]; // any pair but the sample's own
+  }
+
   private job(pairIndex: number, epoch: number, pos: number): SampleJob {
+    const donor = this.donor(pairIndex, epoch, pos);
     return {
+      ...(donor ? { donor } : {}),
       pair: this.pairs[pairIndex],
       rules: this.rules,
       size: [this.cfg.data.size[0], this.cfg.data.size[1]],

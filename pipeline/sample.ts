@@ -17,7 +17,11 @@ export interface SampleJob {
   epoch: number;
   pos: number; // position in the epoch: with (seed, epoch) it fixes every random draw
   fullMask?: boolean; // also return the mask at its own size (validation)
+  donor?: PairRef; // augmentations.paste: the image whose paste classes are laid over this one
 }
+
+// The donor's random draws: a stream of their own, so pasting leaves the sample's own draws as they were.
+const DONOR_STREAM = 0xd0e0;
 
 export interface SampleResult { image: Float32Array | Uint8Array; mask: Uint8Array; id: string; fullMask?: LabelMask }
 
@@ -25,7 +29,12 @@ export async function loadSample(job: SampleJob): Promise<SampleResult> {
   const { image, mask, fullMask } = await decodePair(job.pair, job.rules, job.size, job.fullMask);
   if (!job.augment) return { image: image.data, mask: mask.data, id: job.pair.id, ...(fullMask ? { fullMask } : {}) };
   const rng = rngFor(job.seed, job.epoch, job.pos);
-  const a = augment({ image: image.data, mask: mask.data, width: image.width, height: image.height }, job.augment, rng, job.rules.ignoreIndex);
+  let donor;
+  if (job.donor) {
+    const d = await decodePair(job.donor, job.rules, job.size);
+    donor = { sample: { image: d.image.data, mask: d.mask.data, width: d.image.width, height: d.image.height }, rng: rngFor(job.seed, job.epoch, job.pos, DONOR_STREAM) };
+  }
+  const a = augment({ image: image.data, mask: mask.data, width: image.width, height: image.height }, job.augment, rng, job.rules.ignoreIndex, donor);
   return { image: a.image, mask: a.mask, id: job.pair.id };
 }
 

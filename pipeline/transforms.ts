@@ -252,12 +252,38 @@ function normalTable(): Float32Array {
   return normals;
 }
 
-/** The whole training-time augmentation of one sample (input at data.size). */
-export function augment(s: Sample, aug: Augmentations, rng: Rng, ignoreIndex: number): AugmentedSample {
+/** The geometric steps of one sample; `inside` null when nothing moved (every pixel is the source's). */
+function geometry(s: Sample, aug: Augmentations, rng: Rng, ignoreIndex: number): AugmentedSample & { inside: Uint8Array | null } {
   const plan = planGeometry(s, aug, rng, ignoreIndex);
-  let out: AugmentedSample & { inside: Uint8Array | null };
-  if (isIdentity(plan, s.width, s.height)) out = { image: Float32Array.from(s.image), mask: Uint8Array.from(s.mask), width: s.width, height: s.height, inside: null };
-  else out = warpAffine(s, planToAffine(plan), plan.outW, plan.outH, ignoreIndex);
+  if (isIdentity(plan, s.width, s.height)) return { image: Float32Array.from(s.image), mask: Uint8Array.from(s.mask), width: s.width, height: s.height, inside: null };
+  return warpAffine(s, planToAffine(plan), plan.outW, plan.outH, ignoreIndex);
+}
+
+/** Copies image and mask of the donor's pixels of `classes` onto `out` (same size), in place. */
+export function pasteClasses(out: AugmentedSample & { inside: Uint8Array | null }, donor: AugmentedSample, classes: readonly number[]): void {
+  assert.deepEqual([donor.width, donor.height], [out.width, out.height], 'paste: donor and sample differ in size');
+  const wanted = new Uint8Array(256);
+  for (const c of classes) wanted[c] = 1;
+  for (let i = 0; i < out.mask.length; i++) {
+    if (!wanted[donor.mask[i]]) continue;
+    out.mask[i] = donor.mask[i];
+    out.image.set(donor.image.subarray(i * 3, i * 3 + 3), i * 3);
+    if (out.inside) out.inside[i] = 1;
+  }
+}
+
+/**
+ * The whole training-time augmentation of one sample (input at data.size). With a `donor`
+ * (the caller drew augmentations.paste's chance), its pixels of the paste classes are laid
+ * over the sample after both are moved, and the photometric steps then see one picture.
+ */
+export function augment(s: Sample, aug: Augmentations, rng: Rng, ignoreIndex: number, donor?: { sample: Sample; rng: Rng }): AugmentedSample {
+  const out = geometry(s, aug, rng, ignoreIndex);
+  if (donor && aug.paste) {
+    // The donor's own scale, crop and flips, its window on a pixel of a pasted class where it has one.
+    const placed = aug.crop ? { ...aug, crop: { ...aug.crop, focus: { p: 1, classes: aug.paste.classes } } } : aug;
+    pasteClasses(out, geometry(donor.sample, placed, donor.rng, ignoreIndex), aug.paste.classes);
+  }
   photometric(out.image, out.inside, aug, rng);
   return { image: out.image, mask: out.mask, width: out.width, height: out.height };
 }

@@ -110,3 +110,18 @@ test('worker threads and in-process loading give identical batches', async () =>
   assert.deepEqual(await collect(threaded, 2, 2), (await collect(inproc, 2)).slice(2)); // pool reused across epochs
   await threaded.close();
 });
+
+test('augmentations.paste: batches stay determined by (seed, epoch, step), in workers as in process, and resume exactly', async () => {
+  const cfg = await setup({ augmentations: { ...AUGS, paste: { p: 0.5, classes: [1] } } });
+  const pairs = await listSplit(cfg, 'train');
+  const inProcess = await collect(new BatchLoader(cfg, pairs, { train: true, threads: false }), 2);
+  const threaded = new BatchLoader(parseConfig({ ...cfg, training: { ...cfg.training, workers: 2 } }), pairs, { train: true });
+  assert.deepEqual(await collect(threaded, 2), inProcess);
+  await threaded.close();
+  assert.deepEqual(await collect(new BatchLoader(cfg, pairs, { train: true, threads: false }), 2, 1), inProcess.slice(1));
+  // Pasting changed some samples and left the others as the run without it draws them.
+  const without = await collect(new BatchLoader(await setup(), pairs, { train: true, threads: false }), 2);
+  const hw = 20 * 24;
+  const same = inProcess.flatMap((b, bi) => Array.from({ length: b.n }, (_, k) => b.masks.subarray(k * hw, (k + 1) * hw).every((v, i) => v === without[bi].masks[k * hw + i])));
+  assert.ok(same.some((s) => s) && same.some((s) => !s), `samples unchanged by pasting: ${same}`);
+});

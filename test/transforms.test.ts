@@ -160,3 +160,59 @@ test('crop.focus classes must be real classes', () => {
   assert.throws(bad([255]), /crop\.focus\.classes/);
   assert.doesNotThrow(bad([1, 2]));
 });
+
+/** A w x h sample of class 0 with rectangles of other classes; each class has its own colour. */
+const COLOURS: Record<number, number[]> = { 0: [20, 20, 20], 1: [230, 230, 230], 2: [40, 200, 90], 3: [0, 0, 255], [IGN]: [120, 60, 0] };
+function paintedSample(w: number, h: number, rects: [cls: number, x0: number, y0: number, x1: number, y1: number][]): Sample {
+  const mask = new Uint8Array(w * h);
+  for (const [c, x0, y0, x1, y1] of rects) for (let y = y0; y < y1; y++) for (let x = x0; x < x1; x++) mask[y * w + x] = c;
+  const image = new Uint8Array(w * h * 3);
+  mask.forEach((c, i) => image.set(COLOURS[c], i * 3));
+  return { image, mask, width: w, height: h };
+}
+
+test('paste: the donor pixels of the paste classes arrive with their own image values; nothing else of the donor does', () => {
+  const w = 40, h = 30;
+  const target = paintedSample(w, h, [[1, 0, 0, 20, 30]]);
+  // Donor: a class-2 patch in a corner, class 3 (not pasted) beside it, the rest ignored.
+  const donor = paintedSample(w, h, [[IGN, 0, 0, 40, 30], [2, 30, 22, 36, 27], [3, 20, 5, 30, 15]]);
+  const a = aug({ crop: { size: [16, 20] }, hflip: { p: 0.5 }, vflip: { p: 0.5 }, paste: { p: 1, classes: [2] } }, 4);
+  for (let seed = 0; seed < 12; seed++) {
+    const out = augment(target, a, mulberry32(seed), IGN, { sample: donor, rng: mulberry32(100 + seed) });
+    const counts = [0, 0, 0, 0];
+    for (let i = 0; i < out.mask.length; i++) {
+      const c = out.mask[i];
+      assert.ok(c <= 2, `seed ${seed}: class ${c} at ${i} (only classes 0-2 may appear: no class 3, no ignored donor pixel)`);
+      counts[c]++;
+      assert.deepEqual(Array.from(out.image.subarray(i * 3, i * 3 + 3)), COLOURS[c], `seed ${seed}: pixel ${i} of class ${c}`);
+    }
+    // The donor's window was placed on a pixel of its 30-pixel patch (crop.focus on the paste classes).
+    assert.ok(counts[2] >= 1 && counts[2] <= 30, `seed ${seed}: ${counts[2]} pasted pixels`);
+  }
+  // Without a donor (the caller drew no paste) the sample is augmented as before, draw for draw.
+  const plain = augment(target, aug({ crop: { size: [16, 20] }, hflip: { p: 0.5 }, vflip: { p: 0.5 } }, 4), mulberry32(5), IGN);
+  assert.deepEqual(augment(target, a, mulberry32(5), IGN), plain);
+});
+
+test('paste: photometric steps come after and change the image only, pasted pixels included', () => {
+  const w = 40, h = 30;
+  const target = blockySample(w, h, 2);
+  const donor = paintedSample(w, h, [[2, 5, 5, 25, 20]]);
+  const geo = { scale: { p: 1, range: [0.8, 1.3] }, crop: { size: [20, 24] }, rotate: { p: 1, degrees: 20 }, paste: { p: 1, classes: [2] } };
+  const photo = { brightness: { p: 1, range: 0.4 }, contrast: { p: 1, range: 0.4 }, hue: { p: 1, range: 0.1 }, noise: { p: 1, std: 0.05 } };
+  for (let seed = 0; seed < 6; seed++) {
+    const bare = augment(target, aug(geo, 3), mulberry32(seed), IGN, { sample: donor, rng: mulberry32(seed + 50) });
+    const jittered = augment(target, aug({ ...geo, ...photo }, 3), mulberry32(seed), IGN, { sample: donor, rng: mulberry32(seed + 50) });
+    assert.ok(bare.mask.includes(2), `seed ${seed}: something was pasted`);
+    assert.deepEqual(jittered.mask, bare.mask, `seed ${seed}: the mask is the same with photometric steps`);
+    const pasted = [...bare.mask.keys()].filter((i) => bare.mask[i] === 2);
+    assert.ok(pasted.some((i) => Math.abs(jittered.image[i * 3 + 1] - bare.image[i * 3 + 1]) > 1), `seed ${seed}: pasted pixels are jittered too`);
+  }
+});
+
+test('paste classes must be real classes', () => {
+  const bad = (classes: number[]) => () => parseConfig({ data: { num_classes: 3 }, training: { augmentations: { paste: { classes } } } });
+  assert.throws(bad([3]), /^UserError: .*key 'training\.augmentations\.paste\.classes' has 3; expected class indices below data\.num_classes \(3\), not the ignore index$/);
+  assert.throws(bad([255]), /paste\.classes/);
+  assert.doesNotThrow(bad([1, 2]));
+});

@@ -22,6 +22,8 @@ const size2 = z.tuple([z.number().finite().int().positive(), z.number().finite()
 // Each augmentation is off unless its section is present. `p` is the chance it
 // is applied to a sample. Geometric ones move image and mask together;
 // photometric ones touch the image only.
+const classList = z.array(z.number().finite().int().min(0).max(254)).nonempty();
+
 const AugmentationsSchema = z
   .object({
     scale: z.object({ p: prob.default(1), range: range.default([0.75, 1.25]) }).strict().optional(),
@@ -31,10 +33,15 @@ const AugmentationsSchema = z
         cat_max_ratio: z.number().finite().min(0).max(1).default(1),
         // With chance p, centre the crop window near a pixel of one of `classes` present in the
         // sample (drawn uniformly among them), so rare small classes are seen more often.
-        focus: z.object({ p: prob.default(0.5), classes: z.array(z.number().finite().int().min(0).max(254)).nonempty() }).strict().optional(),
+        focus: z.object({ p: prob.default(0.5), classes: classList }).strict().optional(),
       })
       .strict()
       .optional(),
+    // With chance p, the pixels of `classes` in another training image (after its own scale,
+    // crop and flips, its window on one of them as crop.focus places it) are pasted over the
+    // sample before the photometric steps, so rare classes are seen in more scenes
+    // (copy-paste, Ghiasi et al. 2021; ClassMix pastes the same way).
+    paste: z.object({ p: prob.default(0.5), classes: classList }).strict().optional(),
     hflip: z.object({ p: prob.default(0.5) }).strict().optional(),
     vflip: z.object({ p: prob.default(0.5) }).strict().optional(),
     rotate: z.object({ p: prob.default(0.5), degrees: z.number().finite().min(0).max(180).default(30) }).strict().optional(),
@@ -316,10 +323,12 @@ export function parseConfig(raw: unknown, source = 'config'): Config {
   const opts = def.options.strict().safeParse(own);
   if (!opts.success) throw new UserError(formatIssues(source, raw, opts.error.issues.map((i) => ({ ...i, path: ['model', ...i.path] }))));
   cfg.model = { ...common, ...opts.data } as Config['model'];
-  const focus = cfg.training.augmentations.crop?.focus?.classes ?? [];
-  const bad = focus.find((c) => c >= cfg.data.num_classes || c === cfg.data.ignore_index);
-  if (bad !== undefined) {
-    throw new UserError(`${source}: key 'training.augmentations.crop.focus.classes' has ${bad}; expected class indices below data.num_classes (${cfg.data.num_classes}), not the ignore index`);
+  const aug = cfg.training.augmentations;
+  for (const [key, classes] of [['crop.focus', aug.crop?.focus?.classes], ['paste', aug.paste?.classes]] as const) {
+    const bad = (classes ?? []).find((c) => c >= cfg.data.num_classes || c === cfg.data.ignore_index);
+    if (bad !== undefined) {
+      throw new UserError(`${source}: key 'training.augmentations.${key}.classes' has ${bad}; expected class indices below data.num_classes (${cfg.data.num_classes}), not the ignore index`);
+    }
   }
   return cfg;
 }
