@@ -19,11 +19,11 @@ const range = z
   .refine(([lo, hi]) => lo <= hi, 'expected [low, high] with low <= high');
 const size2 = z.tuple([z.number().finite().int().positive(), z.number().finite().int().positive()]);
 
+const classList = z.array(z.number().finite().int().min(0).max(254)).nonempty();
+
 // Each augmentation is off unless its section is present. `p` is the chance it
 // is applied to a sample. Geometric ones move image and mask together;
 // photometric ones touch the image only.
-const classList = z.array(z.number().finite().int().min(0).max(254)).nonempty();
-
 const AugmentationsSchema = z
   .object({
     scale: z.object({ p: prob.default(1), range: range.default([0.75, 1.25]) }).strict().optional(),
