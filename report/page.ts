@@ -208,7 +208,7 @@ function renderConfusion(d: ReportData): string {
     const cells = row.map((v, p) => {
       if (!total) return '<td>—</td>';
       const f = v / total;
-      return `<td class="${p === g ? 'diag' : ''}" style="--v:${f.toFixed(3)}">${f >= 0.0005 ? (100 * f).toFixed(1) : ''}</td>`;
+      return `<td${p === g ? ' class="diag"' : ''} style="--v:${f.toFixed(3)}">${f >= 0.0005 ? (100 * f).toFixed(1) : ''}</td>`;
     });
     return `<tr><th>${escapeHtml(names[g] ?? String(g))}</th>${cells.join('')}</tr>`;
   });
