@@ -11,6 +11,15 @@ import { LOCK_FILE } from '../engine/checkpoint/run_lock';
 import { nodeArgs, sleep, tinyConfig, tmpDir, writeConfig } from './helpers/cli';
 
 const dir = tmpDir('parent');
+
+/** The pid in the run's lock file; 0 while the run is between creating and writing it. */
+function lockPid(file: string): number {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')).pid;
+  } catch {
+    return 0;
+  }
+}
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 test('a run whose npx parent is gone stops as on SIGTERM and keeps last/', { timeout: 120_000 }, async () => {
@@ -25,7 +34,7 @@ test('a run whose npx parent is gone stops as on SIGTERM and keeps last/', { tim
   let pid = 0;
   for (let i = 0; i < 600 && !(pid && fs.existsSync(last)); i++) {
     await sleep(100);
-    if (!pid && fs.existsSync(lock)) pid = JSON.parse(fs.readFileSync(lock, 'utf8')).pid;
+    if (!pid && fs.existsSync(lock)) pid = lockPid(lock);
   }
   assert.ok(pid && fs.existsSync(last), `the run did not start: ${stderr.slice(-2000)}`);
   shell.kill('SIGKILL'); // npx's shell dies without passing anything on
