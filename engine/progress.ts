@@ -18,6 +18,7 @@ export class EpochProgress {
         noTTYOutput: true,
         notTTYSchedule: 5000,
         etaBuffer: 20,
+        formatTime: (t: number) => formatEta(t),
       },
       cliProgress.Presets.shades_classic,
     );
@@ -35,6 +36,14 @@ export class EpochProgress {
   }
 }
 
+/** cli-progress rounds the seconds after splitting off the minutes, printing '1m60s'; round first. */
+export function formatEta(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) return '-';
+  const t = seconds > 10 ? 5 * Math.round(seconds / 5) : Math.round(seconds);
+  const h = Math.floor(t / 3600), m = Math.floor((t % 3600) / 60), s = t % 60;
+  if (h > 0) return `${h}h${String(m).padStart(2, '0')}m`;
+  return m > 0 ? `${m}m${String(s).padStart(2, '0')}s` : `${s}s`;
+}
 
 export const selfTest: SelfTest = {
   'runs to the end without a terminal and reports rates'() {
@@ -42,6 +51,15 @@ export const selfTest: SelfTest = {
     for (let s = 1; s <= 3; s++) p.update(s, 0.5, 1e-3, 4);
     assert.equal((p as any).images, 12);
     p.stop();
+  },
+  'formats the ETA with whole minutes carried, never 60 seconds'() {
+    assert.equal(formatEta(119), '2m00s');
+    assert.equal(formatEta(118), '2m00s');
+    assert.equal(formatEta(80), '1m20s');
+    assert.equal(formatEta(7.4), '7s');
+    assert.equal(formatEta(3599), '1h00m');
+    assert.equal(formatEta(3600 + 125), '1h02m');
+    assert.equal(formatEta(Infinity), '-');
   },
 };
 
