@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import cliProgress from 'cli-progress';
+import { formatDuration } from '../utils/duration';
 
 export class EpochProgress {
   private bar: cliProgress.SingleBar;
@@ -36,13 +37,10 @@ export class EpochProgress {
   }
 }
 
-/** cli-progress rounds the seconds after splitting off the minutes, printing '1m60s'; round first. */
+/** cli-progress rounds the seconds after splitting off the minutes, printing '1m60s'. */
 export function formatEta(seconds: number): string {
   if (!Number.isFinite(seconds) || seconds < 0) return '-';
-  const t = seconds > 10 ? 5 * Math.round(seconds / 5) : Math.round(seconds);
-  const h = Math.floor(t / 3600), m = Math.floor((t % 3600) / 60), s = t % 60;
-  if (h > 0) return `${h}h${String(m).padStart(2, '0')}m`;
-  return m > 0 ? `${m}m${String(s).padStart(2, '0')}s` : `${s}s`;
+  return formatDuration(seconds > 10 ? 5 * Math.round(seconds / 5) : seconds);
 }
 
 export const selfTest: SelfTest = {
@@ -53,12 +51,12 @@ export const selfTest: SelfTest = {
     p.stop();
   },
   'formats the ETA with whole minutes carried, never 60 seconds'() {
-    assert.equal(formatEta(119), '2m00s');
-    assert.equal(formatEta(118), '2m00s');
-    assert.equal(formatEta(80), '1m20s');
+    assert.equal(formatEta(119), '2m 00s');
+    assert.equal(formatEta(118), '2m 00s');
+    assert.equal(formatEta(80), '1m 20s');
     assert.equal(formatEta(7.4), '7s');
-    assert.equal(formatEta(3599), '1h00m');
-    assert.equal(formatEta(3600 + 125), '1h02m');
+    assert.equal(formatEta(3599), '1h 00m 00s');
+    assert.equal(formatEta(3600 + 125), '1h 02m 05s');
     assert.equal(formatEta(Infinity), '-');
   },
 };

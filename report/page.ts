@@ -10,6 +10,7 @@ import path from 'node:path';
 import yaml from 'js-yaml';
 import { chartJsSource, CLIENT_JS, REPORT_CSS } from './assets';
 import { BOTH_COLOR, GT_COLOR, PRED_COLOR, RGB, vocPalette } from './overlay';
+import { formatDuration } from '../utils/duration';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import type { HistoryRow } from '../engine/history';
 
@@ -79,15 +80,6 @@ export function fmt(v: number | undefined): string {
   return a !== 0 && (a < 1e-3 || a >= 1e5) ? v.toExponential(2) : v.toFixed(3);
 }
 
-function fmtDuration(s: number): string {
-  const t = Math.round(s);
-  const h = Math.floor(t / 3600);
-  const m = Math.floor((t % 3600) / 60);
-  const sec = t % 60;
-  if (h) return `${h}h ${String(m).padStart(2, '0')}m ${String(sec).padStart(2, '0')}s`;
-  return m ? `${m}m ${String(sec).padStart(2, '0')}s` : `${sec}s`;
-}
-
 const num = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
 const byX = (a: [number, number], b: [number, number]) => a[0] - b[0];
 
@@ -153,7 +145,7 @@ function renderHeader(d: ReportData): string {
   const meta = [
     `<span>created ${escapeHtml(d.createdAt)}</span>`,
     d.backend ? `<span>backend ${escapeHtml(d.backend)}</span>` : '',
-    num(d.trainSeconds) ? `<span>training ${fmtDuration(d.trainSeconds)}</span>` : '',
+    num(d.trainSeconds) ? `<span>training ${formatDuration(d.trainSeconds)}</span>` : '',
     `<span>${d.classNames.length} classes</span>`,
     d.scoring ? `<span>scored: ${escapeHtml(d.scoring)}</span>` : '',
   ].join('');
