@@ -185,6 +185,43 @@ test('lovasz gradient matches finite differences; a perfect prediction scores ~0
   assert.ok(val(f(perfect, lab)) < 1e-6);
 });
 
+test('ohem ce/bce/focal: value and gradient are those of the loss with the easy pixels ignored', () => {
+  for (const [name, c, k] of [['ce', 4, 4], ['bce', 1, 2], ['focal', 4, 4]] as const) {
+    const x = tf.mul(tf.randomNormal([2, 5, 7, c], 0, 1, 'float32', 11), 3) as tf.Tensor4D;
+    const u = tf.randomUniform([2, 5, 7], 0, 1, 'float32', 12).dataSync();
+    const lab = Array.from(u, (v) => (v < 0.1 ? 255 : Math.min(k - 1, Math.floor(((v - 0.1) / 0.9) * k))));
+    // the reference: each pixel's own-class probability, from the same logits
+    const pr = c === 1 ? tf.sigmoid(x).dataSync() : tf.softmax(x).dataSync();
+    const pt = lab.map((l, i) => (l === 255 ? Infinity : c === 1 ? (l === 1 ? pr[i] : 1 - pr[i]) : pr[i * c + l]));
+    const cw = Array.from({ length: k }, (_, i) => 1 + i / 3);
+    for (const [thresh, minKept] of [[0.5, 1], [0.2, 25], [0.9, 5], [0.5, 1000]]) {
+      const sorted = pt.filter(Number.isFinite).sort((a, b) => a - b);
+      const cut = Math.max(thresh, sorted[Math.min(minKept, sorted.length - 1)]);
+      const kept = pt.map((p) => p < cut || (minKept >= sorted.length && Number.isFinite(p)));
+      const easyIgnored = tf.tensor3d(lab.map((l, i) => (kept[i] ? l : 255)), [2, 5, 7], 'int32');
+      const ohem = buildLoss(cfgWith({ name, class_weights: cw, ohem: { thresh, min_kept: minKept } }, k));
+      const ref = buildLoss(cfgWith({ name, class_weights: cw }, k));
+      const labels = tf.tensor3d(lab, [2, 5, 7], 'int32');
+      const a = tf.valueAndGrad((t: tf.Tensor) => ohem(t as tf.Tensor4D, labels))(x);
+      const b = tf.valueAndGrad((t: tf.Tensor) => ref(t as tf.Tensor4D, easyIgnored))(x);
+      const what = `${name} thresh ${thresh} min_kept ${minKept}`;
+      near(val(a.value), val(b.value), 1e-5);
+      const ga = a.grad.dataSync(), gb = b.grad.dataSync();
+      ga.forEach((g, i) => near(g, gb[i], 1e-6));
+      const nKept = kept.filter(Boolean).length;
+      assert.ok(nKept >= Math.min(minKept, sorted.length), `${what}: ${nKept} kept`);
+      if (minKept < sorted.length && thresh <= 0.5) assert.ok(nKept < sorted.length, `${what}: some pixels are left out`);
+    }
+  }
+});
+
+test('ohem leaves dice and lovasz as they are', () => {
+  const x = tf.randomNormal([1, 2, 3, 3], 0, 2, 'float32', 4) as tf.Tensor4D;
+  for (const name of ['dice', 'lovasz']) {
+    near(val(buildLoss(cfgWith({ name, ohem: { thresh: 0.1, min_kept: 1 } }, 3))(x, mcLabels())), val(buildLoss(cfgWith({ name }, 3))(x, mcLabels())));
+  }
+});
+
 test('weighted sum: bce+dice with weights [2, 3]', () => {
   const x = tf.randomNormal([2, 2, 3, 1], 0, 1, 'float32', 3) as tf.Tensor4D;
   const lab = tf.concat([binLabels(), binLabels()]) as tf.Tensor3D;
@@ -217,13 +254,14 @@ test('trains under optimizer.minimize with int32 labels, no tensor leak', () => 
 });
 
 test('wasm backend gives the same values and gradients as cpu', async () => {
-  const names = ['bce+dice+focal+jaccard+lovasz', 'ce+dice+focal+jaccard+lovasz'];
+  const names = ['bce+dice+focal+jaccard+lovasz', 'ce+dice+focal+jaccard+lovasz', 'bce+focal', 'ce+focal'];
   const run = () =>
     names.map((name, i) => {
-      const c = i === 0 ? 1 : 3;
-      const f = buildLoss(cfgWith({ name, class_weights: i === 0 ? [1, 2] : [1, 2, 3] }, i === 0 ? 2 : 3));
+      const c = i % 2 === 0 ? 1 : 3;
+      const ohem = i >= 2 ? { thresh: 0.6, min_kept: 2 } : undefined;
+      const f = buildLoss(cfgWith({ name, ohem, class_weights: c === 1 ? [1, 2] : [1, 2, 3] }, c === 1 ? 2 : 3));
       const x = tf.tensor4d(Array.from({ length: 6 * c }, (_, k) => Math.sin(k * 1.7) * 3), [1, 2, 3, c]);
-      const lab = i === 0 ? binLabels() : mcLabels();
+      const lab = c === 1 ? binLabels() : mcLabels();
       const { value, grad } = tf.valueAndGrad((t: tf.Tensor) => f(t as tf.Tensor4D, lab))(x);
       return [value.dataSync()[0], ...Array.from(grad.dataSync())];
     });

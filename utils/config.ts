@@ -125,6 +125,16 @@ const LossSchema = z
     // dice/jaccard per image, then averaged: each image's overlap counts alike, as in
     // per-image metrics (ISIC's thresholded Jaccard), instead of large masks dominating.
     per_image: z.boolean().default(false),
+    // Online hard example mining for the per-pixel losses (bce, ce, focal), as MMSegmentation's
+    // OHEMPixelSampler: only pixels whose probability of their own class is below `thresh`
+    // count, and at least the `min_kept` hardest of the batch (all of them when fewer).
+    ohem: z
+      .object({
+        thresh: z.number().finite().gt(0).max(1).default(0.7),
+        min_kept: z.number().finite().int().min(1).default(100000),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 

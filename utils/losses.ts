@@ -19,6 +19,7 @@ interface LossOptions {
   smooth: number;
   gamma: number;
   perImage: boolean;
+  ohem?: { thresh: number; min_kept: number };
 }
 
 /**
@@ -73,25 +74,66 @@ class Ctx {
     return this.memo('probs', () => (this.c === 1 ? tf.sigmoid(this.x()) : tf.exp(this.logSoftmax())));
   }
 
-  /** Per-pixel weight: class weight of the pixel's label, 0 at ignored pixels; [N,H,W]. */
+  /**
+   * Per-pixel weight of the per-pixel losses: class weight of the pixel's label, 0 at
+   * ignored pixels and, with OHEM, at the easy pixels left out; [N,H,W].
+   */
   pixelWeight(): tf.Tensor3D {
     return this.memo('w', () => {
-      const cw = this.o.classWeights;
-      if (!cw) return this.valid();
-      if (this.c === 1) {
-        // bg weight where y = 0, fg weight where y = 1, both masked by valid.
-        return tf.add(tf.mul(this.valid(), cw[0]), tf.mul(this.y(), cw[1] - cw[0])) as tf.Tensor3D;
-      }
-      return tf.sum(tf.mul(this.oneHot(), tf.tensor1d(cw)), -1) as tf.Tensor3D;
+      const w = this.classPixelWeight();
+      return this.o.ohem ? (tf.mul(w, this.hardMask(this.o.ohem)) as tf.Tensor3D) : w;
     });
+  }
+
+  private classPixelWeight(): tf.Tensor3D {
+    const cw = this.o.classWeights;
+    if (!cw) return this.valid();
+    if (this.c === 1) {
+      // bg weight where y = 0, fg weight where y = 1, both masked by valid.
+      return tf.add(tf.mul(this.valid(), cw[0]), tf.mul(this.y(), cw[1] - cw[0])) as tf.Tensor3D;
+    }
+    return tf.sum(tf.mul(this.oneHot(), tf.tensor1d(cw)), -1) as tf.Tensor3D;
+  }
+
+  /** Probability of each pixel's own class; 2 at ignored pixels, so that they sort last; [N,H,W]. */
+  private trueClassProb(): tf.Tensor3D {
+    const pt =
+      this.c === 1
+        ? tf.where(tf.equal(this.y(), 1), this.probs(), tf.sub(1, this.probs()))
+        : tf.exp(tf.sum(tf.mul(this.logSoftmax(), this.oneHot()), -1));
+    return tf.where(tf.equal(this.valid(), 1), pt, tf.fill(pt.shape, 2)) as tf.Tensor3D;
+  }
+
+  /** 1 for the pixels OHEM keeps; 0 for the others and ignored ones; [N,H,W]. */
+  private hardMask(o: { thresh: number; min_kept: number }): tf.Tensor3D {
+    return ohemMask(this.trueClassProb(), o.thresh, o.min_kept);
   }
 }
 
+/**
+ * Keeps pixels whose true-class probability is below max(thresh, the (min_kept+1)-th
+ * smallest): at least min_kept of them, as MMSegmentation's OHEMPixelSampler. The selection
+ * is a constant for the gradient (a customGrad with zero gradient): tfjs has no gradient
+ * for TopK or the comparisons.
+ */
+const ohemMask = (pt: tf.Tensor3D, thresh: number, minKept: number): tf.Tensor3D =>
+  tf.customGrad((ptIn, saveIn) => {
+    const p = ptIn as tf.Tensor3D;
+    (saveIn as tf.GradSaveFunc)([]);
+    const flat = tf.reshape(p, [-1]);
+    const k = Math.min(minKept + 1, flat.size);
+    // The k smallest are the k largest of -p; an ignored pixel there (2) keeps every valid one.
+    const kth = tf.neg(tf.min(tf.topk(tf.neg(flat), k).values));
+    const cut = tf.maximum(kth, thresh);
+    const keep = tf.mul(tf.less(p, cut).cast('float32'), tf.lessEqual(p, 1).cast('float32'));
+    return { value: keep as tf.Tensor3D, gradFunc: (dy) => tf.zerosLike(dy) };
+  })(pt) as tf.Tensor3D;
+
 /** sum(perPixel * w) / sum(w); 0 when every pixel is ignored. */
 function weightedMean(perPixel: tf.Tensor, w: tf.Tensor): tf.Scalar {
-  const den = tf.sum(w);
-  const safeDen = tf.add(den, tf.equal(den, 0).cast('float32'));
-  return tf.div(tf.sum(tf.mul(perPixel, w)), safeDen) as tf.Scalar;
+  // max, not a test for 0: with OHEM, w depends on the logits, and tfjs has no gradient for
+  // comparisons. The sum is 0 or at least a class weight; 1e-12 squared is still a float32.
+  return tf.div(tf.sum(tf.mul(perPixel, w)), tf.maximum(tf.sum(w), 1e-12)) as tf.Scalar;
 }
 
 function bce(ctx: Ctx): tf.Scalar {
@@ -252,6 +294,7 @@ export function buildLoss(cfg: Config): LossFn {
     smooth: lc.smooth,
     gamma: lc.focal_gamma,
     perImage: lc.per_image,
+    ohem: lc.ohem,
   };
   const parts = names.map((n, i) => ({ fn: REGISTRY[n], w: weights[i] })).filter((p) => p.w !== 0);
   return (logits, labels) =>
@@ -324,6 +367,18 @@ export const selfTest: SelfTest = {
       total += row / 3.5;
     }
     assert.ok(Math.abs(v - (1 - total / 2)) < 1e-5, `${v} vs ${1 - total / 2}`);
+  },
+  'ohem averages ce over the hard pixels only, at least min_kept of them'() {
+    // True-class probabilities: 0.96, 0.33, 0.11, 0.96 (pixel 4 ignored).
+    const logits = tf.tensor4d([4, 0, 0, 0, 0, 0, 0, 2, 0], [1, 1, 3, 3]).concat(tf.tensor4d([0, 0, 4, 9, 9, 9], [1, 1, 2, 3]), 2);
+    const labels = tf.tensor3d([0, 1, 0, 2, 255], [1, 1, 5], 'int32');
+    const nll = tf.neg(tf.sum(tf.mul(tf.logSoftmax(logits), tf.oneHot(tf.tensor3d([0, 1, 0, 2, 0], [1, 1, 5], 'int32'), 3)), -1)).dataSync();
+    const ohem = (thresh: number, min_kept: number) => buildLoss(cfgWith({ name: 'ce', ohem: { thresh, min_kept } }, 3))(logits, labels).dataSync()[0];
+    const near = (a: number, b: number) => assert.ok(Math.abs(a - b) < 1e-5, `${a} vs ${b}`);
+    near(ohem(0.7, 1), (nll[1] + nll[2]) / 2); // below 0.7: pixels 1 and 2
+    near(ohem(0.3, 1), nll[2]); // only pixel 2 is below 0.3
+    near(ohem(0.3, 2), (nll[1] + nll[2]) / 2); // the two hardest, though pixel 1 is above 0.3
+    near(ohem(0.3, 99), buildLoss(cfgWith({ name: 'ce' }, 3))(logits, labels).dataSync()[0]); // fewer valid pixels than min_kept: all
   },
 };
 
