@@ -81,7 +81,8 @@ class Ctx {
   pixelWeight(): tf.Tensor3D {
     return this.memo('w', () => {
       const w = this.classPixelWeight();
-      return this.o.ohem ? (tf.mul(w, this.hardMask(this.o.ohem)) as tf.Tensor3D) : w;
+      const o = this.o.ohem;
+      return o ? (tf.mul(w, ohemMask(this.trueClassProb(), o.thresh, o.min_kept)) as tf.Tensor3D) : w;
     });
   }
 
@@ -103,16 +104,12 @@ class Ctx {
         : tf.exp(tf.sum(tf.mul(this.logSoftmax(), this.oneHot()), -1));
     return tf.where(tf.equal(this.valid(), 1), pt, tf.fill(pt.shape, 2)) as tf.Tensor3D;
   }
-
-  /** 1 for the pixels OHEM keeps; 0 for the others and ignored ones; [N,H,W]. */
-  private hardMask(o: { thresh: number; min_kept: number }): tf.Tensor3D {
-    return ohemMask(this.trueClassProb(), o.thresh, o.min_kept);
-  }
 }
 
 /**
- * Keeps pixels whose true-class probability is below max(thresh, the (min_kept+1)-th
- * smallest): at least min_kept of them, as MMSegmentation's OHEMPixelSampler. The selection
+ * 1 for the pixels OHEM keeps, 0 for the others and ignored ones: those whose true-class
+ * probability is below max(thresh, the (min_kept+1)-th smallest), so at least min_kept of
+ * them, as MMSegmentation's OHEMPixelSampler. The selection
  * is a constant for the gradient (a customGrad with zero gradient): tfjs has no gradient
  * for TopK or the comparisons.
  */
