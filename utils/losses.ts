@@ -69,6 +69,11 @@ class Ctx {
     return this.memo('logp', () => tf.logSoftmax(this.logits) as tf.Tensor4D);
   }
 
+  /** log p[label] (C > 1); 0 at ignored pixels, whose one-hot row is empty; [N,H,W]. */
+  logPt(): tf.Tensor3D {
+    return this.memo('logPt', () => tf.sum(tf.mul(this.logSoftmax(), this.oneHot()), -1) as tf.Tensor3D);
+  }
+
   /** Foreground probability [N,H,W] (C = 1) or class probabilities [N,H,W,C]. */
   probs(): tf.Tensor {
     return this.memo('probs', () => (this.c === 1 ? tf.sigmoid(this.x()) : tf.exp(this.logSoftmax())));
@@ -101,29 +106,27 @@ class Ctx {
     const pt =
       this.c === 1
         ? tf.where(tf.equal(this.y(), 1), this.probs(), tf.sub(1, this.probs()))
-        : tf.exp(tf.sum(tf.mul(this.logSoftmax(), this.oneHot()), -1));
+        : tf.exp(this.logPt());
     return tf.where(tf.equal(this.valid(), 1), pt, tf.fill(pt.shape, 2)) as tf.Tensor3D;
   }
 }
 
 /**
- * 1 for the pixels OHEM keeps, 0 for the others and ignored ones: those whose true-class
- * probability is below max(thresh, the (min_kept+1)-th smallest), so at least min_kept of
- * them, as MMSegmentation's OHEMPixelSampler. The selection
- * is a constant for the gradient (a customGrad with zero gradient): tfjs has no gradient
- * for TopK or the comparisons.
+ * 1 for the pixels OHEM keeps, 0 for the others: those whose true-class probability is
+ * below max(thresh, the (min_kept+1)-th smallest), so at least min_kept of them, as
+ * MMSegmentation's OHEMPixelSampler. Ignored pixels (2) are never below the cut (at most 2).
+ * The selection is a constant for the gradient (a customGrad with zero gradient): tfjs has
+ * no gradient for TopK or the comparisons.
  */
 const ohemMask = (pt: tf.Tensor3D, thresh: number, minKept: number): tf.Tensor3D =>
-  tf.customGrad((ptIn, saveIn) => {
+  tf.customGrad((ptIn) => {
     const p = ptIn as tf.Tensor3D;
-    (saveIn as tf.GradSaveFunc)([]);
     const flat = tf.reshape(p, [-1]);
     const k = Math.min(minKept + 1, flat.size);
     // The k smallest are the k largest of -p; an ignored pixel there (2) keeps every valid one.
     const kth = tf.neg(tf.min(tf.topk(tf.neg(flat), k).values));
-    const cut = tf.maximum(kth, thresh);
-    const keep = tf.mul(tf.less(p, cut).cast('float32'), tf.lessEqual(p, 1).cast('float32'));
-    return { value: keep as tf.Tensor3D, gradFunc: (dy) => tf.zerosLike(dy) };
+    const keep = tf.less(p, tf.maximum(kth, thresh)).cast('float32') as tf.Tensor3D;
+    return { value: keep, gradFunc: (dy) => tf.zerosLike(dy) };
   })(pt) as tf.Tensor3D;
 
 /** sum(perPixel * w) / sum(w); 0 when every pixel is ignored. */
@@ -142,9 +145,7 @@ function bce(ctx: Ctx): tf.Scalar {
 
 function ce(ctx: Ctx): tf.Scalar {
   if (ctx.c === 1) return bce(ctx);
-  // -log p[label]; the one-hot row is empty at ignored pixels.
-  const nll = tf.neg(tf.sum(tf.mul(ctx.logSoftmax(), ctx.oneHot()), -1));
-  return weightedMean(nll, ctx.pixelWeight());
+  return weightedMean(tf.neg(ctx.logPt()), ctx.pixelWeight());
 }
 
 /** base^gamma without pow's gradient trouble at base 0. */
@@ -167,7 +168,7 @@ function focal(ctx: Ctx): tf.Scalar {
     const nll = tf.softplus(tf.neg(z));
     perPixel = g === 0 ? nll : tf.mul(tf.exp(tf.mul(tf.softplus(z), -g)), nll);
   } else {
-    const logPt = tf.sum(tf.mul(ctx.logSoftmax(), ctx.oneHot()), -1);
+    const logPt = ctx.logPt();
     perPixel = tf.neg(tf.mul(powGamma(tf.sub(1, tf.exp(logPt)), g), logPt));
   }
   return weightedMean(perPixel, ctx.pixelWeight());
