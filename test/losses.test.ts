@@ -222,6 +222,67 @@ test('ohem leaves dice and lovasz as they are', () => {
   }
 });
 
+// 1 where a labelled pixel has a labelled pixel of another class within `width` (square window).
+function boundaryRef(lab: number[], [n, h, w]: number[], width: number): number[] {
+  return lab.map((l, i) => {
+    if (l === 255) return 0;
+    const b = Math.floor(i / (h * w)), r = Math.floor((i % (h * w)) / w), c = i % w;
+    for (let y = Math.max(0, r - width); y <= Math.min(h - 1, r + width); y++) {
+      for (let x = Math.max(0, c - width); x <= Math.min(w - 1, c + width); x++) {
+        const o = lab[b * h * w + y * w + x];
+        if (o !== 255 && o !== l) return 1;
+      }
+    }
+    return 0;
+  }).slice(0, n * h * w);
+}
+
+test('boundary ce/bce/focal: value and gradient are the per-pixel loss weighted 1 + weight near another class', () => {
+  const shape = [2, 6, 7];
+  for (const [name, c, k] of [['ce', 4, 4], ['bce', 1, 2], ['focal', 4, 4]] as const) {
+    const x = tf.mul(tf.randomNormal([...shape, c], 0, 1, 'float32', 21), 2) as tf.Tensor4D;
+    // blocks of one class with a few ignored pixels, so that there are interiors and edges
+    const lab = Array.from({ length: 84 }, (_, i) => {
+      const r = Math.floor((i % 42) / 7), col = i % 7;
+      return (r * 7 + col) % 11 === 5 ? 255 : (Math.floor(r / 3) + Math.floor(col / 4) + Math.floor(i / 42)) % k;
+    });
+    const labels = tf.tensor3d(lab, shape as [number, number, number], 'int32');
+    const cw = Array.from({ length: k }, (_, i) => 1 + i / 3);
+    for (const [weight, width] of [[2, 1], [0.5, 2]]) {
+      const edge = boundaryRef(lab, shape, width);
+      assert.ok(edge.includes(1) && lab.some((l, i) => l !== 255 && edge[i] === 0), 'the fixture has edges and interiors');
+      const wpx = tf.tensor3d(lab.map((l, i) => (l === 255 ? 0 : cw[l] * (1 + weight * edge[i]))), shape as [number, number, number]);
+      const onehot = tf.oneHot(tf.tensor3d(lab.map((l) => (l === 255 ? 0 : l)), shape as [number, number, number], 'int32'), k);
+      const perPixel = (t: tf.Tensor): tf.Tensor => {
+        if (c === 1) {
+          const y = tf.equal(labels, 1).cast('float32');
+          const z = tf.squeeze(t, [3]);
+          return tf.sub(tf.softplus(z), tf.mul(z, y));
+        }
+        const logPt = tf.sum(tf.mul(tf.logSoftmax(t), onehot), -1);
+        return name === 'focal' ? tf.neg(tf.mul(tf.square(tf.sub(1, tf.exp(logPt))), logPt)) : tf.neg(logPt);
+      };
+      const ref = (t: tf.Tensor) => tf.div(tf.sum(tf.mul(perPixel(t), wpx)), tf.sum(wpx)) as tf.Scalar;
+      const f = buildLoss(cfgWith({ name, class_weights: cw, boundary: { weight, width } }, k));
+      const a = tf.valueAndGrad((t: tf.Tensor) => f(t as tf.Tensor4D, labels))(x);
+      const b = tf.valueAndGrad(ref)(x);
+      near(val(a.value), val(b.value), 1e-5);
+      const ga = a.grad.dataSync(), gb = b.grad.dataSync();
+      ga.forEach((g, i) => near(g, gb[i], 1e-6));
+    }
+  }
+});
+
+test('boundary with weight 0 is the plain loss; dice and lovasz ignore it', () => {
+  const x = tf.randomNormal([1, 2, 3, 3], 0, 2, 'float32', 4) as tf.Tensor4D;
+  for (const name of ['ce', 'focal', 'dice', 'lovasz']) {
+    const plain = val(buildLoss(cfgWith({ name }, 3))(x, mcLabels()));
+    near(val(buildLoss(cfgWith({ name, boundary: { weight: 0, width: 1 } }, 3))(x, mcLabels())), plain);
+    const weighted = val(buildLoss(cfgWith({ name, boundary: { weight: 3, width: 1 } }, 3))(x, mcLabels()));
+    if (name === 'dice' || name === 'lovasz') near(weighted, plain);
+  }
+});
+
 test('weighted sum: bce+dice with weights [2, 3]', () => {
   const x = tf.randomNormal([2, 2, 3, 1], 0, 1, 'float32', 3) as tf.Tensor4D;
   const lab = tf.concat([binLabels(), binLabels()]) as tf.Tensor3D;
@@ -259,7 +320,8 @@ test('wasm backend gives the same values and gradients as cpu', async () => {
     names.map((name, i) => {
       const c = i % 2 === 0 ? 1 : 3;
       const ohem = i >= 2 ? { thresh: 0.6, min_kept: 2 } : undefined;
-      const f = buildLoss(cfgWith({ name, ohem, class_weights: c === 1 ? [1, 2] : [1, 2, 3] }, c === 1 ? 2 : 3));
+      const boundary = i % 3 === 0 ? { weight: 2, width: 1 } : undefined;
+      const f = buildLoss(cfgWith({ name, ohem, boundary, class_weights: c === 1 ? [1, 2] : [1, 2, 3] }, c === 1 ? 2 : 3));
       const x = tf.tensor4d(Array.from({ length: 6 * c }, (_, k) => Math.sin(k * 1.7) * 3), [1, 2, 3, c]);
       const lab = c === 1 ? binLabels() : mcLabels();
       const { value, grad } = tf.valueAndGrad((t: tf.Tensor) => f(t as tf.Tensor4D, lab))(x);

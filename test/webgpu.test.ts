@@ -130,10 +130,11 @@ describe('webgpu kernels against cpu', () => {
     }
   });
 
-  test('every loss, summed, and its gradient (Lovász: TopK, gatherND, cumsum, scatterND), with and without OHEM', async () => {
-    for (const [c, k, ohem] of [[1, 2, undefined], [5, 5, undefined], [1, 2, { thresh: 0.6, min_kept: 50 }], [5, 5, { thresh: 0.3, min_kept: 200 }]] as const) {
+  test('every loss, summed, and its gradient (Lovász: TopK, gatherND, cumsum, scatterND), with and without OHEM and boundary weights', async () => {
+    const boundary = { weight: 2, width: 1 };
+    for (const [c, k, ohem, b] of [[1, 2, undefined, undefined], [5, 5, undefined, undefined], [1, 2, { thresh: 0.6, min_kept: 50 }, boundary], [5, 5, { thresh: 0.3, min_kept: 200 }, boundary]] as const) {
       const names = registeredLosses().join('+');
-      const f = buildLoss(parseConfig({ data: { num_classes: k }, training: { loss: { name: names, ohem, class_weights: Array.from({ length: k }, (_, i) => 1 + i / 2) } } }));
+      const f = buildLoss(parseConfig({ data: { num_classes: k }, training: { loss: { name: names, ohem, boundary: b, class_weights: Array.from({ length: k }, (_, i) => 1 + i / 2) } } }));
       const run = () => {
         const x = tf.mul(tf.tensor4d(seededValues(2 * 13 * 17 * c, 4), [2, 13, 17, c]), 3);
         // a tenth of the pixels ignored, the rest spread over the k classes
@@ -142,7 +143,7 @@ describe('webgpu kernels against cpu', () => {
         const { value, grad } = tf.valueAndGrad((t: tf.Tensor) => f(t as tf.Tensor4D, lab))(x);
         return [value, grad];
       };
-      assertClose(await on('webgpu', run), await on('cpu', run), 1e-4, `${names} with ${c} output(s), ohem ${JSON.stringify(ohem)}`);
+      assertClose(await on('webgpu', run), await on('cpu', run), 1e-4, `${names} with ${c} output(s), ohem ${JSON.stringify(ohem)}, boundary ${JSON.stringify(b)}`);
     }
   });
 

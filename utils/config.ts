@@ -135,6 +135,16 @@ const LossSchema = z
       })
       .strict()
       .optional(),
+    // Boundary weighting for the per-pixel losses (bce, ce, focal): a pixel with a pixel of
+    // another labelled class within `width` pixels counts 1 + `weight` times, so that edges,
+    // and thin objects (poles, signs) that are mostly edge, weigh more. Ignored pixels are no class.
+    boundary: z
+      .object({
+        weight: z.number().finite().min(0).default(1),
+        width: z.number().finite().int().min(1).max(15).default(2),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 

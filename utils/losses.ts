@@ -20,6 +20,7 @@ interface LossOptions {
   gamma: number;
   perImage: boolean;
   ohem?: { thresh: number; min_kept: number };
+  boundary?: { weight: number; width: number };
 }
 
 /**
@@ -80,15 +81,29 @@ class Ctx {
   }
 
   /**
-   * Per-pixel weight of the per-pixel losses: class weight of the pixel's label, 0 at
-   * ignored pixels and, with OHEM, at the easy pixels left out; [N,H,W].
+   * Per-pixel weight of the per-pixel losses: class weight of the pixel's label, times
+   * 1 + boundary.weight near another class, 0 at ignored pixels and, with OHEM, at the
+   * easy pixels left out; [N,H,W].
    */
   pixelWeight(): tf.Tensor3D {
     return this.memo('w', () => {
-      const w = this.classPixelWeight();
+      let w = this.classPixelWeight();
+      const b = this.o.boundary;
+      if (b) w = tf.mul(w, tf.add(1, tf.mul(this.nearBoundary(b.width), b.weight))) as tf.Tensor3D;
       const o = this.o.ohem;
       return o ? (tf.mul(w, ohemMask(this.trueClassProb(), o.thresh, o.min_kept)) as tf.Tensor3D) : w;
     });
+  }
+
+  /**
+   * 1 where a pixel of another labelled class lies within `width` pixels (a square window),
+   * else 0; [N,H,W]. The max over the window of each class's one-hot channel says which
+   * classes are there; two or more is a boundary. Ignored pixels are no class.
+   */
+  private nearBoundary(width: number): tf.Tensor3D {
+    const oh = this.c === 1 ? (tf.stack([tf.sub(this.valid(), this.y()), this.y()], -1) as tf.Tensor4D) : this.oneHot();
+    const present = tf.maxPool(oh, 2 * width + 1, 1, 'same');
+    return tf.greater(tf.sum(present, -1), 1).cast('float32') as tf.Tensor3D;
   }
 
   private classPixelWeight(): tf.Tensor3D {
@@ -293,6 +308,7 @@ export function buildLoss(cfg: Config): LossFn {
     gamma: lc.focal_gamma,
     perImage: lc.per_image,
     ohem: lc.ohem,
+    boundary: lc.boundary,
   };
   const parts = names.map((n, i) => ({ fn: REGISTRY[n], w: weights[i] })).filter((p) => p.w !== 0);
   return (logits, labels) =>
@@ -377,6 +393,16 @@ export const selfTest: SelfTest = {
     near(ohem(0.3, 1), nll[2]); // only pixel 2 is below 0.3
     near(ohem(0.3, 2), (nll[1] + nll[2]) / 2); // the two hardest, though pixel 1 is above 0.3
     near(ohem(0.3, 99), buildLoss(cfgWith({ name: 'ce' }, 3))(logits, labels).dataSync()[0]); // fewer valid pixels than min_kept: all
+  },
+  'boundary weighs the pixels next to another class 1 + weight times'() {
+    // Labels 0 0 1 255 255 in a row, width 1: pixels 1 and 2 touch another class; pixel 0
+    // does not, and the ignored pixels are no class.
+    const logits = tf.tensor4d([1, 0, 2, 0, 0, 1, 3, 0, 0, 0], [1, 1, 5, 2]);
+    const labels = tf.tensor3d([0, 0, 1, 255, 255], [1, 1, 5], 'int32');
+    const nll = tf.neg(tf.sum(tf.mul(tf.logSoftmax(logits), tf.oneHot(tf.tensor3d([0, 0, 1, 0, 0], [1, 1, 5], 'int32'), 2)), -1)).dataSync();
+    const v = buildLoss(cfgWith({ name: 'ce', boundary: { weight: 2, width: 1 } }))(logits, labels).dataSync()[0];
+    const expect = (nll[0] + 3 * nll[1] + 3 * nll[2]) / 7;
+    assert.ok(Math.abs(v - expect) < 1e-5, `${v} vs ${expect}`);
   },
 };
 
