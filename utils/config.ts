@@ -21,35 +21,40 @@ const size2 = z.tuple([z.number().finite().int().positive(), z.number().finite()
 
 const classList = z.array(z.number().finite().int().min(0).max(254)).nonempty();
 
+// An optional key; null (in a config or `--set key=null`) unsets one that a config it
+// extends has set, as MMSegmentation's `_delete_`: e.g. `--set training.loss.ohem=null`.
+const unsettable = <T extends z.ZodTypeAny>(schema: T) => z.preprocess((v) => (v === null ? undefined : v), schema.optional());
+
 // Each augmentation is off unless its section is present. `p` is the chance it
 // is applied to a sample. Geometric ones move image and mask together;
 // photometric ones touch the image only.
 const AugmentationsSchema = z
   .object({
-    scale: z.object({ p: prob.default(1), range: range.default([0.75, 1.25]) }).strict().optional(),
-    crop: z
-      .object({
-        size: size2,
-        cat_max_ratio: z.number().finite().min(0).max(1).default(1),
-        // With chance p, centre the crop window near a pixel of one of `classes` present in the
-        // sample (drawn uniformly among them), so rare small classes are seen more often.
-        focus: z.object({ p: prob.default(0.5), classes: classList }).strict().optional(),
-      })
-      .strict()
-      .optional(),
+    scale: unsettable(z.object({ p: prob.default(1), range: range.default([0.75, 1.25]) }).strict()),
+    crop: unsettable(
+      z
+        .object({
+          size: size2,
+          cat_max_ratio: z.number().finite().min(0).max(1).default(1),
+          // With chance p, centre the crop window near a pixel of one of `classes` present in the
+          // sample (drawn uniformly among them), so rare small classes are seen more often.
+          focus: unsettable(z.object({ p: prob.default(0.5), classes: classList }).strict()),
+        })
+        .strict(),
+    ),
     // With chance p, the pixels of `classes` in another training image (after its own scale,
     // crop and flips, its window on one of them as crop.focus places it) are pasted over the
     // sample before the photometric steps, so rare classes are seen in more scenes
     // (copy-paste, Ghiasi et al. 2021; ClassMix pastes the same way).
-    paste: z.object({ p: prob.default(0.5), classes: classList }).strict().optional(),
-    hflip: z.object({ p: prob.default(0.5) }).strict().optional(),
-    vflip: z.object({ p: prob.default(0.5) }).strict().optional(),
-    rotate: z.object({ p: prob.default(0.5), degrees: z.number().finite().min(0).max(180).default(30) }).strict().optional(),
-    brightness: z.object({ p: prob.default(0.5), range: z.number().finite().min(0).max(1).default(0.2) }).strict().optional(),
-    contrast: z.object({ p: prob.default(0.5), range: z.number().finite().min(0).max(1).default(0.2) }).strict().optional(),
-    saturation: z.object({ p: prob.default(0.5), range: z.number().finite().min(0).max(1).default(0.2) }).strict().optional(),
-    hue: z.object({ p: prob.default(0.5), range: z.number().finite().min(0).max(0.5).default(0.05) }).strict().optional(),
-    noise: z.object({ p: prob.default(0.3), std: z.number().finite().min(0).default(0.03) }).strict().optional(),
+    paste: unsettable(z.object({ p: prob.default(0.5), classes: classList }).strict()),
+    hflip: unsettable(z.object({ p: prob.default(0.5) }).strict()),
+    vflip: unsettable(z.object({ p: prob.default(0.5) }).strict()),
+    rotate: unsettable(z.object({ p: prob.default(0.5), degrees: z.number().finite().min(0).max(180).default(30) }).strict()),
+    brightness: unsettable(z.object({ p: prob.default(0.5), range: z.number().finite().min(0).max(1).default(0.2) }).strict()),
+    contrast: unsettable(z.object({ p: prob.default(0.5), range: z.number().finite().min(0).max(1).default(0.2) }).strict()),
+    saturation: unsettable(z.object({ p: prob.default(0.5), range: z.number().finite().min(0).max(1).default(0.2) }).strict()),
+    hue: unsettable(z.object({ p: prob.default(0.5), range: z.number().finite().min(0).max(0.5).default(0.05) }).strict()),
+    noise: unsettable(z.object({ p: prob.default(0.3), std: z.number().finite().min(0).default(0.03) }).strict()),
   })
   .strict();
 
@@ -118,8 +123,8 @@ const DataSchema = z
 const LossSchema = z
   .object({
     name: z.string().default('bce+dice'),
-    weights: z.array(z.number().finite().min(0)).optional(),
-    class_weights: z.array(z.number().finite().min(0)).optional(),
+    weights: unsettable(z.array(z.number().finite().min(0))),
+    class_weights: unsettable(z.array(z.number().finite().min(0))),
     smooth: z.number().finite().min(0).default(1),
     focal_gamma: z.number().finite().min(0).default(2),
     // dice/jaccard per image, then averaged: each image's overlap counts alike, as in
@@ -128,23 +133,25 @@ const LossSchema = z
     // Online hard example mining for the per-pixel losses (bce, ce, focal), as MMSegmentation's
     // OHEMPixelSampler: only pixels whose probability of their own class is below `thresh`
     // count, and at least the `min_kept` hardest of the batch (all of them when fewer).
-    ohem: z
-      .object({
-        thresh: z.number().finite().gt(0).max(1).default(0.7),
-        min_kept: z.number().finite().int().min(1).default(100000),
-      })
-      .strict()
-      .optional(),
+    ohem: unsettable(
+      z
+        .object({
+          thresh: z.number().finite().gt(0).max(1).default(0.7),
+          min_kept: z.number().finite().int().min(1).default(100000),
+        })
+        .strict(),
+    ),
     // Boundary weighting for the per-pixel losses (bce, ce, focal): a pixel with a pixel of
     // another labelled class within `width` pixels counts 1 + `weight` times, so that edges,
     // and thin objects (poles, signs) that are mostly edge, weigh more. Ignored pixels are no class.
-    boundary: z
-      .object({
-        weight: z.number().finite().min(0).default(1),
-        width: z.number().finite().int().min(1).max(15).default(2),
-      })
-      .strict()
-      .optional(),
+    boundary: unsettable(
+      z
+        .object({
+          weight: z.number().finite().min(0).default(1),
+          width: z.number().finite().int().min(1).max(15).default(2),
+        })
+        .strict(),
+    ),
   })
   .strict();
 
@@ -183,14 +190,14 @@ const TrainingSchema = z
   .object({
     epochs: z.number().finite().int().positive().default(20),
     // When set, training stops after this many iterations (steps) instead.
-    iterations: z.number().finite().int().positive().optional(),
+    iterations: unsettable(z.number().finite().int().positive()),
     batch_size: z.number().finite().int().positive().default(4),
     workers: z.number().finite().int().positive().default(2),
     seed: z.number().finite().int().default(42),
     loss: LossSchema.default({}),
     optimizer: OptimizerSchema.default({}),
     lr_schedule: ScheduleSchema.default({}),
-    grad_clip: z.number().finite().positive().optional(),
+    grad_clip: unsettable(z.number().finite().positive()),
     augmentations: AugmentationsSchema.default({}),
     val_interval: z.number().finite().int().positive().default(1), // epochs
     print_interval: z.number().finite().int().positive().default(10), // steps
@@ -388,6 +395,16 @@ export const selfTest: SelfTest = {
       assert.equal(e.message.split('\n').length, 1);
       return true;
     });
+  },
+  'null unsets an optional key a base config set; where a key takes no null it is refused by key'() {
+    const base = { training: { iterations: 100, loss: { name: 'ce', ohem: { thresh: 0.7 } }, augmentations: { hflip: {}, crop: { size: [8, 8] } } } };
+    const raw = structuredClone(base);
+    for (const s of ['training.loss.ohem=null', 'training.augmentations.hflip=null', 'training.iterations=null']) applySet(raw, s);
+    const c = parseConfig(raw);
+    assert.deepEqual([c.training.loss.ohem, c.training.augmentations.hflip, c.training.iterations], [undefined, undefined, undefined]);
+    assert.deepEqual(c.training.augmentations.crop?.size, [8, 8]);
+    assert.equal(parseConfig(base).training.loss.ohem?.min_kept, 100000);
+    assert.throws(() => parseConfig({ training: { batch_size: null } }, 'x.yaml'), /x\.yaml: key 'training\.batch_size' has null; expected number/);
   },
   'wrong type names key, value and expectation'() {
     assert.throws(() => parseConfig({ training: { batch_size: 'four' } }, 'x.yaml'), /key 'training\.batch_size' has "four"; expected number/);
