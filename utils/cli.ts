@@ -23,6 +23,11 @@ export function commonOptions<T>(y: Argv<T>) {
     });
 }
 
+/** The line `export --web` ends with: how to serve the folder. */
+export function webServeHint(output: string): string {
+  return `web app: serve ${output} with any static server, e.g. python3 -m http.server -d ${output} 8080, and open http://127.0.0.1:8080/`;
+}
+
 export const selfTest: SelfTest = {
   async 'a misspelled option is one line, not a stack trace'() {
     const yargs = (await import('yargs')).default;
