@@ -129,6 +129,13 @@ export const selfTest: SelfTest = {
     assert.deepEqual([cfg.name, cfg.model.name, cfg.training.epochs, cfg.backend], ['lib', 'unet', 2, 'cpu']);
     assert.throws(() => resolveConfig({ training: { epohcs: 1 } }), /config object: unknown key 'training\.epohcs'/);
   },
+  'a config of the wrong kind and options of the wrong type are one line naming them'() {
+    assert.throws(() => checkArgs('train', 123, {}, {}), /^UserError: train\(\): the config must be a YAML file path or a config object .*; got 123$/);
+    assert.throws(() => checkArgs('f', {}, { set: [5] }, {}), /^UserError: f\(\): option 'set' must be a list of 'key\.path=value' strings; got a list$/);
+    assert.throws(() => checkArgs('f', {}, { chekpoint: 'x' }, { checkpoint: OPTION_KINDS.path }), /unknown option 'chekpoint' \(options: checkpoint, set, backend, quiet\)/);
+    assert.throws(() => checkArgs('f', {}, {}, { input: OPTION_KINDS.path }, { input: 'an image' }), /option 'input' is required: an image$/);
+    checkArgs('f', 'x.yaml', { set: ['a=1'], quiet: true, checkpoint: undefined }, { checkpoint: OPTION_KINDS.path });
+  },
 };
 
 runIfMain(module, selfTest);

@@ -147,6 +147,8 @@ test('--set extends=FILE composes the config over FILE (resolved from the workin
     const rel = path.relative(process.cwd(), path.join(dir, 'base.yaml'));
     const c = loadConfig(path.join(dir, 'c.yaml'), [`extends=${rel}`, 'training.epochs=4']);
     assert.deepEqual([c.name, c.training.epochs, c.training.batch_size, c.data.size], ['c', 4, 2, [128, 128]]);
+    const none = loadConfig(path.join(dir, 'c.yaml'), ['extends=null']);
+    assert.deepEqual([none.training.epochs, none.training.batch_size], [20, 2]);
     const lib = resolveConfig({ name: 'o' }, { set: [`extends=${rel}`] });
     assert.deepEqual([lib.name, lib.training.epochs, lib.training.batch_size], ['o', 9, 3]);
   } finally {
