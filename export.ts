@@ -5,7 +5,7 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { BackendName } from './backends';
-import { commonOptions } from './utils/cli';
+import { commonOptions, webServeHint } from './utils/cli';
 import { runCli } from './utils/errors';
 import { exportModel } from './api';
 
@@ -26,7 +26,7 @@ async function main(): Promise<void> {
   const kb = (b: number) => `${(b / 1024).toFixed(1)} KiB`;
   const q = args.quantize && args.quantize !== 'none' ? ` (${args.quantize} weights)` : '';
   console.log(`exported ${res.checkpoint} to ${res.output}: model ${kb(res.modelBytes)}${q}, ${res.files.length} files`);
-  if (args.web) console.log(`web app: serve ${res.output} with any static server, e.g. python3 -m http.server -d ${res.output} 8080, and open http://127.0.0.1:8080/`);
+  if (args.web) console.log(webServeHint(res.output));
 }
 
 void runCli(main);

@@ -1,6 +1,7 @@
 // evaluate(): what `npx evaluate` does, returning the metrics instead of printing them.
 import path from 'node:path';
 import assert from 'node:assert/strict';
+import { z } from 'zod';
 import { listSplit } from '../loaders/registry';
 import { History } from '../engine/history';
 import { defaultCheckpoint, loadModel as loadWeights, useTrainedSize } from '../engine/model_io';
@@ -8,7 +9,7 @@ import { evalDir, runDirs } from '../engine/run_dirs';
 import { checkResultsFolder, writeResults } from '../engine/results';
 import { preflightInference } from '../engine/preflight';
 import { runIfMain, SelfTest } from '../utils/self_test';
-import { CommonOptions, ConfigSource, logger, prepare } from './options';
+import { checkArgs, CommonOptions, ConfigSource, logger, OPTION_KINDS as K, prepare, thresholdOpt } from './options';
 
 export interface EvaluateOptions extends CommonOptions {
   /** Checkpoint folder or exported model.json (default: <ckpt_root>/<name>/best, else last). */
@@ -40,6 +41,7 @@ export interface EvaluateResult {
 }
 
 export async function evaluate(config: ConfigSource, o: EvaluateOptions = {}): Promise<EvaluateResult> {
+  checkArgs('evaluate', config, o, { checkpoint: K.path, split: [z.string(), 'a split name such as val'], threshold: thresholdOpt, postprocess: K.bool, output: K.path, overwrite: K.bool });
   const log = logger(o);
   const { cfg, backend } = await prepare(config, o);
   const checkpoint = o.checkpoint ?? defaultCheckpoint(cfg);

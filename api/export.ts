@@ -1,10 +1,11 @@
 // exportModel(): what `npx export-model` does, returning the files written.
 import path from 'node:path';
 import assert from 'node:assert/strict';
+import { z } from 'zod';
 import { defaultCheckpoint } from '../engine/model_io';
 import { checkOutputFolder, exportModel as writeExport, ExportResult, parseQuantization } from '../deploy/export_model';
 import { runIfMain, SelfTest } from '../utils/self_test';
-import { CommonOptions, ConfigSource, prepare } from './options';
+import { checkArgs, CommonOptions, ConfigSource, OPTION_KINDS as K, prepare } from './options';
 
 export interface ExportOptions extends CommonOptions {
   /** Checkpoint folder (default: <ckpt_root>/<name>/best, else last). */
@@ -18,6 +19,8 @@ export interface ExportOptions extends CommonOptions {
 }
 
 export async function exportModel(config: ConfigSource, o: ExportOptions = {}): Promise<ExportResult & { checkpoint: string }> {
+  // quantize's value is parseQuantization's to check (its message lists the choices).
+  checkArgs('exportModel', config, o, { checkpoint: K.path, output: K.path, web: K.bool, quantize: [z.string(), 'uint8, float16 or none'] });
   const quantize = parseQuantization(o.quantize); // cheap checks before the backend starts
   const { cfg } = await prepare(config, o);
   const output = o.output ?? path.join(cfg.results.root, cfg.name, 'export');

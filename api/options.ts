@@ -4,8 +4,10 @@
 import path from 'node:path';
 import assert from 'node:assert/strict';
 import { BackendInfo, BackendName, initBackend } from '../backends';
-import { applySet, Config, dumpConfig, loadConfig, parseConfig } from '../utils/config';
-import { composeConfig } from '../utils/config_files';
+import { z } from 'zod';
+import { applySets, Config, dumpConfig, loadConfig, parseConfig } from '../utils/config';
+import { checkConfigValue, composeConfig } from '../utils/config_files';
+import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 
 /** A config file's path, or the config as an object (`extends:` resolved from the working folder). */
@@ -20,13 +22,73 @@ export interface CommonOptions {
   quiet?: boolean;
 }
 
+// --- the library's arguments, checked where they enter: a host program passes anything ---
+
+/** An option: its schema, and what it must be, for the message. */
+type Opt = [z.ZodTypeAny, string];
+const pathOpt: Opt = [z.string(), 'a string path'];
+const boolOpt: Opt = [z.boolean(), 'true or false'];
+const BACKENDS = ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
+
+/** The options every call takes (CommonOptions). */
+export const COMMON_OPTIONS: Record<string, Opt> = {
+  set: [z.array(z.string()), "a list of 'key.path=value' strings"],
+  backend: [z.enum(BACKENDS), `one of ${BACKENDS.join(', ')}`],
+  quiet: boolOpt,
+};
+export const OPTION_KINDS = { path: pathOpt, bool: boolOpt };
+/** A threshold's range is preflight's to check (its message gives the range); NaN included, as yargs gives it. */
+export const thresholdOpt: Opt = [z.number().or(z.nan()), 'a number from 0 to 1'];
+
+function shown(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? v.slice(0, 37) + '...' : v);
+  if (typeof v === 'number' || typeof v === 'boolean' || v === null) return String(v);
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return Object.getPrototypeOf(v) === Object.prototype ? 'an object' : `a ${(v as object).constructor?.name ?? 'object'}`;
+  return `a ${typeof v}`;
+}
+
+/**
+ * Refuses, in one line naming `fn` and the option, options that are not an object, an unknown
+ * option (a strict schema: a misspelt one would be ignored) and one of the wrong type or missing.
+ */
+export function checkOptions(fn: string, o: unknown, options: Record<string, Opt>, required: Record<string, string> = {}): void {
+  if (o === undefined) o = {};
+  if (o === null || typeof o !== 'object' || Array.isArray(o)) throw new UserError(`${fn}(): the options must be an object such as { quiet: true }; got ${shown(o)}`);
+  const shape = Object.fromEntries(Object.entries(options).map(([k, [s]]) => [k, k in required ? s : s.optional()]));
+  const res = z.object(shape).strict().safeParse(o);
+  if (res.success) return;
+  const iss = res.error.issues[0];
+  if (iss.code === 'unrecognized_keys') throw new UserError(`${fn}(): unknown option '${iss.keys[0]}' (options: ${Object.keys(options).join(', ')})`);
+  const key = String(iss.path[0]);
+  const v = (o as Record<string, unknown>)[key];
+  if (v === undefined && key in required) throw new UserError(`${fn}(): option '${key}' is required: ${required[key]}`);
+  throw new UserError(`${fn}(): option '${key}' must be ${options[key][1]}; got ${shown(v)}`);
+}
+
+/** Refuses a config that is neither a path nor a plain object (123, null and [] were read as {}). */
+export function checkConfigSource(fn: string, source: unknown): asserts source is ConfigSource {
+  if (typeof source === 'string' && source) return;
+  const proto = source !== null && typeof source === 'object' ? Object.getPrototypeOf(source) : undefined;
+  if (proto === Object.prototype || proto === null) return;
+  throw new UserError(`${fn}(): the config must be a YAML file path or a config object (as the YAML would hold it); got ${shown(source)}`);
+}
+
 /** The validated config; throws a UserError (one line) naming the key on a bad one. */
 export function resolveConfig(source: ConfigSource, o: CommonOptions = {}): Config {
+  checkConfigSource('resolveConfig', source);
+  checkOptions('resolveConfig', o, COMMON_OPTIONS);
+  return resolveChecked(source, o);
+}
+
+function resolveChecked(source: ConfigSource, o: CommonOptions): Config {
   const sets = [...(o.set ?? []), ...(o.backend ? [`backend=${o.backend}`] : [])];
   if (typeof source === 'string') return loadConfig(source, sets);
-  const raw = composeConfig(structuredClone(source), process.cwd(), 'config object');
-  for (const s of sets) applySet(raw, s);
-  return parseConfig(raw, 'config object');
+  // Before structuredClone, which throws its own error on a function and keeps a cycle.
+  checkConfigValue(source, 'config object');
+  const raw = () => structuredClone(source);
+  const composed = applySets(() => composeConfig(raw(), process.cwd(), 'config object'), sets, raw, process.cwd(), 'config object');
+  return parseConfig(composed, 'config object');
 }
 
 /**
@@ -34,7 +96,7 @@ export function resolveConfig(source: ConfigSource, o: CommonOptions = {}): Conf
  * quiet, prints the backend line (and the resolved config when `printConfig`).
  */
 export async function prepare(source: ConfigSource, o: CommonOptions = {}, printConfig = false): Promise<{ cfg: Config; backend: BackendInfo }> {
-  const cfg = resolveConfig(source, o);
+  const cfg = resolveChecked(source, o); // the entry point checked its arguments (checkArgs)
   const log = logger(o);
   if (printConfig) log(`config ${typeof source === 'string' ? source : '(object)'} (resolved):\n${indent(dumpConfig(cfg))}`);
   const backend = await initBackend(cfg.backend, cfg.gpus);
@@ -50,6 +112,12 @@ function indent(s: string): string {
     .join('\n');
 }
 
+/** An entry point's arguments: the config source, then its options by `options` (COMMON_OPTIONS added). */
+export function checkArgs(fn: string, source: unknown, o: unknown, options: Record<string, Opt>, required: Record<string, string> = {}): void {
+  checkConfigSource(fn, source);
+  checkOptions(fn, o, { ...options, ...COMMON_OPTIONS }, required);
+}
+
 /** `line` to the console unless quiet. */
 export const logger = (o: CommonOptions) => (line: string) => {
   if (!o.quiet) console.log(line);
@@ -60,6 +128,13 @@ export const selfTest: SelfTest = {
     const cfg = resolveConfig({ extends: path.relative(process.cwd(), path.join(__dirname, '..', ...(path.extname(__filename) === '.js' ? ['..'] : []), 'configs', 'demo.yaml')), name: 'lib' }, { set: ['training.epochs=2'], backend: 'cpu' });
     assert.deepEqual([cfg.name, cfg.model.name, cfg.training.epochs, cfg.backend], ['lib', 'unet', 2, 'cpu']);
     assert.throws(() => resolveConfig({ training: { epohcs: 1 } }), /config object: unknown key 'training\.epohcs'/);
+  },
+  'a config of the wrong kind and options of the wrong type are one line naming them'() {
+    assert.throws(() => checkArgs('train', 123, {}, {}), /^UserError: train\(\): the config must be a YAML file path or a config object .*; got 123$/);
+    assert.throws(() => checkArgs('f', {}, { set: [5] }, {}), /^UserError: f\(\): option 'set' must be a list of 'key\.path=value' strings; got a list$/);
+    assert.throws(() => checkArgs('f', {}, { chekpoint: 'x' }, { checkpoint: OPTION_KINDS.path }), /unknown option 'chekpoint' \(options: checkpoint, set, backend, quiet\)/);
+    assert.throws(() => checkArgs('f', {}, {}, { input: OPTION_KINDS.path }, { input: 'an image' }), /option 'input' is required: an image$/);
+    checkArgs('f', 'x.yaml', { set: ['a=1'], quiet: true, checkpoint: undefined }, { checkpoint: OPTION_KINDS.path });
   },
 };
 

@@ -12,7 +12,7 @@ import { defaultCheckpoint, loadModel as loadWeights, useTrainedSize } from '../
 import { listImages, planOutputs, predictFile, predictMask, PredictOptions } from '../engine/predictor';
 import { preflightInference } from '../engine/preflight';
 import { runIfMain, SelfTest } from '../utils/self_test';
-import { CommonOptions, ConfigSource, logger, prepare } from './options';
+import { checkArgs, checkOptions, CommonOptions, ConfigSource, logger, OPTION_KINDS as K, prepare, thresholdOpt } from './options';
 
 export interface Mask {
   width: number;
@@ -50,6 +50,8 @@ export class SegmentationModel {
 
   /** The mask of one image file (JPEG, PNG, ...; EXIF orientation applied). */
   async segment(file: string, o: SegmentOptions = {}): Promise<Mask> {
+    if (typeof file !== 'string') throw new UserError(`segment(): the image must be a string path; got ${typeof file}`);
+    checkOptions('segment', o, SEGMENT_OPTIONS);
     const { classes, width, height } = await predictMask(this.model, this.config, file, this.predictOptions(o));
     return { classes, width, height };
   }
@@ -59,7 +61,14 @@ export class SegmentationModel {
   }
 }
 
+const SEGMENT_OPTIONS = { threshold: thresholdOpt, postprocess: K.bool };
+
 export async function loadModel(config: ConfigSource, o: LoadOptions = {}): Promise<SegmentationModel> {
+  checkArgs('loadModel', config, o, { checkpoint: K.path });
+  return load(config, o);
+}
+
+async function load(config: ConfigSource, o: LoadOptions): Promise<SegmentationModel> {
   const { cfg, backend } = await prepare(config, o);
   const checkpoint = o.checkpoint ?? defaultCheckpoint(cfg);
   useTrainedSize(cfg, checkpoint, o.quiet ? () => {} : undefined);
@@ -83,10 +92,11 @@ export interface Prediction extends Mask {
 }
 
 export async function predict(config: ConfigSource, o: PredictApiOptions): Promise<Prediction[]> {
+  checkArgs('predict', config, o, { checkpoint: K.path, ...SEGMENT_OPTIONS, input: K.path, output: K.path, overwrite: K.bool }, { input: 'an image file or a folder of images' });
   const log = logger(o);
   const files = listImages(o.input);
   if (!files.length) throw new UserError(`--input ${o.input}: no images found (.jpg, .png, ...)`);
-  const seg = await loadModel(config, o);
+  const seg = await load(config, o);
   try {
     const { config: cfg } = seg;
     // Refused before anything is written.
@@ -101,7 +111,7 @@ export async function predict(config: ConfigSource, o: PredictApiOptions): Promi
         out.push({ file, written: r.written, classes: r.classes, width: r.width, height: r.height });
         log(`${file} -> ${r.written.map((w) => path.basename(w)).join(', ')}`);
       } else {
-        out.push({ file, written: [], ...(await seg.segment(file, o)) });
+        out.push({ file, written: [], ...(await seg.segment(file, { threshold: o.threshold, postprocess: o.postprocess })) });
       }
     }
     return out;

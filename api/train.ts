@@ -2,7 +2,7 @@
 import { train as runTraining } from '../engine/trainer';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import assert from 'node:assert/strict';
-import { CommonOptions, ConfigSource, prepare } from './options';
+import { checkArgs, CommonOptions, ConfigSource, OPTION_KINDS as K, prepare } from './options';
 
 export interface TrainOptions extends CommonOptions {
   /** Continue the run from <ckpt_root>/<name>/last (--resume). */
@@ -28,6 +28,7 @@ export interface TrainResult {
 }
 
 export async function train(config: ConfigSource, o: TrainOptions = {}): Promise<TrainResult> {
+  checkArgs('train', config, o, { resume: K.bool, overwrite: K.bool, weights: K.path });
   const { cfg, backend } = await prepare(config, o, true);
   const out = await runTraining(cfg, {
     resume: o.resume,

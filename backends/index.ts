@@ -84,6 +84,26 @@ async function startWasm(): Promise<BackendInfo> {
   return { name: 'wasm', description: `wasm (@tensorflow/tfjs-backend-wasm, XNNPACK SIMD, ${n} thread${n > 1 ? 's' : ''})` };
 }
 
+const HOST_EVENTS = ['uncaughtException', 'unhandledRejection'] as const;
+
+/**
+ * Runs `start`, then takes off the host's `process` the uncaughtException/unhandledRejection
+ * listeners it added: tfjs-backend-wasm's Emscripten glue adds them whenever `process` exists
+ * (its own removal, on dispose, never runs) and they rethrow a host program's later errors
+ * from inside the glue (printing it minified) and exit 7.
+ */
+export async function withoutNewListeners<T>(start: () => Promise<T>): Promise<T> {
+  const listeners = (e: string) => process.listeners(e as 'uncaughtException') as unknown[];
+  const before = new Map(HOST_EVENTS.map((e) => [e, new Set(listeners(e))]));
+  try {
+    return await start();
+  } finally {
+    for (const e of HOST_EVENTS) {
+      for (const l of listeners(e)) if (!before.get(e)!.has(l)) process.removeListener(e, l as (...a: unknown[]) => void);
+    }
+  }
+}
+
 /** First line of an error message, for the one-line start-up report. */
 function firstLine(err: unknown): string {
   return ((err as Error)?.message ?? String(err)).split('\n')[0];
@@ -137,7 +157,7 @@ async function startBackend(requested: BackendName): Promise<BackendInfo> {
   if (requested === 'wasm' || requested === 'auto') {
     if (tryRequire(() => require('@tensorflow/tfjs-backend-wasm'))) {
       try {
-        return withSkips(await startWasm());
+        return withSkips(await withoutNewListeners(startWasm));
       } catch (err) {
         if (requested === 'wasm') throw new UserError(`backend 'wasm' failed to start: ${firstLine(err)}`);
         skipped.push(`wasm: failed to start: ${firstLine(err)}`);
@@ -176,6 +196,11 @@ export const selfTest: SelfTest = {
       assert.equal(e.message.split('\n').length, 1);
       return true;
     });
+  },
+  async 'the wasm backend leaves no listeners on the host process'() {
+    const before = HOST_EVENTS.map((e) => process.listenerCount(e));
+    await initBackend('wasm');
+    assert.deepEqual(HOST_EVENTS.map((e) => process.listenerCount(e)), before);
   },
   async 'cpu can be forced'() {
     const info = await initBackend('cpu');

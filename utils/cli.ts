@@ -23,7 +23,21 @@ export function commonOptions<T>(y: Argv<T>) {
     });
 }
 
+/** `s` as one word for a POSIX shell, so that a printed command can be pasted as it is. */
+export function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The line `export --web` ends with: how to serve the folder. */
+export function webServeHint(output: string): string {
+  return `web app: serve ${output} with any static server, e.g. python3 -m http.server -d ${shellQuote(output)} 8080, and open http://127.0.0.1:8080/`;
+}
+
 export const selfTest: SelfTest = {
+  'a printed folder is quoted for the shell'() {
+    assert.equal(shellQuote("a b'c"), `'a b'\\''c'`);
+    assert.match(webServeHint('out dir'), /-d 'out dir' 8080/);
+  },
   async 'a misspelled option is one line, not a stack trace'() {
     const yargs = (await import('yargs')).default;
     await assert.rejects(

@@ -7,7 +7,7 @@ import yaml from 'js-yaml';
 import { z } from 'zod';
 import { UserError } from './errors';
 import { runIfMain, SelfTest } from './self_test';
-import { readConfigFile } from './config_files';
+import { checkConfigValue, checkKey, composeConfig, readConfigFile } from './config_files';
 import assert from 'node:assert/strict';
 
 // Every number is .finite(): YAML reads `.inf` as Infinity, which z.number() accepts.
@@ -63,7 +63,9 @@ const AugmentationsSchema = z
 const ModelSchema = z
   .object({
     name: z.string().default('unet'),
-    in_channels: z.number().finite().int().positive().default(3),
+    // The loaders and the pipeline decode every image to RGB, so a model of other input channels
+    // would fail at its first step; the key stays so that exports record it.
+    in_channels: z.number().finite().int().positive().refine((c) => c === 3, 'images are read as RGB: only 3 is supported').default(3),
     // 'auto': 1 sigmoid output for two classes, else one softmax output per class.
     out_channels: z.union([z.literal('auto'), z.number().finite().int().positive()]).default('auto'),
     // Start from these weights where layer names and shapes match (a checkpoint folder or
@@ -86,7 +88,8 @@ const DataSchema = z
   .object({
     name: z.string().default('synthetic'),
     root: z.string().default('data/synthetic'),
-    num_classes: z.number().finite().int().min(2).default(2),
+    // Masks hold 8-bit class ids (0-255), one value of which data.ignore_index needs.
+    num_classes: z.number().finite().int().min(2).max(255, 'at most 255: masks hold 8-bit class ids (0-255), and data.ignore_index needs one of them').default(2),
     ignore_index: z.number().finite().int().min(0).max(255).default(255),
     train_split: z.string().default('train'),
     val_split: z.string().default('val'),
@@ -289,6 +292,23 @@ function valueAt(obj: unknown, keys: (string | number)[]): unknown {
   return cur;
 }
 
+/**
+ * What a union accepts, from what each member expected (zod says only "Invalid input"):
+ * literals as "one of 16, 32", else e.g. '"auto" or a number'.
+ */
+function unionAllowed(iss: z.ZodInvalidUnionIssue): string {
+  const firsts = iss.unionErrors.map((e) => e.issues.find((i) => i.path.join('.') === iss.path.join('.')) ?? e.issues[0]);
+  if (firsts.every((i) => i?.code === 'invalid_literal')) return `one of ${firsts.map((i) => String((i as z.ZodInvalidLiteralIssue).expected)).join(', ')}`;
+  const each = firsts.map((i) =>
+    !i ? 'something else'
+    : i.code === 'invalid_literal' ? show(i.expected)
+    : i.code === 'invalid_type' ? `a ${i.expected}`
+    : i.code === 'invalid_enum_value' ? `one of ${i.options.join(', ')}`
+    : i.message,
+  );
+  return [...new Set(each)].join(' or ');
+}
+
 /** One line per problem: key path, value found, what is allowed. */
 export function formatIssues(source: string, raw: unknown, issues: z.ZodIssue[]): string {
   // One line per key: Infinity fails both .finite() and .max(); the first says it.
@@ -304,6 +324,8 @@ export function formatIssues(source: string, raw: unknown, issues: z.ZodIssue[])
     let allowed = iss.message;
     if (iss.code === 'invalid_enum_value') allowed = `one of ${iss.options.join(', ')}`;
     else if (iss.code === 'invalid_type') allowed = `expected ${iss.expected}`;
+    else if (iss.code === 'invalid_literal') allowed = `expected ${show(iss.expected)}`;
+    else if (iss.code === 'invalid_union') allowed = unionAllowed(iss);
     return `${source}: key '${key}' has ${found}; ${allowed}`;
   });
   return lines.join('\n');
@@ -313,16 +335,21 @@ export function formatIssues(source: string, raw: unknown, issues: z.ZodIssue[])
 export function applySet(obj: Record<string, any>, assignment: string): void {
   const eq = assignment.indexOf('=');
   if (eq <= 0) throw new UserError(`--set '${assignment}': expected key.path=value`);
+  const source = `--set '${assignment.length > 80 ? assignment.slice(0, 77) + '...' : assignment}'`;
   const keys = assignment.slice(0, eq).trim().split('.');
+  // `__proto__.x=1` would otherwise walk into Object.prototype and set x on every object.
+  checkKey(keys.join('.'), source);
   let value: unknown;
   try {
     value = yaml.load(assignment.slice(eq + 1));
   } catch {
     value = assignment.slice(eq + 1);
   }
+  checkConfigValue(value, source, keys); // a flow value can hold an alias bomb, or a __proto__ key
   let cur = obj;
   for (const k of keys.slice(0, -1)) {
-    if (cur[k] === undefined || cur[k] === null) cur[k] = {};
+    // Own keys only: an inherited one (toString, ...) is no section of the config.
+    if (!Object.hasOwn(cur, k) || cur[k] === undefined || cur[k] === null) cur[k] = {};
     if (typeof cur[k] !== 'object') throw new UserError(`--set '${assignment}': '${k}' is not a section`);
     cur = cur[k];
   }
@@ -330,6 +357,7 @@ export function applySet(obj: Record<string, any>, assignment: string): void {
 }
 
 export function parseConfig(raw: unknown, source = 'config'): Config {
+  checkConfigValue(raw, source); // bounded, acyclic and plain before zod and the messages walk it
   const res = ConfigSchema.safeParse(raw ?? {});
   if (!res.success) throw new UserError(formatIssues(source, raw, res.error.issues));
   const cfg = res.data;
@@ -365,9 +393,31 @@ export function parseConfig(raw: unknown, source = 'config'): Config {
  * validates; errors are UserErrors.
  */
 export function loadConfig(file: string, sets: string[] = []): Config {
-  const raw = readConfigFile(file);
+  const own = () => readConfigFile(file, [], false);
+  return parseConfig(applySets(() => readConfigFile(file), sets, own, path.dirname(path.resolve(file)), file, [path.resolve(file)]), path.basename(file));
+}
+
+/** Whether a --set assigns the `extends` key. */
+const setsExtends = (s: string) => s.slice(0, s.indexOf('=')).trim() === 'extends';
+
+/**
+ * The overrides applied to a config: after its `extends:` are merged (`composed`), or, when
+ * one of them sets `extends` (which replaces the config's own, resolved from the working
+ * folder as the command line's other paths), to the config itself (`own`, bases unread),
+ * merged over its new bases after.
+ */
+export function applySets(composed: () => Record<string, any>, sets: string[], own: () => Record<string, any>, dir: string, source: string, chain: string[] = []): Record<string, any> {
+  if (!sets.some(setsExtends)) {
+    const raw = composed();
+    for (const s of sets) applySet(raw, s);
+    return raw;
+  }
+  const raw = own();
   for (const s of sets) applySet(raw, s);
-  return parseConfig(raw, path.basename(file));
+  const ext = raw.extends;
+  if (typeof ext === 'string') raw.extends = path.resolve(ext);
+  else if (Array.isArray(ext)) raw.extends = ext.map((e) => (typeof e === 'string' ? path.resolve(e) : e));
+  return composeConfig(raw, dir, source, chain);
 }
 
 export function dumpConfig(cfg: Config): string {

@@ -15,29 +15,101 @@ const CONFIG_MAX_VALUES = 100_000;
 
 type Raw = Record<string, unknown>;
 
-/** Values in `v` counting every alias reference again, stopping once past `limit`. */
-export function valueCount(v: unknown, limit: number): number {
+// Keys that, assigned with `obj[k] = v`, reach Object.prototype (or a constructor's) and so
+// every object of the host process.
+const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+const CONFIG_MAX_DEPTH = 64;
+
+/** One line refusing `key` (a path) when it is one of the prototype keys; `source` names where it came from. */
+export function checkKey(key: string, source: string): void {
+  const bad = key.split('.').find((k) => FORBIDDEN_KEYS.has(k));
+  if (bad !== undefined) throw new UserError(`${source}: key '${key}' is not allowed: '${bad}' would reach the prototype of every object`);
+}
+
+/**
+ * Refuses, in one line naming `source` and the key path, what a config must not hold before
+ * anything walks it: more than `limit` values counting each shared reference (YAML alias)
+ * every time it appears, stopping there (a few hundred bytes of aliases stand for billions);
+ * cycles; prototype keys; and what no YAML file holds (functions, BigInts, symbols, class
+ * instances such as Date or Map). `at`: the key path `v` is at, for the messages.
+ */
+export function checkConfigValue(v: unknown, source: string, at: string[] = [], limit = CONFIG_MAX_VALUES): void {
   let n = 0;
-  const walk = (x: unknown): void => {
-    if (++n > limit || x === null || typeof x !== 'object') return;
-    for (const y of Array.isArray(x) ? x : Object.values(x as object)) {
-      walk(y);
-      if (n > limit) return;
+  const holders: object[] = []; // the lists and mappings holding the current value: a cycle returns to one
+  const walk = (x: unknown, at: string[]): void => {
+    if (++n > limit) throw new UserError(`${source}: expands to more than ${limit} values (nested YAML aliases or shared references?); a config has a few hundred`);
+    const t = typeof x;
+    if (x === null || x === undefined || t === 'string' || t === 'number' || t === 'boolean') return;
+    const key = at.join('.') || '(top level)';
+    const proto = t === 'object' ? Object.getPrototypeOf(x) : undefined;
+    if (t !== 'object' || !(Array.isArray(x) || proto === Object.prototype || proto === null)) {
+      const what = t === 'object' ? `a ${(x as object).constructor?.name || 'class instance'}` : `a ${t}`;
+      throw new UserError(`${source}: key '${key}' has ${what}; a config holds only what YAML can: strings, numbers, booleans, null, lists and mappings`);
     }
+    if (holders.includes(x as object)) throw new UserError(`${source}: key '${key}' refers back to a list or mapping that holds it (a cycle)`);
+    if (holders.length >= CONFIG_MAX_DEPTH) throw new UserError(`${source}: key '${key}' is nested more than ${CONFIG_MAX_DEPTH} levels deep; a config has a few`);
+    holders.push(x as object);
+    for (const k of Object.keys(x as object)) {
+      if (FORBIDDEN_KEYS.has(k)) checkKey([...at, k].join('.'), source);
+      walk((x as Record<string, unknown>)[k], [...at, k]);
+    }
+    holders.pop();
   };
-  walk(v);
-  return n;
+  walk(v, at);
+}
+
+/**
+ * The text of `file`, read through one descriptor so that what is checked is what is read:
+ * only a regular file (a FIFO, /dev/zero or a folder never ends or is no config), and at most
+ * CONFIG_MAX_BYTES + 1 bytes whatever `stat` said (a file can grow while it is read).
+ */
+function readBounded(file: string, via: string, extendedBy?: string): string {
+  let fd: number;
+  try {
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
+    fd = fs.openSync(file, fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK ?? 0));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new UserError(`config file not found: ${file}${via}`);
+    if (code === 'EISDIR') throw folderError(file, extendedBy);
+    throw new UserError(`${file}: cannot be read (${code ?? (err as Error).message})${via}`);
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (st.isDirectory()) throw folderError(file, extendedBy);
+    if (!st.isFile()) throw new UserError(`${file}: not a regular file (a device, FIFO or socket); expected a YAML file${via}`);
+    const buf = Buffer.alloc(CONFIG_MAX_BYTES + 1);
+    let got = 0;
+    while (got < buf.length) {
+      let n: number;
+      try {
+        n = fs.readSync(fd, buf, got, buf.length - got, null);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EAGAIN') continue; // non-blocking descriptor of a regular file: rare; retry
+        throw err;
+      }
+      if (n === 0) break;
+      got += n;
+    }
+    if (got > CONFIG_MAX_BYTES) throw new UserError(`${file}: more than ${CONFIG_MAX_BYTES} bytes is not a config (configs are a few KB)${via}`);
+    return buf.subarray(0, got).toString('utf8');
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function folderError(file: string, extendedBy?: string): UserError {
+  return extendedBy
+    ? new UserError(`${extendedBy}: key 'extends' names ${file}, a folder; expected a YAML file`)
+    : new UserError(`--config ${file} is a folder; expected a YAML file such as configs/demo.yaml`);
 }
 
 /** One YAML file as a mapping, or a one-line UserError naming it. */
-function readYaml(file: string, via: string): Raw {
-  if (!fs.existsSync(file)) throw new UserError(`config file not found: ${file}${via}`);
-  const st = fs.statSync(file);
-  if (st.isDirectory()) throw new UserError(`--config ${file} is a folder; expected a YAML file such as configs/demo.yaml`);
-  if (st.size > CONFIG_MAX_BYTES) throw new UserError(`${file}: ${st.size} bytes is not a config (at most ${CONFIG_MAX_BYTES}; configs are a few KB)`);
+function readYaml(file: string, via: string, extendedBy?: string): Raw {
+  const text = readBounded(file, via, extendedBy);
   let raw: unknown;
   try {
-    raw = yaml.load(fs.readFileSync(file, 'utf8'));
+    raw = yaml.load(text);
   } catch (err) {
     const msg = (err as Error).message.split('\n')[0];
     throw new UserError(`${file}: not valid YAML: ${msg}`);
@@ -48,9 +120,7 @@ function readYaml(file: string, via: string): Raw {
   if (typeof raw !== 'object' || Array.isArray(raw)) throw new UserError(`${file}: expected a mapping of sections at the top level`);
   // YAML aliases share one object per reference, so a small file can stand for billions of
   // values, which validation and messages would then walk (seen: 30 s, 2.3 GB, then a crash).
-  if (valueCount(raw, CONFIG_MAX_VALUES) > CONFIG_MAX_VALUES) {
-    throw new UserError(`${file}: expands to more than ${CONFIG_MAX_VALUES} values (nested YAML aliases?); a config has a few hundred`);
-  }
+  checkConfigValue(raw, file);
   return raw as Raw;
 }
 
@@ -64,6 +134,7 @@ const isMapping = (v: unknown): v is Raw => v !== null && typeof v === 'object' 
 export function mergeConfigs(base: Raw, over: Raw, atRoot = true): Raw {
   const out: Raw = { ...base };
   for (const [k, v] of Object.entries(over)) {
+    checkKey(k, 'config'); // `out['__proto__'] = v` would replace out's prototype
     const b = out[k];
     const otherModel = atRoot && k === 'model' && isMapping(v) && isMapping(b) && v.name !== undefined && v.name !== b.name;
     out[k] = isMapping(v) && isMapping(b) && !otherModel ? mergeConfigs(b, v, false) : v;
@@ -71,12 +142,17 @@ export function mergeConfigs(base: Raw, over: Raw, atRoot = true): Raw {
   return out;
 }
 
-/** The config in `file` with the configs it extends merged under it (paths relative to the file). */
-export function readConfigFile(file: string, chain: string[] = []): Raw {
+/**
+ * The config in `file` with the configs it extends merged under it (paths relative to the
+ * file); with `compose` false, the file's own keys, `extends` included.
+ */
+export function readConfigFile(file: string, chain: string[] = [], compose = true): Raw {
   const abs = path.resolve(file);
   if (chain.includes(abs)) throw new UserError(`${file}: extends itself through ${[...chain.slice(chain.indexOf(abs)), abs].map((f) => path.basename(f)).join(' -> ')}`);
-  const via = chain.length ? ` (extended by ${chain[chain.length - 1]})` : '';
-  return composeConfig(readYaml(file, via), path.dirname(abs), file, [...chain, abs]);
+  const by = chain.length ? chain[chain.length - 1] : undefined;
+  const via = by ? ` (extended by ${by})` : '';
+  const raw = readYaml(file, via, by);
+  return compose ? composeConfig(raw, path.dirname(abs), file, [...chain, abs]) : raw;
 }
 
 /**
@@ -84,16 +160,17 @@ export function readConfigFile(file: string, chain: string[] = []): Raw {
  * `extends:` names merged under it; relative names are resolved in `dir`.
  */
 export function composeConfig(raw: Raw, dir: string, source = 'config', chain: string[] = []): Raw {
+  checkConfigValue(raw, source);
   const own = { ...raw };
   const ext = own.extends;
   delete own.extends;
-  if (ext === undefined) return own;
+  if (ext === undefined || ext === null) return own; // null: no bases (`--set extends=null`)
   const bases = typeof ext === 'string' ? [ext] : Array.isArray(ext) && ext.length && ext.every((e) => typeof e === 'string') ? (ext as string[]) : null;
   if (!bases) throw new UserError(`${source}: key 'extends' has ${JSON.stringify(ext)}; expected a config file or a list of them`);
   let merged: Raw = {};
   for (const b of bases) merged = mergeConfigs(merged, readConfigFile(path.resolve(dir, b), chain));
   const out = mergeConfigs(merged, own);
-  if (valueCount(out, CONFIG_MAX_VALUES) > CONFIG_MAX_VALUES) throw new UserError(`${source}: with what it extends, more than ${CONFIG_MAX_VALUES} values; a config has a few hundred`);
+  checkConfigValue(out, `${source} (with what it extends)`);
   return out;
 }
 
@@ -138,13 +215,12 @@ export const selfTest: SelfTest = {
     for (let i = 1; i < 9; i++) levels.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(10).fill('*' + String.fromCharCode(96 + i)).join(', ')}]`);
     fs.writeFileSync(bomb, `data:\n  name: synthetic\n  extra:\n${levels.map((l) => '    ' + l).join('\n')}\n`);
     const t0 = Date.now();
-    assert.throws(() => readConfigFile(bomb), /bomb\.yaml: expands to more than 100000 values \(nested YAML aliases\?\)/);
+    assert.throws(() => readConfigFile(bomb), /bomb\.yaml: expands to more than 100000 values \(nested YAML aliases/);
     assert.ok(Date.now() - t0 < 2000, `took ${Date.now() - t0} ms`);
     assert.throws(() => readConfigFile(dir), /--config .* is a folder; expected a YAML file/);
     const big = path.join(dir, 'big.yaml');
     fs.writeFileSync(big, `# ${'x'.repeat(2 << 20)}\n{}`);
-    assert.throws(() => readConfigFile(big), /bytes is not a config/);
-    assert.equal(valueCount({ a: [1, 2, { b: 3 }] }, 100), 6);
+    assert.throws(() => readConfigFile(big), /big\.yaml: more than 1048576 bytes is not a config/);
     fs.rmSync(dir, { recursive: true });
   },
 };
