@@ -199,7 +199,7 @@ def check_keras_out(out):
 def load_keras(path):
     os.close(open_regular(path)[0])  # not found / a folder / not a regular file: one line
     try:
-        return keras.models.load_model(path)
+        return keras.models.load_model(path, compile=False)  # train compiles its own loss; the saved one is a local function
     except Exception as e:  # Keras raises ValueError, zipfile errors, OSError...: all mean "not a model"
         raise UserError(f"{path}: not a Keras model file ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})")
 

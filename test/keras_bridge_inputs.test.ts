@@ -144,6 +144,7 @@ test('bridge train reads 0/1, 0/255 and multi-class masks with the ignore index 
     ['targets', 'bin.keras.meta.json', 'y01.npy', ...bin.files.map((f) => f.mask)],
     ['targets', 'bin.keras.meta.json', 'y255.npy', ...isic.files.map((f) => f.mask)],
     ['targets', 'mc.keras.meta.json', 'ymc.npy', ...mc.files.map((f) => f.mask)],
+    ['from-keras', 'mc-t.keras', mcJson, 'mc-back'], // what train saved loads again
   ]);
   rs.forEach((r, i) => ok(r, `run ${i}`));
 
