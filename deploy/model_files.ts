@@ -111,44 +111,121 @@ export function modelFiles(artifacts: tf.io.ModelArtifacts, userDefinedMetadata:
   return [{ name: 'model.json', data: Buffer.from(JSON.stringify(json)) }, ...shards];
 }
 
-/** Parses model.json; a missing or foreign file is a one-line UserError. */
-export function readModelJson(file: string): tf.io.ModelJSON {
-  let json: tf.io.ModelJSON;
+/** model.json is topology and metadata only: a larger one is not ours (and is not read whole). */
+export const MODEL_JSON_MAX_BYTES = 64 * 1024 * 1024;
+/** All weight shards of one model together; wasm32 could not hold more anyway. */
+export const WEIGHTS_MAX_BYTES = 2 * 1024 * 1024 * 1024;
+
+/**
+ * Reads a regular file of at most `limit` bytes through one fd: fstat on the opened fd (not
+ * stat on the name, which may be swapped), then a read that stops at limit + 1 bytes, since
+ * a special file (/dev/zero: size 0) or a growing one can hold more than fstat says.
+ * O_NONBLOCK keeps open(2) of a FIFO from waiting for a writer. `what` names the file in errors.
+ */
+export function readBoundedFile(file: string, limit: number, what = file): Buffer {
+  let fd: number;
   try {
-    const buf = fs.readFileSync(file);
-    json = JSON.parse(buf.toString('utf8'));
-    checkListed(path.dirname(file), path.basename(file), buf);
+    fd = fs.openSync(file, fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK ?? 0));
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new UserError(`${what}: ${code === 'ENOENT' ? 'not found' : code === 'EISDIR' ? 'is a folder, not a file' : `cannot read (${code ?? (e as Error).message})`}`);
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (st.isDirectory()) throw new UserError(`${what}: is a folder, not a file`);
+    if (!st.isFile()) throw new UserError(`${what}: not a regular file (a device, FIFO or socket); refused`);
+    if (st.size > limit) throw new UserError(`${what}: ${st.size} bytes, more than the ${limit}-byte limit`);
+    const buf = Buffer.alloc(st.size + 1);
+    let got = 0;
+    for (;;) {
+      const n = fs.readSync(fd, buf, got, buf.length - got, null);
+      if (n === 0) break;
+      got += n;
+      if (got === buf.length) throw new UserError(`${what}: grew past its ${st.size} bytes while being read; refused`);
+    }
+    return buf.subarray(0, got);
   } catch (e) {
     if (e instanceof UserError) throw e;
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new UserError(`${file}: ${code === 'ENOENT' ? 'not found' : code ? `cannot read (${code})` : 'not valid JSON'}; expected a TF.js model.json`);
+    throw new UserError(`${what}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  } finally {
+    fs.closeSync(fd);
   }
+}
+
+/** Parses model.json; a missing, oversized or foreign file is a one-line UserError. */
+export function readModelJson(file: string): tf.io.ModelJSON {
+  let json: tf.io.ModelJSON;
+  let buf: Buffer;
+  try {
+    buf = readBoundedFile(file, MODEL_JSON_MAX_BYTES);
+  } catch (e) {
+    throw e instanceof UserError ? new UserError(`${e.message}; expected a TF.js model.json`) : e;
+  }
+  try {
+    json = JSON.parse(buf.toString('utf8'));
+  } catch {
+    throw new UserError(`${file}: not valid JSON; expected a TF.js model.json`);
+  }
+  checkListed(path.dirname(file), path.basename(file), buf);
   if (!json || typeof json !== 'object' || !json.modelTopology || !Array.isArray(json.weightsManifest)) {
     throw new UserError(`${file}: not a TF.js LayersModel model.json (needs modelTopology and weightsManifest)`);
   }
   return json;
 }
 
+/**
+ * The file of one listed shard, confined to the model's folder: a relative name without
+ * `..`, whose real path (symlinks resolved) is inside the folder's real path. A model.json
+ * someone was given must not read other files into its weights.
+ */
+function shardFile(dir: string, p: unknown, modelJson: string): string {
+  const bad = (why: string) => new UserError(`${modelJson}: weight shard ${JSON.stringify(p)} ${why}; shards must be files inside the model's folder`);
+  if (typeof p !== 'string' || !p || p.includes('\0')) throw bad('is not a file name');
+  if (path.isAbsolute(p) || path.win32.isAbsolute(p)) throw bad('is an absolute path');
+  if (p.split(/[\\/]/).includes('..')) throw bad("climbs out with '..'");
+  const file = path.join(dir, p);
+  let real: string;
+  let realDir: string;
+  try {
+    realDir = fs.realpathSync(dir);
+    real = fs.realpathSync(file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new UserError(`${file}: weight shard listed in ${modelJson} is missing`);
+    throw new UserError(`${file}: weight shard listed in ${modelJson} cannot be read (${(e as NodeJS.ErrnoException).code})`);
+  }
+  if (!real.startsWith(realDir + path.sep)) throw bad(`resolves to ${real}, outside ${realDir} (a symlink?)`);
+  return file;
+}
+
 function readShards(dir: string, manifest: tf.io.WeightsManifestConfig): [WeightSpec[], ArrayBuffer] {
+  const modelJson = path.join(dir, 'model.json');
+  if (!manifest.every((g) => g && Array.isArray(g.paths) && Array.isArray(g.weights))) throw new UserError(`${modelJson}: weightsManifest groups need paths and weights lists`);
   const specs = manifest.flatMap((g) => g.weights);
+  // What the shards must hold, from dtypes and shapes, bounded before a byte is read.
+  const need = specs.reduce((n, s) => n + specBytes(s, modelJson), 0);
+  if (need > WEIGHTS_MAX_BYTES) throw new UserError(`${modelJson}: its manifest needs ${need} bytes of weights, more than the ${WEIGHTS_MAX_BYTES}-byte limit`);
+  let have = 0;
   const bufs = manifest.flatMap((g) => g.paths).map((p) => {
-    const file = path.join(dir, p);
-    if (!fs.existsSync(file)) throw new UserError(`${file}: weight shard listed in model.json is missing`);
-    const b = fs.readFileSync(file);
-    checkListed(dir, p, b); // an export of ours lists each shard's sha256 in complete.json
+    const file = shardFile(dir, p, modelJson);
+    // Each shard may hold at most what the manifest still needs: no shard is read past that.
+    const b = readBoundedFile(file, need - have, `${file} (weight shard of ${modelJson})`);
+    have += b.length;
+    checkListed(dir, p as string, b); // an export of ours lists each shard's sha256 in complete.json
     return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
   });
-  const have = bufs.reduce((n, b) => n + b.byteLength, 0);
-  const need = specs.reduce((n, s) => n + specBytes(s), 0);
-  if (have !== need) throw new UserError(`${path.join(dir, 'model.json')}: its weight shards hold ${have} bytes but the manifest needs ${need} (a shard truncated or replaced?)`);
+  if (have !== need) throw new UserError(`${modelJson}: its weight shards hold ${have} bytes but the manifest needs ${need} (a shard truncated or replaced?)`);
   return [specs, tf.io.concatenateArrayBuffers(bufs)];
 }
 
+const DTYPE_BYTES: Record<string, number> = { float32: 4, int32: 4, uint8: 1, bool: 1, uint16: 2, float16: 2 };
+
 /** Bytes one weight takes in the shards (quantised weights: their stored type). */
-function specBytes(s: WeightSpec): number {
-  const n = s.shape.reduce((a, b) => a * b, 1);
-  const dtype = s.quantization?.dtype ?? s.dtype;
-  return n * (dtype === 'uint8' || dtype === 'bool' ? 1 : dtype === 'uint16' || dtype === 'float16' ? 2 : 4);
+function specBytes(s: WeightSpec, modelJson = 'model.json'): number {
+  const dtype = s?.quantization?.dtype ?? s?.dtype;
+  const size = DTYPE_BYTES[dtype as string];
+  if (!s || !Array.isArray(s.shape) || !s.shape.every((d) => Number.isSafeInteger(d) && d >= 0) || !size)
+    throw new UserError(`${modelJson}: weight ${JSON.stringify(s?.name)} has no valid shape and dtype (${JSON.stringify(s?.shape)}, ${JSON.stringify(dtype)})`);
+  return s.shape.reduce((a, b) => a * b, 1) * size;
 }
 
 /** An IOHandler for tf.loadLayersModel that reads model.json and its shards from disk. */
@@ -202,6 +279,27 @@ export const selfTest: SelfTest = {
     assert.throws(() => readModelJson(path.join(dir, 'model.json')), (e: Error) => e instanceof UserError && /not a TF\.js LayersModel/.test(e.message));
     assert.throws(() => readModelJson(path.join(dir, 'nope.json')), /not found/);
     fs.rmSync(dir, { recursive: true });
+  },
+  'shards outside the folder, special files and oversized shards are refused in one line'() {
+    const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'mf-'));
+    const secret = path.join(dir, '..', path.basename(dir) + '-secret');
+    fs.writeFileSync(secret, Buffer.alloc(8));
+    const manifest = (p: string) => [{ paths: [p], weights: [{ name: 'w', shape: [2], dtype: 'float32' as const }] }];
+    try {
+      for (const p of ['../' + path.basename(secret), secret]) assert.throws(() => readShards(dir, manifest(p)), /outside|absolute|climbs out/);
+      fs.symlinkSync(secret, path.join(dir, 'link.bin'));
+      assert.throws(() => readShards(dir, manifest('link.bin')), /resolves to .* outside/);
+      fs.symlinkSync('/dev/zero', path.join(dir, 'zero.bin'));
+      assert.throws(() => readShards(dir, manifest('zero.bin')), /outside|not a regular file/);
+      fs.writeFileSync(path.join(dir, 'ok.bin'), Buffer.alloc(8));
+      assert.equal(readShards(dir, manifest('ok.bin'))[1].byteLength, 8);
+      fs.writeFileSync(path.join(dir, 'big.bin'), Buffer.alloc(12));
+      assert.throws(() => readShards(dir, manifest('big.bin')), /more than the 8-byte limit/);
+      assert.throws(() => readBoundedFile('/dev/zero', 16), /not a regular file/);
+    } finally {
+      fs.rmSync(dir, { recursive: true });
+      fs.rmSync(secret);
+    }
   },
 };
 
