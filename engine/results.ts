@@ -65,6 +65,22 @@ function removeStaleStages(dir: string): void {
 }
 
 /**
+ * The evaluation replaces its overlays/ and predictions/ folders whole: refuse (before
+ * evaluating) where one holds anything but the PNGs an evaluation writes, so no file of
+ * the user's goes with them.
+ */
+function refuseForeignOutputs(dir: string): void {
+  for (const sub of ['overlays', 'predictions']) {
+    const d = path.join(dir, sub);
+    const st = fs.lstatSync(d, { throwIfNoEntry: false });
+    if (!st) continue;
+    const other = st.isDirectory() ? fs.readdirSync(d, { withFileTypes: true }).find((e) => !e.name.endsWith('.png') || !(e.isFile() || e.isSymbolicLink())) : null;
+    if (!st.isDirectory() && !st.isSymbolicLink()) throw new UserError(`${d}: is a file; the evaluation writes a folder of that name: move it aside`);
+    if (other) throw new UserError(`${path.join(d, other.name)}: not an image an evaluation wrote; ${sub}/ is replaced whole by the next evaluation, so move it out or choose another --output`);
+  }
+}
+
+/**
  * Moves the staged outputs into `dir` in one synchronous run of renames (no signal
  * handler can run between them), the previous ones into `trash` first: `dir` holds the
  * previous evaluation whole, or this one whole. A rename replaces a link itself.
@@ -87,6 +103,7 @@ export async function writeResults(model: tf.LayersModel, cfg: Config, pairs: Pa
   // a signal, a full disk or a crash midway leaves the previous results whole.
   const stage = guardFsSync({ ...RESULTS_FS, path: dir }, () => {
     fs.mkdirSync(dir, { recursive: true });
+    refuseForeignOutputs(dir);
     removeStaleStages(dir);
     return fs.mkdtempSync(path.join(dir, `${STAGE_PREFIX}${process.pid}-`));
   });
@@ -183,6 +200,11 @@ export const selfTest: SelfTest = {
     const html = fs.readFileSync(path.join(out, 'report.html'), 'utf8');
     assert.match(html, /overlays\/ISIC_1\.png/);
     assert.match(html, /scored: val split, 2 images · at label resolution · TTA hflip · threshold 0\.5/);
+    // overlays/ is replaced whole: a file of the user's there is refused first, and kept.
+    fs.writeFileSync(path.join(out, 'overlays', 'notes.txt'), 'mine');
+    await assert.rejects(writeResults(model, cfg, await listSplit(cfg, 'val'), [], { outDir: out, quiet: true }), (e: Error) => e instanceof UserError && e.message.startsWith(`${path.join(out, 'overlays', 'notes.txt')}: not an image an evaluation wrote`));
+    assert.equal(fs.readFileSync(path.join(out, 'overlays', 'notes.txt'), 'utf8'), 'mine');
+    assert.deepEqual(fs.readdirSync(out).filter((n) => n.startsWith('.')), [], 'no staging folder left');
     model.dispose();
     fs.rmSync(dir, { recursive: true });
   },
