@@ -7,7 +7,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { loadWeightsFrom } from '../engine/model_io';
 import { applyWeights, snapshotWeights } from '../engine/checkpoint/store';
-import { publishDir } from '../engine/checkpoint/atomic_dir';
+import { MARKER, publishDir } from '../engine/checkpoint/atomic_dir';
 import { fixedSizeTopology, getModel, getModelDefinition } from '../models/registry';
 import { isProjectLayer } from '../models/layers/custom_layers';
 import { Config, isBinary, outChannels } from '../utils/config';
@@ -141,9 +141,29 @@ export function readExportMetadata(dir: string): ExportMetadata | null {
   }
 }
 
+/** The files an earlier export in `dir` wrote: those its complete.json lists, else model.json, its shards and the web app's. */
+function exportFiles(dir: string): Set<string> {
+  try {
+    const marker = JSON.parse(fs.readFileSync(path.join(dir, MARKER), 'utf8'));
+    if (marker?.files && typeof marker.files === 'object') return new Set([MARKER, ...Object.keys(marker.files)]);
+  } catch {
+    // no marker: an export interrupted before sealing, or one copied without it
+  }
+  const names = new Set(['model.json', ...webAppFiles().map((f) => f.name)]);
+  try {
+    const json = JSON.parse(fs.readFileSync(path.join(dir, 'model.json'), 'utf8'));
+    for (const group of json?.weightsManifest ?? []) for (const p of group?.paths ?? []) if (typeof p === 'string') names.add(p);
+  } catch {
+    // readExportMetadata read it a moment ago; a folder changing meanwhile is refused below
+  }
+  return names;
+}
+
 /**
- * Refuses an output folder that exists and is not empty nor an earlier export, so a
- * mistyped --output never replaces unrelated files. Returns the names it may replace.
+ * Refuses an output folder that exists and is not empty nor exactly an earlier export,
+ * so a mistyped --output never replaces unrelated files: a re-export replaces the whole
+ * folder, so one other file in it (notes, a page of the user's) would be lost. Returns
+ * the names it may replace.
  */
 export function checkOutputFolder(dir: string): string[] {
   if (!fs.existsSync(dir)) return [];
@@ -151,6 +171,11 @@ export function checkOutputFolder(dir: string): string[] {
   const names = fs.readdirSync(dir);
   if (names.length === 0) return [];
   if (!readExportMetadata(dir)) throw new UserError(`--output ${dir}: exists and is not an earlier export (no model.json written by npx export); refusing to overwrite it, choose another folder`);
+  const own = exportFiles(dir);
+  const other = names.filter((n) => !own.has(n));
+  if (other.length) {
+    throw new UserError(`--output ${dir}: holds an earlier export and also '${other[0]}'${other.length > 1 ? ` (+${other.length - 1} more)` : ''}, which the export did not write; a re-export replaces the whole folder, so move that out or choose another folder`);
+  }
   return names;
 }
 
@@ -217,8 +242,12 @@ export const selfTest: SelfTest = {
     assert.deepEqual(checkOutputFolder(dir), []);
     fs.writeFileSync(path.join(dir, 'notes.txt'), 'keep me');
     assert.throws(() => checkOutputFolder(dir), /is not an earlier export/);
-    fs.writeFileSync(path.join(dir, 'model.json'), JSON.stringify({ userDefinedMetadata: { format: EXPORT_FORMAT } }));
-    assert.deepEqual(checkOutputFolder(dir).sort(), ['model.json', 'notes.txt']);
+    fs.writeFileSync(path.join(dir, 'model.json'), JSON.stringify({ userDefinedMetadata: { format: EXPORT_FORMAT }, weightsManifest: [{ paths: ['group1-shard1of1.bin'] }] }));
+    // An earlier export beside the user's notes: replacing the folder would delete them.
+    assert.throws(() => checkOutputFolder(dir), (e: Error) => e instanceof UserError && e.message.includes(`holds an earlier export and also 'notes.txt', which the export did not write`));
+    fs.rmSync(path.join(dir, 'notes.txt'));
+    fs.writeFileSync(path.join(dir, 'group1-shard1of1.bin'), '');
+    assert.deepEqual(checkOutputFolder(dir).sort(), ['group1-shard1of1.bin', 'model.json']);
     fs.rmSync(dir, { recursive: true });
   },
 };

@@ -13,6 +13,7 @@ import { decodeImage } from '../pipeline/decode';
 import { colorizePng, overlayPng } from '../report/overlay';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { FsContext, guardFsSync } from '../utils/errors';
+import { writeFileReplacing } from '../utils/file_out';
 
 /** How a failed write of a results folder is described: checkpoints live elsewhere and are untouched. */
 export const RESULTS_FS: FsContext = { what: 'results', kept: 'the checkpoints are not affected', setting: 'results.root or --output' };
@@ -42,7 +43,7 @@ export interface EvalResult {
 export interface EvalOptions {
   threshold: number;
   sweep?: boolean;
-  /** Folder to write predictions/ and overlays/ into (results folder). */
+  /** Folder to write predictions/ and overlays/ into (writeResults' staging folder; its fs errors come out raw, for the caller to name). */
   outDir?: string;
   /** Apply the dataset's post-processing (ISIC: largest lesion, holes filled) before scoring. */
   postprocess?: boolean;
@@ -54,6 +55,8 @@ export interface EvalOptions {
   fullResolution?: boolean;
   /** Return the overlays of this many first images (TensorBoard's image summaries). */
   keepOverlays?: number;
+  /** Aborted (e.g. by a signal): the evaluation stops at the next image, throwing the reason. */
+  signal?: AbortSignal;
 }
 
 /** Mean IoU and Dice over the classes present in this image's ground truth or prediction. */
@@ -82,8 +85,9 @@ export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: P
   const loader = new BatchLoader(cfg, pairs, { train: false, fullMasks: opts.fullResolution });
   if (opts.outDir) {
     const out = opts.outDir;
-    guardFsSync(RESULTS_FS, () => ['overlays', 'predictions'].forEach((d) => fs.mkdirSync(path.join(out, d), { recursive: true })));
+    ['overlays', 'predictions'].forEach((d) => fs.mkdirSync(path.join(out, d), { recursive: true }));
   }
+  opts.signal?.throwIfAborted();
 
   let index = 0; // position in `pairs`: evaluation keeps their order
   for await (const batch of loader.batches(0)) {
@@ -97,6 +101,8 @@ export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: P
     };
     const probs = tf.tidy(() => predictProbs(model, tf.tensor4d(batch.images, [n, h, w, 3]), opts.tta, opts.scales));
     for (let i = 0; i < n; i++, index++) {
+      if (opts.signal?.aborted) probs.dispose();
+      opts.signal?.throwIfAborted();
       const full = batch.fullMasks?.[i];
       if (opts.fullResolution && !full) throw new Error(`evaluation: no full-resolution mask for ${batch.ids[i]}`);
       const gt = full ? full.data : batch.masks.subarray(i * h * w, (i + 1) * h * w);
@@ -117,10 +123,8 @@ export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: P
         const safe = batch.ids[i].replace(/[^\w.-]+/g, '_');
         const colour = await colorizePng(pred, gw, gh, meta.palette, ignore);
         const out = opts.outDir;
-        guardFsSync(RESULTS_FS, () => {
-          fs.writeFileSync(path.join(out, 'overlays', `${safe}.png`), overlay!);
-          fs.writeFileSync(path.join(out, 'predictions', `${safe}.png`), colour);
-        });
+        writeFileReplacing(path.join(out, 'overlays', `${safe}.png`), overlay!);
+        writeFileReplacing(path.join(out, 'predictions', `${safe}.png`), colour);
         score.overlay = `overlays/${safe}.png`;
       }
       perImage.push(score);

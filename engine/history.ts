@@ -6,6 +6,7 @@ import os from 'node:os';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { guardFsSync } from '../utils/errors';
+import { appendFileNoFollow, writeFileReplacing } from '../utils/file_out';
 
 export interface HistoryRow {
   epoch: number;
@@ -23,12 +24,12 @@ export class History {
   reset(keepUpToStep: number | null): void {
     fs.mkdirSync(path.dirname(this.file), { recursive: true });
     const kept = keepUpToStep === null ? [] : this.read().filter((r) => r.step <= keepUpToStep);
-    fs.writeFileSync(this.file, kept.map((r) => JSON.stringify(r) + '\n').join(''));
+    writeFileReplacing(this.file, kept.map((r) => JSON.stringify(r) + '\n').join(''));
   }
 
   append(row: HistoryRow): void {
     // A failed write(2) names no file: say which, and that checkpoints are separate.
-    guardFsSync({ path: this.file, what: 'history', kept: 'the checkpoints are not affected', setting: 'results.root' }, () => fs.appendFileSync(this.file, JSON.stringify(row) + '\n'));
+    guardFsSync({ path: this.file, what: 'history', kept: 'the checkpoints are not affected', setting: 'results.root' }, () => appendFileNoFollow(this.file, JSON.stringify(row) + '\n'));
   }
 
   read(): HistoryRow[] {

@@ -32,11 +32,12 @@ export async function loadWeightsFrom(source: string): Promise<{ weights: NamedT
 
 /**
  * The model.json to read when `source` is an export: the file itself, or the one in the
- * folder, or in `<folder>.old` when a replacing export was interrupted mid-swap (as a
+ * folder, or in its hidden old copy when a replacing export was interrupted mid-swap (as a
  * checkpoint's is). Null for a checkpoint folder.
  */
 function exportModelJson(source: string): string | null {
-  if (fs.existsSync(source) && fs.statSync(source).isFile()) return source;
+  // One stat, not exists-then-stat: a save swapping the folder away in between was a raw ENOENT.
+  if (fs.statSync(source, { throwIfNoEntry: false })?.isFile()) return source;
   const dir = resolveComplete(source) ?? source;
   const modelJson = path.join(dir, 'model.json');
   return fs.existsSync(modelJson) && !fs.existsSync(path.join(dir, 'weights.json')) ? modelJson : null;

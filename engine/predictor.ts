@@ -19,6 +19,7 @@ import { FsContext, guardFsSync, UserError } from '../utils/errors';
 import { Flip, predictProbs, probsToMask } from './inference';
 import { colorizePng, overlayPng } from '../report/overlay';
 import { runIfMain, SelfTest } from '../utils/self_test';
+import { writeFileReplacing } from '../utils/file_out';
 
 export function listImages(input: string): string[] {
   if (!fs.existsSync(input)) throw new UserError(`--input ${input}: no such file or folder`);
@@ -94,18 +95,7 @@ export function planOutputs(input: string, files: string[], outDir: string, bina
 
 /** Writes `data` to `file` through a temporary name and a rename: a failed write leaves no partial file. */
 export function writeFileAtomic(file: string, data: Uint8Array, ctx: FsContext): void {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
-  guardFsSync({ ...ctx, path: file }, () => {
-    try {
-      fs.writeFileSync(tmp, data);
-      fs.renameSync(tmp, file);
-    } catch (err) {
-      fs.rmSync(tmp, { force: true });
-      const e = err as NodeJS.ErrnoException;
-      if (e.path === tmp) e.path = file; // the user knows the file, not our temporary name
-      throw err;
-    }
-  });
+  guardFsSync({ ...ctx, path: file }, () => writeFileReplacing(file, data));
 }
 
 export interface PredictOptions {

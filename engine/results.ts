@@ -13,7 +13,10 @@ import assert from 'node:assert/strict';
 import { datasetMeta, listSplit, PairRef } from '../loaders/registry';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { runDirs } from './run_dirs';
-import { guardFsSync } from '../utils/errors';
+import { fsUserError, guardFsSync, StoppedBySignal } from '../utils/errors';
+import { writeFileReplacing } from '../utils/file_out';
+import { pidAlive } from './checkpoint/atomic_dir';
+import { catchSignals } from './stop';
 
 export interface ResultsOptions {
   trainSeconds?: number;
@@ -26,6 +29,8 @@ export interface ResultsOptions {
   postprocess?: boolean;
   /** Defaults to evaluation.tta. */
   tta?: readonly Flip[];
+  /** Names the work in the line a signal prints (default: evaluate). */
+  what?: string;
 }
 
 /**
@@ -47,8 +52,81 @@ export function checkResultsFolder(dir: string, overwrite: boolean): void {
   throw new UserError(`--output ${dir}: holds files that are not an earlier evaluation (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', ...' : ''}); choose another folder, or pass --overwrite to write over them`);
 }
 
+/** What an evaluation writes into its folder: replaced together once all of it is written. */
+const EVAL_OUTPUTS = ['overlays', 'predictions', 'metrics.json', 'report.html'];
+const STAGE_PREFIX = '.eval-';
+
+/** Staging folders of evaluations killed outright (SIGKILL, a second signal): their pid is gone. */
+function removeStaleStages(dir: string): void {
+  for (const n of fs.readdirSync(dir)) {
+    const m = new RegExp(`^${STAGE_PREFIX.replace('.', '\\.')}(\\d+)-\\w{6}$`).exec(n);
+    if (m && Number(m[1]) !== process.pid && !pidAlive(Number(m[1]))) fs.rmSync(path.join(dir, n), { recursive: true, force: true });
+  }
+}
+
+/**
+ * The evaluation replaces its overlays/ and predictions/ folders whole: refuse (before
+ * evaluating) where one holds anything but the PNGs an evaluation writes, so no file of
+ * the user's goes with them.
+ */
+function refuseForeignOutputs(dir: string): void {
+  for (const sub of ['overlays', 'predictions']) {
+    const d = path.join(dir, sub);
+    const st = fs.lstatSync(d, { throwIfNoEntry: false });
+    if (!st) continue;
+    const other = st.isDirectory() ? fs.readdirSync(d, { withFileTypes: true }).find((e) => !e.name.endsWith('.png') || !(e.isFile() || e.isSymbolicLink())) : null;
+    if (!st.isDirectory() && !st.isSymbolicLink()) throw new UserError(`${d}: is a file; the evaluation writes a folder of that name: move it aside`);
+    if (other) throw new UserError(`${path.join(d, other.name)}: not an image an evaluation wrote; ${sub}/ is replaced whole by the next evaluation, so move it out or choose another --output`);
+  }
+}
+
+/**
+ * Moves the staged outputs into `dir` in one synchronous run of renames (no signal
+ * handler can run between them), the previous ones into `trash` first: `dir` holds the
+ * previous evaluation whole, or this one whole. A rename replaces a link itself.
+ */
+function publishStaged(stage: string, dir: string): void {
+  const trash = fs.mkdtempSync(path.join(dir, `${STAGE_PREFIX}${process.pid}-`));
+  try {
+    for (const n of EVAL_OUTPUTS) if (fs.lstatSync(path.join(dir, n), { throwIfNoEntry: false })) fs.renameSync(path.join(dir, n), path.join(trash, n));
+    for (const n of EVAL_OUTPUTS) if (fs.existsSync(path.join(stage, n))) fs.renameSync(path.join(stage, n), path.join(dir, n));
+  } finally {
+    fs.rmSync(trash, { recursive: true, force: true });
+  }
+}
+
 export async function writeResults(model: tf.LayersModel, cfg: Config, pairs: PairRef[], history: HistoryRow[], opts: ResultsOptions = {}): Promise<EvalResult> {
   const dir = opts.outDir ?? runDirs(cfg).results;
+  const what = opts.what ?? 'evaluate';
+  const kept = `${dir} keeps the previous results`;
+  // Everything is written into a hidden folder inside `dir` and published when complete:
+  // a signal, a full disk or a crash midway leaves the previous results whole.
+  const stage = guardFsSync({ ...RESULTS_FS, path: dir }, () => {
+    fs.mkdirSync(dir, { recursive: true });
+    refuseForeignOutputs(dir);
+    removeStaleStages(dir);
+    return fs.mkdtempSync(path.join(dir, `${STAGE_PREFIX}${process.pid}-`));
+  });
+  const ac = new AbortController();
+  const release = catchSignals((sig) => ac.abort(sig)); // said in one line when the evaluation has stopped
+  try {
+    const res = await writeStaged(stage, model, cfg, pairs, history, opts, ac.signal);
+    ac.signal.throwIfAborted();
+    guardFsSync({ ...RESULTS_FS, kept: `${dir} may hold some of the new results`, path: dir }, () => publishStaged(stage, dir));
+    if (!opts.quiet) console.log(res.table);
+    return res;
+  } catch (err) {
+    if (ac.signal.aborted) throw new StoppedBySignal(`${what}: stopped by ${ac.signal.reason}; ${kept}`, String(ac.signal.reason));
+    const e = err as NodeJS.ErrnoException;
+    if (typeof e?.path === 'string' && e.path.startsWith(stage)) e.path = dir + e.path.slice(stage.length); // name the file as published, not our hidden folder
+    throw fsUserError(err, { what: 'results', kept, setting: RESULTS_FS.setting });
+  } finally {
+    release();
+    fs.rmSync(stage, { recursive: true, force: true });
+  }
+}
+
+async function writeStaged(dir: string, model: tf.LayersModel, cfg: Config, pairs: PairRef[], history: HistoryRow[], opts: ResultsOptions, signal: AbortSignal): Promise<EvalResult> {
   const binary = isBinary(cfg);
   const meta = datasetMeta(cfg);
   const base = evalOptionsFrom(cfg);
@@ -56,7 +134,7 @@ export async function writeResults(model: tf.LayersModel, cfg: Config, pairs: Pa
   const postprocess = opts.postprocess ?? base.postprocess ?? false;
   const tta = opts.tta ?? base.tta ?? [];
   const outDir = cfg.results.save_predictions ? dir : undefined;
-  const res = await evaluateSplit(model, cfg, pairs, { ...base, threshold, postprocess, tta, sweep: true, outDir });
+  const res = await evaluateSplit(model, cfg, pairs, { ...base, threshold, postprocess, tta, sweep: true, outDir, signal });
   const metricsJson = {
     run: cfg.name,
     split: opts.split ?? cfg.data.val_split,
@@ -75,11 +153,8 @@ export async function writeResults(model: tf.LayersModel, cfg: Config, pairs: Pa
   };
   const ordered = sortWorstFirst(res.perImage);
   const shown = cfg.results.gallery_size ? ordered.slice(0, cfg.results.gallery_size) : ordered;
-  guardFsSync(RESULTS_FS, () => {
-    fs.mkdirSync(dir, { recursive: true });
-    fs.writeFileSync(path.join(dir, 'metrics.json'), JSON.stringify(metricsJson, null, 2));
-  });
-  guardFsSync(RESULTS_FS, () => writeReport(dir, {
+  writeFileReplacing(path.join(dir, 'metrics.json'), JSON.stringify(metricsJson, null, 2));
+  writeReport(dir, {
     runName: cfg.name,
     createdAt: new Date().toISOString(),
     config: cfg,
@@ -101,8 +176,7 @@ export async function writeResults(model: tf.LayersModel, cfg: Config, pairs: Pa
       ...(binary ? [`threshold ${threshold}`] : []),
       ...(postprocess ? ['post-processed'] : []),
     ].join(' · '),
-  }));
-  if (!opts.quiet) console.log(res.table);
+  });
   return res;
 }
 
@@ -126,6 +200,11 @@ export const selfTest: SelfTest = {
     const html = fs.readFileSync(path.join(out, 'report.html'), 'utf8');
     assert.match(html, /overlays\/ISIC_1\.png/);
     assert.match(html, /scored: val split, 2 images · at label resolution · TTA hflip · threshold 0\.5/);
+    // overlays/ is replaced whole: a file of the user's there is refused first, and kept.
+    fs.writeFileSync(path.join(out, 'overlays', 'notes.txt'), 'mine');
+    await assert.rejects(writeResults(model, cfg, await listSplit(cfg, 'val'), [], { outDir: out, quiet: true }), (e: Error) => e instanceof UserError && e.message.startsWith(`${path.join(out, 'overlays', 'notes.txt')}: not an image an evaluation wrote`));
+    assert.equal(fs.readFileSync(path.join(out, 'overlays', 'notes.txt'), 'utf8'), 'mine');
+    assert.deepEqual(fs.readdirSync(out).filter((n) => n.startsWith('.')), [], 'no staging folder left');
     model.dispose();
     fs.rmSync(dir, { recursive: true });
   },

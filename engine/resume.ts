@@ -17,10 +17,10 @@ import { UserError } from '../utils/errors';
 import type { TrainOptimizer } from '../utils/optimizers';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { applyMatchingWeights, applyWeights, checkpointExists, CheckpointMeta, loadCheckpoint } from './checkpoint/store';
-import { oldPath, whyIncomplete } from './checkpoint/atomic_dir';
+import { existsOrOldCopy, whyIncomplete } from './checkpoint/atomic_dir';
 import { loadWeightsFrom } from './model_io';
 import { imagenetWeights } from '../models/encoders/imagenet';
-import type { RunDirs } from './run_dirs';
+import { resultsOfRun, RunDirs } from './run_dirs';
 
 export interface StartOptions {
   resume?: boolean;
@@ -35,11 +35,19 @@ export interface EpochShape {
   trainPairs: number;
 }
 
-/** Refuses a fresh start (no --resume) where an earlier run's last/ or best/ exists, unless `overwrite`. */
+/**
+ * Refuses a fresh start (no --resume) where an earlier run's last/ or best/ exists, or
+ * its results folder holds a run's results (another checkpoint.ckpt_root does not make
+ * them another run's to wipe), unless `overwrite`.
+ */
 export function refuseOverwrite(dirs: RunDirs, opts: StartOptions): void {
   if (opts.resume || opts.overwrite) return;
-  const found = [dirs.last, dirs.best].filter((d) => fs.existsSync(d) || fs.existsSync(oldPath(d)));
-  if (!found.length) return;
+  const found = [dirs.last, dirs.best].filter((d) => existsOrOldCopy(d));
+  if (!found.length) {
+    const held = resultsOfRun(dirs.results);
+    if (held) throw new UserError(`${dirs.results} already holds a run's results (${held}); pick another name (--set name=...), or pass --overwrite (library: overwrite: true) to replace them`);
+    return;
+  }
   const what = found.map((d) => path.basename(d) + '/').join(' and ');
   throw new UserError(`${dirs.ckpt} already holds a run (${what}); continue it with --resume, pick another name (--set name=...), or pass --overwrite to replace it`);
 }
@@ -225,12 +233,20 @@ export const selfTest: SelfTest = {
     const { runDirs } = await import('./run_dirs');
     const { parseConfig } = await import('../utils/config');
     const dir = tmpDir('overwrite');
-    const dirs = runDirs(parseConfig({ name: 'r', checkpoint: { ckpt_root: dir } }));
+    const dirs = runDirs(parseConfig({ name: 'r', checkpoint: { ckpt_root: dir }, results: { root: path.join(dir, 'res') } }));
     refuseOverwrite(dirs, {});
     fs.mkdirSync(dirs.best, { recursive: true });
     assert.throws(() => refuseOverwrite(dirs, {}), (e: Error) => e instanceof UserError && e.message === `${dirs.ckpt} already holds a run (best/); continue it with --resume, pick another name (--set name=...), or pass --overwrite to replace it`);
     refuseOverwrite(dirs, { overwrite: true });
     refuseOverwrite(dirs, { resume: true });
+    fs.rmSync(dirs.best, { recursive: true });
+    // Results of a run whose checkpoints live elsewhere (another checkpoint.ckpt_root): refused too.
+    fs.mkdirSync(dirs.results, { recursive: true });
+    fs.writeFileSync(path.join(dirs.results, 'config.yaml'), 'name: r\n'); // a run that stopped before its first row
+    refuseOverwrite(dirs, {});
+    fs.writeFileSync(dirs.history, '{"epoch":1}\n');
+    assert.throws(() => refuseOverwrite(dirs, {}), (e: Error) => e instanceof UserError && e.message.startsWith(`${dirs.results} already holds a run's results (history.jsonl); pick another name (--set name=...), or pass --overwrite`));
+    refuseOverwrite(dirs, { overwrite: true });
     fs.rmSync(dir, { recursive: true });
   },
 };

@@ -11,6 +11,7 @@ import type { HistoryRow } from './history';
 import type { EvalResult } from './evaluator';
 import { EventWriter, EVENT_FILE_PREFIX, eventStep, readRecords, SummaryValue, truncateEvents } from '../utils/tfevents';
 import { guardFsSync } from '../utils/errors';
+import { refuseLinkedFolder } from '../utils/file_out';
 import { runIfMain, SelfTest } from '../utils/self_test';
 
 /** Validation overlays per validation in the log: enough to watch, few enough to stay small. */
@@ -21,6 +22,7 @@ const FS = { what: 'TensorBoard log', kept: 'the checkpoints are not affected', 
 export class RunBoard {
   private readonly writer: EventWriter;
   constructor(readonly dir: string, resumeStep: number | null) {
+    refuseLinkedFolder(dir); // its event files are written and removed: never through a link
     this.writer = guardFsSync({ ...FS, path: dir }, () => {
       if (resumeStep === null) {
         for (const n of fs.existsSync(dir) ? fs.readdirSync(dir) : []) if (n.startsWith(EVENT_FILE_PREFIX)) fs.rmSync(path.join(dir, n));

@@ -1,6 +1,7 @@
 // Where one run's files live: <ckpt_root>/<name>/{last,best} and <results.root>/<name>/.
 // Every command asks here, so the layout is written down once.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../utils/config';
 import { runIfMain, SelfTest } from '../utils/self_test';
@@ -21,6 +22,18 @@ export function runDirs(cfg: Config): RunDirs {
   const ckpt = path.join(cfg.checkpoint.ckpt_root, cfg.name);
   const results = path.join(cfg.results.root, cfg.name);
   return { ckpt, last: path.join(ckpt, 'last'), best: path.join(ckpt, 'best'), results, history: path.join(results, 'history.jsonl') };
+}
+
+/**
+ * What shows that `results` holds a run's results (a history row, the final metrics or
+ * report), or null: a fresh run must not wipe them unasked, wherever its checkpoints live.
+ */
+export function resultsOfRun(results: string): string | null {
+  for (const name of ['history.jsonl', 'metrics.json', 'report.html']) {
+    const st = fs.statSync(path.join(results, name), { throwIfNoEntry: false });
+    if (st && (!st.isFile() || st.size > 0)) return name;
+  }
+  return null;
 }
 
 /** Where `evaluate` writes the report of one split. */

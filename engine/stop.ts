@@ -170,6 +170,27 @@ export class StopConditions {
   }
 }
 
+/**
+ * Catches SIGINT and SIGTERM while short work runs that must not be cut midway (an
+ * evaluation publishing its results): the first calls `onFirst`, which asks the work to
+ * stop at its next check; a second leaves at once (the work's temporary files are hidden
+ * and cleaned by the next run). Returns the function that removes the handlers.
+ */
+export function catchSignals(onFirst: (signal: NodeJS.Signals) => void): () => void {
+  let seen = 0;
+  const handlers = (['SIGINT', 'SIGTERM'] as const).map((sig) => {
+    const h = () => {
+      if (++seen === 1) return onFirst(sig);
+      void exitWith(128 + os.constants.signals[sig], 1000);
+    };
+    process.on(sig, h);
+    return [sig, h] as const;
+  });
+  return () => {
+    for (const [sig, h] of handlers) process.off(sig, h);
+  };
+}
+
 export const selfTest: SelfTest = {
   'a step limit asks to stop without being a signal'() {
     const seen: string[] = [];
@@ -194,6 +215,12 @@ export const selfTest: SelfTest = {
     assert.equal(t.signal, 'SIGTERM');
     assert.deepEqual(seen, ['SIGTERM']);
     t.dispose();
+    assert.equal(process.listenerCount('SIGTERM'), before);
+    const asked: string[] = [];
+    const release = catchSignals((s) => asked.push(s));
+    process.emit('SIGINT', 'SIGINT');
+    assert.deepEqual(asked, ['SIGINT']);
+    release();
     assert.equal(process.listenerCount('SIGTERM'), before);
   },
 };

@@ -32,6 +32,7 @@ import assert from 'node:assert/strict';
 import { initBackend } from '../backends';
 import { DeviceError, provokeDeviceError } from '../backends/webgpu_errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
+import { writeFileReplacing } from '../utils/file_out';
 
 export interface TrainOptions {
   /** Continue from ckpt_root/<name>/last. */
@@ -132,11 +133,11 @@ async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcom
   const warn = opts.quiet ? () => {} : (s: string) => console.warn(s);
   const meta = await startState(cfg, model, optimizer, dirs, opts, { stepsPerEpoch, trainPairs: trainPairs.length }, log, warn);
 
-  guardFsSync({ what: 'run config', setting: 'checkpoint.ckpt_root' }, () => fs.writeFileSync(path.join(dirs.ckpt, 'config.yaml'), dumpConfig(cfg))); // folder made by train()
+  guardFsSync({ what: 'run config', setting: 'checkpoint.ckpt_root' }, () => writeFileReplacing(path.join(dirs.ckpt, 'config.yaml'), dumpConfig(cfg))); // folder made by train()
   const history = new History(dirs.history);
   guardFsSync({ what: 'results', setting: 'results.root' }, () => {
     fs.mkdirSync(dirs.results, { recursive: true });
-    fs.writeFileSync(path.join(dirs.results, 'config.yaml'), dumpConfig(cfg));
+    writeFileReplacing(path.join(dirs.results, 'config.yaml'), dumpConfig(cfg));
     history.reset(opts.resume ? meta.step : null);
   });
   const board = new RunBoard(path.join(dirs.results, 'tb'), opts.resume ? meta.step : null);
@@ -326,7 +327,7 @@ async function finalResults(run: Run): Promise<EvalResult> {
   const hasBest = checkpointExists(dirs.best);
   if (hasBest) applyWeights(model, (await loadCheckpoint(dirs.best)).weights, dirs.best);
   log(`final evaluation of ${hasBest ? dirs.best : 'the last weights'} on ${run.valPairs.length} ${cfg.data.val_split} pairs, writing ${dirs.results}`);
-  const res = await writeResults(model, cfg, run.valPairs, run.history.read(), { trainSeconds: run.stop.elapsedSeconds(), quiet: run.opts.quiet, backend: run.opts.backend });
+  const res = await writeResults(model, cfg, run.valPairs, run.history.read(), { trainSeconds: run.stop.elapsedSeconds(), quiet: run.opts.quiet, backend: run.opts.backend, what: 'train (final evaluation; the checkpoints are saved)' });
   log(`checkpoints: ${dirs.last} (latest), ${dirs.best} (best ${cfg.checkpoint.best_metric} = ${meta.bestMetric?.toFixed(4)})`);
   log(`report: ${path.join(dirs.results, 'report.html')}`);
   return res;

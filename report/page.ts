@@ -13,6 +13,7 @@ import { BOTH_COLOR, GT_COLOR, PRED_COLOR, RGB, vocPalette } from './overlay';
 import { formatDuration } from '../utils/duration';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import type { HistoryRow } from '../engine/history';
+import { writeFileReplacing } from '../utils/file_out';
 
 export type { HistoryRow };
 
@@ -287,7 +288,7 @@ ${renderConfig(d.config)}
 export function writeReport(dir: string, data: ReportData): string {
   fs.mkdirSync(dir, { recursive: true });
   const file = path.join(dir, 'report.html');
-  fs.writeFileSync(file, renderReport(dir, data));
+  writeFileReplacing(file, renderReport(dir, data));
   return file;
 }
 

@@ -164,24 +164,25 @@ test('bad checkpoints: missing, empty, truncated, corrupt JSON -> one-line UserE
   }
 });
 
-test('interrupted swap falls back to <dir>.old; stale tmp folders are never loaded and get cleaned', async () => {
+test('interrupted swap falls back to the old copy; stale tmp folders are never loaded and get cleaned', async () => {
   const root = tmpRoot();
   try {
     const dir = path.join(root, 'best');
     const m = convBn();
     await saveCheckpoint(dir, m, null, { ...meta0, step: 1 });
-    fs.renameSync(dir, dir + '.old'); // killed between "best -> best.old" and "tmp -> best"
+    const old = path.join(root, '.best.old-999999999-1');
+    fs.renameSync(dir, old); // killed between "best -> old copy" and "tmp -> best"
     const half = path.join(root, '.best.tmp-999999999-3'); // a dead writer's half-written copy
     fs.mkdirSync(half);
     fs.writeFileSync(path.join(half, 'weights.bin'), 'x');
     assert.ok(checkpointExists(dir));
     const ck = await loadCheckpoint(dir);
-    assert.equal(ck.source, dir + '.old');
+    assert.equal(ck.source, old);
     assert.equal(ck.meta.step, 1);
 
-    // A marker-less `best` next to a good `.old` (e.g. damaged by hand): `.old` wins.
+    // A marker-less `best` next to a good old copy (e.g. damaged by hand): the old copy wins.
     fs.mkdirSync(dir);
-    assert.equal((await loadCheckpoint(dir)).source, dir + '.old');
+    assert.equal((await loadCheckpoint(dir)).source, old);
 
     await saveCheckpoint(dir, m, null, { ...meta0, step: 2 });
     assert.deepEqual(fs.readdirSync(root), ['best']);

@@ -120,9 +120,9 @@ describe('export', () => {
     await assert.rejects(loadWeightsFrom(cut), /has 100 bytes, expected \d+ \(truncated or modified after saving\)/);
     fs.rmSync(path.join(cut, 'complete.json'));
     await assert.rejects(loadWeightsFrom(cut), (e: Error) => e.message.startsWith(`${path.join(cut, 'model.json')}: its weight shards hold 100 bytes but the manifest needs`));
-    // A replacing export interrupted mid-swap leaves only <dir>.old: it is read from there.
+    // A replacing export interrupted mid-swap leaves only its hidden old copy: it is read from there.
     const swapped = copy('swapped');
-    fs.renameSync(swapped, `${swapped}.old`);
+    fs.renameSync(swapped, path.join(dir, '.swapped.old-999999999-1'));
     assert.equal((await loadWeightsFrom(swapped)).weights.length, (await loadWeightsFrom(out)).weights.length);
     const plain = copy('no-marker');
     fs.rmSync(path.join(plain, 'complete.json'));

@@ -3,6 +3,7 @@
 // stack trace.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { runIfMain, SelfTest } from './self_test';
 import { exitWith, runExitHooks } from './exit';
@@ -13,14 +14,24 @@ export class UserError extends Error {
   }
 }
 
-/** Runs a CLI entry point; turns any error into one readable line and exit code 1. */
+/** Work stopped by SIGINT/SIGTERM: one line, and the exit code a shell expects of that signal (128 + its number). */
+export class StoppedBySignal extends UserError {
+  constructor(message: string, readonly signal: string) {
+    super(message);
+  }
+  get exitCode(): number {
+    return 128 + ((os.constants.signals as Record<string, number>)[this.signal] ?? 15);
+  }
+}
+
+/** Runs a CLI entry point; turns any error into one readable line and exit code 1 (128 + n after signal n). */
 export async function runCli(main: () => Promise<void>): Promise<void> {
   try {
     await main();
   } catch (err) {
     console.error(`error: ${describeError(err)}`);
     if (!(err instanceof UserError) && process.env.SEMSEG_DEBUG) console.error((err as Error).stack);
-    await exitWith(1);
+    await exitWith(err instanceof StoppedBySignal ? err.exitCode : 1);
   }
   await runExitHooks();
 }

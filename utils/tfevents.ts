@@ -12,6 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from './self_test';
+import { appendFileNoFollow, writeFileReplacing } from './file_out';
 
 const CRC_TABLE = (() => {
   const t = new Uint32Array(256);
@@ -158,7 +159,7 @@ export class EventWriter {
 
   write(e: { step: number; fileVersion?: string; values?: SummaryValue[] }): void {
     // Appended record by record: a kill loses at most the record being written, which readers skip.
-    fs.appendFileSync(this.file, encodeRecord(encodeEvent({ wallTime: Date.now() / 1000, ...e })));
+    appendFileNoFollow(this.file, encodeRecord(encodeEvent({ wallTime: Date.now() / 1000, ...e })));
   }
 }
 
@@ -172,9 +173,7 @@ export function truncateEvents(dir: string, maxStep: number): void {
     const file = path.join(dir, name);
     const records = readRecords(fs.readFileSync(file));
     const kept = records.filter((r) => eventStep(r) <= maxStep);
-    const tmp = path.join(dir, `.${name}.tmp`);
-    fs.writeFileSync(tmp, Buffer.concat(kept.map(encodeRecord)));
-    fs.renameSync(tmp, file);
+    writeFileReplacing(file, Buffer.concat(kept.map(encodeRecord)));
   }
 }
 

@@ -4,8 +4,10 @@
 // Scheme: everything is written into a hidden sibling `.<base>.tmp-<pid>-<n>`,
 // each file fsynced, then `complete.json` (sizes + sha256 of every file) is
 // written last and the folder fsynced. rename(2) cannot replace a non-empty
-// folder, so the swap is: `<base>` -> `<base>.old`, tmp -> `<base>`, drop
-// `<base>.old`. Readers take `<base>` if it has the marker, else `<base>.old`.
+// folder, so the swap is: `<base>` -> `.<base>.old-<pid>-<n>`, tmp -> `<base>`, drop
+// that old copy. Readers take `<base>` if it has the marker, else the newest complete
+// `.<base>.old-*`. Every name the swap removes is one it made itself (hidden, with its
+// pid and a random number): a user's `<base>.old` or `site.old` is never touched.
 // Anything deleted is first renamed to `.<base>.trash-<pid>-<n>` so a half-deleted
 // folder never carries a name a reader would look at.
 import assert from 'node:assert/strict';
@@ -23,20 +25,19 @@ const MARKER_VERSION = 1;
 export interface FileRecord { bytes: number; sha256: string }
 export interface Marker { version: number; files: Record<string, FileRecord> }
 
-interface Siblings { dir: string; parent: string; base: string; old: string }
+interface Siblings { dir: string; parent: string; base: string }
 
 function siblings(dir: string): Siblings {
   const clean = dir.replace(/[\\/]+$/, '') || dir;
   const abs = path.resolve(clean);
-  return { dir: clean, parent: path.dirname(abs), base: path.basename(abs), old: clean + '.old' };
-}
-
-/** `<dir>.old`: where the previous copy lives during a swap. */
-export function oldPath(dir: string): string {
-  return siblings(dir).old;
+  return { dir: clean, parent: path.dirname(abs), base: path.basename(abs) };
 }
 
 let counter = 0;
+/** A name no other save (this process, another, or a dead one whose pid came back) has used. */
+function uniqueSuffix(): string {
+  return `${process.pid}-${++counter}${crypto.randomInt(1e9)}`;
+}
 const activeTmp = new Set<string>(); // our own in-flight tmp folders: never cleaned as stale
 const queues = new Map<string, Promise<unknown>>(); // one save at a time per folder in this process
 
@@ -107,10 +108,35 @@ function escapeRe(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
+function ownRe(s: Siblings, kinds: string): RegExp {
+  return new RegExp(`^\\.${escapeRe(s.base)}\\.(${kinds})-(\\d+)-\\d+$`);
+}
+
+/** The previous copies a swap in progress (or killed mid-swap) left: `.<base>.old-<pid>-<n>`, newest first. */
+function oldCopies(s: Siblings): string[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync(s.parent);
+  } catch {
+    return [];
+  }
+  const re = ownRe(s, 'old');
+  const mtime = (p: string) => {
+    try {
+      return fs.statSync(path.join(p, MARKER)).mtimeMs;
+    } catch {
+      return -1;
+    }
+  };
+  return names.filter((n) => re.test(n)).map((n) => path.join(path.dirname(s.dir), n))
+    .map((p) => [p, mtime(p)] as const).sort((a, b) => b[1] - a[1]).map(([p]) => p);
+}
+
 /** Removes tmp/trash siblings left by killed runs (their pid is gone) or by our own failed saves. */
 export async function cleanStale(dir: string): Promise<string[]> {
-  const { parent, base } = siblings(dir);
-  const re = new RegExp(`^\\.${escapeRe(base)}\\.(tmp|trash)-(\\d+)-\\d+$`);
+  const s = siblings(dir);
+  const { parent } = s;
+  const re = ownRe(s, 'tmp|trash');
   let names: string[];
   try {
     names = await fsp.readdir(parent);
@@ -148,9 +174,9 @@ function hasMarkerSync(dir: string): boolean {
   }
 }
 
-/** Renames away first (atomic), then deletes: a reader never sees a half-deleted `<base>`/`<base>.old`. */
+/** Renames away first (atomic), then deletes: a reader never sees a half-deleted `<base>` or old copy. */
 async function discard(p: string, s: Siblings): Promise<void> {
-  const trash = path.join(s.parent, `.${s.base}.trash-${process.pid}-${++counter}`);
+  const trash = path.join(s.parent, `.${s.base}.trash-${uniqueSuffix()}`);
   activeTmp.add(trash);
   try {
     await fsp.rename(p, trash);
@@ -189,7 +215,7 @@ async function publishNow(s: Siblings, fill: (out: DirWriter) => Promise<void>, 
     const e = err as NodeJS.ErrnoException;
     if (typeof e?.path === 'string') {
       // Name the folder being published, not our hidden tmp sibling (removed by now).
-      const m = new RegExp(`^${escapeRe(path.join(s.parent, '.' + s.base))}\\.(tmp|trash)-\\d+-\\d+`).exec(path.resolve(e.path));
+      const m = new RegExp(`^${escapeRe(path.join(s.parent, '.' + s.base))}\\.(tmp|trash|old)-\\d+-\\d+`).exec(path.resolve(e.path));
       if (m) e.path = path.join(s.dir, path.resolve(e.path).slice(m[0].length));
     }
     const prev = resolveComplete(s.dir);
@@ -201,7 +227,7 @@ async function publishNow(s: Siblings, fill: (out: DirWriter) => Promise<void>, 
 async function publishUnguarded(s: Siblings, fill: (out: DirWriter) => Promise<void>, allowedFiles: string[]): Promise<void> {
   await fsp.mkdir(s.parent, { recursive: true });
   await cleanStale(s.dir);
-  const tmp = path.join(s.parent, `.${s.base}.tmp-${process.pid}-${++counter}`);
+  const tmp = path.join(s.parent, `.${s.base}.tmp-${uniqueSuffix()}`);
   activeTmp.add(tmp);
   try {
     await fsp.mkdir(tmp);
@@ -216,13 +242,15 @@ async function publishUnguarded(s: Siblings, fill: (out: DirWriter) => Promise<v
 }
 
 async function swapIn(s: Siblings, tmp: string, allowedFiles: string[]): Promise<void> {
+  let old: string | null = null;
   if (await exists(s.dir)) {
     if (hasMarkerSync(s.dir)) {
-      if (await exists(s.old)) await discard(s.old, s);
-      await fsp.rename(s.dir, s.old);
+      old = path.join(s.parent, `.${s.base}.old-${uniqueSuffix()}`);
+      activeTmp.add(old);
+      await fsp.rename(s.dir, old);
       await fsyncDir(s.parent);
     } else {
-      // Never a complete copy (e.g. written by hand or corrupted); `.old`, if any, stays the fallback.
+      // Never a complete copy (e.g. written by hand or corrupted); an old copy, if any, stays the fallback.
       const allowed = new Set([...allowedFiles, MARKER]);
       const foreign = (await fsp.readdir(s.dir)).filter((n) => !allowed.has(n));
       if (foreign.length) {
@@ -233,15 +261,30 @@ async function swapIn(s: Siblings, tmp: string, allowedFiles: string[]): Promise
   }
   await fsp.rename(tmp, s.dir);
   await fsyncDir(s.parent);
-  if (await exists(s.old)) await discard(s.old, s);
+  try {
+    if (old) await discard(old, s);
+    // Old copies of saves killed mid-swap: `<base>` is complete again, so they are debris now.
+    const re = ownRe(s, 'old');
+    for (const p of oldCopies(s)) {
+      const pid = Number(re.exec(path.basename(p))![2]);
+      if (pid === process.pid ? !activeTmp.has(path.resolve(p)) : !pidAlive(pid)) await discard(p, s);
+    }
+  } finally {
+    if (old) activeTmp.delete(old);
+  }
 }
 
-/** The folder a reader should use: `dir` when complete, else `<dir>.old` when complete, else null. */
+/** The folder a reader should use: `dir` when complete, else the newest complete old copy of a swap, else null. */
 export function resolveComplete(dir: string): string | null {
   const s = siblings(dir);
   if (hasMarkerSync(s.dir)) return s.dir;
-  if (hasMarkerSync(s.old)) return s.old;
+  for (const p of oldCopies(s)) if (hasMarkerSync(p)) return p;
   return null;
+}
+
+/** Whether `dir`, or an old copy a swap left beside it, exists: a run's folder is there, complete or not. */
+export function existsOrOldCopy(dir: string): boolean {
+  return fs.existsSync(dir) || oldCopies(siblings(dir)).length > 0;
 }
 
 /** One line saying why `dir` has no complete copy. */
@@ -324,11 +367,21 @@ export const selfTest: SelfTest = {
       const m = await readMarker(dir);
       assert.equal((await readVerified(dir, m, 'a.txt')).toString(), 'three');
       assert.deepEqual(fs.readdirSync(root), ['last']);
-      // Mid-swap state: only `.old` exists.
-      fs.renameSync(dir, dir + '.old');
-      assert.equal(resolveComplete(dir), dir + '.old');
+      // Mid-swap state (killed between the two renames): only the hidden old copy exists.
+      const old = path.join(root, '.last.old-999999999-1');
+      fs.renameSync(dir, old);
+      assert.equal(resolveComplete(dir), old);
       await publishDir(dir, (o) => o.write('a.txt', 'four'), ['a.txt']);
       assert.deepEqual(fs.readdirSync(root), ['last']);
+      // A user's own `last.old` (a backup, even a complete one) is neither read nor removed.
+      fs.cpSync(dir, dir + '.old', { recursive: true });
+      fs.writeFileSync(path.join(dir + '.old', 'mine.txt'), 'x');
+      await publishDir(dir, (o) => o.write('a.txt', 'five'), ['a.txt']);
+      fs.rmSync(dir, { recursive: true });
+      assert.equal(resolveComplete(dir), null);
+      await publishDir(dir, (o) => o.write('a.txt', 'six'), ['a.txt']);
+      assert.deepEqual(fs.readdirSync(root).sort(), ['last', 'last.old']);
+      assert.equal(fs.readFileSync(path.join(dir + '.old', 'mine.txt'), 'utf8'), 'x');
     } finally {
       fs.rmSync(root, { recursive: true, force: true });
     }

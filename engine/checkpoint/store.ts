@@ -40,7 +40,7 @@ export interface LoadedCheckpoint {
   weights: NamedTensor[];
   optimizer: OptimizerState | null;
   meta: CheckpointMeta;
-  /** The folder actually read: `dir`, or `<dir>.old` when a save was interrupted mid-swap. */
+  /** The folder actually read: `dir`, or its hidden old copy when a save was interrupted mid-swap. */
   source: string;
 }
 
@@ -81,7 +81,7 @@ function manifestJson(manifest: ManifestEntry[]): string {
 }
 
 /**
- * Saves atomically: `dir` always holds (or, mid-swap, `<dir>.old` holds) a complete checkpoint.
+ * Saves atomically: `dir` always holds (or, mid-swap, its hidden old copy holds) a complete checkpoint.
  * `check` sees the weights as read for saving (one read of them) and may throw to save nothing.
  */
 export async function saveCheckpoint(
@@ -160,17 +160,20 @@ async function readFrom(src: string): Promise<LoadedCheckpoint> {
 function markerIdentity(src: string | null): string {
   if (src === null) return 'none';
   try {
+    // ctime and birth time too: a new marker may get the inode number of a removed one.
     const st = fs.statSync(path.join(src, MARKER));
-    return `${src}:${st.ino}:${st.mtimeMs}`;
+    return `${src}:${st.ino}:${st.mtimeMs}:${st.ctimeMs}:${st.birthtimeMs}:${st.size}`;
   } catch {
     return `${src}:gone`;
   }
 }
 
-/** Loads `dir` (or `<dir>.old` after an interrupted swap). Bad/missing/corrupt data: one-line UserError naming the file. */
+/** Loads `dir` (or the old copy a save left mid-swap). Bad/missing/corrupt data: one-line UserError naming the file. */
 export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
-  // A save in another process may swap folders while we read: if the folder we
-  // resolved changed under us, the error was the swap, not the data, so retry.
+  // A save in another process may swap folders while we read (raw ENOENT, or files of
+  // two saves): if the folder we resolved changed under us, the error was the swap, not
+  // the data, so read again. Bounded: a writer saving without pause cannot starve us for long.
+  const deadline = Date.now() + 5000;
   for (let attempt = 0; ; attempt++) {
     const src = resolveComplete(dir);
     const before = markerIdentity(src);
@@ -178,14 +181,14 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
       if (src === null) throw new UserError(whyIncomplete(dir));
       return await readFrom(src);
     } catch (err) {
-      if (attempt >= 4) throw err;
-      if (src === null) await new Promise((r) => setTimeout(r, 20));
+      if (attempt >= 50 || Date.now() > deadline) throw err;
+      if (src === null) await new Promise((r) => setTimeout(r, 20)); // maybe resolved between two renames of a swap
       if (markerIdentity(resolveComplete(dir)) === before) throw err;
     }
   }
 }
 
-/** True when `dir` (or its mid-swap fallback `<dir>.old`) holds a complete checkpoint. */
+/** True when `dir` (or its mid-swap old copy) holds a complete checkpoint. */
 export function checkpointExists(dir: string): boolean {
   return resolveComplete(dir) !== null;
 }

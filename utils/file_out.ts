@@ -1,0 +1,89 @@
+// How the product writes a file into a folder it fills (results, eval, predict,
+// history, TensorBoard): never through a symbolic link, so a link planted in a results
+// folder cannot make a fixed name such as metrics.json overwrite its target elsewhere.
+// A whole file goes to a fresh temporary name beside it (O_EXCL: a link of that name
+// fails) and is renamed over the target, which replaces a link itself, not what it
+// points at; a reader never sees half a file. Appends open with O_NOFOLLOW.
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { UserError } from './errors';
+import { runIfMain, SelfTest } from './self_test';
+
+/** A write(2) on a handle names no file: name the one the user knows. */
+function named(err: unknown, file: string, tmp?: string): unknown {
+  const e = err as NodeJS.ErrnoException;
+  if (e && typeof e === 'object' && typeof e.code === 'string' && (!e.path || e.path === tmp)) e.path = file;
+  return err;
+}
+
+/** Writes `file` whole (temporary name beside it, then rename), never through a symbolic link. */
+export function writeFileReplacing(file: string, data: string | Uint8Array): void {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
+  try {
+    fs.writeFileSync(tmp, data, { flag: 'wx' });
+    fs.renameSync(tmp, file);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw named(err, file, tmp);
+  }
+}
+
+const NOFOLLOW = fs.constants.O_NOFOLLOW ?? 0; // absent on Windows, where links need privileges to make
+
+/** Appends to `file` (creating it), refusing a symbolic link in its place. */
+export function appendFileNoFollow(file: string, data: string | Uint8Array): void {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | NOFOLLOW, 0o666);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new UserError(`${file}: is a symbolic link; refusing to write through it (remove the link)`);
+    throw named(err, file);
+  }
+  try {
+    fs.writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
+  } catch (err) {
+    throw named(err, file);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Refuses `dir` when it is a symbolic link: the product's own subfolders (tb/, overlays/) are never followed out. */
+export function refuseLinkedFolder(dir: string): void {
+  if (fs.lstatSync(dir, { throwIfNoEntry: false })?.isSymbolicLink()) {
+    throw new UserError(`${dir}: is a symbolic link; refusing to write through it (remove the link)`);
+  }
+}
+
+export const selfTest: SelfTest = {
+  'a link in place of the file is replaced, its target untouched; appends refuse links'() {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'file-out-'));
+    try {
+      const target = path.join(dir, 'victim.txt');
+      fs.writeFileSync(target, 'precious');
+      const file = path.join(dir, 'metrics.json');
+      fs.symlinkSync(target, file);
+      writeFileReplacing(file, '{}');
+      assert.equal(fs.readFileSync(target, 'utf8'), 'precious');
+      assert.ok(!fs.lstatSync(file).isSymbolicLink());
+      assert.equal(fs.readFileSync(file, 'utf8'), '{}');
+      const log = path.join(dir, 'history.jsonl');
+      fs.symlinkSync(target, log);
+      assert.throws(() => appendFileNoFollow(log, 'x'), (e: Error) => e instanceof UserError && e.message === `${log}: is a symbolic link; refusing to write through it (remove the link)`);
+      assert.equal(fs.readFileSync(target, 'utf8'), 'precious');
+      appendFileNoFollow(path.join(dir, 'a.log'), 'one');
+      appendFileNoFollow(path.join(dir, 'a.log'), 'two');
+      assert.equal(fs.readFileSync(path.join(dir, 'a.log'), 'utf8'), 'onetwo');
+      assert.deepEqual(fs.readdirSync(dir).filter((n) => n.includes('.tmp-')), [], 'no temporary left');
+      // A failed write names the file, not the temporary.
+      assert.throws(() => writeFileReplacing(path.join(dir, 'nope', 'x.json'), '{}'), (e: NodeJS.ErrnoException) => e.code === 'ENOENT' && e.path === path.join(dir, 'nope', 'x.json'));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  },
+};
+
+runIfMain(module, selfTest);
