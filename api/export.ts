@@ -1,7 +1,7 @@
 // exportModel(): what `npx export-model` does, returning the files written.
 import path from 'node:path';
 import assert from 'node:assert/strict';
-import { defaultCheckpoint } from '../engine/model_io';
+import { defaultCheckpoint, useCheckpointDefinition } from '../engine/model_io';
 import { checkOutputFolder, exportModel as writeExport, ExportResult, parseQuantization } from '../deploy/export_model';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { CommonOptions, ConfigSource, prepare } from './options';
@@ -23,6 +23,7 @@ export async function exportModel(config: ConfigSource, o: ExportOptions = {}): 
   const output = o.output ?? path.join(cfg.results.root, cfg.name, 'export');
   checkOutputFolder(output);
   const checkpoint = o.checkpoint ?? defaultCheckpoint(cfg);
+  useCheckpointDefinition(cfg, checkpoint, o.quiet ? () => {} : undefined); // the network the weights were trained as
   return { ...(await writeExport(cfg, { checkpoint, output, web: o.web, quantize })), checkpoint };
 }
 
