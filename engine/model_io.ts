@@ -179,7 +179,46 @@ export function refuseChangedDefinition(cfg: Config, storedConfig: unknown, sour
   );
 }
 
+/**
+ * An export records its network in model.json but not every model option (up_mode,
+ * aspp_rates, ...): the network the config builds is compared with it layer by layer, and
+ * another one refused, naming the first difference (loading its weights into it gave
+ * other masks without a word).
+ */
+async function checkExportTopology(cfg: Config, modelJson: string): Promise<void> {
+  type Layer = { name: string; class_name: string; config: Record<string, unknown> };
+  let theirs: Layer[];
+  try {
+    const t = JSON.parse(fs.readFileSync(modelJson, 'utf8'))?.modelTopology;
+    theirs = (t?.model_config ?? t)?.config?.layers;
+    if (!Array.isArray(theirs)) return;
+  } catch {
+    return; // unreadable: reading its weights says what is wrong
+  }
+  const { portableModel } = await import('../deploy/export_model'); // deploy imports this file
+  const built = getModel(cfg);
+  const portable = await portableModel(built, cfg.data.size, cfg.model.name);
+  built.dispose();
+  const ours = new Map(((portable.toJSON(null, false) as unknown as { config: { layers: Layer[] } }).config.layers).map((l) => [l.name, l]));
+  portable.dispose();
+  const strip = (c: Record<string, unknown>) => JSON.stringify({ ...c, name: undefined, trainable: undefined });
+  for (const l of theirs) {
+    const o = ours.get(l.name);
+    let why: string | null = null;
+    if (!o) why = `layer ${l.name} is not in the network the config builds`;
+    else if (o.class_name !== l.class_name) why = `layer ${l.name} is ${l.class_name} there, ${o.class_name} from the config`;
+    else if (strip(o.config) !== strip(l.config)) {
+      const k = Object.keys(l.config).find((key) => JSON.stringify(l.config[key]) !== JSON.stringify(o.config[key])) ?? '?';
+      why = `layer ${l.name} has ${k} ${show(l.config[k])} there, ${show(o.config[k])} from the config`;
+    }
+    if (why) throw new UserError(`${modelJson}: the config's model options build another network than this export (${why}); use the config it was trained with`);
+  }
+  if (ours.size !== theirs.length) throw new UserError(`${modelJson}: the config's model options build another network than this export (${ours.size} layers, not ${theirs.length}); use the config it was trained with`);
+}
+
 export async function loadModel(cfg: Config, checkpoint: string): Promise<tf.LayersModel> {
+  const json = exportModelJson(checkpoint);
+  if (json && !storedDefinition(checkpoint)?.complete) await checkExportTopology(cfg, json);
   const model = getModel(cfg);
   applyWeights(model, (await loadWeightsFrom(checkpoint)).weights, checkpoint);
   return model;
