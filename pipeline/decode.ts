@@ -97,6 +97,8 @@ async function readHeader(buf: Buffer, file: string, what: 'image' | 'mask'): Pr
     meta = await sharp(buf).metadata();
     if (!meta.width || !meta.height) throw new Error('no size');
   } catch (e) {
+    // A PNG with its header but cut short: the decoder's message says so ("truncated").
+    if (isPng(buf) && buf.length >= 24) return { width: buf.readUInt32BE(16), height: buf.readUInt32BE(20), orientation: 1 };
     throw new UserError(`${file}: not a readable ${what === 'mask' ? 'mask image' : 'image'} (${short(e)})`);
   }
   checkPixels(file, what, meta.width, meta.height);
