@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { z } from 'zod';
 import { listSplit } from '../loaders/registry';
 import { History } from '../engine/history';
-import { defaultCheckpoint, loadModel as loadWeights, useTrainedSize } from '../engine/model_io';
+import { defaultCheckpoint, loadModel as loadWeights, useCheckpointDefinition } from '../engine/model_io';
 import { evalDir, runDirs } from '../engine/run_dirs';
 import { checkResultsFolder, writeResults } from '../engine/results';
 import { preflightInference } from '../engine/preflight';
@@ -45,7 +45,7 @@ export async function evaluate(config: ConfigSource, o: EvaluateOptions = {}): P
   const log = logger(o);
   const { cfg, backend } = await prepare(config, o);
   const checkpoint = o.checkpoint ?? defaultCheckpoint(cfg);
-  useTrainedSize(cfg, checkpoint, o.quiet ? () => {} : undefined);
+  useCheckpointDefinition(cfg, checkpoint, o.quiet ? () => {} : undefined); // the network the weights were trained as
   preflightInference(cfg, { backend: backend.name, batch: cfg.training.batch_size, what: 'evaluation', threshold: o.threshold });
   const split = o.split ?? cfg.data.val_split;
   const outDir = o.output ?? evalDir(cfg, split);

@@ -2,7 +2,7 @@
 import path from 'node:path';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
-import { defaultCheckpoint } from '../engine/model_io';
+import { defaultCheckpoint, useCheckpointDefinition } from '../engine/model_io';
 import { checkOutputFolder, exportModel as writeExport, ExportResult, parseQuantization } from '../deploy/export_model';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { checkArgs, CommonOptions, ConfigSource, OPTION_KINDS as K, prepare } from './options';
@@ -26,6 +26,7 @@ export async function exportModel(config: ConfigSource, o: ExportOptions = {}): 
   const output = o.output ?? path.join(cfg.results.root, cfg.name, 'export');
   checkOutputFolder(output);
   const checkpoint = o.checkpoint ?? defaultCheckpoint(cfg);
+  useCheckpointDefinition(cfg, checkpoint, o.quiet ? () => {} : undefined); // the network the weights were trained as
   return { ...(await writeExport(cfg, { checkpoint, output, web: o.web, quantize })), checkpoint };
 }
 

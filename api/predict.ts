@@ -8,7 +8,7 @@ import { Config, isBinary } from '../utils/config';
 import { guardFsSync, UserError } from '../utils/errors';
 import { datasetMeta } from '../loaders/registry';
 import type { Rgb } from '../utils/dataset_utils';
-import { defaultCheckpoint, loadModel as loadWeights, useTrainedSize } from '../engine/model_io';
+import { defaultCheckpoint, loadModel as loadWeights, useCheckpointDefinition } from '../engine/model_io';
 import { listImages, planOutputs, predictFile, predictMask, PredictOptions } from '../engine/predictor';
 import { preflightInference } from '../engine/preflight';
 import { runIfMain, SelfTest } from '../utils/self_test';
@@ -71,7 +71,7 @@ export async function loadModel(config: ConfigSource, o: LoadOptions = {}): Prom
 async function load(config: ConfigSource, o: LoadOptions): Promise<SegmentationModel> {
   const { cfg, backend } = await prepare(config, o);
   const checkpoint = o.checkpoint ?? defaultCheckpoint(cfg);
-  useTrainedSize(cfg, checkpoint, o.quiet ? () => {} : undefined);
+  useCheckpointDefinition(cfg, checkpoint, o.quiet ? () => {} : undefined); // the network the weights were trained as
   preflightInference(cfg, { backend: backend.name, batch: 1 + cfg.evaluation.tta.length, what: 'prediction' });
   return new SegmentationModel(await loadWeights(cfg, checkpoint), cfg, checkpoint);
 }

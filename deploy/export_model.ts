@@ -27,6 +27,8 @@ export interface ExportMetadata {
   project_version: string;
   run: string;
   model: string;
+  /** The resolved `model:` section, so evaluate/predict of the export build the same network. */
+  model_config: Record<string, unknown>;
   checkpoint: { source: string; epoch: number | null; step: number | null; best_metric_name: string | null; best_metric: number | null };
   /**
    * After stretching the image to size (h, w): x = (rgb * scale - mean) / std per channel
@@ -63,6 +65,7 @@ export function exportMetadata(cfg: Config, source: string, meta: { epoch?: numb
     project_version: pkg.version,
     run: cfg.name,
     model: cfg.model.name,
+    model_config: { ...cfg.model },
     checkpoint: { source, epoch: meta?.epoch ?? null, step: meta?.step ?? null, best_metric_name: meta?.bestMetricName ?? null, best_metric: meta?.bestMetric ?? null },
     input: {
       size: [...cfg.data.size],

@@ -116,7 +116,7 @@ export async function predictMask(model: tf.LayersModel, cfg: Config, file: stri
   const x = normaliseImage(small.data, cfg.data);
   const probs = tf.tidy(() => predictProbs(model, tf.tensor4d(x, [1, h, w, 3]), opts.tta, opts.scales));
   const postprocess = opts.postprocess ? datasetMeta(cfg).postprocess : undefined;
-  const { classes } = await probsToMask(probs, full.width, full.height, { threshold: opts.threshold, postprocess });
+  const { classes } = await probsToMask(probs, full.width, full.height, { threshold: opts.threshold, postprocess, prob: false });
   probs.dispose();
   return { classes, image: full.data, width: full.width, height: full.height };
 }

@@ -18,7 +18,7 @@ import type { TrainOptimizer } from '../utils/optimizers';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { applyMatchingWeights, applyWeights, checkpointExists, CheckpointMeta, loadCheckpoint } from './checkpoint/store';
 import { existsOrOldCopy, whyIncomplete } from './checkpoint/atomic_dir';
-import { loadWeightsFrom } from './model_io';
+import { loadWeightsFrom, refuseChangedDefinition } from './model_io';
 import { imagenetWeights } from '../models/encoders/imagenet';
 import { resultsOfRun, RunDirs } from './run_dirs';
 
@@ -113,6 +113,7 @@ export async function startState(
       throw new UserError(`--resume: ${whyIncomplete(dirs.last)}; it was left as it is. Move it aside to keep it, then start afresh with --overwrite${fromBest}`);
     }
     const ck = await loadCheckpoint(dirs.last);
+    refuseChangedDefinition(cfg, ck.meta.config, dirs.last); // before the weights: a changed network is named, not its first odd shape
     applyWeights(model, ck.weights, dirs.last);
     if (ck.optimizer) await optimizer.setState(ck.optimizer);
     Object.assign(meta, ck.meta);

@@ -8,7 +8,9 @@ import assert from 'node:assert/strict';
 import sharp from 'sharp';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
-import { isPng, readPngMask } from './png';
+import { checkPixels, isPng, MAX_PIXELS, readPngMask } from './png';
+
+export { MAX_PIXELS };
 import type { MaskLut, PairRef } from '../loaders/registry';
 
 export interface RgbImage { data: Uint8Array; width: number; height: number } // HWC, 3 channels
@@ -33,7 +35,6 @@ function short(e: unknown): string {
   return String((e as Error).message ?? e).split('\n')[0];
 }
 
-/** Width/height from a JPEG's SOF marker, or null. */
 /** The EXIF orientation (1-8) in an APP1 payload, 1 when it has none. */
 function exifOrientation(seg: Buffer): number {
   try {
@@ -55,6 +56,7 @@ function exifOrientation(seg: Buffer): number {
   return 1;
 }
 
+/** Width/height (as stored) and EXIF orientation from a JPEG's SOF and APP1 markers, or null. */
 function jpegSize(buf: Buffer): { width: number; height: number; orientation: number } | null {
   if (buf[0] !== 0xff || buf[1] !== 0xd8) return null;
   let off = 2;
@@ -76,62 +78,93 @@ function jpegSize(buf: Buffer): { width: number; height: number; orientation: nu
   return null;
 }
 
+export interface FileHeader { width: number; height: number; orientation: number } // as stored; EXIF orientation 1-8
+
 /**
- * Size of an image file, from its header only (parsed here for PNG/JPEG: saves a libvips call).
- * Kept over image-size: measured 2 vs 7 us per file, and anything else falls back to sharp, which must decode it anyway.
+ * Stored size and EXIF orientation of an image or mask file, from its header alone (no
+ * pixel decoded), checked against MAX_PIXELS. JPEG is parsed here (saves a libvips call);
+ * anything else asks libvips, the decoder that turns it, so size and pixels always agree.
  */
-async function imageSize(buf: Buffer, file: string): Promise<{ width: number; height: number }> {
-  if (isPng(buf) && buf.length >= 24) return { width: buf.readUInt32BE(16), height: buf.readUInt32BE(20) };
-  // The size as a viewer shows it: EXIF orientations 5-8 turn the picture a quarter.
-  const upright = (w: number, h: number, o = 1) => (o >= 5 ? { width: h, height: w } : { width: w, height: h });
+async function readHeader(buf: Buffer, file: string, what: 'image' | 'mask'): Promise<FileHeader & { meta?: sharp.Metadata }> {
+  if (isPng(buf) && buf.length >= 24) checkPixels(file, what, buf.readUInt32BE(16), buf.readUInt32BE(20)); // before libvips looks further
   const j = jpegSize(buf);
-  if (j) return upright(j.width, j.height, j.orientation);
-  try {
-    const m = await sharp(buf).metadata();
-    if (!m.width || !m.height) throw new Error('no size');
-    return upright(m.width, m.height, m.orientation);
-  } catch (e) {
-    throw new UserError(`${file}: not a readable image (${short(e)})`);
+  if (j) {
+    checkPixels(file, what, j.width, j.height);
+    return j;
   }
+  let meta: sharp.Metadata;
+  try {
+    meta = await sharp(buf).metadata();
+    if (!meta.width || !meta.height) throw new Error('no size');
+  } catch (e) {
+    // A PNG with its header but cut short: the decoder's message says so ("truncated").
+    if (isPng(buf) && buf.length >= 24) return { width: buf.readUInt32BE(16), height: buf.readUInt32BE(20), orientation: 1 };
+    throw new UserError(`${file}: not a readable ${what === 'mask' ? 'mask image' : 'image'} (${short(e)})`);
+  }
+  checkPixels(file, what, meta.width, meta.height);
+  return { width: meta.width, height: meta.height, orientation: meta.orientation ?? 1, meta };
+}
+
+/** The size as a viewer shows it: EXIF orientations 5-8 turn the picture a quarter. */
+function uprightSize(h: FileHeader): { width: number; height: number } {
+  return h.orientation >= 5 ? { width: h.height, height: h.width } : { width: h.width, height: h.height };
 }
 
 /**
  * Any image sharp reads -> 3-channel 8-bit sRGB (greyscale expanded, alpha dropped,
  * 16-bit scaled to 8-bit). `size` = [h, w] resizes (stretching, like the network input).
+ * Every format is turned upright by its EXIF orientation, as a viewer shows it; srcWidth
+ * and srcHeight are that upright size.
  */
-export async function decodeImage(file: string, size?: readonly [number, number], buf?: Buffer): Promise<RgbImage & { srcWidth: number; srcHeight: number }> {
+export async function decodeImage(file: string, size?: readonly [number, number], buf?: Buffer): Promise<RgbImage & { srcWidth: number; srcHeight: number; orientation: number }> {
   buf ??= await readFile(file);
-  const src = await imageSize(buf, file);
+  const head = await readHeader(buf, file, 'image');
+  const src = uprightSize(head);
   try {
     // Turned upright by its EXIF orientation, as a viewer (and the deploy page's browser) shows it.
-    let s = sharp(buf, { failOn: 'warning' }).autoOrient();
+    let s = sharp(buf, { failOn: 'warning', limitInputPixels: MAX_PIXELS }).autoOrient();
     if (size && (size[0] !== src.height || size[1] !== src.width)) s = s.resize(size[1], size[0], { fit: 'fill' });
     const { data, info } = await s.removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
     if (info.channels !== 3) throw new Error(`got ${info.channels} channels`);
-    return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, srcWidth: src.width, srcHeight: src.height };
+    return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, srcWidth: src.width, srcHeight: src.height, orientation: head.orientation };
   } catch (e) {
     throw new UserError(`${file}: cannot decode image, truncated or corrupt? (${short(e)})`);
   }
 }
 
-/** Raw single-channel values of a mask file (palette index / grey level, 8 or 16 bit). */
-export async function readMaskValues(file: string, buf?: Buffer): Promise<{ values: Uint8Array | Uint16Array; width: number; height: number }> {
+/** `values` (ws x hs, as stored) turned upright by EXIF orientation `o`. */
+function orientValues<T extends Uint8Array | Uint16Array>(values: T, ws: number, hs: number, o: number): { values: T; width: number; height: number } {
+  const { width: w, height: h } = uprightSize({ width: ws, height: hs, orientation: o });
+  const at = storedAt(o, ws, hs);
+  const out = (values instanceof Uint16Array ? new Uint16Array(w * h) : new Uint8Array(w * h)) as T;
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
+    const [sx, sy] = at(x, y);
+    out[y * w + x] = values[sy * ws + sx];
+  }
+  return { values: out, width: w, height: h };
+}
+
+/**
+ * Raw single-channel values of a mask file (palette index / grey level, 8 or 16 bit),
+ * turned upright by its EXIF orientation like every image (a mask without one, the usual
+ * case, is read as stored).
+ */
+export async function readMaskValues(file: string, buf?: Buffer): Promise<{ values: Uint8Array | Uint16Array; width: number; height: number; orientation: number }> {
   buf ??= await readFile(file);
+  const head = await readHeader(buf, file, 'mask');
   // PNG masks are read by our own decoder: bit-exact for palette/16-bit, and measured
   // faster than libvips for 8-bit grey (1.3 vs 2.0 ms CPU per 256x256 mask).
-  if (isPng(buf)) return readPngMask(buf, file);
-  let meta: sharp.Metadata;
-  try {
-    meta = await sharp(buf).metadata();
-  } catch (e) {
-    throw new UserError(`${file}: not a readable mask image (${short(e)})`);
+  if (isPng(buf)) {
+    const m = await readPngMask(buf, file);
+    return { ...(head.orientation === 1 ? m : orientValues(m.values, m.width, m.height, head.orientation)), orientation: head.orientation };
   }
+  const meta = head.meta ?? (await sharp(buf).metadata());
   if ((meta.channels ?? 1) >= 3) throw new UserError(`${file}: mask is a colour image; expected single-channel class ids (greyscale or palette PNG)`);
   if (meta.depth && meta.depth !== 'uchar' && meta.depth !== 'char')
     throw new UserError(`${file}: ${meta.depth} mask; expected 8-bit class ids (save it as an 8-bit greyscale PNG)`);
   try {
-    const { data, info } = await sharp(buf, { failOn: 'warning' }).autoOrient().extractChannel(0).raw().toBuffer({ resolveWithObject: true });
-    return { values: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height };
+    const { data, info } = await sharp(buf, { failOn: 'warning', limitInputPixels: MAX_PIXELS }).autoOrient().extractChannel(0).raw().toBuffer({ resolveWithObject: true });
+    return { values: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, orientation: head.orientation };
   } catch (e) {
     throw new UserError(`${file}: cannot decode mask, truncated or corrupt? (${short(e)})`);
   }
@@ -197,10 +230,12 @@ export function resizeNearest(src: Uint8Array, sw: number, sh: number, dw: numbe
 export async function decodePair(pair: PairRef, rules: MaskRules, size: readonly [number, number], full = false): Promise<{ image: RgbImage; mask: LabelMask; fullMask?: LabelMask }> {
   const [ibuf, mbuf] = await Promise.all([readFile(pair.image), readFile(pair.mask)]);
   const [image, raw] = await Promise.all([decodeImage(pair.image, size, ibuf), readMaskValues(pair.mask, mbuf)]);
-  if (raw.width !== image.srcWidth || raw.height !== image.srcHeight)
+  if (raw.width !== image.srcWidth || raw.height !== image.srcHeight) {
+    const turned = (o: number) => (o !== 1 ? ` (upright, by its EXIF orientation ${o})` : '');
     throw new UserError(
-      `image ${pair.image} is ${image.srcWidth}x${image.srcHeight} but its mask ${pair.mask} is ${raw.width}x${raw.height}; they must be the same size`,
+      `image ${pair.image} is ${image.srcWidth}x${image.srcHeight}${turned(image.orientation)} but its mask ${pair.mask} is ${raw.width}x${raw.height}${turned(raw.orientation)}; they must be the same size`,
     );
+  }
   // Check every source value, but map only the (usually smaller) resized mask.
   checkMaskValues(raw.values, rules, pair.mask);
   const [h, w] = size;
@@ -216,19 +251,24 @@ export async function decodePair(pair: PairRef, rules: MaskRules, size: readonly
  */
 export function storedForOrientation(upright: Uint8Array, w: number, h: number, o: number): { data: Uint8Array; width: number; height: number } {
   const [ws, hs] = o >= 5 ? [h, w] : [w, h];
-  // Where the shown pixel (x, y) is stored, per the EXIF definition of each orientation.
-  const at: Record<number, (x: number, y: number) => [number, number]> = {
-    1: (x, y) => [x, y], 2: (x, y) => [ws - 1 - x, y], 3: (x, y) => [ws - 1 - x, hs - 1 - y], 4: (x, y) => [x, hs - 1 - y],
-    5: (x, y) => [y, x], 6: (x, y) => [y, hs - 1 - x], 7: (x, y) => [ws - 1 - y, hs - 1 - x], 8: (x, y) => [ws - 1 - y, x],
-  };
+  const at = storedAt(o, ws, hs);
   const data = new Uint8Array(w * h * 3);
   for (let y = 0; y < h; y++) {
     for (let x = 0; x < w; x++) {
-      const [sx, sy] = at[o](x, y);
+      const [sx, sy] = at(x, y);
       for (let c = 0; c < 3; c++) data[(sy * ws + sx) * 3 + c] = upright[(y * w + x) * 3 + c];
     }
   }
   return { data, width: ws, height: hs };
+}
+
+/** Where the shown pixel (x, y) is stored in a ws x hs file, per the EXIF definition of orientation `o`. */
+function storedAt(o: number, ws: number, hs: number): (x: number, y: number) => [number, number] {
+  const at: Record<number, (x: number, y: number) => [number, number]> = {
+    1: (x, y) => [x, y], 2: (x, y) => [ws - 1 - x, y], 3: (x, y) => [ws - 1 - x, hs - 1 - y], 4: (x, y) => [x, hs - 1 - y],
+    5: (x, y) => [y, x], 6: (x, y) => [y, hs - 1 - x], 7: (x, y) => [ws - 1 - y, hs - 1 - x], 8: (x, y) => [ws - 1 - y, x],
+  };
+  return at[o] ?? at[1];
 }
 
 export const selfTest: SelfTest = {

@@ -14,6 +14,21 @@ const SIGNATURE = Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]);
 export interface PngHeader { width: number; height: number; bitDepth: number; colorType: number; interlace: number }
 export interface MaskValues { width: number; height: number; values: Uint8Array | Uint16Array }
 
+/**
+ * The largest image or mask read, in pixels (width x height): libvips' own default
+ * (sharp's limitInputPixels, 16383 x 16383, about 268 megapixels), which images decoded by
+ * sharp always had, applied to every read (PNG masks decoded here too) from the file's
+ * header, before any pixel is decoded: a small file can claim a huge image.
+ */
+export const MAX_PIXELS = 0x3fff * 0x3fff;
+
+/** Throws one line naming the file, its size and the limit when w x h is over MAX_PIXELS. */
+export function checkPixels(file: string, what: string, width: number, height: number): void {
+  if (width * height <= MAX_PIXELS) return;
+  const mp = (n: number) => `${(n / 1e6).toFixed(1)} megapixels`;
+  throw new UserError(`${file}: ${what} is ${width}x${height} (${mp(width * height)}); the largest accepted is ${mp(MAX_PIXELS)} (16383x16383); scale it down first`);
+}
+
 export function isPng(buf: Buffer): boolean {
   return buf.length >= 8 && buf.subarray(0, 8).equals(SIGNATURE);
 }
@@ -27,6 +42,19 @@ export function readPngHeader(buf: Buffer, file: string): PngHeader {
     colorType: buf[25],
     interlace: buf[28],
   };
+}
+
+/** The payload of the eXIf chunk before the image data (a TIFF header and its IFDs), or null. */
+export function pngExif(buf: Buffer): Buffer | null {
+  let off = 8;
+  while (off + 12 <= buf.length) {
+    const len = buf.readUInt32BE(off);
+    const type = buf.toString('latin1', off + 4, off + 8);
+    if (type === 'IDAT' || type === 'IEND') return null; // eXIf after the image data is ignored by libvips too
+    if (type === 'eXIf') return buf.subarray(off + 8, Math.min(buf.length, off + 8 + len));
+    off += 12 + len;
+  }
+  return null;
 }
 
 /** True when the chunk list runs to IEND: fast-png decodes a cut-off file without complaint. */
@@ -47,6 +75,7 @@ function complete(buf: Buffer): boolean {
  */
 export async function readPngMask(buf: Buffer, file: string): Promise<MaskValues> {
   const h = readPngHeader(buf, file);
+  checkPixels(file, 'mask', h.width, h.height);
   if (h.colorType === 2 || h.colorType === 6)
     throw new UserError(`${file}: mask is an RGB(A) colour image; expected single-channel class ids (greyscale or palette PNG)`);
   if (h.colorType !== 0 && h.colorType !== 3 && h.colorType !== 4) throw new UserError(`${file}: unsupported PNG colour type ${h.colorType}`);

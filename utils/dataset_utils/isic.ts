@@ -14,15 +14,17 @@ export interface IsicPostprocessOptions {
 function components(w: number, h: number, inside: (i: number) => boolean, conn8: boolean): { labels: Int32Array; sizes: number[] } {
   const labels = new Int32Array(w * h);
   const sizes = [0];
-  const stack: number[] = [];
+  // Typed and grown by doubling: a number[] stack ran out of array length on a 12000x12000 mask.
+  let stack = new Int32Array(Math.min(w * h, 1 << 16));
+  let top = 0;
   for (let s = 0; s < w * h; s++) {
     if (labels[s] || !inside(s)) continue;
     const id = sizes.length;
     let n = 0;
     labels[s] = id;
-    stack.push(s);
-    while (stack.length) {
-      const p = stack.pop()!;
+    stack[top++] = s;
+    while (top) {
+      const p = stack[--top];
       n++;
       const x = p % w;
       const y = (p - x) / w;
@@ -35,7 +37,12 @@ function components(w: number, h: number, inside: (i: number) => boolean, conn8:
           const q = ny * w + nx;
           if (!labels[q] && inside(q)) {
             labels[q] = id;
-            stack.push(q);
+            if (top === stack.length) {
+              const grown = new Int32Array(Math.min(w * h, stack.length * 2)); // each pixel is pushed once at most
+              grown.set(stack);
+              stack = grown;
+            }
+            stack[top++] = q;
           }
         }
       }
@@ -47,13 +54,15 @@ function components(w: number, h: number, inside: (i: number) => boolean, conn8:
 
 /** mask: 0/1 per pixel (row-major, w*h). Returns a new 0/1 mask. */
 export function isicPostprocess(mask: Uint8Array, w: number, h: number, opts: IsicPostprocessOptions = {}): Uint8Array {
-  let out = Uint8Array.from(mask, (v) => (v === 1 ? 1 : 0));
+  // Loops, not Uint8Array.from(x, fn): that builds a plain array first, past V8's length limit at 12000x12000.
+  let out = new Uint8Array(mask.length);
+  for (let i = 0; i < mask.length; i++) out[i] = mask[i] === 1 ? 1 : 0;
   if (opts.largestComponent ?? true) {
     const { labels, sizes } = components(w, h, (i) => out[i] === 1, true);
     if (sizes.length > 2) {
       let best = 1;
       for (let i = 2; i < sizes.length; i++) if (sizes[i] > sizes[best]) best = i;
-      out = Uint8Array.from(labels, (l) => (l === best ? 1 : 0));
+      for (let i = 0; i < labels.length; i++) out[i] = labels[i] === best ? 1 : 0;
     }
   }
   if (opts.fillHoles ?? true) {
