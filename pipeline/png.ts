@@ -44,19 +44,6 @@ export function readPngHeader(buf: Buffer, file: string): PngHeader {
   };
 }
 
-/** The payload of the eXIf chunk before the image data (a TIFF header and its IFDs), or null. */
-export function pngExif(buf: Buffer): Buffer | null {
-  let off = 8;
-  while (off + 12 <= buf.length) {
-    const len = buf.readUInt32BE(off);
-    const type = buf.toString('latin1', off + 4, off + 8);
-    if (type === 'IDAT' || type === 'IEND') return null; // eXIf after the image data is ignored by libvips too
-    if (type === 'eXIf') return buf.subarray(off + 8, Math.min(buf.length, off + 8 + len));
-    off += 12 + len;
-  }
-  return null;
-}
-
 /** True when the chunk list runs to IEND: fast-png decodes a cut-off file without complaint. */
 function complete(buf: Buffer): boolean {
   let off = 8;
