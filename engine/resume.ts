@@ -14,7 +14,7 @@ import path from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
 import type { Config } from '../utils/config';
 import { UserError } from '../utils/errors';
-import type { TrainOptimizer } from '../utils/optimizers';
+import type { TrainOptimizer } from '../training/optimizers';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { applyMatchingWeights, applyWeights, checkpointExists, CheckpointMeta, loadCheckpoint } from './checkpoint/store';
 import { oldPath, whyIncomplete } from './checkpoint/atomic_dir';
@@ -140,7 +140,7 @@ export const selfTest: SelfTest = {
   async '--resume without last/ says to start without it; weights load into a fresh state'() {
     const { fixtureConfig, tmpDir } = await fixtures();
     const { getModel } = await import('../models/registry');
-    const { createOptimizer } = await import('../utils/optimizers');
+    const { createOptimizer } = await import('../training/optimizers');
     const { saveCheckpoint } = await import('./checkpoint/store');
     const { runDirs } = await import('./run_dirs');
     const dir = tmpDir('resume');
@@ -163,7 +163,7 @@ export const selfTest: SelfTest = {
   async 'model.encoder_weights loads the layers of the same name, keeps the rest, refuses another shape'() {
     const { fixtureConfig, tmpDir } = await fixtures();
     const { getModel } = await import('../models/registry');
-    const { createOptimizer } = await import('../utils/optimizers');
+    const { createOptimizer } = await import('../training/optimizers');
     const { saveCheckpoint } = await import('./checkpoint/store');
     const { runDirs } = await import('./run_dirs');
     const dir = tmpDir('encw');

@@ -1,5 +1,5 @@
 // The straightforward per-variable update (the optimizer before it ran over flat
-// buffers), kept as the reference that utils/optimizers.ts must match.
+// buffers), kept as the reference that training/optimizers.ts must match.
 import * as tf from '@tensorflow/tfjs';
 import type { OptimizerConfig } from '../../utils/config';
 

@@ -1,8 +1,8 @@
 // Learning rate per iteration (training.lr_schedule): a pure function of the
 // iteration, so resuming at iteration k gives exactly the same rate.
 import assert from 'node:assert/strict';
-import { parseConfig, ScheduleConfig } from './config';
-import { runIfMain, SelfTest } from './self_test';
+import { parseConfig, ScheduleConfig } from '../utils/config';
+import { runIfMain, SelfTest } from '../utils/self_test';
 
 /**
  * Rate for the step with 0-based index `iter` out of `totalIters` steps.

@@ -5,9 +5,9 @@
 // step count is plain JS, and the state round-trips exactly for resume.
 import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
-import { Config, OptimizerConfig, parseConfig } from './config';
-import { UserError } from './errors';
-import { runIfMain, SelfTest } from './self_test';
+import { Config, OptimizerConfig, parseConfig } from '../utils/config';
+import { UserError } from '../utils/errors';
+import { runIfMain, SelfTest } from '../utils/self_test';
 import { adamUpdateOp } from '../backends/webgpu_kernels';
 
 export interface OptimizerState {

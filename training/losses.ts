@@ -4,9 +4,9 @@
 // ignore index contribute nothing to any loss (value or gradient).
 import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
-import { Config, parseConfig } from './config';
-import { UserError } from './errors';
-import { runIfMain, SelfTest } from './self_test';
+import { Config, parseConfig } from '../utils/config';
+import { UserError } from '../utils/errors';
+import { runIfMain, SelfTest } from '../utils/self_test';
 
 export type LossFn = (logits: tf.Tensor4D, labels: tf.Tensor3D) => tf.Scalar;
 
