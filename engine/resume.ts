@@ -19,7 +19,7 @@ import { runIfMain, SelfTest } from '../utils/self_test';
 import { applyMatchingWeights, applyWeights, checkpointExists, CheckpointMeta, loadCheckpoint } from './checkpoint/store';
 import { oldPath, whyIncomplete } from './checkpoint/atomic_dir';
 import { loadWeightsFrom } from './model_io';
-import { imagenetWeights } from '../models/encoders/imagenet';
+import { pretrainedWeights } from '../models/encoders/index';
 import type { RunDirs } from './run_dirs';
 
 export interface StartOptions {
@@ -116,7 +116,7 @@ export async function startState(
   }
   const encoder = cfg.model.encoder_weights;
   if (encoder) {
-    const source = encoder === 'imagenet' ? await imagenetWeights((cfg.model as { encoder?: unknown }).encoder) : (await loadWeightsFrom(encoder)).weights;
+    const source = (await pretrainedWeights(cfg.model as { encoder?: unknown }, encoder)) ?? (await loadWeightsFrom(encoder)).weights;
     const r = applyMatchingWeights(model, source, encoder);
     const layers = (names: string[]) => [...new Set(names.map((n) => n.split('/')[0]))];
     const kept = layers(r.kept);
