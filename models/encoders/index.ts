@@ -75,7 +75,7 @@ export const encoderOption = z.string().superRefine((name, ctx) => {
  * registered encoder (e.g. imagenet), else null (it is a path). A source the model's
  * encoder lacks is a UserError naming the encoders that have it.
  */
-export function pretrainedWeights(model: { encoder?: unknown }, source: string, prefix = 'enc'): Promise<NamedTensor[]> | null {
+export function pretrainedWeights(model: Record<string, unknown>, source: string, prefix = 'enc'): Promise<NamedTensor[]> | null {
   const having = registeredEncoders().filter((n) => getEncoder(n).pretrained?.[source]);
   if (!having.length) return null;
   const encoder = model.encoder;
