@@ -19,7 +19,8 @@ export { registeredModels } from '../models/registry';
 export { registeredDatasets } from '../loaders/registry';
 export { UserError } from '../utils/errors';
 
-export const selfTest: SelfTest = {
+// Not exported: the library's door carries no test code (runIfMain keeps it for the self-test run).
+const selfTest: SelfTest = {
   async 'the five entry points are functions'() {
     const api = await import('./index');
     for (const f of ['train', 'evaluate', 'predict', 'loadModel', 'exportModel'] as const) assert.equal(typeof api[f], 'function', f);

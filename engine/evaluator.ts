@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import { BatchLoader } from '../pipeline/batcher';
 import { datasetMeta, listSplit, PairRef } from '../loaders/registry';
 import { Config, isBinary } from '../utils/config';
-import { BinaryImageStats, ConfusionMatrix, ThresholdSweep, formatMetricsTable } from '../utils/metrics';
+import { BinaryImageStats, ConfusionMatrix, ThresholdSweep, formatMetricsTable } from '../training/metrics';
 import { denormalize, Flip, predictProbs, probsToMask } from './inference';
 import { decodeImage } from '../pipeline/decode';
 import { colorizePng, overlayPng } from '../report/overlay';

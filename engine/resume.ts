@@ -14,12 +14,12 @@ import path from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
 import type { Config } from '../utils/config';
 import { UserError } from '../utils/errors';
-import type { TrainOptimizer } from '../utils/optimizers';
+import type { TrainOptimizer } from '../training/optimizers';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { applyMatchingWeights, applyWeights, checkpointExists, CheckpointMeta, loadCheckpoint } from './checkpoint/store';
 import { existsOrOldCopy, whyIncomplete } from './checkpoint/atomic_dir';
 import { loadWeightsFrom, refuseChangedDefinition } from './model_io';
-import { imagenetWeights } from '../models/encoders/imagenet';
+import { pretrainedWeights } from '../models/encoders/index';
 import { resultsOfRun, RunDirs } from './run_dirs';
 
 export interface StartOptions {
@@ -125,7 +125,7 @@ export async function startState(
   }
   const encoder = cfg.model.encoder_weights;
   if (encoder) {
-    const source = encoder === 'imagenet' ? await imagenetWeights((cfg.model as { encoder?: unknown }).encoder) : (await loadWeightsFrom(encoder)).weights;
+    const source = (await pretrainedWeights(cfg.model as { encoder?: unknown }, encoder)) ?? (await loadWeightsFrom(encoder)).weights;
     const r = applyMatchingWeights(model, source, encoder);
     const layers = (names: string[]) => [...new Set(names.map((n) => n.split('/')[0]))];
     const kept = layers(r.kept);
@@ -149,7 +149,7 @@ export const selfTest: SelfTest = {
   async '--resume without last/ says to start without it; weights load into a fresh state'() {
     const { fixtureConfig, tmpDir } = await fixtures();
     const { getModel } = await import('../models/registry');
-    const { createOptimizer } = await import('../utils/optimizers');
+    const { createOptimizer } = await import('../training/optimizers');
     const { saveCheckpoint } = await import('./checkpoint/store');
     const { runDirs } = await import('./run_dirs');
     const dir = tmpDir('resume');
@@ -172,7 +172,7 @@ export const selfTest: SelfTest = {
   async 'model.encoder_weights loads the layers of the same name, keeps the rest, refuses another shape'() {
     const { fixtureConfig, tmpDir } = await fixtures();
     const { getModel } = await import('../models/registry');
-    const { createOptimizer } = await import('../utils/optimizers');
+    const { createOptimizer } = await import('../training/optimizers');
     const { saveCheckpoint } = await import('./checkpoint/store');
     const { runDirs } = await import('./run_dirs');
     const dir = tmpDir('encw');

@@ -2,7 +2,7 @@
 // and the run's state (epoch, step, best metric) together, each save atomic.
 import assert from 'node:assert/strict';
 import type * as tf from '@tensorflow/tfjs';
-import type { OptimizerState, TrainOptimizer } from '../utils/optimizers';
+import type { OptimizerState, TrainOptimizer } from '../training/optimizers';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { UserError } from '../utils/errors';
 import { checkpointExists, CheckpointMeta, NamedTensor, saveCheckpoint } from './checkpoint/store';
@@ -61,7 +61,7 @@ export const selfTest: SelfTest = {
     const fs = await import('node:fs');
     const { fixtureConfig, tmpDir } = await import('../loaders/fixtures');
     const { getModel } = await import('../models/registry');
-    const { createOptimizer } = await import('../utils/optimizers');
+    const { createOptimizer } = await import('../training/optimizers');
     const { loadCheckpoint } = await import('./checkpoint/store');
     const { runDirs } = await import('./run_dirs');
     const { freshMeta } = await import('./resume');

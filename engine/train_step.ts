@@ -2,15 +2,15 @@
 // statistics and updates its running ones), loss, gradients, update.
 import * as tf from '@tensorflow/tfjs';
 import type { Batch } from '../pipeline/batcher';
-import type { LossFn } from '../utils/losses';
-import type { StagedGradients, TrainOptimizer } from '../utils/optimizers';
+import type { LossFn } from '../training/losses';
+import type { StagedGradients, TrainOptimizer } from '../training/optimizers';
 import { checkDevice } from '../backends/webgpu_errors';
 import assert from 'node:assert/strict';
 import { getModel } from '../models/registry';
 import { initBackend } from '../backends';
 import { parseConfig } from '../utils/config';
-import { buildLoss } from '../utils/losses';
-import { createOptimizer } from '../utils/optimizers';
+import { buildLoss } from '../training/losses';
+import { createOptimizer } from '../training/optimizers';
 import { mulberry32 } from '../utils/rng';
 import { runIfMain, SelfTest } from '../utils/self_test';
 

@@ -17,7 +17,7 @@ import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
 import { runIfMain, SelfTest } from '../utils/self_test';
-import { ENCODER_NAMES, freezeStages, frozenStagesOption, getEncoder, sizeAt } from './encoders/index';
+import { encoderOption, freezeStages, frozenStagesOption, getEncoder, sizeAt } from './encoders/index';
 import { atrousConv2D, portableAtrousConv2D } from './layers/atrous';
 import { fastBatchNorm, portableBatchNorm } from './layers/batch_norm';
 import { glorotInit, heInit } from './layers/init';
@@ -33,7 +33,7 @@ const LOW_CHANNELS = 48;
 
 const Options = z
   .object({
-    encoder: z.enum(ENCODER_NAMES).default('mobilenet_v2'),
+    encoder: encoderOption.default('mobilenet_v2'),
     // 16: the last encoder stage keeps stride 1 (undilated; see the encoders). 8 would need dilated depthwise convs.
     output_stride: z.union([z.literal(16), z.literal(32)]).default(16),
     frozen_stages: frozenStagesOption,

@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
 import { runIfMain, SelfTest } from '../utils/self_test';
-import { ENCODER_NAMES, freezeStages, frozenStagesOption, getEncoder, sizeAt, T } from './encoders/index';
+import { ENCODER_NAMES, encoderOption, freezeStages, frozenStagesOption, getEncoder, sizeAt, T } from './encoders/index';
 import { fastBatchNorm, portableBatchNorm } from './layers/batch_norm';
 import { glorotInit, heInit } from './layers/init';
 import { portableCropToMatch, upsampleLike } from './layers/upsample';
@@ -16,7 +16,7 @@ import { countTrainable, ModelIO, registerModel, tracedActivationFloats } from '
 
 const Options = z
   .object({
-    encoder: z.enum(ENCODER_NAMES).default('resnet18'),
+    encoder: encoderOption.default('resnet18'),
     frozen_stages: frozenStagesOption,
     // smp: 256 and 128. Halved here: the stride-4 3x3 conv (pyramid -> segmentation
     // channels) costs 9*P*S per stride-4 pixel, 295k MACs at smp's widths, as much as

@@ -1,10 +1,10 @@
-// The flat-buffer optimizer (utils/optimizers.ts) against the per-variable
+// The flat-buffer optimizer (training/optimizers.ts) against the per-variable
 // reference update, and its per-variable state, on cpu and wasm.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
-import { createOptimizer } from '../utils/optimizers';
+import { createOptimizer } from '../training/optimizers';
 import { parseConfig } from '../utils/config';
 import { seededValues } from '../utils/rng';
 import { PerTensorReference } from './helpers/per_tensor_optimizer';

@@ -7,8 +7,8 @@ import { initBackend } from '../backends';
 import { makeTrainStep } from '../engine/train_step';
 import { getModel } from '../models/registry';
 import { parseConfig } from '../utils/config';
-import { buildLoss } from '../utils/losses';
-import { createOptimizer } from '../utils/optimizers';
+import { buildLoss } from '../training/losses';
+import { createOptimizer } from '../training/optimizers';
 import { mulberry32 } from '../utils/rng';
 
 before(async () => {

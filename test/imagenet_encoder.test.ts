@@ -12,7 +12,7 @@ import { runDirs } from '../engine/run_dirs';
 import { imagenetMobileNetV2, kerasMobileNetV2Artifacts } from '../models/encoders/imagenet';
 import { mobilenetV2 } from '../models/encoders/mobilenet_v2';
 import { getModel } from '../models/registry';
-import { createOptimizer } from '../utils/optimizers';
+import { createOptimizer } from '../training/optimizers';
 import { fixtureConfig } from '../loaders/fixtures';
 import { parseConfig } from '../utils/config';
 import { tmpDir } from './helpers/cli';

@@ -2,7 +2,7 @@ import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
-import { buildLoss, registeredLosses } from '../utils/losses';
+import { buildLoss, registeredLosses } from '../training/losses';
 import { parseConfig } from '../utils/config';
 import { UserError } from '../utils/errors';
 

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BinaryImageStats, ConfusionMatrix, formatMetricsTable, perImageScores, ThresholdSweep } from '../utils/metrics';
+import { BinaryImageStats, ConfusionMatrix, formatMetricsTable, perImageScores, ThresholdSweep } from '../training/metrics';
 import { UserError } from '../utils/errors';
 
 const near = (a: number, b: number, tol = 1e-12) => assert.ok(Math.abs(a - b) < tol, `${a} vs ${b}`);

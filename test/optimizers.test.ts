@@ -1,7 +1,7 @@
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import { clipByGlobalNorm, createOptimizer, globalNorm, TrainOptimizer } from '../utils/optimizers';
+import { clipByGlobalNorm, createOptimizer, globalNorm, TrainOptimizer } from '../training/optimizers';
 import { parseConfig } from '../utils/config';
 import { UserError } from '../utils/errors';
 

@@ -52,7 +52,7 @@ test('U-Net training step gives the same loss with FastBatchNorm as with tfjs ba
   // Swaps FastBatchNorm's training call for the base class's one on the same model.
   const { getModel } = await import('../models/registry');
   const { parseConfig } = await import('../utils/config');
-  const { buildLoss } = await import('../utils/losses');
+  const { buildLoss } = await import('../training/losses');
   const { FastBatchNorm } = await import('../models/layers/batch_norm');
   registerWasmGradKernels();
   await onBackend('wasm', () => {
@@ -103,8 +103,8 @@ function trainDigest(threads: number): { threads: number; digest: string } {
     const { wasmThreads } = require(${mod('backends/wasm_threads')});
     const { getModel } = require(${mod('models/registry')});
     const { parseConfig } = require(${mod('utils/config')});
-    const { buildLoss } = require(${mod('utils/losses')});
-    const { createOptimizer } = require(${mod('utils/optimizers')});
+    const { buildLoss } = require(${mod('training/losses')});
+    const { createOptimizer } = require(${mod('training/optimizers')});
     const { makeTrainStep } = require(${mod('engine/train_step')});
     const { seededValues } = require(${mod('backends/wasm_kernels')});
     const crypto = require('node:crypto');

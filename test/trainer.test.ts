@@ -89,8 +89,8 @@ test('a NaN loss stops the run with a clear error and keeps the last good checkp
 test('a step with a NaN weight reports NaN and leaves the trainable weights untouched, though wasm hides the NaN from the loss', async () => {
   const { getModel } = await import('../models/registry');
   const { parseConfig } = await import('../utils/config');
-  const { buildLoss } = await import('../utils/losses');
-  const { createOptimizer } = await import('../utils/optimizers');
+  const { buildLoss } = await import('../training/losses');
+  const { createOptimizer } = await import('../training/optimizers');
   const { makeTrainStep } = await import('../engine/train_step');
   const cfg = parseConfig({ model: { base: 4, depth: 2 }, data: { size: [32, 32] } });
   const model = getModel(cfg);

@@ -23,7 +23,7 @@ const classList = z.array(z.number().finite().int().min(0).max(254)).nonempty();
 
 // An optional key; null (in a config or `--set key=null`) unsets one that a config it
 // extends has set, as MMSegmentation's `_delete_`: e.g. `--set training.loss.ohem=null`.
-const unsettable = <T extends z.ZodTypeAny>(schema: T) => z.preprocess((v) => (v === null ? undefined : v), schema.optional());
+export const unsettable = <T extends z.ZodTypeAny>(schema: T) => z.preprocess((v) => (v === null ? undefined : v), schema.optional());
 
 // Each augmentation is off unless its section is present. `p` is the chance it
 // is applied to a sample. Geometric ones move image and mask together;
@@ -123,71 +123,39 @@ const DataSchema = z
   })
   .strict();
 
+// The keys every loss, optimizer and schedule has; the named part's own keys (declared
+// in training/losses/<name>.ts, training/optimizers/<name>.ts, training/schedules/<name>.ts)
+// pass through here and are checked by its schema in parseConfig, so a typo is named as
+// for any key.
 const LossSchema = z
   .object({
     name: z.string().default('bce+dice'),
     weights: unsettable(z.array(z.number().finite().min(0))),
     class_weights: unsettable(z.array(z.number().finite().min(0))),
-    smooth: z.number().finite().min(0).default(1),
-    focal_gamma: z.number().finite().min(0).default(2),
-    // dice/jaccard per image, then averaged: each image's overlap counts alike, as in
-    // per-image metrics (ISIC's thresholded Jaccard), instead of large masks dominating.
-    per_image: z.boolean().default(false),
-    // Online hard example mining for the per-pixel losses (bce, ce, focal), as MMSegmentation's
-    // OHEMPixelSampler: only pixels whose probability of their own class is below `thresh`
-    // count, and at least the `min_kept` hardest of the batch (all of them when fewer).
-    ohem: unsettable(
-      z
-        .object({
-          thresh: z.number().finite().gt(0).max(1).default(0.7),
-          min_kept: z.number().finite().int().min(1).default(100000),
-        })
-        .strict(),
-    ),
-    // Boundary weighting for the per-pixel losses (bce, ce, focal): a pixel with a pixel of
-    // another labelled class within `width` pixels counts 1 + `weight` times, so that edges,
-    // and thin objects (poles, signs) that are mostly edge, weigh more. Ignored pixels are no class.
-    boundary: unsettable(
-      z
-        .object({
-          weight: z.number().finite().min(0).default(1),
-          width: z.number().finite().int().min(1).max(15).default(2),
-        })
-        .strict(),
-    ),
   })
-  .strict();
+  .passthrough();
 
 const OptimizerSchema = z
   .object({
-    name: z.enum(['sgd', 'adam', 'adamw', 'rmsprop']).default('adam'),
+    name: z.string().default('adam'),
     // Above 10 no optimizer here converges (Adam steps are ~lr per weight; SGD's with
     // unit gradients too): such a value is a typo (1e3 for 1e-3) that would only save Inf weights.
     lr: z.number().finite().positive().max(10).default(1e-3),
-    momentum: z.number().finite().min(0).max(1).default(0.9),
-    nesterov: z.boolean().default(false),
     weight_decay: z.number().finite().min(0).default(0),
-    beta1: z.number().finite().min(0).max(1).default(0.9),
-    beta2: z.number().finite().min(0).max(1).default(0.999),
-    epsilon: z.number().finite().positive().default(1e-7),
     // Learning-rate multipliers by weight name, as MMSegmentation's paramwise custom_keys: the
     // longest key contained in a weight's name applies (e.g. {enc_: 0.1} moves a pretrained
     // encoder ten times slower than the decoder learning from scratch); the rest get 1.
     lr_mult: z.record(z.string().min(1), z.number().finite().min(0).max(10)).default({}),
   })
-  .strict();
+  .passthrough();
 
 const ScheduleSchema = z
   .object({
-    name: z.enum(['constant', 'poly', 'cosine', 'step']).default('poly'),
-    power: z.number().finite().positive().default(0.9),
-    min_lr: z.number().finite().min(0).max(10).default(0), // bound: as optimizer.lr
-    step_size: z.number().finite().int().positive().default(30), // epochs, for `step`
-    gamma: z.number().finite().positive().default(0.1),
+    name: z.string().default('poly'),
     warmup_iters: z.number().finite().int().min(0).default(0),
     warmup_ratio: z.number().finite().min(0).max(1).default(0.1),
   })
-  .strict();
+  .passthrough();
 
 const TrainingSchema = z
   .object({
@@ -378,6 +346,11 @@ export function parseConfig(raw: unknown, source = 'config'): Config {
   const opts = def.options.strict().safeParse(own);
   if (!opts.success) throw new UserError(formatIssues(source, raw, opts.error.issues.map((i) => ({ ...i, path: ['model', ...i.path] }))));
   cfg.model = { ...common, ...opts.data } as Config['model'];
+  // The named loss, optimizer and schedule own their keys (training/); required, as above.
+  const t = cfg.training;
+  t.loss = (require('../training/losses') as typeof import('../training/losses')).resolveLossSection(t.loss, source, raw) as typeof t.loss;
+  t.optimizer = (require('../training/optimizers') as typeof import('../training/optimizers')).resolveOptimizerSection(t.optimizer, source, raw) as typeof t.optimizer;
+  t.lr_schedule = (require('../training/lr_schedule') as typeof import('../training/lr_schedule')).resolveScheduleSection(t.lr_schedule, source, raw) as typeof t.lr_schedule;
   const aug = cfg.training.augmentations;
   for (const [key, classes] of [['crop.focus', aug.crop?.focus?.classes], ['paste', aug.paste?.classes]] as const) {
     const bad = (classes ?? []).find((c) => c >= cfg.data.num_classes || c === cfg.data.ignore_index);
@@ -453,7 +426,7 @@ export const selfTest: SelfTest = {
     const c = parseConfig(raw);
     assert.deepEqual([c.training.loss.ohem, c.training.augmentations.hflip, c.training.iterations], [undefined, undefined, undefined]);
     assert.deepEqual(c.training.augmentations.crop?.size, [8, 8]);
-    assert.equal(parseConfig(base).training.loss.ohem?.min_kept, 100000);
+    assert.equal((parseConfig(base).training.loss.ohem as { min_kept: number }).min_kept, 100000);
     assert.throws(() => parseConfig({ training: { batch_size: null } }, 'x.yaml'), /x\.yaml: key 'training\.batch_size' has null; expected number/);
   },
   'wrong type names key, value and expectation'() {

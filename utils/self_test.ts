@@ -1,4 +1,4 @@
-// Each production module (models/, loaders/, pipeline/, engine/, backends/, report/, utils/) exports `selfTest`, a set of named
+// Each production module (models/, loaders/, pipeline/, engine/, backends/, report/, utils/, training/) exports `selfTest`, a set of named
 // checks. Running the module file on its own (`npx tsx models/unet.ts` or
 // `node dist/models/unet.js`) runs them, like Python's `if __name__ == "__main__"`;
 // test/self_tests.test.ts runs the same checks under `npm test`.
@@ -6,7 +6,17 @@ import assert from 'node:assert/strict';
 export type Check = () => void | Promise<void>;
 export type SelfTest = Record<string, Check>;
 
+// Checks by module file, for a module that keeps them out of its exports (the public API,
+// api/index.ts, exports no test code); test/self_tests.test.ts finds them here.
+const registered = new Map<string, SelfTest>();
+
+/** The checks a module passed to runIfMain, by its file name. */
+export function selfTestOf(filename: string): SelfTest | undefined {
+  return registered.get(filename);
+}
+
 export function runIfMain(mod: NodeModule, checks: SelfTest): void {
+  registered.set(mod.filename, checks);
   if (!isMainModule(mod)) return;
   // exit.ts imports this module: required here, when a check has run, to avoid the cycle at load.
   void runChecks(mod.filename, checks).then((ok) => (require('./exit') as typeof import('./exit')).exitWith(ok ? 0 : 1));

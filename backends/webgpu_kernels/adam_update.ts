@@ -1,6 +1,6 @@
 // SemsegAdamUpdate (webgpu): one Adam/AdamW step over a flat buffer of weights in one
 // kernel (three shaders: the new weights, m and v), instead of ~13 op kernels per
-// weight group. Same arithmetic as utils/optimizers.ts:
+// weight group. Same arithmetic as training/optimizers.ts:
 //   g' = g + l2 * w                    (Adam with L2 weight decay; l2 = 0 otherwise)
 //   m = b1 m + (1 - b1) g',  v = b2 v + (1 - b2) g'^2
 //   w = w * shrink - m / (sqrt(v) / sqrt(bc2) + eps) * lr / bc1   (shrink = 1 - lr wd for AdamW)

@@ -11,7 +11,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import yaml from 'js-yaml';
 import { UserError } from '../../utils/errors';
-import type { OptimizerState } from '../../utils/optimizers';
+import type { OptimizerState } from '../../training/optimizers';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { MARKER, publishDir, readMarker, readVerified, resolveComplete, whyIncomplete } from './atomic_dir';
 import { FORMAT, FORMAT_VERSION, ManifestEntry, NamedTensor, numel, OptimizerJsonSchema, packTensors, parseJson, parseState, unpackTensors } from './format';

@@ -1,10 +1,13 @@
 // Encoders (backbones) shared by decoders, as segmentation_models.pytorch shares them:
-// DeepLabV3+ and FPN take `model.encoder: <name>`. A new encoder is one file in this
-// folder plus one line in ENCODERS below.
+// DeepLabV3+ and FPN take `model.encoder: <name>`. An encoder is one file in this folder,
+// <name>.ts, registering an EncoderDefinition (found by its file name on first use), with
+// its pretrained weights as data on the entry (`pretrained`, as smp's pretrained_settings).
 import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
+import type { NamedTensor } from '../../engine/checkpoint/format';
 import { UserError } from '../../utils/errors';
+import { FolderRegistry } from '../../utils/folder_registry';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 
 export type T = tf.SymbolicTensor;
@@ -34,20 +37,54 @@ export interface EncoderDefinition {
   paramCount(inChannels: number): number;
   /** Floats of every layer output (the input excluded) for one h x w sample. */
   activationFloats(inChannels: number, height: number, width: number, o: Pick<EncoderOptions, 'outputStride'>): number;
+  /**
+   * Pretrained weights by source name (`model.encoder_weights: <source>`, e.g. imagenet):
+   * a loader of the weights named for the encoder built with `prefix`.
+   */
+  pretrained?: Record<string, (prefix: string) => Promise<NamedTensor[]>>;
 }
 
-const ENCODERS: Record<string, () => EncoderDefinition> = {
-  resnet18: () => require('./resnet').resnet18,
-  resnet34: () => require('./resnet').resnet34,
-  mobilenet_v2: () => require('./mobilenet_v2').mobilenetV2,
-};
+// Encoders by file name in this folder; these files are not encoders.
+const encoders = new FolderRegistry<EncoderDefinition>(__dirname, new Set(['index', 'imagenet', 'resnet']), (name, known) => `model.encoder '${name}' is not a registered encoder; registered: ${known.join(', ')}`);
 
-export const ENCODER_NAMES = Object.keys(ENCODERS) as [string, ...string[]];
+export function registerEncoder<E extends EncoderDefinition>(e: E): E {
+  encoders.register(e);
+  return e;
+}
+
+/** Names of the encoders in this folder (and any registered from elsewhere). */
+export function registeredEncoders(): string[] {
+  return encoders.names();
+}
+
+/** The encoders in this folder when it was loaded (self-tests that build each). */
+export const ENCODER_NAMES = registeredEncoders() as [string, ...string[]];
 
 export function getEncoder(name: string): EncoderDefinition {
-  const e = ENCODERS[name];
-  if (!e) throw new UserError(`model.encoder '${name}' is not an encoder; expected one of ${ENCODER_NAMES.join(', ')}`);
-  return e();
+  return encoders.get(name);
+}
+
+/** `model.encoder` of the models over an encoder: a registered encoder's name. */
+export const encoderOption = z.string().superRefine((name, ctx) => {
+  const known = registeredEncoders();
+  if (!known.includes(name)) ctx.addIssue({ code: z.ZodIssueCode.custom, message: `not a registered encoder; registered: ${known.join(', ')}` });
+});
+
+/**
+ * The weights of `model.encoder_weights` when it names a pretrained source of some
+ * registered encoder (e.g. imagenet), else null (it is a path). A source the model's
+ * encoder lacks is a UserError naming the encoders that have it.
+ */
+export function pretrainedWeights(model: Record<string, unknown>, source: string, prefix = 'enc'): Promise<NamedTensor[]> | null {
+  const having = registeredEncoders().filter((n) => getEncoder(n).pretrained?.[source]);
+  if (!having.length) return null;
+  const encoder = model.encoder;
+  const load = typeof encoder === 'string' && registeredEncoders().includes(encoder) ? getEncoder(encoder).pretrained?.[source] : undefined;
+  if (!load) {
+    const which = typeof encoder === 'string' ? `encoder '${encoder}'` : 'this model (it has no model.encoder)';
+    throw new UserError(`model.encoder_weights: '${source}' weights exist for encoder ${having.join(', ')} only, not for ${which}; give a checkpoint folder or model.json instead`);
+  }
+  return load(prefix);
 }
 
 /**
@@ -92,7 +129,14 @@ export const selfTest: SelfTest = {
         f.maps.forEach((m, i) => assert.deepEqual(m.shape, [null, sizeAt(37, f.strides[i]), sizeAt(51, f.strides[i]), f.channels[i]], `${name} map ${i}`));
       }
     }
-    assert.throws(() => getEncoder('vgg16'), /model\.encoder 'vgg16' is not an encoder; expected one of resnet18, resnet34, mobilenet_v2/);
+    assert.throws(() => getEncoder('vgg16'), /model\.encoder 'vgg16' is not a registered encoder; registered: mobilenet_v2, resnet18, resnet34/);
+    assert.throws(() => getEncoder('resnet'), /is not a registered encoder/);
+  },
+  'pretrained weights are asked of the encoder entry; a path is none of them'() {
+    assert.equal(pretrainedWeights({ encoder: 'resnet18' }, 'ckpts/run'), null);
+    assert.throws(() => pretrainedWeights({ encoder: 'resnet18' }, 'imagenet'), /^UserError: model\.encoder_weights: 'imagenet' weights exist for encoder mobilenet_v2 only, not for encoder 'resnet18'/);
+    assert.throws(() => pretrainedWeights({}, 'imagenet'), /not for this model \(it has no model\.encoder\)/);
+    assert.equal(typeof getEncoder('mobilenet_v2').pretrained?.imagenet, 'function');
   },
   'freezeStages leaves exactly the layers up to that feature map untrainable'() {
     const input = tf.input({ shape: [32, 32, 3] });

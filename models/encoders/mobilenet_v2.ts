@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { convBnAct, convBnActFloats, convBnActParams, invertedResidual, invertedResidualFloats, invertedResidualParams } from '../layers/mobilenet_parts';
 import { countTrainable, tracedActivationFloats } from '../registry';
-import { EncoderDefinition, EncoderOptions, Features, sizeAt, T } from './index';
+import { imagenetMobileNetV2 } from './imagenet';
+import { EncoderDefinition, EncoderOptions, Features, registerEncoder, sizeAt, T } from './index';
 
 /** (expansion t, channels c, blocks n, first stride s) per stage, Sandler et al. 2018, Table 2. */
 const STAGES: [number, number, number, number][] = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]];
@@ -39,9 +40,11 @@ function blocks(outputStride: 16 | 32): { index: number; stage: number; cin: num
   return out;
 }
 
-export const mobilenetV2: EncoderDefinition = {
+export const mobilenetV2: EncoderDefinition = registerEncoder({
   name: 'mobilenet_v2',
   channels: CHANNELS,
+  // Keras's ImageNet weights, carried by an npm package (imagenet.ts).
+  pretrained: { imagenet: imagenetMobileNetV2 },
   build(x: T, o: EncoderOptions): Features {
     const p = o.prefix;
     x = convBnAct(x, STEM, { kernel: 3, stride: 2, act: 'relu6', name: `${p}_stem`, seed: o.seed });
@@ -74,7 +77,7 @@ export const mobilenetV2: EncoderDefinition = {
     }
     return n;
   },
-};
+});
 
 function encoderModel(inChannels: number, outputStride: 16 | 32): tf.LayersModel {
   const input = tf.input({ shape: [null, null, inChannels], name: 'image' });

@@ -1,5 +1,5 @@
 // The straightforward per-variable update (the optimizer before it ran over flat
-// buffers), kept as the reference that utils/optimizers.ts must match.
+// buffers), kept as the reference that training/optimizers.ts must match.
 import * as tf from '@tensorflow/tfjs';
 import type { OptimizerConfig } from '../../utils/config';
 
@@ -9,8 +9,13 @@ export class PerTensorReference {
   private slots = new Map<string, Record<string, tf.Variable>>();
   private step = 0;
 
-  constructor(private readonly c: OptimizerConfig, private readonly clip: number | undefined,
-    private readonly decayFilter: (n: string) => boolean = (n) => n.includes('kernel')) {}
+  // The resolved section holds the named optimizer's own keys (training/optimizers/<name>.ts).
+  private readonly c: OptimizerConfig & { momentum: number; nesterov: boolean; beta1: number; beta2: number; epsilon: number };
+
+  constructor(opt: OptimizerConfig, private readonly clip: number | undefined,
+    private readonly decayFilter: (n: string) => boolean = (n) => n.includes('kernel')) {
+    this.c = opt as PerTensorReference['c'];
+  }
 
   applyGradients(grads: Record<string, tf.Tensor>, vars: Record<string, tf.Variable>): void {
     const c = this.c;

@@ -3,12 +3,75 @@
 // construction, keep slots by position instead of variable name, and cannot
 // do decoupled weight decay. Here every slot is keyed by variable name, the
 // step count is plain JS, and the state round-trips exactly for resume.
+// An optimizer's own arithmetic and options are one file, training/optimizers/<name>.ts
+// (an OptimizerDefinition, found by its file name); this file runs it over flat buffers.
 import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
-import { Config, OptimizerConfig, parseConfig } from './config';
-import { UserError } from './errors';
-import { runIfMain, SelfTest } from './self_test';
-import { adamUpdateOp } from '../backends/webgpu_kernels';
+import path from 'node:path';
+import { z } from 'zod';
+import { Config, OptimizerConfig, parseConfig } from '../utils/config';
+import { UserError } from '../utils/errors';
+import { FolderRegistry } from '../utils/folder_registry';
+import { partOptions, resolvePartSection } from '../utils/part_options';
+import { runIfMain, SelfTest } from '../utils/self_test';
+
+/** One update of a flat group of variables (weights, gradients and slots as 1-D buffers). */
+export interface GroupStep {
+  w: tf.Tensor1D;
+  grad: tf.Tensor;
+  /** The group's slots, by the names `slots` gave: assign their new values. */
+  slots: Record<string, tf.Variable>;
+  /** Learning rate of the group (training.optimizer.lr_mult applied). */
+  lr: number;
+  /** 1-based count of updates (bias correction). */
+  step: number;
+  /** training.optimizer.weight_decay for a decayed group, else 0. */
+  decay: number;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export interface OptimizerDefinition<S extends z.ZodObject<any> = z.ZodObject<any>> {
+  name: string;
+  /** One line: what it is (README, messages). */
+  summary: string;
+  /** The keys of training.optimizer it owns, with their defaults (beside OPTIMIZER_KEYS). */
+  options: S;
+  /** Its slots per variable; checkpoints hold them as `<variable>/<slot>`. */
+  slots(o: z.infer<S>): string[];
+  /** The group's new weights; element-wise, so a flat group updates as its variables would. */
+  update(g: GroupStep, o: z.infer<S>): tf.Tensor;
+}
+
+/** The training.optimizer keys of every optimizer; the rest belong to the named one's schema. */
+export const OPTIMIZER_KEYS = ['name', 'lr', 'weight_decay', 'lr_mult'] as const;
+
+const optimizers = new FolderRegistry<OptimizerDefinition>(path.join(__dirname, 'optimizers'), new Set(), (name, known) => `training.optimizer.name '${name}' is not a registered optimizer; registered: ${known.join(', ')}`);
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export function registerOptimizer<S extends z.ZodObject<any>>(d: OptimizerDefinition<S>): OptimizerDefinition<S> {
+  optimizers.register(d as unknown as OptimizerDefinition);
+  return d;
+}
+
+/** Names of the optimizers in training/optimizers/ (and any registered from elsewhere). */
+export function registeredOptimizers(): string[] {
+  return optimizers.names();
+}
+
+export function getOptimizerDefinition(name: string): OptimizerDefinition {
+  return optimizers.get(name);
+}
+
+/** training.optimizer with the named optimizer's own keys checked and defaulted (parseConfig). */
+export function resolveOptimizerSection(section: Record<string, unknown>, source: string, raw: unknown): Record<string, unknown> {
+  const kind = { kind: 'optimizer', at: ['training', 'optimizer'], common: OPTIMIZER_KEYS, get: getOptimizerDefinition, names: registeredOptimizers };
+  return resolvePartSection(kind, section, [String(section.name)], source, raw).section;
+}
+
+/** The gradient with L2 weight decay added (decay 0: unchanged), for the optimizers that decay through it. */
+export function withL2(g: GroupStep): tf.Tensor {
+  return g.decay > 0 ? tf.add(g.grad, tf.mul(g.w, g.decay)) : g.grad;
+}
 
 export interface OptimizerState {
   name: string;
@@ -53,9 +116,6 @@ export interface OptimizerOptions {
   /** Which variables get weight decay; default: names containing 'kernel' (not biases, BN). */
   decayFilter?: (varName: string) => boolean;
 }
-
-// RMSProp's moving-average factor for squared gradients (Keras/tfjs default).
-const RMSPROP_RHO = 0.9;
 
 /** sqrt of the sum of squares of all gradients, as a tensor (no GPU/CPU sync). */
 export function globalNorm(grads: tf.Tensor[]): tf.Scalar {
@@ -117,7 +177,10 @@ class FlatOptimizer implements TrainOptimizer {
   /** lr_mult's keys, longest first: the first one a name contains is the longest that matches. */
   private readonly multKeys: string[];
 
-  constructor(readonly name: OptimizerConfig['name'], private readonly c: OptimizerConfig, private readonly clip: number | undefined, opts: OptimizerOptions) {
+  readonly name: string;
+
+  constructor(private readonly def: OptimizerDefinition, private readonly o: Record<string, unknown>, private readonly c: OptimizerConfig, private readonly clip: number | undefined, opts: OptimizerOptions) {
+    this.name = def.name;
     this.lr = c.lr;
     this.decayFilter = opts.decayFilter ?? ((n) => n.includes('kernel'));
     this.multKeys = Object.keys(c.lr_mult).sort((a, b) => b.length - a.length || (a < b ? -1 : 1));
@@ -136,10 +199,7 @@ class FlatOptimizer implements TrainOptimizer {
   }
 
   private slotNames(): string[] {
-    const n = this.name;
-    if (n === 'adam' || n === 'adamw') return ['m', 'v'];
-    if (n === 'rmsprop') return this.c.momentum > 0 ? ['ms', 'mom'] : ['ms'];
-    return this.c.momentum > 0 ? ['momentum'] : [];
+    return this.def.slots(this.o);
   }
 
   private hasState(name: string): boolean {
@@ -245,9 +305,6 @@ class FlatOptimizer implements TrainOptimizer {
   private update(flatIn: tf.Tensor[], vars: Record<string, tf.Variable>): void {
     this.step += 1;
     const { step, c } = this;
-    const wd = c.weight_decay;
-    const bc1 = 1 - Math.pow(c.beta1, step);
-    const bc2 = 1 - Math.pow(c.beta2, step);
     if (this.clip !== undefined) this.normTensor?.dispose();
     tf.tidy(() => {
       let flatGrads: tf.Tensor[] = flatIn;
@@ -257,60 +314,9 @@ class FlatOptimizer implements TrainOptimizer {
         flatGrads = clipped.grads;
       }
       this.groups.forEach((grp, gi) => {
-        const lr = this.lr * grp.lrMult;
-        const s = grp.slots;
         const w = concat1d(grp.names.map((n) => vars[n]));
-        const fusedAdam = tf.getBackend() === 'webgpu' && (this.name === 'adam' || this.name === 'adamw');
-        let grad: tf.Tensor = flatGrads[gi];
-        if (grp.decay && this.name !== 'adamw' && !fusedAdam) grad = tf.add(grad, tf.mul(w, wd)); // L2 in the gradient
-        let next: tf.Tensor;
-        switch (this.name) {
-          case 'sgd': {
-            if (c.momentum === 0) {
-              next = tf.sub(w, tf.mul(grad, lr));
-              break;
-            }
-            const buf = tf.add(tf.mul(s.momentum, c.momentum), grad);
-            s.momentum.assign(buf);
-            const upd = c.nesterov ? tf.add(grad, tf.mul(buf, c.momentum)) : buf;
-            next = tf.sub(w, tf.mul(upd, lr));
-            break;
-          }
-          case 'adam':
-          case 'adamw': {
-            if (fusedAdam) {
-              // One kernel instead of ~13 (backends/webgpu_kernels/adam_update.ts); the L2 term is added there.
-              const l2 = grp.decay && this.name === 'adam' ? wd : 0;
-              const shrink = grp.decay && this.name === 'adamw' ? 1 - lr * wd : 1;
-              const [nw, nm, nv] = adamUpdateOp(w, grad, s.m, s.v, { lr, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon, bc1, bc2, l2, shrink });
-              s.m.assign(nm);
-              s.v.assign(nv);
-              next = nw;
-              break;
-            }
-            const m = tf.add(tf.mul(s.m, c.beta1), tf.mul(grad, 1 - c.beta1));
-            const v = tf.add(tf.mul(s.v, c.beta2), tf.mul(tf.square(grad), 1 - c.beta2));
-            s.m.assign(m);
-            s.v.assign(v);
-            const denom = tf.add(tf.div(tf.sqrt(v), Math.sqrt(bc2)), c.epsilon);
-            // Decoupled decay (AdamW): shrink the weight itself, apart from the Adam step.
-            const base = this.name === 'adamw' && grp.decay ? tf.mul(w, 1 - lr * wd) : w;
-            next = tf.sub(base, tf.mul(tf.div(m, denom), lr / bc1));
-            break;
-          }
-          case 'rmsprop': {
-            const ms = tf.add(tf.mul(s.ms, RMSPROP_RHO), tf.mul(tf.square(grad), 1 - RMSPROP_RHO));
-            s.ms.assign(ms);
-            let upd = tf.div(grad, tf.add(tf.sqrt(ms), c.epsilon));
-            if (c.momentum > 0) {
-              upd = tf.add(tf.mul(s.mom, c.momentum), upd);
-              s.mom.assign(upd);
-            }
-            next = tf.sub(w, tf.mul(upd, lr));
-            break;
-          }
-        }
-        const parts = grp.sizes.length === 1 ? [next!] : tf.split(next!, grp.sizes);
+        const next = this.def.update({ w, grad: flatGrads[gi], slots: grp.slots, lr: this.lr * grp.lrMult, step, decay: grp.decay ? c.weight_decay : 0 }, this.o);
+        const parts = grp.sizes.length === 1 ? [next] : tf.split(next, grp.sizes);
         grp.names.forEach((n, i) => {
           const v = vars[n];
           v.assign(v.rank === 1 ? parts[i] : tf.reshape(parts[i], v.shape));
@@ -405,10 +411,18 @@ class FlatOptimizer implements TrainOptimizer {
 
 /** Optimizer from training.optimizer, with training.grad_clip (global norm) applied first. */
 export function createOptimizer(cfg: Config, opts: OptimizerOptions = {}): TrainOptimizer {
-  return new FlatOptimizer(cfg.training.optimizer.name, cfg.training.optimizer, cfg.training.grad_clip, opts);
+  const c = cfg.training.optimizer;
+  const def = getOptimizerDefinition(c.name);
+  return new FlatOptimizer(def, partOptions(def, c), c, cfg.training.grad_clip, opts);
 }
 
 export const selfTest: SelfTest = {
+  'every optimizer in training/optimizers is found by its file name; a misspelt name or option is one line at parse time'() {
+    assert.deepEqual(registeredOptimizers(), ['adam', 'adamw', 'rmsprop', 'sgd']);
+    assert.throws(() => parseConfig({ training: { optimizer: { name: 'adma' } } }, 'x.yaml'), /^UserError: x\.yaml: key 'training\.optimizer\.name' has "adma"; 'adma' is not a registered optimizer; registered: adam, adamw, rmsprop, sgd$/);
+    assert.throws(() => parseConfig({ training: { optimizer: { name: 'sgd', nesterv: true } } }, 'x.yaml'), /^UserError: x\.yaml: unknown key 'training\.optimizer\.nesterv' \(check the spelling; optimizer 'sgd' takes momentum, nesterov, every optimizer name, lr, weight_decay, lr_mult\)$/);
+    assert.deepEqual(parseConfig({ training: { optimizer: { name: 'sgd' } } }).training.optimizer, { name: 'sgd', lr: 1e-3, weight_decay: 0, lr_mult: {}, momentum: 0.9, nesterov: false });
+  },
   // Behaviour (every optimizer, learning rate, decay, clipping, state) is tested in
   // test/optimizers.test.ts and test/flat_optimizer.test.ts; this is the reason the class exists.
   async 'one update runs a fixed number of kernels, not ~10 per variable'() {

@@ -2,8 +2,8 @@
 // over a whole split, per-image foreground scores for binary tasks (ISIC
 // style), and a threshold sweep from probability histograms.
 import assert from 'node:assert/strict';
-import { UserError } from './errors';
-import { runIfMain, SelfTest } from './self_test';
+import { UserError } from '../utils/errors';
+import { runIfMain, SelfTest } from '../utils/self_test';
 
 type Labels = Uint8Array | Int32Array;
 
