@@ -434,7 +434,7 @@ def dataset(meta, files, batch, rule="auto", value_map=None):
 
 
 def masked_loss(binary, ignore):
-    """Cross-entropy averaged over the pixels that are not ignore_index (as utils/losses.ts)."""
+    """Cross-entropy averaged over the pixels that are not ignore_index (as training/losses/)."""
     def loss(y_true, logits):
         y = tf.reshape(tf.cast(y_true, tf.int32), tf.shape(logits)[:3])
         valid = tf.cast(tf.not_equal(y, ignore), tf.float32)
