@@ -2,13 +2,18 @@
 // its entry's `pretrained.imagenet`).
 // Nothing can be downloaded where this project trains (npm's registry only), so the weights
 // come from an npm package that carries them: nsfwjs (MIT) ships Keras's MobileNetV2
-// (width 1.0) as a tfjs layers model, 8-bit quantised. Its layers up to block_10 are
+// (width 1.0) as a tfjs layers model, 8-bit quantised; this package ships that model's
+// two files (weights/mobilenet_v2_imagenet/, with nsfwjs's licence) rather than depending
+// on nsfwjs's 41 MB. Its layers up to block_10 are
 // frozen there, i.e. Keras's ImageNet weights; block_11 on were fine-tuned (from those
 // weights) for nsfwjs's 5-class image classifier. Its classifier head is not used.
 // Keras's MobileNetV2 has the same blocks as torchvision's, which models/encoders/mobilenet_v2.ts
 // follows; only the names differ (Keras `block_k` is torchvision's features[k + 1]).
 import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { packageRoot } from '../../deploy/web_app';
 import type { NamedTensor } from '../../engine/checkpoint/format';
 import { UserError } from '../../utils/errors';
 import { runIfMain, SelfTest } from '../../utils/self_test';
@@ -32,20 +37,23 @@ interface KerasModelFiles { modelTopology: object; weightsManifest: { weights: t
 
 /** nsfwjs's Keras MobileNetV2 as tfjs model artifacts (topology, weight specs, weight bytes). */
 export async function kerasMobileNetV2Artifacts(): Promise<tf.io.ModelArtifacts & { weightSpecs: tf.io.WeightsManifestEntry[]; weightData: ArrayBuffer }> {
-  let pkg: { modelJson: () => Promise<{ default: KerasModelFiles }>; weightBundles: (() => Promise<{ default: string }>)[] };
-  try {
-    pkg = require('nsfwjs/models/mobilenet_v2').MobileNetV2Model;
-  } catch {
-    throw new UserError("model.encoder_weights: 'imagenet' reads its weights from the npm package nsfwjs, which is not installed (npm install)");
-  }
-  const json = (await pkg.modelJson()).default;
-  const shards = await Promise.all(pkg.weightBundles.map(async (b) => Buffer.from((await b()).default, 'base64')));
-  const all = Buffer.concat(shards);
+  const dir = path.join(packageRoot(), 'weights', 'mobilenet_v2_imagenet');
+  const read = (f: string) => guardRead(path.join(dir, f));
+  const json = JSON.parse(read('model.json').toString('utf8')) as KerasModelFiles;
+  const all = read('weights.bin');
   return {
     modelTopology: json.modelTopology,
     weightSpecs: json.weightsManifest.flatMap((g) => g.weights),
     weightData: all.buffer.slice(all.byteOffset, all.byteOffset + all.length) as ArrayBuffer,
   };
+}
+
+function guardRead(file: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch {
+    throw new UserError(`model.encoder_weights: 'imagenet' reads ${file}, which is missing: reinstall tfjs-semseg`);
+  }
 }
 
 /** ImageNet weights named for the mobilenet_v2 encoder built with `prefix` (the models use 'enc'). */
