@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import assert from 'node:assert/strict';
-import type * as tf from '@tensorflow/tfjs';
+import type * as tf from '../backends/tf';
 import { Config, isBinary } from '../utils/config';
 import { guardFsSync, UserError } from '../utils/errors';
 import { datasetMeta } from '../loaders/registry';

@@ -12,7 +12,7 @@
 //   matmul:  im2col of x (one strided slice per tap, concatenated), then one
 //            matmul cols^T [KH*KW*Cin, N*OH*OW] x dy [N*OH*OW, Cout]. webgpu picks
 //            its split-K matmul shader for exactly this shape (few outputs, long K).
-import * as tf from '@tensorflow/tfjs';
+import * as tf from './tf';
 import assert from 'node:assert/strict';
 import { UserError } from '../utils/errors';
 import { seededValues } from '../utils/rng';

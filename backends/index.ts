@@ -2,7 +2,7 @@
 // auto: native libtensorflow (tfjs-node-gpu, then tfjs-node) when installed,
 // else WebGPU (Dawn) when a hardware adapter exists, else WebAssembly (XNNPACK,
 // SIMD), else pure JavaScript. The start-up line says why each earlier one was skipped.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from './tf';
 import assert from 'node:assert/strict';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
@@ -25,7 +25,7 @@ const INSTALL_HINT: Record<string, string> = {
   tensorflow:
     'install it with `npm install @tensorflow/tfjs-node` (CPU) or `npm install @tensorflow/tfjs-node-gpu` (NVIDIA GPU with CUDA 11.2 + cuDNN 8.1); see README "Backends"',
   wasm: 'install it with `npm install @tensorflow/tfjs-backend-wasm`',
-  cpu: 'it ships with @tensorflow/tfjs; reinstall with `npm install`',
+  cpu: 'it ships with @tensorflow/tfjs-backend-cpu; reinstall with `npm install`',
 };
 
 /** Whether `load` (a require of a literal name, so that a bundler can see it) succeeds. */

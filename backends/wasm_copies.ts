@@ -6,7 +6,7 @@
 //     16 + 32 channels) took ~40 ms. Copying the runs heap to heap takes ~10 ms.
 // The stock Concat calls subarray().set() per run: 26 ms for that decoder concat,
 // whose runs are 16 and 32 values long; a plain loop copies them in ~10 ms.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from './tf';
 import '@tensorflow/tfjs-backend-wasm';
 import assert from 'node:assert/strict';
 import { SelfTest, runIfMain } from '../utils/self_test';

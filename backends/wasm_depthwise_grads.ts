@@ -3,7 +3,7 @@
 // (MobileNet-style encoders, separable convolutions) could not train there. Here both
 // are one JavaScript pass over the wasm heap, for any stride, padding, channel
 // multiplier and dilation. (tfjs's gradient itself refuses dilations > 1.)
-import * as tf from '@tensorflow/tfjs';
+import * as tf from './tf';
 import '@tensorflow/tfjs-backend-wasm';
 import assert from 'node:assert/strict';
 import { SelfTest, runIfMain } from '../utils/self_test';

@@ -2,7 +2,7 @@
 // Used where the stock wasm kernel is a generic C loop that costs far more than a
 // plain pass over the data (measured in each kernel's comment); and the one way
 // this project puts its kernels in place of tfjs's (replaceKernel).
-import * as tf from '@tensorflow/tfjs';
+import * as tf from './tf';
 import assert from 'node:assert/strict';
 import { SelfTest, runIfMain } from '../utils/self_test';
 

@@ -8,7 +8,7 @@
 //       stride > 1 -> sub-pixel (phase) decomposition, no zero-interleaving.
 // Intermediates are made by calling the wasm backend's own kernels directly
 // and freed before returning; reshapes are free views of the same buffer.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from './tf';
 // Registers the stock wasm kernels first, so ours replace them rather than
 // being overwritten when the package is imported later.
 import '@tensorflow/tfjs-backend-wasm';

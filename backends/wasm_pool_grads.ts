@@ -5,7 +5,7 @@
 // JavaScript pass over the heap, or XNNPACK's average pooling for whole-factor
 // upsampling. On cpu, tfjs's nearest-upsampling gradient is wrong for batches > 1
 // (see makeResizeNearestNeighborGrad) and is replaced too.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from './tf';
 import '@tensorflow/tfjs-backend-wasm';
 import assert from 'node:assert/strict';
 import { SelfTest, runIfMain } from '../utils/self_test';

@@ -4,7 +4,7 @@
 // Worker refuses. Here the same threaded-SIMD build is started with its worker script
 // written to a real file, and registered as the 'wasm' backend in place of the stock
 // one. XNNPACK splits work by output tiles, so results are identical to one thread.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from './tf';
 import * as tfwasm from '@tensorflow/tfjs-backend-wasm';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';

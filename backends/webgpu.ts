@@ -7,7 +7,7 @@
 // opt-in SEMSEG_WEBGPU_SOFTWARE=1 and --backend webgpu (tests, CI), never under auto.
 // Synchronous reads (dataSync) fail on this backend under Node, so callers read
 // asynchronously.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from './tf';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';

@@ -4,7 +4,7 @@
 // device is watched from start-up, and every read of results (train step, validation,
 // predict) and every checkpoint save first asks checkDevice(), which turns the first
 // error into one line naming the program and what to do.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from './tf';
 import assert from 'node:assert/strict';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';

@@ -10,7 +10,7 @@
 // Prints one JSON line (with --json) or a readable object. Machines are shared and
 // drift, so --torch runs the PyTorch side in the same invocation, in
 // --rounds alternating with ours; each ratio is the median of the rounds' ratios.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import { spawnSync } from 'node:child_process';
 import yargs from 'yargs';
 import fs from 'node:fs';

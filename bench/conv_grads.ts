@@ -2,7 +2,7 @@
 // our XNNPACK-based gradient kernels vs the stock wasm Conv2DBackpropInput.
 //   npx tsx bench/conv_grads.ts --run [n h w cin cout k stride]
 // Without --run it only runs its (tiny) self-test, like every module here.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import '@tensorflow/tfjs-backend-wasm';
 import assert from 'node:assert/strict';
 import yargs from 'yargs';

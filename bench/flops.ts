@@ -2,7 +2,7 @@
 // size, from its layers' shapes. GFLOPs = 2 x GMACs, as the README's architecture table
 // reports them (elementwise ops, pooling and resizing are not counted, as in fvcore and
 // mmcv's get_flops).
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import assert from 'node:assert/strict';
 import { isMainModule } from '../utils/self_test';
 import { fixedSizeTopology } from '../models/registry';

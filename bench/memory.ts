@@ -4,7 +4,7 @@
 //   npx tsx bench/memory.ts 128x2x16x4 256x4x16x4 ...   (U-Net: size x batch x base x depth)
 //   npx tsx bench/memory.ts fpn@128x4 deeplabv3plus@160x2 ...   (another model at its defaults: size x batch)
 import { isMainModule } from '../utils/self_test';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import { spawnSync } from 'node:child_process';
 import { getModel } from '../models/registry';
 import { parseConfig } from '../utils/config';

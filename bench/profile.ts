@@ -1,6 +1,6 @@
 // Per-kernel time of one call of `fn`, summed by kernel name (tf.profile times each
 // kernel synchronously on wasm/cpu). Used by `npm run bench -- --profile`.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import { countDispatches } from '../backends/webgpu_kernels/program';
 
 /**

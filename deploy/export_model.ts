@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import { loadWeightsFrom } from '../engine/model_io';
 import { applyWeights, snapshotWeights } from '../engine/checkpoint/store';
 import { MARKER, publishDir } from '../engine/checkpoint/atomic_dir';

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import type { NamedTensor } from '../engine/checkpoint/format';
 import { UserError } from '../utils/errors';
 import { checkListed } from '../engine/checkpoint/atomic_dir';

@@ -30,8 +30,8 @@ function resolveIn(pkg: string, file: string): string | null {
 }
 
 /**
- * The tfjs browser bundles, in load order. tf.min.js holds core, layers, webgl and cpu;
- * wasm and webgpu are separate bundles that register themselves on the global `tf`.
+ * The tfjs browser bundles, in load order: core, layers and the backends, each extending
+ * the global `tf` (the umbrella's tf.min.js would need @tensorflow/tfjs installed).
  */
 export function browserBundles(): { name: string; file: string }[] {
   const out: { name: string; file: string }[] = [];
@@ -40,7 +40,10 @@ export function browserBundles(): { name: string; file: string }[] {
     if (file && fs.existsSync(file)) out.push({ name: path.basename(rel), file });
     else if (required) throw new Error(`${pkg}/${rel} not found: reinstall with npm install`);
   };
-  add('@tensorflow/tfjs', 'dist/tf.min.js', true);
+  add('@tensorflow/tfjs-core', 'dist/tf-core.min.js', true);
+  add('@tensorflow/tfjs-layers', 'dist/tf-layers.min.js', true);
+  add('@tensorflow/tfjs-backend-cpu', 'dist/tf-backend-cpu.min.js', true);
+  add('@tensorflow/tfjs-backend-webgl', 'dist/tf-backend-webgl.min.js', true);
   add('@tensorflow/tfjs-backend-wasm', 'dist/tf-backend-wasm.min.js', true);
   for (const w of ['tfjs-backend-wasm.wasm', 'tfjs-backend-wasm-simd.wasm', 'tfjs-backend-wasm-threaded-simd.wasm']) add('@tensorflow/tfjs-backend-wasm', `dist/${w}`, true);
   add('@tensorflow/tfjs-backend-webgpu', 'dist/tf-backend-webgpu.min.js', false); // not a dependency: used when installed
@@ -64,9 +67,10 @@ export const selfTest: SelfTest = {
   'the page, its script and the tfjs bundles are found; the page loads tfjs before the app'() {
     const files = webAppFiles();
     const names = files.map((f) => f.name);
-    for (const n of ['index.html', 'app.js', 'tf.min.js', 'tf-backend-wasm.min.js', 'tfjs-backend-wasm-simd.wasm']) assert.ok(names.includes(n), n);
+    for (const n of ['index.html', 'app.js', 'tf-core.min.js', 'tf-layers.min.js', 'tf-backend-webgl.min.js', 'tf-backend-wasm.min.js', 'tfjs-backend-wasm-simd.wasm']) assert.ok(names.includes(n), n);
     const html = files[0].data.toString();
-    assert.ok(html.indexOf('src="tf.min.js"') >= 0 && html.indexOf('src="tf.min.js"') < html.indexOf('src="app.js"'), 'tf.min.js first, app.js last');
+    const at = (f: string) => html.indexOf(`src="${f}"`);
+    assert.ok(at('tf-core.min.js') >= 0 && at('tf-core.min.js') < at('tf-layers.min.js') && at('tf-layers.min.js') < at('app.js'), 'core, then layers, app.js last');
     assert.equal(packageInfo().name, 'tfjs-semseg');
   },
 };

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import { BatchLoader } from '../pipeline/batcher';
 import { datasetMeta, listSplit, PairRef } from '../loaders/registry';
 import { Config, isBinary } from '../utils/config';

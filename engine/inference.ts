@@ -1,6 +1,6 @@
 // Turning network outputs into class maps, shared by evaluate, validation and predict.
 import { checkDevice } from '../backends/webgpu_errors';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../utils/self_test';
 

@@ -1,5 +1,5 @@
 // Building a model from the config and loading a checkpoint's weights into it.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import { getModel } from '../models/registry';
 import { Config } from '../utils/config';
 import { UserError } from '../utils/errors';

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import { decodeImage } from '../pipeline/decode';
 import { IMAGE_EXTS, listFiles } from '../loaders/files';
 import { normaliseImage } from '../pipeline/batcher';

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import { UserError } from '../utils/errors';
 import path from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import { Config, isBinary } from '../utils/config';
 import { evalOptionsFrom, evaluateSplit, EvalResult, RESULTS_FS } from './evaluator';
 import type { Flip } from './inference';

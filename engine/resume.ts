@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import type * as tf from '@tensorflow/tfjs';
+import type * as tf from '../backends/tf';
 import type { Config } from '../utils/config';
 import { UserError } from '../utils/errors';
 import type { TrainOptimizer } from '../training/optimizers';

@@ -1,7 +1,7 @@
 // Saving a training run's last/ and best/ checkpoints: model weights, optimizer state
 // and the run's state (epoch, step, best metric) together, each save atomic.
 import assert from 'node:assert/strict';
-import type * as tf from '@tensorflow/tfjs';
+import type * as tf from '../backends/tf';
 import type { OptimizerState, TrainOptimizer } from '../training/optimizers';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { UserError } from '../utils/errors';

@@ -1,6 +1,6 @@
 // One optimisation step: forward in training mode (batch norm uses batch
 // statistics and updates its running ones), loss, gradients, update.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import type { Batch } from '../pipeline/batcher';
 import type { LossFn } from '../training/losses';
 import type { StagedGradients, TrainOptimizer } from '../training/optimizers';

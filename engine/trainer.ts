@@ -4,7 +4,7 @@
 // the best metric (validation.ts), saving (run_checkpoints.ts).
 import fs from 'node:fs';
 import path from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import { listSplit, PairRef } from '../loaders/registry';
 import { Batch, BatchLoader } from '../pipeline/batcher';
 import { getModel } from '../models/registry';

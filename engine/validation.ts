@@ -1,6 +1,6 @@
 // Validation during training and the metric that picks best/.
 import assert from 'node:assert/strict';
-import type * as tf from '@tensorflow/tfjs';
+import type * as tf from '../backends/tf';
 import type { PairRef } from '../loaders/registry';
 import type { Config } from '../utils/config';
 import { UserError } from '../utils/errors';

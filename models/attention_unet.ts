@@ -16,7 +16,7 @@
 // written (not a self-test: it needs torch). Cost: +3% FLOPs over the U-Net, but a wasm
 // training step took ~1.3x its CPU time (base 8, depth 3, 64x64, batch 8): the gates are
 // many small layers at the skips' resolution.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { fastBatchNorm, portableBatchNorm } from './layers/batch_norm';

@@ -13,7 +13,7 @@
 // added by tfjs's Add layer, which broadcasts [.,1,1,C] against [.,h,w,C] (checked below).
 // The same function, gradients and parameter count as broadcast-then-concat, with stock
 // layers only at any input size. PyTorch twin: bench/torch_models/deeplabv3plus.py.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
 import { runIfMain, SelfTest } from '../utils/self_test';

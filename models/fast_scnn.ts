@@ -14,7 +14,7 @@
 // it, dw_act_cfg=None); upsampling is tfjs's bilinear (no half-pixel centres) cut to size; the
 // pyramid bins where they do not divide the map size (BinAvgPool). Like MMSeg, the fusion
 // module's depthwise conv is not dilated (the paper's is, by 4).
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
 import { runIfMain, SelfTest } from '../utils/self_test';

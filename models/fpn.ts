@@ -3,7 +3,7 @@
 // 1x1 laterals on the encoder's stride 32, 16, 8 and 4 maps, a top-down pathway (x2
 // nearest, add), per level a segmentation block (3x3 conv, norm, ReLU, x2 bilinear,
 // repeated down to stride 4), summed, dropout, 1x1 conv to the classes, x4 to the input.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
 import { runIfMain, SelfTest } from '../utils/self_test';

@@ -3,7 +3,7 @@
 // model and its PyTorch twin (bench/torch_models/<name>.py), the activation count
 // against the built layers, the export's stock-layers copy against the model, the loss
 // falling on a fixed batch, and no leaked tensors.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
 import { runIfMain, SelfTest } from '../utils/self_test';

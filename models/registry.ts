@@ -4,7 +4,7 @@
 // (for the checks before the first step) and the stock tfjs stand-ins for its own layer
 // classes (for export). `model.name: X` loads models/X.ts on first use, so a new model
 // needs no list or switch edited anywhere else.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
 import { Config, outChannels } from '../utils/config';

@@ -1,7 +1,7 @@
 // U-Net (Ronneberger et al. 2015) from the parts in unet_parts.ts, with padded
 // convolutions so the output has the input's size. Widths base*2^min(i,3) per
 // level, as in ../shared/bench/torch_unet.py, so speed comparisons are fair.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
 import { runIfMain, SelfTest } from '../utils/self_test';

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import sharp from 'sharp';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import { initBackend } from '../backends';
 import { predictMask } from '../engine/predictor';
 import { fileLoadHandler } from '../deploy/model_files';

@@ -5,7 +5,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import { UserError } from '../utils/errors';
 import { applyWeights, checkpointExists, CheckpointMeta, loadCheckpoint, LoadedCheckpoint, saveCheckpoint } from '../engine/checkpoint/store';
 

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import sharp from 'sharp';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import { chromium } from 'playwright-core';
 import { initBackend } from '../backends';
 import { train } from '../engine/trainer';
@@ -251,7 +251,7 @@ describe('export', () => {
       assert.ok(at >= 0.97, `page/Node mask agreement on the turned photo ${at}`);
       assert.deepEqual(errors, []);
       assert.deepEqual(external, []);
-      for (const f of ['tf.min.js', 'model.json', 'group1-shard1of1.bin']) assert.ok(served.includes(f), `${f} fetched`);
+      for (const f of ['tf-core.min.js', 'model.json', 'group1-shard1of1.bin']) assert.ok(served.includes(f), `${f} fetched`);
       console.log(`# page backend ${r.backend}, ${r.ms.toFixed(1)} ms, agreement with Node ${a.toFixed(4)}`);
       if (process.env.DEPLOY_SCREENSHOT) {
         await page.fill('#threshold', String(cfg.training.threshold));

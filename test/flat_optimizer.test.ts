@@ -2,7 +2,7 @@
 // reference update, and its per-variable state, on cpu and wasm.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import '@tensorflow/tfjs-backend-wasm';
 import { createOptimizer } from '../training/optimizers';
 import { parseConfig } from '../utils/config';

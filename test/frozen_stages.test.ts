@@ -2,7 +2,7 @@
 // started and moves the rest; their batch norms still track batch statistics.
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import { initBackend } from '../backends';
 import { makeTrainStep } from '../engine/train_step';
 import { getModel } from '../models/registry';

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, test } from 'node:test';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import { initBackend } from '../backends';
 import { applyMatchingWeights } from '../engine/checkpoint/store';
 import { startState } from '../engine/resume';

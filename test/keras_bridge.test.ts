@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import { exportModel, train } from '../api';
 import { fileLoadHandler } from '../deploy/model_files';
 import { decodeImage } from '../pipeline/decode';

@@ -10,7 +10,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import { modelFiles, readExportedWeights } from '../deploy/model_files';
 import { exportMetadata } from '../deploy/export_model';
 import { parseConfig } from '../utils/config';

@@ -1,6 +1,6 @@
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import '@tensorflow/tfjs-backend-wasm';
 import { buildLoss, registeredLosses } from '../training/losses';
 import { parseConfig } from '../utils/config';

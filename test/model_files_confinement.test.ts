@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import { modelFiles, readExportedWeights, readModelJson } from '../deploy/model_files';
 import { UserError } from '../utils/errors';
 import { tmpDir } from './helpers/cli';

@@ -8,7 +8,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import { publishDir } from '../engine/checkpoint/atomic_dir';
 import { saveCheckpoint } from '../engine/checkpoint/store';
 import { loadWeightsFrom } from '../engine/model_io';

@@ -1,6 +1,6 @@
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import { clipByGlobalNorm, createOptimizer, globalNorm, TrainOptimizer } from '../training/optimizers';
 import { parseConfig } from '../utils/config';
 import { UserError } from '../utils/errors';

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import { parseConfig } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { buildLoss } from '../training/losses';
@@ -22,7 +22,7 @@ const lib = (m: string) => JSON.stringify(require.resolve(m));
 /** Writes a part's file and loads it (it registers itself), as a file in its folder would be. */
 function addPart(name: string, body: string): void {
   const file = path.join(dir, `${name}.js`);
-  fs.writeFileSync(file, `const tf = require(${lib('@tensorflow/tfjs')});\nconst { z } = require(${lib('zod')});\n${body}\n`);
+  fs.writeFileSync(file, `const tf = require(${lib('../backends/tf')});\nconst { z } = require(${lib('zod')});\n${body}\n`);
   require(file);
 }
 

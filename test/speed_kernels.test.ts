@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import '@tensorflow/tfjs-backend-wasm';
 import { compareWithTfjs } from '../models/layers/batch_norm';
 import { onBackend, registerWasmGradKernels } from '../backends/wasm_kernels';
@@ -98,7 +98,7 @@ function trainDigest(threads: number): { threads: number; digest: string } {
   const ext = path.extname(__filename);
   const mod = (p: string) => JSON.stringify(path.join(root, p + ext));
   const script = `
-    const tf = require('@tensorflow/tfjs');
+    const tf = require('../backends/tf');
     const { initBackend } = require(${mod('backends/index')});
     const { wasmThreads } = require(${mod('backends/wasm_threads')});
     const { getModel } = require(${mod('models/registry')});

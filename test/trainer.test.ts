@@ -4,7 +4,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import { fixtureConfig, tmpDir } from '../loaders/fixtures';
 import { initBackend } from '../backends';
 import { loadCheckpoint } from '../engine/checkpoint/store';

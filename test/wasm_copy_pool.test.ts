@@ -3,7 +3,7 @@
 // does not use (odd sizes, overlapping windows, padding, non-integer resizes).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import { initBackend } from '../backends';
 import { onBackend } from '../backends/wasm_kernels';
 import { mergeAxes, registerWasmCopies } from '../backends/wasm_copies';

@@ -2,7 +2,7 @@
 // backend's reference kernels, plus a tiny end-to-end training run.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import '@tensorflow/tfjs-backend-wasm';
 import {
   GradCase, compareWithCpu, onBackend, registerWasmGradKernels, relError, seededValues,

@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import { probeAdapter } from '../backends/webgpu';
 import { checkDevice } from '../backends/webgpu_errors';
 import { initBackend } from '../backends';

@@ -4,7 +4,7 @@
 // (dice, jaccard). Logits are raw network outputs [N,H,W,C]; C = 1 means one sigmoid
 // output (labels 0/1), C > 1 softmax over C classes. Pixels whose label is the ignore
 // index contribute nothing (value or gradient).
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
 import { unsettable } from '../utils/config';

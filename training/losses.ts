@@ -3,7 +3,7 @@
 // `training.loss` it owns, a zod schema with defaults) and how it computes; `name: X`
 // loads training/losses/X.ts on first use, so a new loss needs no list edited anywhere.
 // The tensors the parts of one call share are in loss_context.ts.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { z } from 'zod';

@@ -5,7 +5,7 @@
 // step count is plain JS, and the state round-trips exactly for resume.
 // An optimizer's own arithmetic and options are one file, training/optimizers/<name>.ts
 // (an OptimizerDefinition, found by its file name); this file runs it over flat buffers.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../backends/tf';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { z } from 'zod';

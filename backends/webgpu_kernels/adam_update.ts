@@ -4,7 +4,7 @@
 //   g' = g + l2 * w                    (Adam with L2 weight decay; l2 = 0 otherwise)
 //   m = b1 m + (1 - b1) g',  v = b2 v + (1 - b2) g'^2
 //   w = w * shrink - m / (sqrt(v) / sqrt(bc2) + eps) * lr / bc1   (shrink = 1 - lr wd for AdamW)
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { seededValues } from '../../utils/rng';

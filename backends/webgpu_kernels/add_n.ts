@@ -2,7 +2,7 @@
 // every input at once, so over ~7 inputs its pipeline fails validation (WebGPU's
 // default is 8 storage buffers per shader stage) and the result is garbage. Here
 // the inputs are summed in chunks, each chunk adding the previous partial sum.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { seededValues } from '../../utils/rng';

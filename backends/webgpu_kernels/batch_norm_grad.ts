@@ -2,7 +2,7 @@
 // per-channel sums of dy and dy*(x - mean) (two stages, see program.ts), then dx,
 // then dGamma and dBeta. With a = gamma*inv, inv = rsqrt(var + eps):
 //   dx = a*dy - a*inv^2*sum(dy*xc)/M * xc - a*sum(dy)/M,  xc = x - mean.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { seededValues } from '../../utils/rng';

@@ -3,7 +3,7 @@
 // and centred sum of squares per segment of rows, then merged per channel), then
 // the normalisation.
 // tf ops take ~20 kernels per layer for the same (issue 18).
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { seededValues } from '../../utils/rng';

@@ -3,7 +3,7 @@
 // int32 data; programs that copy their input straight to a float32 output, such as the
 // transpose inside a sum over leading axes, then fail to compile and the result is
 // garbage (the multi-class Dice loss hit this: its one-hot target is cast from int32).
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { dispatchingKernel, program, webgpuVsCpu } from './program';

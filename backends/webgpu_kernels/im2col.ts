@@ -3,7 +3,7 @@
 // x[n, oh*sh + kh - top, ow*sw + kw - left, ci], 0 outside x. Built from tf ops it
 // was a pad, a slice per tap and a concat split by the buffer limit: ~13 dispatches
 // per 3x3 convolution, 230 per U-Net step.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { seededValues } from '../../utils/rng';

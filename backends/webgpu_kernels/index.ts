@@ -1,7 +1,7 @@
 // This project's webgpu kernels: the registration list (startWebgpu calls
 // registerWebgpuKernels) and the custom kernels ('Semseg*') as tensor ops.
 // AddN and Cast replace the stock kernels.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { isOurKernel, replaceKernel } from '../wasm_heap';

@@ -1,7 +1,7 @@
 // SemsegMovingAverage (webgpu): batch norm's moving mean and variance updated from
 // the batch statistics in one kernel, as tfjs does it: v <- v - (v - batch) * (1 - momentum).
 // As tf ops these were six taped kernels per layer, each cloning its inputs.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { seededValues } from '../../utils/rng';

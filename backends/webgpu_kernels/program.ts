@@ -4,7 +4,7 @@
 // run (backend.runWebGPUProgram). Kernels of ours build programs with `program`
 // and run them inside one engine kernel through `Dispatcher`, so that one tfjs
 // kernel call can dispatch several shaders and free its intermediates.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 

@@ -1,7 +1,9 @@
 // The deploy page: loads model.json with the tfjs browser bundle and segments the image a
 // person picks or drops, entirely in this page. Plain script on the global `tf`, so the
 // folder needs no build step. Preprocessing follows the model's userDefinedMetadata,
-// as the project's predict command does it (engine/predictor.ts predictMask).
+// as the project's predict command does it (engine/predictor.ts predictMask). Ops are
+// called as tf.op(x), not x.op(): the page loads tfjs's core, layers and backend bundles,
+// which leave the chained forms to the umbrella bundle it does not ship.
 'use strict';
 
 (function () {
@@ -75,16 +77,16 @@
   function preprocess(imageCanvas) {
     const [h, w] = meta.input.size;
     return tf.tidy(() => {
-      const px = tf.browser.fromPixels(imageCanvas).toFloat();
+      const px = tf.cast(tf.browser.fromPixels(imageCanvas), 'float32');
       const small = tf.image.resizeBilinear(px, [h, w], false, true);
       if (meta.input.normalize === 'image') {
         // By the image's own mean and deviation over all values (at least 1).
         const { mean, variance } = tf.moments(small);
-        return small.sub(mean).div(tf.maximum(tf.sqrt(variance), 1)).expandDims(0);
+        return tf.expandDims(tf.div(tf.sub(small, mean), tf.maximum(tf.sqrt(variance), 1)), 0);
       }
-      const mean = tf.tensor1d(meta.input.mean).mul(255);
-      const std = tf.tensor1d(meta.input.std).mul(255);
-      return small.sub(mean).div(std).expandDims(0);
+      const mean = tf.mul(tf.tensor1d(meta.input.mean), 255);
+      const std = tf.mul(tf.tensor1d(meta.input.std), 255);
+      return tf.expandDims(tf.div(tf.sub(small, mean), std), 0);
     });
   }
 
@@ -113,7 +115,7 @@
     let out;
     if (meta.output.decision === 'threshold') {
       // Foreground probability: the sigmoid output, or channel 1 of two softmax outputs.
-      const fg = tf.tidy(() => probs.slice([0, 0, 0, c - 1], [-1, -1, -1, 1]));
+      const fg = tf.tidy(() => tf.slice(probs, [0, 0, 0, c - 1], [-1, -1, -1, 1]));
       out = { prob: await fg.data() };
       fg.dispose();
     } else {

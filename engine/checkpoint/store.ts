@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../backends/tf';
 import yaml from 'js-yaml';
 import { UserError } from '../../utils/errors';
 import type { OptimizerState } from '../../training/optimizers';

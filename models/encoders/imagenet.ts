@@ -9,7 +9,7 @@
 // weights) for nsfwjs's 5-class image classifier. Its classifier head is not used.
 // Keras's MobileNetV2 has the same blocks as torchvision's, which models/encoders/mobilenet_v2.ts
 // follows; only the names differ (Keras `block_k` is torchvision's features[k + 1]).
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../backends/tf';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';

@@ -2,7 +2,7 @@
 // DeepLabV3+ and FPN take `model.encoder: <name>`. An encoder is one file in this folder,
 // <name>.ts, registering an EncoderDefinition (found by its file name on first use), with
 // its pretrained weights as data on the entry (`pretrained`, as smp's pretrained_settings).
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../backends/tf';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
 import type { NamedTensor } from '../../engine/checkpoint/format';

@@ -4,7 +4,7 @@
 // (BN, ReLU6) and the inverted residuals of the paper's (t, c, n, s) table, from
 // ../layers/mobilenet_parts. Five maps at strides 2, 4, 8, 16 and 32 (or 16): after the
 // 16-, 24-, 32-, 96- and 320-channel blocks.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../backends/tf';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { convBnAct, convBnActFloats, convBnActParams, invertedResidual, invertedResidualFloats, invertedResidualParams } from '../layers/mobilenet_parts';

@@ -2,7 +2,7 @@
 // the pooling and fc head: a 7x7/2 stem, a 3x3/2 max-pool and four stages of BasicBlocks.
 // Five feature maps at strides 2 (stem), 4, 8, 16 and 32 (or 16), as
 // segmentation_models.pytorch's ResNet encoders give them to its decoders.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../backends/tf';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { fastBatchNorm } from '../layers/batch_norm';

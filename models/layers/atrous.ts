@@ -7,7 +7,7 @@
 // (spaceToBatchND, conv, batchToSpaceND) was 7-100x slower on wasm (forward + backward at
 // ASPP shapes, scratch measurement: 308 vs 43 ms at [4,8,8,320] rate 6, 596 vs 6 ms at
 // rate 12). 'same' padding, stride 1 (as DeepLab's ASPP uses it). AtrousConv2D is the layer.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../backends/tf';
 import type { Conv2D } from '@tensorflow/tfjs-layers/dist/layers/convolutional';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../../utils/self_test';

@@ -6,7 +6,7 @@
 // one backward (backends/webgpu_kernels). Same weights (gamma, beta, moving_mean,
 // moving_variance), same moving-average update and the same outputs (within float
 // rounding) as tf.layers.batchNormalization, so checkpoints are unchanged.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../backends/tf';
 import type { BatchNormalization } from '@tensorflow/tfjs-layers/dist/layers/normalization';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../../utils/self_test';

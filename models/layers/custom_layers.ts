@@ -1,6 +1,6 @@
 // The project's own layer classes, registered for (de)serialisation through one call
 // so that export can tell them from stock tfjs layers: a portable export must hold none.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../backends/tf';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 

@@ -1,6 +1,6 @@
 // Seeded weight initialisers: the same training.seed gives the same initial weights, so
 // runs are reproducible. The layer name is hashed into the seed so each layer draws its own values.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../backends/tf';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 

@@ -3,7 +3,7 @@
 // output floats for the models' paramCount and activationFloats. Every conv before a batch
 // norm has no bias; every layer is named from the block's name, so weight names are stable.
 // 'same' padding throughout: a stride-2 3x3 gives ceil(size/2), as PyTorch's padding=1 does.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../backends/tf';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { fastBatchNorm } from './batch_norm';

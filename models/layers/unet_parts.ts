@@ -2,7 +2,7 @@
 // DoubleConv, Down, Up, OutConv. Each takes and returns symbolic tensors of the
 // tfjs layers functional API; every layer gets an explicit name so that weight
 // names are stable across builds (checkpoints match weights by name).
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../backends/tf';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { fastBatchNorm } from './batch_norm';

@@ -3,7 +3,7 @@
 // a few pixels larger than the finer map; it is cut at the bottom and right, where
 // 'same' padding put the extra pixels. Stock UpSampling2D plus CropToMatch, whose export
 // stand-in is a stock Cropping2D.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../backends/tf';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { registerLayerClass } from './custom_layers';

@@ -1,6 +1,6 @@
 // The straightforward per-variable update (the optimizer before it ran over flat
 // buffers), kept as the reference that training/optimizers.ts must match.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../backends/tf';
 import type { OptimizerConfig } from '../../utils/config';
 
 const RMSPROP_RHO = 0.9;

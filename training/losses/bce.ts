@@ -1,5 +1,5 @@
 // Loss 'bce': Binary cross-entropy on the sigmoid output (softmax cross-entropy when there are more outputs).
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../backends/tf';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
 import { crossEntropy, LossContext, pixelOptions } from '../loss_context';

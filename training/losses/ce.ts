@@ -1,5 +1,5 @@
 // Loss 'ce': Softmax cross-entropy (binary cross-entropy on a single sigmoid output).
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../backends/tf';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
 import { crossEntropy, LossContext, pixelOptions } from '../loss_context';

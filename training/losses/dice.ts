@@ -1,5 +1,5 @@
 // Loss 'dice': Soft Dice loss: 1 - mean over classes of (2 |P∩Y| + smooth) / (|P| + |Y| + smooth).
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../backends/tf';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
 import { EPS, LossContext, oneMinusMean, overlapOptions, softOverlap } from '../loss_context';

@@ -1,6 +1,6 @@
 // Loss 'focal' (Lin et al. 2017): cross-entropy scaled by (1 - p_t)^gamma, so that the
 // pixels already classified well weigh less.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../backends/tf';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
 import { LossContext, pixelOptions, weightedMean } from '../loss_context';

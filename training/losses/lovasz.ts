@@ -1,7 +1,7 @@
 // Loss 'lovasz' (Berman 2018): the convex surrogate of each class's Jaccard loss, averaged
 // over the classes present in the batch (class-weighted if given). Pixels are pooled over
 // the batch. A single sigmoid output is scored as two classes, background and foreground.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../backends/tf';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
 import { EPS, LossContext } from '../loss_context';

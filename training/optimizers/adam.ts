@@ -1,6 +1,6 @@
 // Optimizer 'adam' (Kingma & Ba 2015), weight decay as L2 in the gradient; adamw.ts is the
 // same update with decoupled decay. On webgpu one fused kernel does the whole update.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../backends/tf';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
 import { adamUpdateOp } from '../../backends/webgpu_kernels';

@@ -1,5 +1,5 @@
 // Optimizer 'adamw' (Loshchilov & Hutter 2019): Adam with decoupled weight decay.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../backends/tf';
 import assert from 'node:assert/strict';
 import { registerOptimizer } from '../optimizers';
 import { adamOptions, adamUpdate } from './adam';

@@ -1,5 +1,5 @@
 // Optimizer 'rmsprop': steps scaled by a moving average of squared gradients, optional momentum.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../backends/tf';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
 import { registerOptimizer, withL2 } from '../optimizers';

@@ -1,5 +1,5 @@
 // Optimizer 'sgd': stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay.
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../backends/tf';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
 import { registerOptimizer, withL2 } from '../optimizers';
