@@ -4,8 +4,7 @@
 // the static page that segments images in a browser.
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { BackendName } from './backends';
-import { commonOptions, webServeHint } from './utils/cli';
+import { commandCall, commonOptions, webServeHint } from './utils/cli';
 import { runCli } from './utils/errors';
 import { exportModel } from './api';
 
@@ -20,7 +19,7 @@ async function main(): Promise<void> {
     .help()
     .parse();
   const res = await exportModel(args.config, {
-    set: args.set, backend: args.backend as BackendName | undefined, checkpoint: args.checkpoint, output: args.output, web: args.web,
+    ...commandCall(args), checkpoint: args.checkpoint, output: args.output, web: args.web,
     quantize: args.quantize as 'uint8' | 'float16' | undefined,
   });
   const kb = (b: number) => `${(b / 1024).toFixed(1)} KiB`;

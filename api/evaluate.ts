@@ -9,7 +9,7 @@ import { evalDir, runDirs } from '../engine/run_dirs';
 import { checkResultsFolder, writeResults } from '../engine/results';
 import { preflightInference } from '../engine/preflight';
 import { runIfMain, SelfTest } from '../utils/self_test';
-import { checkArgs, CommonOptions, ConfigSource, logger, OPTION_KINDS as K, prepare, thresholdOpt } from './options';
+import { checkArgs, CommonOptions, ConfigSource, libraryCall, logger, OPTION_KINDS as K, prepare, thresholdOpt } from './options';
 
 export interface EvaluateOptions extends CommonOptions {
   /** Checkpoint folder or exported model.json (default: <ckpt_root>/<name>/best, else last). */
@@ -38,14 +38,20 @@ export interface EvaluateResult {
   bestThreshold: { threshold: number; dice: number; iou: number } | null;
   outDir: string;
   report: string;
+  /** The warning lines (also given to onWarning as they happen). */
+  warnings: string[];
 }
 
 export async function evaluate(config: ConfigSource, o: EvaluateOptions = {}): Promise<EvaluateResult> {
+  return libraryCall(o, (warnings) => run(config, o, warnings));
+}
+
+async function run(config: ConfigSource, o: EvaluateOptions, warnings: string[]): Promise<EvaluateResult> {
   checkArgs('evaluate', config, o, { checkpoint: K.path, split: [z.string(), 'a split name such as val'], threshold: thresholdOpt, postprocess: K.bool, output: K.path, overwrite: K.bool });
   const log = logger(o);
   const { cfg, backend } = await prepare(config, o);
   const checkpoint = o.checkpoint ?? defaultCheckpoint(cfg);
-  useCheckpointDefinition(cfg, checkpoint, o.quiet ? () => {} : undefined); // the network the weights were trained as
+  useCheckpointDefinition(cfg, checkpoint); // the network the weights were trained as
   preflightInference(cfg, { backend: backend.name, batch: cfg.training.batch_size, what: 'evaluation', threshold: o.threshold });
   const split = o.split ?? cfg.data.val_split;
   const outDir = o.output ?? evalDir(cfg, split);
@@ -58,7 +64,7 @@ export async function evaluate(config: ConfigSource, o: EvaluateOptions = {}): P
     const res = await writeResults(model, cfg, pairs, history, { threshold: o.threshold, split, outDir, backend: backend.description, postprocess: o.postprocess, quiet: o.quiet });
     return {
       checkpoint, split, images: res.images, metrics: res.metrics, perClass: res.perClass,
-      sweep: res.sweep ?? null, bestThreshold: res.bestThreshold ?? null, outDir, report: path.join(outDir, 'report.html'),
+      sweep: res.sweep ?? null, bestThreshold: res.bestThreshold ?? null, outDir, report: path.join(outDir, 'report.html'), warnings,
     };
   } finally {
     model.dispose();

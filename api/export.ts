@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { defaultCheckpoint, useCheckpointDefinition } from '../engine/model_io';
 import { checkOutputFolder, exportModel as writeExport, ExportResult, parseQuantization } from '../deploy/export_model';
 import { runIfMain, SelfTest } from '../utils/self_test';
-import { checkArgs, CommonOptions, ConfigSource, OPTION_KINDS as K, prepare } from './options';
+import { checkArgs, CommonOptions, ConfigSource, libraryCall, OPTION_KINDS as K, prepare } from './options';
 
 export interface ExportOptions extends CommonOptions {
   /** Checkpoint folder (default: <ckpt_root>/<name>/best, else last). */
@@ -18,7 +18,13 @@ export interface ExportOptions extends CommonOptions {
   quantize?: 'uint8' | 'float16' | 'none';
 }
 
+export type { ExportResult };
+
 export async function exportModel(config: ConfigSource, o: ExportOptions = {}): Promise<ExportResult & { checkpoint: string }> {
+  return libraryCall(o, () => run(config, o));
+}
+
+async function run(config: ConfigSource, o: ExportOptions): Promise<ExportResult & { checkpoint: string }> {
   // quantize's value is parseQuantization's to check (its message lists the choices).
   checkArgs('exportModel', config, o, { checkpoint: K.path, output: K.path, web: K.bool, quantize: [z.string(), 'uint8, float16 or none'] });
   const quantize = parseQuantization(o.quantize); // cheap checks before the backend starts
@@ -26,13 +32,13 @@ export async function exportModel(config: ConfigSource, o: ExportOptions = {}): 
   const output = o.output ?? path.join(cfg.results.root, cfg.name, 'export');
   checkOutputFolder(output);
   const checkpoint = o.checkpoint ?? defaultCheckpoint(cfg);
-  useCheckpointDefinition(cfg, checkpoint, o.quiet ? () => {} : undefined); // the network the weights were trained as
+  useCheckpointDefinition(cfg, checkpoint); // the network the weights were trained as
   return { ...(await writeExport(cfg, { checkpoint, output, web: o.web, quantize })), checkpoint };
 }
 
 export const selfTest: SelfTest = {
   async 'an unknown quantisation is refused first'() {
-    await assert.rejects(exportModel({}, { quantize: 'int4' as 'uint8' }), /--quantize int4: unknown quantisation/);
+    await assert.rejects(exportModel({}, { quantize: 'int4' as 'uint8' }), /UserError: quantize int4: unknown quantisation/); // in the library's terms
   },
 };
 

@@ -5,21 +5,41 @@ import path from 'node:path';
 import assert from 'node:assert/strict';
 import { BackendInfo, BackendName, initBackend } from '../backends';
 import { z } from 'zod';
-import { applySets, Config, dumpConfig, loadConfig, parseConfig } from '../utils/config';
+import { applySets, Config, ConfigSchema, dumpConfig, loadConfig, parseConfig } from '../utils/config';
 import { checkConfigValue, composeConfig } from '../utils/config_files';
-import { UserError } from '../utils/errors';
+import { isCommandLine, UserError } from '../utils/errors';
+import { setSignalHandling } from '../engine/stop';
+import { withWarnings } from '../utils/warnings';
 import { runIfMain, SelfTest } from '../utils/self_test';
 
+/**
+ * A config object as a YAML file would hold it (the schema's input: every key optional,
+ * defaults filled in when read), plus `extends:`. A misspelt key or a value of the wrong
+ * type is a compile error; the model's and the loss's own options are checked when read.
+ */
+export type ConfigInput = z.input<typeof ConfigSchema> & {
+  /** Configs this one is merged over (paths from the working folder), as in a YAML file. */
+  extends?: string | string[] | null;
+};
+
 /** A config file's path, or the config as an object (`extends:` resolved from the working folder). */
-export type ConfigSource = string | Record<string, unknown>;
+export type ConfigSource = string | ConfigInput;
 
 export interface CommonOptions {
   /** Overrides as `key.path=value`, like the commands' --set. */
   set?: string[];
   /** Overrides the config's backend. */
   backend?: BackendName;
-  /** Print nothing (progress bars, tables, start-up lines); errors still throw. */
+  /** Print nothing (progress bars, tables, start-up lines, warnings); errors still throw. */
   quiet?: boolean;
+  /** Receives each warning line (also when quiet). */
+  onWarning?: (line: string) => void;
+  /**
+   * Handle SIGINT/SIGTERM as the commands do: the first stops training after the current
+   * step and saves, a second ends the process (exit 130). Default false: signals are the
+   * host program's (train() stops on its `abortSignal`), and nothing here exits the process.
+   */
+  handleSignals?: boolean;
 }
 
 // --- the library's arguments, checked where they enter: a host program passes anything ---
@@ -35,6 +55,8 @@ export const COMMON_OPTIONS: Record<string, Opt> = {
   set: [z.array(z.string()), "a list of 'key.path=value' strings"],
   backend: [z.enum(BACKENDS), `one of ${BACKENDS.join(', ')}`],
   quiet: boolOpt,
+  onWarning: [z.function(), 'a function (line: string) => void'],
+  handleSignals: boolOpt,
 };
 export const OPTION_KINDS = { path: pathOpt, bool: boolOpt };
 /** A threshold's range is preflight's to check (its message gives the range); NaN included, as yargs gives it. */
@@ -98,7 +120,8 @@ function resolveChecked(source: ConfigSource, o: CommonOptions): Config {
 export async function prepare(source: ConfigSource, o: CommonOptions = {}, printConfig = false): Promise<{ cfg: Config; backend: BackendInfo }> {
   const cfg = resolveChecked(source, o); // the entry point checked its arguments (checkArgs)
   const log = logger(o);
-  if (printConfig) log(`config ${typeof source === 'string' ? source : '(object)'} (resolved):\n${indent(dumpConfig(cfg))}`);
+  // Asked for (--print-config): output, so on stdout; and before the backend starts.
+  if (printConfig && !o.quiet) console.log(`config ${typeof source === 'string' ? source : '(object)'} (resolved):\n${indent(dumpConfig(cfg))}`);
   const backend = await initBackend(cfg.backend, cfg.gpus);
   log(`backend: ${backend.description}`);
   return { cfg, backend };
@@ -118,21 +141,65 @@ export function checkArgs(fn: string, source: unknown, o: unknown, options: Reco
   checkOptions(fn, o, { ...options, ...COMMON_OPTIONS }, required);
 }
 
-/** `line` to the console unless quiet. */
+/** A progress line (`backend: ...`, `evaluating ...`) to stderr unless quiet: stdout is for results. */
 export const logger = (o: CommonOptions) => (line: string) => {
-  if (!o.quiet) console.log(line);
+  if (!o.quiet) console.error(line);
 };
+
+/**
+ * Runs a library call: its warnings go to `onWarning` and `warnings` (and the console unless
+ * quiet), signals are handled only when asked, and a UserError names the library's options
+ * rather than the commands' (`overwrite: true`, not `--overwrite`).
+ */
+export async function libraryCall<T>(o: CommonOptions | undefined, fn: (warnings: string[]) => Promise<T>): Promise<T> {
+  const opts = o && typeof o === 'object' ? o : {};
+  const warnings: string[] = [];
+  setSignalHandling(opts.handleSignals === true);
+  try {
+    return await withWarnings((line) => {
+      warnings.push(line);
+      if (typeof opts.onWarning === 'function') opts.onWarning(line);
+      if (!opts.quiet) console.warn(line);
+    }, () => fn(warnings));
+  } catch (err) {
+    if (err instanceof UserError && !isCommandLine()) err.message = inLibraryTerms(err.message);
+    throw err;
+  } finally {
+    setSignalHandling(true);
+  }
+}
+
+/** A command-line hint in the library's terms: `--overwrite` is `overwrite: true`, `--set k=v` is `set: ['k=v']`. */
+export function inLibraryTerms(msg: string): string {
+  return msg
+    .replace(/--[\w-]+ \(library: ([^)]*)\)/g, '$1')
+    .replace(/npx (train|evaluate|predict|export-model) --config [^\s)]+/g, (_, c: string) => `${c === 'export-model' ? 'exportModel' : c}(config)`)
+    .replace(/--set '([^']*)'/g, "set: ['$1']")
+    .replace(/--set ([^\s),;]+)/g, "set: ['$1']")
+    .replace(/--(overwrite|resume|web):/g, '$1:') // a label, as in '--resume: no checkpoint at ...'
+    .replace(/--(overwrite|resume|web)\b/g, '$1: true')
+    .replace(/--(\w+)\b/g, '$1');
+}
 
 export const selfTest: SelfTest = {
   'an object config is validated, extends resolve from the working folder, overrides apply'() {
     const cfg = resolveConfig({ extends: path.relative(process.cwd(), path.join(__dirname, '..', ...(path.extname(__filename) === '.js' ? ['..'] : []), 'configs', 'demo.yaml')), name: 'lib' }, { set: ['training.epochs=2'], backend: 'cpu' });
     assert.deepEqual([cfg.name, cfg.model.name, cfg.training.epochs, cfg.backend], ['lib', 'unet', 2, 'cpu']);
+    // @ts-expect-error a misspelt key is a compile error (ConfigInput) and, from JavaScript, one line
     assert.throws(() => resolveConfig({ training: { epohcs: 1 } }), /config object: unknown key 'training\.epohcs'/);
+    // @ts-expect-error so is a value of the wrong type
+    assert.throws(() => resolveConfig({ training: { epochs: 'five' } }), /training\.epochs/);
+  },
+  'command-line hints read as library options'() {
+    assert.equal(inLibraryTerms("x holds a run; continue it with --resume, pick another name (--set name=...), or pass --overwrite to replace it"), "x holds a run; continue it with resume: true, pick another name (set: ['name=...']), or pass overwrite: true to replace it");
+    assert.equal(inLibraryTerms('pass --overwrite (library: overwrite: true) to replace them'), 'pass overwrite: true to replace them');
+    assert.equal(inLibraryTerms('--resume: no checkpoint at x'), 'resume: no checkpoint at x');
+    assert.equal(inLibraryTerms('--output /x: holds files; train first (npx train --config ...) or pass --checkpoint DIR'), 'output /x: holds files; train first (train(config)) or pass checkpoint DIR');
   },
   'a config of the wrong kind and options of the wrong type are one line naming them'() {
     assert.throws(() => checkArgs('train', 123, {}, {}), /^UserError: train\(\): the config must be a YAML file path or a config object .*; got 123$/);
     assert.throws(() => checkArgs('f', {}, { set: [5] }, {}), /^UserError: f\(\): option 'set' must be a list of 'key\.path=value' strings; got a list$/);
-    assert.throws(() => checkArgs('f', {}, { chekpoint: 'x' }, { checkpoint: OPTION_KINDS.path }), /unknown option 'chekpoint' \(options: checkpoint, set, backend, quiet\)/);
+    assert.throws(() => checkArgs('f', {}, { chekpoint: 'x' }, { checkpoint: OPTION_KINDS.path }), /unknown option 'chekpoint' \(options: checkpoint, set, backend, quiet, onWarning, handleSignals\)/);
     assert.throws(() => checkArgs('f', {}, {}, { input: OPTION_KINDS.path }, { input: 'an image' }), /option 'input' is required: an image$/);
     checkArgs('f', 'x.yaml', { set: ['a=1'], quiet: true, checkpoint: undefined }, { checkpoint: OPTION_KINDS.path });
   },

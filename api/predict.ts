@@ -12,7 +12,7 @@ import { defaultCheckpoint, loadModel as loadWeights, useCheckpointDefinition } 
 import { listImages, planOutputs, predictFile, predictMask, PredictOptions } from '../engine/predictor';
 import { preflightInference } from '../engine/preflight';
 import { runIfMain, SelfTest } from '../utils/self_test';
-import { checkArgs, checkOptions, CommonOptions, ConfigSource, logger, OPTION_KINDS as K, prepare, thresholdOpt } from './options';
+import { checkArgs, checkOptions, CommonOptions, ConfigSource, libraryCall, logger, OPTION_KINDS as K, prepare, thresholdOpt } from './options';
 
 export interface Mask {
   width: number;
@@ -64,14 +64,16 @@ export class SegmentationModel {
 const SEGMENT_OPTIONS = { threshold: thresholdOpt, postprocess: K.bool };
 
 export async function loadModel(config: ConfigSource, o: LoadOptions = {}): Promise<SegmentationModel> {
-  checkArgs('loadModel', config, o, { checkpoint: K.path });
-  return load(config, o);
+  return libraryCall(o, async () => {
+    checkArgs('loadModel', config, o, { checkpoint: K.path });
+    return load(config, o);
+  });
 }
 
 async function load(config: ConfigSource, o: LoadOptions): Promise<SegmentationModel> {
   const { cfg, backend } = await prepare(config, o);
   const checkpoint = o.checkpoint ?? defaultCheckpoint(cfg);
-  useCheckpointDefinition(cfg, checkpoint, o.quiet ? () => {} : undefined); // the network the weights were trained as
+  useCheckpointDefinition(cfg, checkpoint); // the network the weights were trained as
   preflightInference(cfg, { backend: backend.name, batch: 1 + cfg.evaluation.tta.length, what: 'prediction' });
   return new SegmentationModel(await loadWeights(cfg, checkpoint), cfg, checkpoint);
 }
@@ -92,6 +94,10 @@ export interface Prediction extends Mask {
 }
 
 export async function predict(config: ConfigSource, o: PredictApiOptions): Promise<Prediction[]> {
+  return libraryCall(o, () => run(config, o));
+}
+
+async function run(config: ConfigSource, o: PredictApiOptions): Promise<Prediction[]> {
   checkArgs('predict', config, o, { checkpoint: K.path, ...SEGMENT_OPTIONS, input: K.path, output: K.path, overwrite: K.bool }, { input: 'an image file or a folder of images' });
   const log = logger(o);
   const files = listImages(o.input);

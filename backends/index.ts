@@ -12,6 +12,7 @@ import { registerPoolGrads } from './wasm_pool_grads';
 import { registerDepthwiseGrads } from './wasm_depthwise_grads';
 import { useStockWasm, useThreadedWasm, wasmThreads } from './wasm_threads';
 import { probeAdapter, softwareOptIn, startWebgpu } from './webgpu';
+import { warning } from '../utils/warnings';
 
 export type BackendName = 'auto' | 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
 
@@ -70,7 +71,7 @@ async function startWasm(): Promise<BackendInfo> {
   const threads = useThreadedWasm();
   let ok = await tf.setBackend('wasm');
   if (!ok && threads > 1) {
-    console.warn('warning: the multi-threaded wasm build did not start; using the single-threaded one');
+    warning('warning: the multi-threaded wasm build did not start; using the single-threaded one');
     useStockWasm();
     ok = await tf.setBackend('wasm');
   }
@@ -111,11 +112,11 @@ function firstLine(err: unknown): string {
 
 /** Starts the requested backend; an unavailable one is a UserError saying how to install it. */
 export async function initBackend(requested: BackendName, gpus: number[] = []): Promise<BackendInfo> {
-  const warning = applyGpus(gpus);
-  if (warning) console.warn(warning);
+  const gpuWarning = applyGpus(gpus);
+  if (gpuWarning) warning(gpuWarning);
   const info = await startBackend(requested);
   const unused = gpusUnused(gpus, info);
-  if (unused) console.warn(unused);
+  if (unused) warning(unused);
   return info;
 }
 

@@ -10,6 +10,7 @@ import { configActivationBytes, configActivationFloats, configParamCount, getMod
 import { Config, outChannels, parseConfig } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
+import { warning } from '../utils/warnings';
 
 export const WASM_HEAP_LIMIT = 4 * 2 ** 30;
 
@@ -112,7 +113,7 @@ export function trainShape(cfg: Config): Shape {
  * ceiling; returns the estimate. Native (tensorflow) backends are only warned about:
  * their memory is the GPU's or the machine's, not a fixed heap.
  */
-export function checkTrainMemory(cfg: Config, backend: string, warn: (s: string) => void = console.warn): number {
+export function checkTrainMemory(cfg: Config, backend: string, warn: (s: string) => void = warning): number {
   const s = trainShape(cfg);
   const need = trainStepBytes(cfg, s);
   const limit = memoryLimit(backend);

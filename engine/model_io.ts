@@ -11,6 +11,7 @@ import { MODEL_JSON_MAX_BYTES, readBoundedFile, readExportedWeights } from '../d
 import fs from 'node:fs';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../utils/self_test';
+import { warning } from '../utils/warnings';
 
 /** The checkpoint to use when none is given: best/ of the run, else last/. */
 export function defaultCheckpoint(cfg: Config): string {
@@ -141,7 +142,7 @@ export function describeChanges(changes: DefinitionChange[]): string {
  * word). Sets them on `cfg` and says so in one line when the config differs. An export of
  * another model than the config names is refused: its options are not all recorded.
  */
-export function useCheckpointDefinition(cfg: Config, source: string, warn: (line: string) => void = (l) => console.warn(l)): void {
+export function useCheckpointDefinition(cfg: Config, source: string, warn: (line: string) => void = warning): void {
   const stored = storedDefinition(source);
   if (!stored) return;
   const changes = definitionChanges(cfg, stored);

@@ -10,6 +10,7 @@ import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { metricNames } from './evaluator';
 import { checkInferMemory, checkTrainMemory } from './memory';
+import { warning } from '../utils/warnings';
 
 export type Warn = (line: string) => void;
 
@@ -83,7 +84,7 @@ export interface TrainPreflight {
 
 /** Everything train checks before building the model; throws the first problem as one line. */
 export function preflightTrain(cfg: Config, o: TrainPreflight): void {
-  const warn = o.warn ?? ((s: string) => console.warn(s));
+  const warn = o.warn ?? warning;
   if (o.resume && o.weights) {
     throw new UserError(`--weights ${o.weights} with --resume: a resumed run continues from its own last/ weights; drop --weights, or start a new run (another name) from those weights`);
   }

@@ -1,7 +1,8 @@
-// A training run's TensorBoard log, results/<name>/tb/: train loss and learning rate at
-// each history row, every validation metric, per-class IoU and a few validation overlays,
-// written as training goes (utils/tfevents.ts). A fresh run starts the folder empty; a
-// resumed run drops what its checkpoint had not reached, so no step appears twice.
+// A training run's TensorBoard log, event files in results/<name>/ (so TensorBoard names the
+// run <name>): train loss and learning rate at each history row, every validation metric,
+// per-class IoU and a few validation overlays, written as training goes (utils/tfevents.ts).
+// A fresh run removes earlier event files there; a resumed run drops what its checkpoint
+// had not reached, so no step appears twice.
 // `tensorboard --logdir results` shows every run side by side.
 import fs from 'node:fs';
 import os from 'node:os';

@@ -19,6 +19,16 @@ import { Worker } from 'node:worker_threads';
 import { exitWith } from '../utils/exit';
 import { runIfMain, SelfTest } from '../utils/self_test';
 
+// Who handles SIGINT/SIGTERM: the commands do (set by utils/errors.ts runCli); a host program
+// using the library keeps them unless it passes handleSignals: true (api/options.ts), and
+// stops a run with an AbortSignal instead. Without it, nothing here exits or kills the process.
+let signalsOwned = true;
+
+/** Whether this package installs signal handlers (and the watchdog) for the work it runs. */
+export function setSignalHandling(on: boolean): void {
+  signalsOwned = on;
+}
+
 /** Seconds the main thread has to answer a first signal; SEMSEG_STOP_GRACE_S overrides it (tests). */
 export function graceSeconds(): number {
   const v = Number(process.env.SEMSEG_STOP_GRACE_S);
@@ -91,6 +101,8 @@ export interface StopOptions {
   onSignal?: (signal: string) => void;
   /** Named by the watchdog when it ends a stuck run (the folder that keeps the last save). */
   keptDir?: string;
+  /** Stops the run after the current step, as a signal would (signal 'abort'). */
+  abort?: AbortSignal;
 }
 
 export class StopConditions {
@@ -107,6 +119,7 @@ export class StopConditions {
 
   /** Catches SIGINT and SIGTERM until dispose(), with the watchdog for a stuck main thread. */
   install(): this {
+    if (!signalsOwned) return this; // the host's signals: it stops the run with `abort`
     for (const sig of ['SIGINT', 'SIGTERM'] as const) {
       const h = () => this.onProcessSignal(sig);
       process.on(sig, h);
@@ -146,6 +159,7 @@ export class StopConditions {
     Atomics.add(this.shared, 2, 1);
     const seen = Atomics.load(this.shared, 1);
     if (seen && !this.signal) this.onSignal(signalName(seen));
+    if (this.opts.abort?.aborted && !this.signal) this.onSignal('abort');
     if (this.opts.stopAtStep !== undefined && step >= this.opts.stopAtStep) this.signal = this.signal ?? 'stop';
   }
 
@@ -177,6 +191,7 @@ export class StopConditions {
  * and cleaned by the next run). Returns the function that removes the handlers.
  */
 export function catchSignals(onFirst: (signal: NodeJS.Signals) => void): () => void {
+  if (!signalsOwned) return () => {}; // the host's signals: it decides what they end
   let seen = 0;
   const handlers = (['SIGINT', 'SIGTERM'] as const).map((sig) => {
     const h = () => {
@@ -205,6 +220,25 @@ export const selfTest: SelfTest = {
     const t0 = Date.now();
     while (Date.now() < t0 + 2); // let a millisecond pass
     assert.equal(limited.timeUp(), true);
+  },
+  'an abort signal stops after the step; without signal handling nothing is installed'() {
+    const ac = new AbortController();
+    const before = process.listenerCount('SIGINT');
+    setSignalHandling(false);
+    try {
+      const s = new StopConditions({ timeLimit: 0, abort: ac.signal }).install();
+      assert.equal(process.listenerCount('SIGINT'), before, 'no handler');
+      catchSignals(() => {})();
+      assert.equal(process.listenerCount('SIGINT'), before);
+      s.afterStep(1);
+      assert.equal(s.requested, false);
+      ac.abort();
+      s.afterStep(2);
+      assert.equal(s.signal, 'abort');
+      s.dispose();
+    } finally {
+      setSignalHandling(true);
+    }
   },
   'SIGTERM asks to stop once; dispose removes the handlers'() {
     const seen: string[] = [];

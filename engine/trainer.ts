@@ -33,6 +33,7 @@ import { initBackend } from '../backends';
 import { DeviceError, provokeDeviceError } from '../backends/webgpu_errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { writeFileReplacing } from '../utils/file_out';
+import { quietWarning, warning } from '../utils/warnings';
 
 export interface TrainOptions {
   /** Continue from ckpt_root/<name>/last. */
@@ -48,6 +49,8 @@ export interface TrainOptions {
   backendOption?: string;
   /** Print nothing but errors (tests). */
   quiet?: boolean;
+  /** Stops the run as a signal would (after the current step, saving last/): the library's way in. */
+  abortSignal?: AbortSignal;
   /** Backend description, for the report. */
   backend?: string;
   /** Skip the final evaluation with overlays and report (tests). */
@@ -63,6 +66,8 @@ export interface TrainOutcome {
   epoch: number;
   step: number;
   interrupted: boolean;
+  /** What stopped an interrupted run: 'SIGINT', 'SIGTERM', 'abort' (abortSignal) or 'stop' (stopAtStep). */
+  stoppedBy: string | null;
   lastDir: string;
   bestDir: string;
   resultsDir: string;
@@ -130,7 +135,7 @@ async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcom
 
   const model = getModel(cfg);
   const optimizer = createOptimizer(cfg);
-  const warn = opts.quiet ? () => {} : (s: string) => console.warn(s);
+  const warn = opts.quiet ? quietWarning : warning; // a library call's receiver gets them either way
   const meta = await startState(cfg, model, optimizer, dirs, opts, { stepsPerEpoch, trainPairs: trainPairs.length }, log, warn);
 
   guardFsSync({ what: 'run config', setting: 'checkpoint.ckpt_root' }, () => writeFileReplacing(path.join(dirs.ckpt, 'config.yaml'), dumpConfig(cfg))); // folder made by train()
@@ -140,7 +145,7 @@ async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcom
     writeFileReplacing(path.join(dirs.results, 'config.yaml'), dumpConfig(cfg));
     history.reset(opts.resume ? meta.step : null);
   });
-  const board = new RunBoard(path.join(dirs.results, 'tb'), opts.resume ? meta.step : null);
+  const board = new RunBoard(dirs.results, opts.resume ? meta.step : null); // `tensorboard --logdir results` names the run <name>
   const totalSteps = t.iterations ?? t.epochs * stepsPerEpoch;
   const run: Run = {
     cfg, opts, log, dirs, model, optimizer, meta, history, board, loader, valPairs, stepsPerEpoch, totalSteps,
@@ -151,6 +156,7 @@ async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcom
       timeLimit: t.time_limit,
       stopAtStep: opts.stopAtStep,
       keptDir: dirs.last,
+      abort: opts.abortSignal,
       onSignal: (sig) => log(`\n${sig}: finishing the current step, then saving ${dirs.last}`),
     }).install(),
   };
@@ -181,7 +187,7 @@ async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcom
   }
 
   const interrupted = end === 'interrupted';
-  const outcome: TrainOutcome = { model, epoch: meta.epoch, step: meta.step, interrupted, lastDir: dirs.last, bestDir: dirs.best, resultsDir: dirs.results };
+  const outcome: TrainOutcome = { model, epoch: meta.epoch, step: meta.step, interrupted, stoppedBy: interrupted ? run.stop.signal : null, lastDir: dirs.last, bestDir: dirs.best, resultsDir: dirs.results };
   if (!interrupted && !opts.skipResults) {
     if (end === 'time_up') log(`training.time_limit of ${t.time_limit} s reached at step ${meta.step}`);
     outcome.final = await finalResults(run);
@@ -215,7 +221,7 @@ async function trainEpoch(run: Run): Promise<EpochOutcome> {
       meta.step++;
       lossSum += loss;
       lossN++;
-      bar?.update(meta.step - epoch * spe, loss, lr, batch.n);
+      bar?.update(meta.step - epoch * spe, lossSum / lossN, lr, batch.n); // the mean the next history row records
       if (meta.step % t.print_interval === 0) {
         logTrain(run, { epoch, step: meta.step, split: 'train', loss: lossSum / lossN, lr });
         lossSum = lossN = 0;

@@ -16,6 +16,7 @@ import { runIfMain, SelfTest } from '../utils/self_test';
 import { IMAGE_EXTS, keyed, matchPairs, requireRoot } from './files';
 import { genericMeta } from '../utils/dataset_utils';
 import { DatasetDefinition, identityLut, MaskLut, PairRef, registerDataset } from './registry';
+import { warning } from '../utils/warnings';
 
 const isDir = (p: string) => fs.existsSync(p) && fs.statSync(p).isDirectory();
 const warnedShared = new Set<string>();
@@ -35,7 +36,7 @@ function splitDir(cfg: Config, dir: string, split: string, key: string): string 
   const shared = path.join(root, dir);
   if (key === 'images_dir' && !warnedShared.has(`${shared}:${split}`)) {
     warnedShared.add(`${shared}:${split}`);
-    console.warn(`warning: ${shared} has no split sub-folders; split '${split}' reads all of its images (as every split does)`);
+    warning(`warning: ${shared} has no split sub-folders; split '${split}' reads all of its images (as every split does)`);
   }
   return shared;
 }

@@ -19,6 +19,7 @@ import { runIfMain, SelfTest } from '../utils/self_test';
 import { binaryThresholdLut, isicSplitDir, listIsicLayout } from './isic';
 import { syntheticMeta } from '../utils/dataset_utils/synthetic';
 import { DatasetDefinition, identityLut, PairRef, registerDataset } from './registry';
+import { warning } from '../utils/warnings';
 
 const GENERATOR_VERSION = 1;
 const GEN_SEED = 20180; // the data set is fixed; training seeds must not change it
@@ -243,7 +244,7 @@ export const syntheticLoader: DatasetDefinition = {
     await ensureSynthetic(cfg);
     // The generator writes train and val; a test split reuses val, and says so: a test
     // score that is the validation score must not pass for a held-out one.
-    if (split === 'test') console.warn(`warning: synthetic data has no test split; split 'test' reads the val images of ${cfg.data.root}`);
+    if (split === 'test') warning(`warning: synthetic data has no test split; split 'test' reads the val images of ${cfg.data.root}`);
     return listIsicLayout(path.resolve(cfg.data.root), split === 'test' ? 'val' : split);
   },
   maskLut: (cfg) => (cfg.data.synthetic.kind === 'lesion' ? binaryThresholdLut() : identityLut(cfg)),

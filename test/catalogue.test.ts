@@ -198,7 +198,7 @@ describe('5. messages that mislead', () => {
     }
     child.child.kill('SIGINT');
     const r = await child.done;
-    assertOk(r);
+    assert.equal(r.code, 130, show(r));
     const hint = `Resume with: npx train --config ${config} --set name=hint --set training.iterations=10000 --set checkpoint.save_every_iters=1 --set 'data.size=[32, 32]' --backend wasm --resume`;
     assert.ok(r.stdout.includes(hint), show(r));
   });

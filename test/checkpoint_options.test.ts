@@ -74,7 +74,7 @@ test('--resume with another model option is refused, naming each key with both v
   await assert.rejects(train({ ...wrong, training: { ...trained.training, iterations: 4 } }, { resume: true, quiet: true }), (e: Error) => {
     assert.ok(e instanceof UserError, `${e.name}: ${e.message}`);
     assert.equal(e.message.split('\n').length, 1);
-    assert.match(e.message, /^--resume: .*last was trained with model\.up_mode bilinear \(config: nearest\), data\.size \[32, 32\] \(config: \[24, 24\]\), data\.normalize image \(config: dataset\); /);
+    assert.match(e.message, /^resume: .*last was trained with model\.up_mode bilinear \(config: nearest\), data\.size \[32, 32\] \(config: \[24, 24\]\), data\.normalize image \(config: dataset\); /);
     return true;
   });
 });

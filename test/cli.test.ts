@@ -37,29 +37,51 @@ const FILES = ['weights.bin', 'weights.json', 'optimizer.bin', 'optimizer.json',
 
 describe('--help', () => {
   for (const [cmd, extra] of [
-    ['train', ['--resume', '--weights']],
+    ['train', ['--resume', '--weights', '--print-config']],
     ['evaluate', ['--checkpoint', '--split', '--sweep-threshold']],
     ['predict', ['--checkpoint', '--input', '--output']],
+    ['export', ['--checkpoint', '--output', '--web']],
   ] as const) {
-    test(`${cmd} --help lists its options and exits 0`, { timeout: TIMEOUT }, async () => {
-      const r = await run(cmd, ['--help']);
-      assertOk(r);
-      for (const opt of ['--config', '--set', '--backend', ...extra]) assert.match(r.stdout, new RegExp(`^\\s+(-\\w, )?${opt}\\b`, 'm'), `${opt} missing\n${show(r)}`);
-      assert.equal(r.stderr, '');
+    test(`${cmd} --help and -h list its options and exit 0`, { timeout: TIMEOUT }, async () => {
+      for (const flag of ['--help', '-h']) {
+        const r = await run(cmd, [flag]);
+        assertOk(r);
+        for (const opt of ['--config', '--set', '--backend', '--quiet', ...extra]) assert.match(r.stdout, new RegExp(`^\\s+(-\\w, )?${opt}\\b`, 'm'), `${opt} missing\n${show(r)}`);
+        assert.equal(r.stderr, '');
+      }
     });
   }
 });
 
-test('`npx train` (node_modules/.bin) starts the compiled commands', { timeout: TIMEOUT }, async (t) => {
+test('usage errors exit 2 (unknown option, missing --config, a bad choice); other failures 1', { timeout: TIMEOUT }, async () => {
+  const dir = scratch('usage');
+  for (const args of [['--config', 'x.yaml', '--epohcs', '3'], [], ['--config', 'x.yaml', '--backend', 'gpu']]) {
+    const r = await run('train', args);
+    assert.equal(r.code, 2, show(r));
+    assertOneLineError(r);
+  }
+  const r = await run('evaluate', ['--config', path.join(dir, 'missing.yaml')]);
+  assert.equal(r.code, 1, show(r));
+});
+
+test('the package\'s bins (bin/: train, evaluate, predict, export-model, and tfjs-semseg <command>) start the compiled commands', { timeout: TIMEOUT }, async (t) => {
   if (path.extname(__filename) === '.ts') return t.skip('the launchers load dist/, which only the compiled tests are sure to match');
-  const binDir = path.resolve(__dirname, '..', '..', 'node_modules', '.bin');
-  for (const cmd of ['train', 'evaluate', 'predict']) {
-    const launcher = path.join(binDir, cmd);
-    if (!fs.existsSync(launcher)) return t.skip(`${launcher} missing: run npm install to link the commands`);
-    const r = await runNode([launcher, '--help']);
+  const pkg = path.resolve(__dirname, '..', '..');
+  const bins = JSON.parse(fs.readFileSync(path.join(pkg, 'package.json'), 'utf8')).bin as Record<string, string>;
+  assert.deepEqual(Object.keys(bins).sort(), ['evaluate', 'export-model', 'predict', 'tfjs-semseg', 'train']);
+  for (const cmd of ['train', 'evaluate', 'predict', 'export-model']) {
+    const r = await runNode([path.join(pkg, bins[cmd]), '--help']);
     assertOk(r);
     assert.match(r.stdout, new RegExp(`^${cmd} --config FILE`, 'm'), show(r));
+    const viaName = await runNode([path.join(pkg, bins['tfjs-semseg']), cmd, '-h']);
+    assert.equal(viaName.stdout, r.stdout, show(viaName));
   }
+  const list = await runNode([path.join(pkg, bins['tfjs-semseg']), '--help']);
+  assertOk(list);
+  assert.match(list.stdout, /^Usage: tfjs-semseg <command>/m);
+  const unknown = await runNode([path.join(pkg, bins['tfjs-semseg']), 'trian']);
+  assert.equal(unknown.code, 2, show(unknown));
+  assert.match(unknown.stderr, /^error: unknown command 'trian' \(commands: train, evaluate, predict, export-model; see --help\)$/m);
 });
 
 describe('bad configs and options: one line on stderr, no stack trace', () => {
@@ -159,11 +181,12 @@ describe('full cycle on a tiny synthetic dataset', () => {
   const ck = path.join(dir, 'checkpoints', 'tiny');
   const res = path.join(dir, 'results', 'tiny');
 
-  test('train prints backend, resolved config and where outputs went, and writes them', { timeout: TIMEOUT }, async () => {
-    const r = await run('train', ['--config', config]);
+  test('train prints backend (stderr), resolved config (--print-config) and where outputs went, and writes them', { timeout: TIMEOUT }, async () => {
+    const r = await run('train', ['--config', config, '--print-config']);
     assertOk(r);
-    assert.match(r.stdout, /^backend: wasm\b/m);
-    assert.match(r.stdout, /\(resolved\):\n(.*\n)*\s+name: tiny\n/);
+    assert.match(r.stderr, /^backend: wasm\b/m);
+    assert.doesNotMatch(r.stdout, /^backend:/m, 'diagnostics stay off stdout');
+    assert.match(r.stdout, /^config .* \(resolved\):\n(.*\n)*\s+name: tiny\n/);
     assert.match(r.stdout, /^\s+base: 4$/m);
     assert.ok(r.stdout.includes(`checkpoints: ${path.join(ck, 'last')} (latest), ${path.join(ck, 'best')} (best val.mIoU = `), show(r));
     assert.ok(r.stdout.includes(`report: ${path.join(res, 'report.html')}`), show(r));
@@ -177,17 +200,33 @@ describe('full cycle on a tiny synthetic dataset', () => {
     const rows = fs.readFileSync(path.join(res, 'history.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     assert.deepEqual(rows.filter((h) => h.split === 'val').map((h) => h.epoch), [1, 2]);
 
+    // The bar's loss is the figure history.jsonl records (the mean since the previous row), here at each epoch's end.
+    const bars = [...r.stderr.matchAll(/^epoch (\d+)\/2 .* 4\/4 \| loss ([\d.]+) /gm)];
+    assert.equal(bars.length >= 2, true, show(r));
+    for (const [, epoch, loss] of bars) {
+      const row = rows.find((h) => h.split === 'train' && h.step === 4 * Number(epoch));
+      assert.equal(loss, row.loss.toFixed(4), `epoch ${epoch}`);
+    }
+
     for (const saved of [path.join(ck, 'config.yaml'), path.join(res, 'config.yaml')]) {
       const c = yaml.load(fs.readFileSync(saved, 'utf8')) as any;
       assert.deepEqual([c.name, c.model.base, c.training.epochs, c.backend], ['tiny', 4, 2, 'wasm'], saved);
     }
   });
 
+  test('--quiet: results on stdout, nothing on stderr', { timeout: TIMEOUT }, async () => {
+    const r = await run('evaluate', ['--config', config, '--quiet', '--output', path.join(dir, 'quiet-eval')]);
+    assertOk(r);
+    assert.equal(r.stderr, '', show(r));
+    assert.match(r.stdout, /^metrics: .*metrics\.json$/m);
+    assert.doesNotMatch(r.stdout, /^class\s+IoU/m, 'the table is progress here, not a result');
+  });
+
   test('evaluate writes metrics.json in [0, 1] and prints the table', { timeout: TIMEOUT }, async () => {
     const r = await run('evaluate', ['--config', config]);
     assertOk(r);
-    assert.match(r.stdout, /^backend: wasm\b/m);
-    assert.ok(r.stdout.includes(`evaluating ${path.join(ck, 'best')} on 8 val pairs`), show(r));
+    assert.match(r.stderr, /^backend: wasm\b/m);
+    assert.ok(r.stderr.includes(`evaluating ${path.join(ck, 'best')} on 8 val pairs`), show(r));
     assert.match(r.stdout, /^class\s+IoU\s+Dice/m);
     assert.match(r.stdout, /^mIoU\s+[\d.]+\s+mDice\s+[\d.]+/m);
     const m = JSON.parse(fs.readFileSync(path.join(res, 'eval-val', 'metrics.json'), 'utf8'));

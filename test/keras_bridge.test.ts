@@ -62,7 +62,7 @@ test('to Keras with the same masks, MirroredStrategy training, and back into eva
   // The demo's model (configs/demo.yaml: U-Net base 8, depth 3, 64x64) on a small generated set.
   const demo = [path.join(ROOT, 'configs', 'demo.yaml'), path.join(ROOT, '..', 'configs', 'demo.yaml')].find((f) => fs.existsSync(f))!;
   const tiny = tinyConfig(dir, { training: { epochs: 2, batch_size: 4, workers: 1, print_interval: 2, time_limit: 0 } });
-  const raw = { extends: demo, name: 'keras', backend: 'wasm', data: { ...tiny.data, size: [64, 64] }, training: tiny.training, checkpoint: tiny.checkpoint, results: tiny.results };
+  const raw = { extends: demo, name: 'keras', backend: 'wasm' as const, data: { ...tiny.data, size: [64, 64] }, training: tiny.training, checkpoint: tiny.checkpoint, results: tiny.results };
   const cfg = resolveConfig(raw);
   assert.deepEqual([cfg.model.base, cfg.model.depth], [8, 3]);
   await train(raw, { quiet: true });

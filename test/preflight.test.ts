@@ -139,7 +139,7 @@ describe('inside a step', () => {
     assert.ok(!fs.existsSync(last), 'nothing saved before the signal');
     started.child.kill('SIGTERM');
     const r = await started.done;
-    assertOk(r);
+    assert.equal(r.code, 143, show(r));
     assert.doesNotMatch(r.stderr, /^error:/m, show(r));
     const step = (await loadCheckpoint(last)).meta.step;
     assert.equal(step, 2, `saved step ${step}: the run should stop after the step the signal came in\n${show(r)}`);

@@ -29,7 +29,7 @@ test('TensorFlow reads the event files: history values, per-class IoU, overlays;
   try {
     const cfg = tinyConfig(dir, { training: { epochs: 1, batch_size: 4, workers: 1, print_interval: 2, val_interval: 1 } });
     const first = await train(cfg, { quiet: true });
-    const tb = path.join(dir, 'results', 'tiny', 'tb');
+    const tb = path.join(dir, 'results', 'tiny');
     const history = new History(path.join(dir, 'results', 'tiny', 'history.jsonl'));
     // A kill after logging past the checkpoint: rows and events at a step last/ never reached.
     const ghost = first.step + 1;

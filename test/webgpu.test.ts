@@ -288,7 +288,7 @@ describe('the commands on webgpu', () => {
   test('train: per-step losses match wasm; evaluate and predict agree with wasm; export-model loads', { timeout: TIMEOUT }, async () => {
     const gpu = await cmd('train', ['--config', config, '--backend', 'webgpu', '--set', 'name=gpu']);
     assertOk(gpu);
-    assert.match(gpu.stdout, /backend: webgpu \(Dawn, .*software adapter \(SEMSEG_WEBGPU_SOFTWARE=1\)/);
+    assert.match(gpu.stderr, /backend: webgpu \(Dawn, .*software adapter \(SEMSEG_WEBGPU_SOFTWARE=1\)/);
     assert.doesNotMatch(gpu.stderr, /validation|Invalid|error/i, show(gpu));
     const cpu = await cmd('train', ['--config', config, '--backend', 'wasm', '--set', 'name=wasm']);
     assertOk(cpu);

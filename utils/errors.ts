@@ -14,26 +14,53 @@ export class UserError extends Error {
   }
 }
 
+/** A command line the command cannot run (unknown option, missing argument): exit 2, as POSIX utilities do. */
+export class UsageError extends UserError {}
+
+let commandLine = false;
+/** Whether this process is one of the commands (runCli): errors keep their --option wording. */
+export function isCommandLine(): boolean {
+  return commandLine;
+}
+
 /** Work stopped by SIGINT/SIGTERM: one line, and the exit code a shell expects of that signal (128 + its number). */
 export class StoppedBySignal extends UserError {
   constructor(message: string, readonly signal: string) {
     super(message);
   }
   get exitCode(): number {
-    return 128 + ((os.constants.signals as Record<string, number>)[this.signal] ?? 15);
+    return signalExitCode(this.signal);
   }
 }
 
-/** Runs a CLI entry point; turns any error into one readable line and exit code 1 (128 + n after signal n). */
-export async function runCli(main: () => Promise<void>): Promise<void> {
+/**
+ * Runs a CLI entry point; turns any error into one readable line and an exit code: 2 for a
+ * usage error, 128 + n after signal n, 1 for any other failure. `main` may return an exit
+ * code (a run stopped by a signal, after saving, returns 128 + n).
+ */
+export async function runCli(main: () => Promise<number | void>): Promise<void> {
+  commandLine = true;
+  let code = 0;
   try {
-    await main();
+    code = (await main()) ?? 0;
   } catch (err) {
     console.error(`error: ${describeError(err)}`);
     if (!(err instanceof UserError) && process.env.SEMSEG_DEBUG) console.error((err as Error).stack);
-    await exitWith(err instanceof StoppedBySignal ? err.exitCode : 1);
+    await exitWith(exitCodeOf(err));
   }
   await runExitHooks();
+  if (code) process.exitCode = code;
+}
+
+/** The exit code for an error that ended a command. */
+export function exitCodeOf(err: unknown): number {
+  if (err instanceof StoppedBySignal) return err.exitCode;
+  return err instanceof UsageError ? 2 : 1;
+}
+
+/** The exit code a shell expects after `signal` ('SIGINT': 130). */
+export function signalExitCode(signal: string): number {
+  return 128 + ((os.constants.signals as Record<string, number>)[signal] ?? 15);
 }
 
 /**
@@ -149,6 +176,13 @@ function errno(code: string, syscall: string, p?: string): NodeJS.ErrnoException
 export const selfTest: SelfTest = {
   'user errors print as their message alone'() {
     assert.equal(describeError(new UserError('data/x.png: expected a PNG')), 'data/x.png: expected a PNG');
+  },
+  'exit codes: 2 for usage, 130 after SIGINT, 1 otherwise'() {
+    assert.equal(exitCodeOf(new UsageError('Unknown argument: x')), 2);
+    assert.equal(exitCodeOf(new StoppedBySignal('stopped', 'SIGINT')), 130);
+    assert.equal(exitCodeOf(new UserError('bad')), 1);
+    assert.equal(exitCodeOf(new Error('bug')), 1);
+    assert.equal(signalExitCode('SIGTERM'), 143);
   },
   'internal errors give their first line and a hint, not a stack'() {
     const d = describeError(new TypeError('boom\n    at somewhere'));

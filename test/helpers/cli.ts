@@ -100,8 +100,9 @@ export function assertOk(r: RunResult): void {
   assert.equal(r.code, 0, show(r));
 }
 
-// Progress bars go to stderr; without a terminal they print plain "epoch i/n ..." lines.
-const progressLine = /^epoch \d+\/\d+ /;
+// Progress goes to stderr: the bars (without a terminal, plain "epoch i/n ..." lines) and
+// the library's start-up and progress lines (api/options.ts logger).
+const progressLine = /^(epoch \d+\/\d+ |backend: |evaluating |predicting \d+ image)/;
 
 /**
  * Asserts the run failed the way a user error should: non-zero exit, no stack trace,
