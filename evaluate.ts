@@ -19,6 +19,7 @@ async function main(): Promise<void> {
     .option('output', { type: 'string', describe: 'folder for metrics.json and the report (default: <results.root>/<name>/eval-<split>); an earlier evaluation there is replaced, other files are refused' })
     .option('overwrite', { type: 'boolean', default: false, describe: 'write into --output even where it holds other files' })
     .help()
+    .alias('help', 'h')
     .parse();
   const res = await evaluate(args.config, {
     ...commandCall(args), checkpoint: args.checkpoint, split: args.split,

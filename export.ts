@@ -17,6 +17,7 @@ async function main(): Promise<void> {
     .option('web', { type: 'boolean', default: false, describe: 'also write the static web app (index.html, app.js, tfjs bundles)' })
     .option('quantize', { type: 'string', describe: 'store weights as uint8 (affine, 4x smaller) or float16 (2x smaller)' })
     .help()
+    .alias('help', 'h')
     .parse();
   const res = await exportModel(args.config, {
     ...commandCall(args), checkpoint: args.checkpoint, output: args.output, web: args.web,

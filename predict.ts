@@ -18,6 +18,7 @@ async function main(): Promise<void> {
     .option('overwrite', { type: 'boolean', default: false, describe: 'replace outputs of an earlier prediction in --output (otherwise refused)' })
     .option('postprocess', { type: 'boolean', describe: 'dataset post-processing (ISIC: keep the largest lesion, fill holes; default: evaluation.postprocess); --no-postprocess to skip' })
     .help()
+    .alias('help', 'h')
     .parse();
   const out = await predict(args.config, {
     ...commandCall(args), checkpoint: args.checkpoint, input: args.input, output: args.output,

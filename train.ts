@@ -18,6 +18,7 @@ async function main(): Promise<number> {
     .example('$0 --config configs/demo.yaml --resume', 'continue an interrupted run')
     .example('$0 --config configs/isic.yaml --set training.epochs=5 --backend wasm', 'override keys')
     .help()
+    .alias('help', 'h')
     .parse();
   const started = Date.now();
   const out = await train(args.config, { ...commandCall(args), resume: args.resume, overwrite: args.overwrite, weights: args.weights, printConfig: args['print-config'] });

@@ -1,6 +1,8 @@
-// The library as a user gets it: `npm pack`, installed into an empty folder, runs README's
-// "Use from code" example as written there (taken from the README), and the example's
-// results are checked; the installed package's types declare the five entry points.
+// The package as a user gets it: `npm pack`, installed into an empty folder. README's "Use
+// from code" example runs there as written (taken from the README), twice, and wrapped as
+// CommonJS; the commands run through npx as "Installed from npm" says (train, evaluate,
+// predict, export-model on a copy of the package's demo config, made tiny); the tarball
+// holds what a user needs and no tests, benches or dangling source maps.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -26,7 +28,17 @@ function npm(args: string[], cwd: string): string {
   return r.stdout;
 }
 
-test('npm pack, installed in an empty folder, runs the README example and returns results', { timeout: 600_000 }, async () => {
+/** Runs an installed bin the way the README says: `npx --no-install <cmd> ...` in the app folder. */
+function npx(cwd: string, args: string[]) {
+  const env = { ...process.env };
+  for (const k of Object.keys(env)) if (/^npm_/i.test(k)) delete env[k]; // not `npm test`'s own package context
+  delete env.NODE_TEST_CONTEXT;
+  delete env.SEMSEG_DEBUG;
+  return spawnSync('npx', ['--no-install', ...args], { cwd, env, encoding: 'utf8', timeout: 240_000 });
+}
+const shown = (r: ReturnType<typeof spawnSync>) => `exit ${r.status}\n--- stdout:\n${String(r.stdout).slice(-2000)}\n--- stderr:\n${String(r.stderr).slice(-2000)}`;
+
+test('npm pack, installed in an empty folder: the README example (ESM, twice; CommonJS), the commands through npx, and the tarball\'s contents', { timeout: 900_000 }, async () => {
   const readme = fs.readFileSync(path.join(PKG, 'README.md'), 'utf8');
   const section = readme.slice(readme.indexOf('## Use from code'));
   const code = /```js\n([\s\S]*?)```/.exec(section)?.[1];
@@ -34,22 +46,73 @@ test('npm pack, installed in an empty folder, runs the README example and return
   const dir = tmpDir('library');
   dirs.push(dir);
   const tgz = npm(['pack', '--pack-destination', dir, PKG], dir).trim().split('\n').pop()!;
+
+  // What the tarball holds: runtime code, configs, the web app, the bridge, the weights, the README;
+  // no tests or benches, and no source map without the source it points at.
+  const files = spawnSync('tar', ['tzf', path.join(dir, tgz)], { encoding: 'utf8' }).stdout.trim().split('\n').map((f) => f.replace(/^package\//, ''));
+  for (const f of ['package.json', 'README.md', 'dist/api/index.js', 'dist/api/index.d.ts', 'dist/train.js', 'bin/train.js', 'bin/tfjs-semseg.js', 'configs/demo.yaml', 'deploy/web/app.js', 'deploy/web/index.html', 'deploy/keras_bridge.py', 'weights/mobilenet_v2_imagenet/weights.bin', 'weights/mobilenet_v2_imagenet/LICENSE']) {
+    assert.ok(files.includes(f), `${f} missing from the tarball`);
+  }
+  assert.deepEqual(files.filter((f) => /^(dist\/)?(test|bench)\//.test(f)), [], 'tests or benches shipped');
+  for (const map of files.filter((f) => f.endsWith('.map'))) {
+    const sources = JSON.parse(fs.readFileSync(path.join(PKG, map), 'utf8')).sources as string[];
+    for (const src of sources) assert.ok(files.includes(path.posix.join(path.posix.dirname(map), src)), `${map} points at ${src}, not shipped`);
+  }
+  const pkg = JSON.parse(fs.readFileSync(path.join(PKG, 'package.json'), 'utf8'));
+  assert.equal(pkg.private, undefined, 'publishable');
+
   const app = path.join(dir, 'app');
   fs.mkdirSync(app);
   fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', private: true }));
+  const t0 = Date.now();
   npm(['install', path.join(dir, tgz)], app);
+  const installS = (Date.now() - t0) / 1000;
   assert.ok(fs.existsSync(path.join(app, 'node_modules', 'tfjs-semseg', 'dist', 'api', 'index.js')));
   assert.ok(!fs.lstatSync(path.join(app, 'node_modules', 'tfjs-semseg')).isSymbolicLink(), 'installed from the tarball, not linked');
+  for (const heavy of ['@tensorflow/tfjs', 'nsfwjs', 'webgpu']) assert.ok(!fs.existsSync(path.join(app, 'node_modules', heavy)), `${heavy} installed`);
+
+  // The example as written (ESM), and again in the same folder: a second run must not be refused.
   fs.writeFileSync(path.join(app, 'example.mjs'), code);
-  const r = await runNode([path.join(app, 'example.mjs')], { cwd: app });
-  assert.equal(r.code, 0, show(r));
-  const [best, miou, n, width, output] = r.stdout.trim().split('\n').pop()!.split(' ');
-  assert.equal(best, path.join('checkpoints', 'lib', 'best'));
-  assert.ok(Number(miou) >= 0 && Number(miou) <= 1, miou);
-  assert.equal(Number(n), 8);
-  assert.ok(Number(width) > 0);
-  assert.ok(fs.existsSync(path.join(app, output, 'model.json')));
+  for (let i = 0; i < 2; i++) {
+    const r = await runNode([path.join(app, 'example.mjs')], { cwd: app });
+    assert.equal(r.code, 0, `run ${i + 1}: ${show(r)}`);
+    const [best, miou, n, width, output] = r.stdout.trim().split('\n').pop()!.split(' ');
+    assert.equal(best, path.join('checkpoints', 'lib', 'best'));
+    assert.ok(Number(miou) >= 0 && Number(miou) <= 1, miou);
+    assert.equal(Number(n), 8);
+    assert.ok(Number(width) > 0);
+    assert.ok(fs.existsSync(path.join(app, output, 'model.json')));
+  }
   assert.ok(fs.existsSync(path.join(app, 'checkpoints', 'lib', 'best', 'complete.json')));
+  // Wrapped as CommonJS, as the README says.
+  const cjs = `const { train, evaluate, predict, loadModel, exportModel } = require('tfjs-semseg');\n(async () => {\n${code.replace(/^import .*\n/m, '')}})().catch((e) => { console.error(e); process.exitCode = 1; });\n`;
+  fs.writeFileSync(path.join(app, 'example.cjs'), cjs);
+  const c = await runNode([path.join(app, 'example.cjs')], { cwd: app });
+  assert.equal(c.code, 0, `CommonJS: ${show(c)}`);
   const types = fs.readFileSync(path.join(app, 'node_modules', 'tfjs-semseg', 'dist', 'api', 'index.d.ts'), 'utf8');
-  for (const name of ['train', 'evaluate', 'predict', 'loadModel', 'exportModel']) assert.match(types, new RegExp(`\\b${name}\\b`), name);
+  for (const name of ['train', 'evaluate', 'predict', 'loadModel', 'exportModel', 'ConfigInput', 'ExportResult']) assert.match(types, new RegExp(`\\b${name}\\b`), name);
+
+  // The commands, as "Installed from npm" documents them, on a copy of the package's demo config made tiny.
+  const help = npx(app, ['train', '--help']);
+  assert.equal(help.status, 0, shown(help));
+  assert.match(help.stdout, /^train --config FILE/m);
+  fs.copyFileSync(path.join(app, 'node_modules', 'tfjs-semseg', 'configs', 'demo.yaml'), path.join(app, 'my.yaml'));
+  const tiny = ['--set', 'name=cli', '--set', 'backend=wasm', '--set', 'model.base=4', '--set', 'model.depth=2', '--set', 'data.root=data/cli', '--set', 'data.size=[32, 32]',
+    '--set', 'data.synthetic.train=16', '--set', 'data.synthetic.val=8', '--set', 'data.synthetic.image_size=40', '--set', 'training.epochs=1', '--set', 'training.batch_size=4', '--set', 'training.workers=1'];
+  const tr = npx(app, ['tfjs-semseg', 'train', '--config', 'my.yaml', ...tiny]);
+  assert.equal(tr.status, 0, shown(tr));
+  assert.match(tr.stdout, /^checkpoints: .*cli.*best/m);
+  assert.ok(fs.existsSync(path.join(app, 'results', 'cli', 'config.yaml')), 'the resolved config is in the run folder');
+  const ev = npx(app, ['evaluate', '--config', 'my.yaml', ...tiny]);
+  assert.equal(ev.status, 0, shown(ev));
+  assert.match(ev.stdout, /^metrics: /m);
+  const pr = npx(app, ['predict', '--config', 'my.yaml', ...tiny, '--input', 'data/cli/ISIC2018_Task1-2_Validation_Input', '--output', 'pred']);
+  assert.equal(pr.status, 0, shown(pr));
+  assert.match(pr.stdout, /^wrote 8 prediction\(s\) to pred$/m);
+  const ex = npx(app, ['export-model', '--config', 'my.yaml', ...tiny, '--web', '--output', 'web']);
+  assert.equal(ex.status, 0, shown(ex));
+  for (const f of ['model.json', 'index.html', 'tf-core.min.js']) assert.ok(fs.existsSync(path.join(app, 'web', f)), f);
+  const usage = npx(app, ['tfjs-semseg', 'train', '--epohcs', '3']);
+  assert.equal(usage.status, 2, shown(usage));
+  console.log(`# install ${installS.toFixed(1)} s`);
 });

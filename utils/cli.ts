@@ -18,7 +18,6 @@ export function commonOptions<T>(y: Argv<T>) {
     .option('set', { type: 'string', array: true, default: [] as string[], describe: 'override a config key: --set training.epochs=5 (repeatable)' })
     .option('backend', { type: 'string', choices: ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'], describe: 'compute backend (overrides the config)' })
     .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'print only results and errors (no progress, start-up lines or warnings)' })
-    .alias('help', 'h')
     .strict()
     .wrap(Math.min(110, y.terminalWidth()))
     .fail((msg, err) => {
