@@ -3,7 +3,7 @@ import path from 'node:path';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
 import { defaultCheckpoint, useCheckpointDefinition } from '../engine/model_io';
-import { checkOutputFolder, exportModel as writeExport, ExportResult, parseQuantization } from '../deploy/export_model';
+import { checkOutputFolder, exportModel as writeExport, parseQuantization } from '../deploy/export_model';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { checkArgs, CommonOptions, ConfigSource, libraryCall, OPTION_KINDS as K, prepare } from './options';
 
@@ -18,7 +18,13 @@ export interface ExportOptions extends CommonOptions {
   quantize?: 'uint8' | 'float16' | 'none';
 }
 
-export type { ExportResult };
+/** What an export wrote (deploy/export_model.ts's result, declared here so the library's types stay small). */
+export interface ExportResult {
+  output: string;
+  files: { name: string; bytes: number }[];
+  /** model.json plus weight shards. */
+  modelBytes: number;
+}
 
 export async function exportModel(config: ConfigSource, o: ExportOptions = {}): Promise<ExportResult & { checkpoint: string }> {
   return libraryCall(o, () => run(config, o));

@@ -37,12 +37,17 @@ export interface SegmentOptions {
 export class SegmentationModel {
   readonly classNames: string[];
   readonly palette: Rgb[];
-  constructor(readonly model: tf.LayersModel, readonly config: Config, readonly checkpoint: string) {
+  /** @internal the tfjs model (internal: tfjs-layers' declarations are not strict-clean, and would be a consumer's to compile) */
+  readonly model: tf.LayersModel;
+  /** @internal made by loadModel() */
+  constructor(model: tf.LayersModel, readonly config: Config, readonly checkpoint: string) {
+    this.model = model;
     const meta = datasetMeta(config);
     this.classNames = meta.classes;
     this.palette = meta.palette;
   }
 
+  /** @internal */
   predictOptions(o: SegmentOptions = {}): PredictOptions {
     const e = this.config.evaluation;
     return { threshold: o.threshold ?? this.config.training.threshold, postprocess: o.postprocess ?? e.postprocess, tta: e.tta, scales: e.scales };

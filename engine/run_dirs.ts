@@ -30,7 +30,14 @@ export function runDirs(cfg: Config): RunDirs {
  */
 export function resultsOfRun(results: string): string | null {
   for (const name of ['history.jsonl', 'metrics.json', 'report.html']) {
-    const st = fs.statSync(path.join(results, name), { throwIfNoEntry: false });
+    let st: fs.Stats | undefined;
+    try {
+      st = fs.statSync(path.join(results, name), { throwIfNoEntry: false });
+    } catch (err) {
+      // A file in the path: no run there; writing the results names it (with its setting).
+      if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
+      throw err;
+    }
     if (st && (!st.isFile() || st.size > 0)) return name;
   }
   return null;

@@ -92,6 +92,23 @@ test('npm pack, installed in an empty folder: the README example (ESM, twice; Co
   const types = fs.readFileSync(path.join(app, 'node_modules', 'tfjs-semseg', 'dist', 'api', 'index.d.ts'), 'utf8');
   for (const name of ['train', 'evaluate', 'predict', 'loadModel', 'exportModel', 'ConfigInput', 'ExportResult']) assert.match(types, new RegExp(`\\b${name}\\b`), name);
 
+  // The declarations compile under strict without skipLibCheck (and without @types/node in the
+  // app), and a misspelt config key or a value of the wrong type is a compile error.
+  fs.writeFileSync(path.join(app, 'typed.mts'), [
+    "import { train, exportModel, type ConfigInput, type ExportResult } from 'tfjs-semseg';",
+    "const config: ConfigInput = { name: 'lib', backend: 'wasm', training: { epochs: 1 } };",
+    "const run = await train(config, { quiet: true, overwrite: true, onWarning: (line) => console.log(line), abortSignal: new AbortController().signal });",
+    "const out: ExportResult = await exportModel(config, { output: 'x' });",
+    'console.log(run.checkpoints.best, run.warnings.length, out.modelBytes);',
+    '// @ts-expect-error misspelt key',
+    'await train({ trainng: { epochs: 1 } });',
+    '// @ts-expect-error a value of the wrong type',
+    "await train({ training: { epochs: 'five' } });",
+  ].join('\n'));
+  fs.writeFileSync(path.join(app, 'tsconfig.json'), JSON.stringify({ compilerOptions: { strict: true, skipLibCheck: false, noEmit: true, target: 'ES2022', module: 'nodenext', moduleResolution: 'nodenext', types: [] }, files: ['typed.mts'] }));
+  const tsc = spawnSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', app], { cwd: app, encoding: 'utf8' });
+  assert.equal(tsc.status, 0, `tsc ${require('typescript').version}: ${tsc.stdout}${tsc.stderr}`);
+
   // The commands, as "Installed from npm" documents them, on a copy of the package's demo config made tiny.
   const help = npx(app, ['train', '--help']);
   assert.equal(help.status, 0, shown(help));

@@ -15,7 +15,12 @@ export function selfTestOf(filename: string): SelfTest | undefined {
   return registered.get(filename);
 }
 
-export function runIfMain(mod: NodeModule, checks: SelfTest): void {
+/** A CommonJS module, as far as this file needs one (the declarations then need no @types/node). */
+export interface ModuleLike {
+  filename: string;
+}
+
+export function runIfMain(mod: ModuleLike, checks: SelfTest): void {
   registered.set(mod.filename, checks);
   if (!isMainModule(mod)) return;
   // exit.ts imports this module: required here, when a check has run, to avoid the cycle at load.
@@ -27,8 +32,8 @@ export function runIfMain(mod: NodeModule, checks: SelfTest): void {
  * every file shares the bundle's `module`, so every file would think it is the entry;
  * the bundle's banner sets the flag. A bundle's entry checks require.main itself.
  */
-export function isMainModule(mod: NodeModule): boolean {
-  return require.main === mod && !(globalThis as { __semsegBundle?: boolean }).__semsegBundle;
+export function isMainModule(mod: ModuleLike): boolean {
+  return (require.main as ModuleLike | undefined) === mod && !(globalThis as { __semsegBundle?: boolean }).__semsegBundle;
 }
 
 export async function runChecks(label: string, checks: SelfTest): Promise<boolean> {
