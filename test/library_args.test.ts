@@ -71,3 +71,44 @@ test('the wasm backend leaves no process listeners behind; a host error after it
   assert.match(r.stderr, /Error: the host failed on its own/);
   assert.ok(r.stderr.length < 4000, `stderr is ${r.stderr.length} characters: ${r.stderr.slice(0, 300)}`);
 });
+
+test('as a library: no signal handlers or exits unless asked, abortSignal stops and saves, warnings reach the caller and not a quiet console, errors in its terms', { timeout: 120_000 }, async () => {
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'library-host-'));
+  const cfg = {
+    name: 'host', backend: 'wasm' as const, model: { name: 'unet', base: 4, depth: 2 },
+    data: { name: 'synthetic', root: path.join(dir, 'data'), size: [32, 32] as [number, number], synthetic: { train: 16, val: 8, image_size: 40 } },
+    training: { epochs: 1, batch_size: 4, workers: 1 }, checkpoint: { ckpt_root: path.join(dir, 'ck') }, results: { root: path.join(dir, 'res') },
+  };
+  const installed: string[] = [];
+  const on = process.on;
+  const printed: string[] = [];
+  const warn = console.warn;
+  process.on = function (this: NodeJS.Process, ev: string | symbol, fn: (...a: any[]) => void) {
+    if (ev === 'SIGINT' || ev === 'SIGTERM') installed.push(String(ev));
+    return on.call(this, ev, fn);
+  } as typeof process.on;
+  console.warn = (...a: unknown[]) => void printed.push(a.join(' '));
+  try {
+    const ac = new AbortController();
+    ac.abort(); // seen after the first step
+    const run = await train(cfg, { quiet: true, abortSignal: ac.signal });
+    assert.deepEqual([run.interrupted, run.stoppedBy, run.step], [true, 'abort', 1]);
+    assert.ok(fs.existsSync(path.join(run.checkpoints.last, 'complete.json')), 'last/ saved');
+    assert.deepEqual(installed, [], 'no signal handlers installed');
+    // A second run of the same name: the advice names the library's options.
+    await refused(train(cfg, { quiet: true }), /resume: true/, /set: \['name=\.\.\.'\]/, /overwrite: true/);
+    await assert.rejects(train(cfg, { quiet: true }), (e: Error) => !/--/.test(e.message));
+    // A warning (synthetic data has no test split): to onWarning and the result, not to a quiet console.
+    const got: string[] = [];
+    const ev = await evaluate(cfg, { quiet: true, split: 'test', checkpoint: run.checkpoints.last, onWarning: (l) => got.push(l) });
+    assert.ok(got.some((l) => /no test split/.test(l)), got.join('\n'));
+    assert.deepEqual(ev.warnings, got);
+    assert.deepEqual(printed, [], 'quiet: nothing printed');
+  } finally {
+    process.on = on;
+    console.warn = warn;
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
