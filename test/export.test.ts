@@ -243,6 +243,8 @@ describe('export', () => {
       await page.fill('#threshold', String(cfg.training.threshold)); // back from 0.99 above
       await page.dispatchEvent('#threshold', 'input');
       await page.evaluate(() => { (window as any).semseg.result = null; });
+      // A second image through the file chooser, which stays in view after the first.
+      assert.ok(await page.isVisible('#file'), 'the file chooser is still shown after an image');
       await page.setInputFiles('#file', turned);
       await page.waitForFunction(() => (window as any).semseg.result || (window as any).semseg.error, null, { timeout: 30000 });
       const rt = await page.evaluate(() => (window as any).semseg.result);

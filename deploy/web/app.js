@@ -25,6 +25,8 @@
     const order = params.get('backend') ? [params.get('backend')] : ['webgpu', 'webgl', 'wasm', 'cpu'];
     for (const name of order) {
       if (!tf.findBackendFactory(name)) continue;
+      // Without an adapter tfjs's webgpu factory throws a TypeError into the console: ask first.
+      if (name === 'webgpu' && !(navigator.gpu && (await navigator.gpu.requestAdapter().catch(() => null)))) continue;
       try {
         if (name === 'wasm') tf.wasm.setWasmPaths(new URL('./', location.href).href);
         if (!(await tf.setBackend(name))) continue;
@@ -173,7 +175,10 @@
   }
 
   function wire() {
-    $('file').addEventListener('change', (e) => openFile(e.target.files[0]));
+    $('file').addEventListener('change', async (e) => {
+      await openFile(e.target.files[0]);
+      e.target.value = ''; // choosing the same file again segments it again
+    });
     const drop = $('drop');
     drop.addEventListener('dragover', (e) => {
       e.preventDefault();
