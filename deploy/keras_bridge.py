@@ -27,9 +27,16 @@ other value is an error naming the mask. Ignored pixels count in no loss.
 import argparse, copy, errno, hashlib, json, os, stat, struct, sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import numpy as np
-import tensorflow as tf
-import keras
+# numpy, tensorflow and keras are imported by load_libraries(), after the command line is
+# parsed: --help and a usage error answer at once, without TensorFlow's start-up (seconds).
+np = tf = keras = None
+
+
+def load_libraries():
+    global np, tf, keras
+    import numpy as np
+    import tensorflow as tf
+    import keras
 
 
 class UserError(Exception):
@@ -578,19 +585,27 @@ def run(args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    a = sub.add_parser("to-keras"); a.add_argument("model_json"); a.add_argument("out")
-    t = sub.add_parser("train"); t.add_argument("keras"); t.add_argument("images"); t.add_argument("masks"); t.add_argument("out")
-    t.add_argument("--steps", type=int, default=20); t.add_argument("--batch", type=int, default=8); t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--mask-suffix", default="")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    d = argparse.ArgumentDefaultsHelpFormatter  # each option's default in its help line
+    a = sub.add_parser("to-keras", help="an export as a Keras model (.keras) with its weights", formatter_class=d)
+    a.add_argument("model_json", help="the export's model.json (npx export-model)"); a.add_argument("out", help="the .keras file to write")
+    t = sub.add_parser("train", help="fit a .keras model on image/mask pairs under MirroredStrategy", formatter_class=d)
+    t.add_argument("keras", help="the .keras model (to-keras)"); t.add_argument("images", help="folder of images"); t.add_argument("masks", help="folder of masks, matched to images by file stem"); t.add_argument("out", help="the trained .keras file to write")
+    t.add_argument("--steps", type=int, default=20, help="optimizer steps"); t.add_argument("--batch", type=int, default=8, help="global batch size (split over the devices)"); t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    t.add_argument("--mask-suffix", default="", help="a mask's file stem is the image's plus this, e.g. _segmentation")
     t.add_argument("--masks", dest="rule", choices=["auto", "ids", "threshold"], default="auto", help="how mask values become classes (see above)")
     t.add_argument("--value-map", help='JSON object mask value -> class, as data.value_map (e.g. \'{"255": 1}\')')
-    b = sub.add_parser("from-keras"); b.add_argument("keras"); b.add_argument("template_json"); b.add_argument("out_dir")
-    x = sub.add_parser("predict", help="logits of the Keras model for inputs in a .npy file (tests)"); x.add_argument("keras"); x.add_argument("inputs"); x.add_argument("out")
-    i = sub.add_parser("inputs", help="the network inputs train feeds for these images, to a .npy file (tests)"); i.add_argument("meta_json"); i.add_argument("out"); i.add_argument("images", nargs="+")
-    g = sub.add_parser("targets", help="the class ids train fits to for these masks, to a .npy file (tests)"); g.add_argument("meta_json"); g.add_argument("out"); g.add_argument("masks", nargs="+")
-    g.add_argument("--masks", dest="rule", choices=["auto", "ids", "threshold"], default="auto")
+    b = sub.add_parser("from-keras", help="a .keras model's weights back into an export's topology", formatter_class=d)
+    b.add_argument("keras", help="the trained .keras file"); b.add_argument("template_json", help="the model.json it came from (to-keras)"); b.add_argument("out_dir", help="a new or empty folder for model.json and its shards")
+    x = sub.add_parser("predict", help="logits of the Keras model for inputs in a .npy file (tests)", formatter_class=d)
+    x.add_argument("keras", help="the .keras model"); x.add_argument("inputs", help=".npy of network inputs [n,h,w,c]"); x.add_argument("out", help=".npy of logits to write")
+    i = sub.add_parser("inputs", help="the network inputs train feeds for these images, to a .npy file (tests)", formatter_class=d)
+    i.add_argument("meta_json", help="the .keras.meta.json to-keras wrote"); i.add_argument("out", help=".npy to write"); i.add_argument("images", nargs="+", help="image files")
+    g = sub.add_parser("targets", help="the class ids train fits to for these masks, to a .npy file (tests)", formatter_class=d)
+    g.add_argument("meta_json", help="the .keras.meta.json to-keras wrote"); g.add_argument("out", help=".npy to write"); g.add_argument("masks", nargs="+", help="mask files")
+    g.add_argument("--masks", dest="rule", choices=["auto", "ids", "threshold"], default="auto", help="how mask values become classes (see above)")
     args = p.parse_args(argv)
+    load_libraries()
     try:
         run(args)
     except UserError as e:

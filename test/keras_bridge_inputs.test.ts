@@ -251,3 +251,20 @@ test('bridge: bad inputs are one line naming the path; shards stay in the folder
   assert.equal(fs.readFileSync(path.join(dir, 'back.old', 'keep'), 'utf8'), 'x');
   assert.deepEqual(fs.readdirSync(dir).filter((n) => n.includes('.tmp-')), []);
 });
+
+test('--help answers without importing TensorFlow; every sub-command option has help text and its default', () => {
+  // A `tensorflow` that fails on import, first on the path: --help must not reach it.
+  const fake = tmpDir('bridge-help');
+  dirs.push(fake);
+  for (const m of ['tensorflow', 'keras', 'numpy']) fs.writeFileSync(path.join(fake, `${m}.py`), `raise ImportError("${m} imported for --help")\n`);
+  const env = { ...process.env, PYTHONPATH: fake };
+  const top = spawnSync('python3', [BRIDGE, '--help'], { encoding: 'utf8', env });
+  assert.equal(top.status, 0, top.stderr);
+  for (const c of ['to-keras', 'train', 'from-keras']) assert.match(top.stdout, new RegExp(`^\\s+${c}\\s+\\S`, 'm'), `${c} has a summary`);
+  const train = spawnSync('python3', [BRIDGE, 'train', '--help'], { encoding: 'utf8', env });
+  assert.equal(train.status, 0, train.stderr);
+  const flat = train.stdout.replace(/\s+/g, ' ');
+  for (const [opt, dflt] of [['--steps', '20'], ['--batch', '8'], ['--lr', '0.001'], ['--masks', 'auto']]) assert.match(flat, new RegExp(`${opt} \\S+ [^-]*\\(default: ${dflt.replace('.', '\\.')}\\)`), opt);
+  const bad = spawnSync('python3', [BRIDGE, 'trian'], { encoding: 'utf8', env });
+  assert.equal(bad.status, 2, bad.stderr); // argparse's usage error, before any import
+});
