@@ -98,7 +98,7 @@ function trainDigest(threads: number): { threads: number; digest: string } {
   const ext = path.extname(__filename);
   const mod = (p: string) => JSON.stringify(path.join(root, p + ext));
   const script = `
-    const tf = require('../backends/tf');
+    const tf = require(${mod('backends/tf')});
     const { initBackend } = require(${mod('backends/index')});
     const { wasmThreads } = require(${mod('backends/wasm_threads')});
     const { getModel } = require(${mod('models/registry')});
