@@ -145,7 +145,7 @@ async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcom
   const run: Run = {
     cfg, opts, log, dirs, model, optimizer, meta, history, board, loader, valPairs, stepsPerEpoch, totalSteps,
     totalEpochs: Math.ceil(totalSteps / stepsPerEpoch),
-    step: makeTrainStep(model, buildLoss(cfg), optimizer),
+    step: makeTrainStep(model, buildLoss(cfg), optimizer, t.seed),
     checkpoints: new RunCheckpoints(model, optimizer, meta, dirs),
     stop: new StopConditions({
       timeLimit: t.time_limit,
@@ -248,7 +248,7 @@ async function trainEpoch(run: Run): Promise<EpochOutcome> {
 async function stepOrExplain(run: Run, batch: Batch): Promise<number> {
   try {
     injectFault(run.meta.step + 1);
-    return await run.step(batch);
+    return await run.step(batch, run.meta.step); // the global step, restored on resume: dropout masks repeat
   } catch (err) {
     if (err instanceof DeviceError) {
       throw new DeviceError(`${err.message} at epoch ${run.meta.epoch + 1}, step ${run.meta.step + 1}; nothing from this step was applied or saved, ${run.dirs.last} keeps the last save`);
