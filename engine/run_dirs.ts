@@ -30,7 +30,14 @@ export function runDirs(cfg: Config): RunDirs {
  */
 export function resultsOfRun(results: string): string | null {
   for (const name of ['history.jsonl', 'metrics.json', 'report.html']) {
-    const st = fs.statSync(path.join(results, name), { throwIfNoEntry: false });
+    let st: fs.Stats | undefined;
+    try {
+      st = fs.statSync(path.join(results, name), { throwIfNoEntry: false });
+    } catch (e) {
+      // A file where a folder of the path should be holds no run: writing there says what is wrong.
+      if ((e as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
+      throw e;
+    }
     if (st && (!st.isFile() || st.size > 0)) return name;
   }
   return null;
