@@ -225,7 +225,7 @@ export async function exportModel(cfg: Config, opts: ExportOptions): Promise<Exp
 
 export const selfTest: SelfTest = {
   async 'the portable copy has only stock layers and the same outputs, also at an odd size'() {
-    const { parseConfig } = await import('../utils/config');
+    const { parseConfig } = await import('../config/resolve');
     for (const size of [[32, 32], [30, 45]] as [number, number][]) {
       const m = getModel(parseConfig({ model: { base: 4, depth: 2 } }));
       // Non-trivial BN statistics so a wrong mapping would show.

@@ -200,7 +200,7 @@ export const selfTest: SelfTest = {
     fs.rmSync(dir, { recursive: true });
   },
   async 'a changed epoch shape keeps completed epochs and the share of the epoch, and says so'() {
-    const { parseConfig } = await import('../utils/config');
+    const { parseConfig } = await import('../config/resolve');
     const cfg = parseConfig({ training: { batch_size: 2 } });
     const saved = (step: number, epoch: number, extra: Partial<CheckpointMeta> = {}): CheckpointMeta =>
       ({ ...freshMeta(parseConfig({ training: { batch_size: 4 } })), step, epoch, stepsPerEpoch: 4, trainPairs: 16, ...extra });
@@ -232,7 +232,7 @@ export const selfTest: SelfTest = {
   async 'a fresh start over an earlier run is refused unless --overwrite or --resume'() {
     const { tmpDir } = await fixtures();
     const { runDirs } = await import('./run_dirs');
-    const { parseConfig } = await import('../utils/config');
+    const { parseConfig } = await import('../config/resolve');
     const dir = tmpDir('overwrite');
     const dirs = runDirs(parseConfig({ name: 'r', checkpoint: { ckpt_root: dir }, results: { root: path.join(dir, 'res') } }));
     refuseOverwrite(dirs, {});

@@ -7,7 +7,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { listSplit, PairRef } from '../loaders/registry';
 import { Batch, BatchLoader } from '../pipeline/batcher';
-import { getModel } from '../models/registry';
+import { getModel, resolveModel } from '../models/registry';
 import { Config, dumpConfig } from '../utils/config';
 import { guardFsSync, isAllocationFailure, UserError } from '../utils/errors';
 import { buildLoss } from '../training/losses';
@@ -256,11 +256,12 @@ async function stepOrExplain(run: Run, batch: Batch): Promise<number> {
     if (!isAllocationFailure(err)) throw err;
     const { cfg } = run;
     const s = trainShape(cfg);
+    const m = resolveModel(cfg);
     const sizeKey = cfg.training.augmentations.crop ? 'training.augmentations.crop.size' : 'data.size';
     const cause = ((err as Error).message ?? String(err)).split('\n')[0].slice(0, 100);
     throw new UserError(
-      `out of memory in training step ${run.meta.step + 1} (${cause}) at ${sizeKey} [${s.height}, ${s.width}], training.batch_size ${s.batch}, ${modelSize(cfg)} ` +
-        `(estimated ${gib(trainStepBytes(cfg, s))} of ${memoryLimit(tf.getBackend()).what}): lower training.batch_size, ${sizeKey} or ${widthKey(cfg)}; ${run.dirs.last} keeps the last save`,
+      `out of memory in training step ${run.meta.step + 1} (${cause}) at ${sizeKey} [${s.height}, ${s.width}], training.batch_size ${s.batch}, ${modelSize(m)} ` +
+        `(estimated ${gib(trainStepBytes(m, s))} of ${memoryLimit(tf.getBackend()).what}): lower training.batch_size, ${sizeKey} or ${widthKey(m)}; ${run.dirs.last} keeps the last save`,
     );
   }
 }

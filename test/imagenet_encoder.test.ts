@@ -14,7 +14,7 @@ import { mobilenetV2 } from '../models/encoders/mobilenet_v2';
 import { getModel } from '../models/registry';
 import { createOptimizer } from '../training/optimizers';
 import { fixtureConfig } from '../loaders/fixtures';
-import { parseConfig } from '../utils/config';
+import { parseConfig } from '../config/resolve';
 import { tmpDir } from './helpers/cli';
 
 before(async () => {

@@ -14,7 +14,7 @@ import { decodeImage } from '../pipeline/decode';
 import { normaliseImage } from '../pipeline/batcher';
 import { listSplit } from '../loaders/registry';
 import { resolveConfig } from '../api';
-import { parseConfig } from '../utils/config';
+import { parseConfig } from '../config/resolve';
 import { exportMetadata } from '../deploy/export_model';
 import { writeRaw } from '../loaders/fixtures';
 import { probsToMask } from '../engine/inference';

@@ -13,7 +13,7 @@ import { spawnSync } from 'node:child_process';
 import * as tf from '@tensorflow/tfjs';
 import { modelFiles, readExportedWeights } from '../deploy/model_files';
 import { exportMetadata } from '../deploy/export_model';
-import { parseConfig } from '../utils/config';
+import { parseConfig } from '../config/resolve';
 import { decodePair } from '../pipeline/decode';
 import { identityLut } from '../loaders/registry';
 import { binaryThresholdLut } from '../loaders/isic';

@@ -21,7 +21,7 @@ import { FilterCase, filterGradPair, relError } from '../backends/conv_grads';
 import { fastBatchNorm } from '../models/layers/batch_norm';
 import { atrousCase, atrousWithGrads } from '../models/layers/atrous';
 import { getModel, registeredModels } from '../models/registry';
-import { loadConfig, parseConfig } from '../utils/config';
+import { loadConfig, parseConfig } from '../config/resolve';
 import { buildLoss, registeredLosses } from '../training/losses';
 import { createOptimizer } from '../training/optimizers';
 import { makeTrainStep } from '../engine/train_step';
