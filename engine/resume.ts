@@ -16,8 +16,8 @@ import type { Config } from '../utils/config';
 import { UserError } from '../utils/errors';
 import type { TrainOptimizer } from '../training/optimizers';
 import { runIfMain, SelfTest } from '../utils/self_test';
-import { applyMatchingWeights, applyWeights, checkpointExists, CheckpointMeta, loadCheckpoint } from './checkpoint/store';
-import { existsOrOldCopy, whyIncomplete } from './checkpoint/atomic_dir';
+import { applyMatchingWeights, applyWeights, checkpointExists, CheckpointMeta, loadCheckpoint } from '../storage/checkpoint';
+import { existsOrOldCopy, whyIncomplete } from '../storage/atomic_dir';
 import { loadWeightsFrom, refuseChangedDefinition } from './model_io';
 import { pretrainedWeights } from '../models/encoders/index';
 import { resultsOfRun, RunDirs } from './run_dirs';
@@ -150,7 +150,7 @@ export const selfTest: SelfTest = {
     const { fixtureConfig, tmpDir } = await fixtures();
     const { getModel } = await import('../models/registry');
     const { createOptimizer } = await import('../training/optimizers');
-    const { saveCheckpoint } = await import('./checkpoint/store');
+    const { saveCheckpoint } = await import('../storage/checkpoint');
     const { runDirs } = await import('./run_dirs');
     const dir = tmpDir('resume');
     const cfg = fixtureConfig(dir);
@@ -173,7 +173,7 @@ export const selfTest: SelfTest = {
     const { fixtureConfig, tmpDir } = await fixtures();
     const { getModel } = await import('../models/registry');
     const { createOptimizer } = await import('../training/optimizers');
-    const { saveCheckpoint } = await import('./checkpoint/store');
+    const { saveCheckpoint } = await import('../storage/checkpoint');
     const { runDirs } = await import('./run_dirs');
     const dir = tmpDir('encw');
     const base = fixtureConfig(dir);

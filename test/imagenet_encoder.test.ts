@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import { after, before, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../backends';
-import { applyMatchingWeights } from '../engine/checkpoint/store';
+import { applyMatchingWeights } from '../storage/checkpoint';
 import { startState } from '../engine/resume';
 import { runDirs } from '../engine/run_dirs';
 import { imagenetMobileNetV2, kerasMobileNetV2Artifacts } from '../models/encoders/imagenet';

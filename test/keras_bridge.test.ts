@@ -9,7 +9,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import * as tf from '@tensorflow/tfjs';
 import { exportModel, train } from '../api';
-import { fileLoadHandler } from '../deploy/model_files';
+import { fileLoadHandler } from '../storage/model_files';
 import { decodeImage } from '../pipeline/decode';
 import { normaliseImage } from '../pipeline/batcher';
 import { listSplit } from '../loaders/registry';

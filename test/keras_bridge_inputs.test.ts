@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import * as tf from '@tensorflow/tfjs';
-import { modelFiles, readExportedWeights } from '../deploy/model_files';
+import { modelFiles, readExportedWeights } from '../storage/model_files';
 import { exportMetadata } from '../deploy/export_model';
 import { parseConfig } from '../config/resolve';
 import { decodePair } from '../pipeline/decode';

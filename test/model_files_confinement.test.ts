@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import * as tf from '@tensorflow/tfjs';
-import { modelFiles, readExportedWeights, readModelJson } from '../deploy/model_files';
+import { modelFiles, readExportedWeights, readModelJson } from '../storage/model_files';
 import { UserError } from '../utils/errors';
 import { tmpDir } from './helpers/cli';
 

@@ -8,8 +8,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { loadCheckpoint } from '../engine/checkpoint/store';
-import { acquireRunLock } from '../engine/checkpoint/run_lock';
+import { loadCheckpoint } from '../storage/checkpoint';
+import { acquireRunLock } from '../engine/run_lock';
 import { assertOk, assertOneLineError, killLeftovers, run, show, sleep, start, tinyConfig, tmpDir, writeConfig } from './helpers/cli';
 
 const TIMEOUT = 120_000;

@@ -7,7 +7,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { fixtureConfig, tmpDir } from '../loaders/fixtures';
 import { initBackend } from '../backends';
-import { loadCheckpoint } from '../engine/checkpoint/store';
+import { loadCheckpoint } from '../storage/checkpoint';
 import { UserError } from '../utils/errors';
 import { train } from '../engine/trainer';
 

@@ -13,6 +13,7 @@ import { Config, OptimizerConfig, parseSchema } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { FolderRegistry } from '../utils/folder_registry';
 import { partOptions, resolvePartSection } from '../utils/part_options';
+import type { OptimizerState } from '../storage/format';
 import { runIfMain, SelfTest } from '../utils/self_test';
 
 /** One update of a flat group of variables (weights, gradients and slots as 1-D buffers). */
@@ -73,14 +74,7 @@ export function withL2(g: GroupStep): tf.Tensor {
   return g.decay > 0 ? tf.add(g.grad, tf.mul(g.w, g.decay)) : g.grad;
 }
 
-export interface OptimizerState {
-  name: string;
-  /** Number of applyGradients calls so far (Adam bias correction). */
-  step: number;
-  lr: number;
-  /** Slot tensors, named `<variable name>/<slot>`. */
-  tensors: { name: string; shape: number[]; values: Float32Array }[];
-}
+export type { OptimizerState }; // declared by the checkpoint format that stores it
 
 export interface TrainOptimizer {
   readonly name: string;
