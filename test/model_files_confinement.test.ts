@@ -1,5 +1,5 @@
 // A model.json someone was given reads only its own folder's shards, of the size its
-// manifest needs (deploy/model_files.ts): no `..`, absolute paths or symlinks out, no
+// manifest needs (storage/model_files.ts): no `..`, absolute paths or symlinks out, no
 // device or FIFO (which would hang), no model.json past 64 MiB, no weights past 2 GiB.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
