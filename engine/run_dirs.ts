@@ -50,7 +50,7 @@ export function evalDir(cfg: Config, split: string): string {
 
 export const selfTest: SelfTest = {
   async 'folders follow the config'() {
-    const { parseConfig } = await import('../utils/config');
+    const { parseConfig } = await import('../config/resolve');
     const cfg = parseConfig({ name: 'r1', checkpoint: { ckpt_root: 'ck' }, results: { root: 'res' } });
     const d = runDirs(cfg);
     assert.deepEqual([d.last, d.best, d.history, evalDir(cfg, 'test')], ['ck/r1/last', 'ck/r1/best', 'res/r1/history.jsonl', 'res/r1/eval-test']);

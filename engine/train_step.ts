@@ -8,7 +8,7 @@ import { checkDevice } from '../backends/webgpu_errors';
 import assert from 'node:assert/strict';
 import { getModel } from '../models/registry';
 import { initBackend } from '../backends';
-import { parseConfig } from '../utils/config';
+import { parseConfig } from '../config/resolve';
 import { buildLoss } from '../training/losses';
 import { createOptimizer } from '../training/optimizers';
 import { mulberry32 } from '../utils/rng';

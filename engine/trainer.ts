@@ -7,16 +7,16 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { listSplit, PairRef } from '../loaders/registry';
 import { Batch, BatchLoader } from '../pipeline/batcher';
-import { getModel } from '../models/registry';
+import { getModel, resolveModel } from '../models/registry';
 import { Config, dumpConfig } from '../utils/config';
 import { guardFsSync, isAllocationFailure, UserError } from '../utils/errors';
 import { buildLoss } from '../training/losses';
 import { lrAt } from '../training/lr_schedule';
 import { createOptimizer, TrainOptimizer } from '../training/optimizers';
-import { CheckpointMeta, applyWeights, checkpointExists, loadCheckpoint } from './checkpoint/store';
-import { acquireRunLock, LOCK_FILE } from './checkpoint/run_lock';
+import { CheckpointMeta, applyWeights, checkpointExists, loadCheckpoint } from '../storage/checkpoint';
+import { acquireRunLock, LOCK_FILE } from './run_lock';
 import type { EvalResult } from './evaluator';
-import { History, HistoryRow } from './history';
+import { History, HistoryRow } from '../storage/history';
 import { BOARD_IMAGES, RunBoard } from './run_board';
 import { EpochProgress } from './progress';
 import { writeResults } from './results';
@@ -256,11 +256,12 @@ async function stepOrExplain(run: Run, batch: Batch): Promise<number> {
     if (!isAllocationFailure(err)) throw err;
     const { cfg } = run;
     const s = trainShape(cfg);
+    const m = resolveModel(cfg);
     const sizeKey = cfg.training.augmentations.crop ? 'training.augmentations.crop.size' : 'data.size';
     const cause = ((err as Error).message ?? String(err)).split('\n')[0].slice(0, 100);
     throw new UserError(
-      `out of memory in training step ${run.meta.step + 1} (${cause}) at ${sizeKey} [${s.height}, ${s.width}], training.batch_size ${s.batch}, ${modelSize(cfg)} ` +
-        `(estimated ${gib(trainStepBytes(cfg, s))} of ${memoryLimit(tf.getBackend()).what}): lower training.batch_size, ${sizeKey} or ${widthKey(cfg)}; ${run.dirs.last} keeps the last save`,
+      `out of memory in training step ${run.meta.step + 1} (${cause}) at ${sizeKey} [${s.height}, ${s.width}], training.batch_size ${s.batch}, ${modelSize(m)} ` +
+        `(estimated ${gib(trainStepBytes(m, s))} of ${memoryLimit(tf.getBackend()).what}): lower training.batch_size, ${sizeKey} or ${widthKey(m)}; ${run.dirs.last} keeps the last save`,
     );
   }
 }

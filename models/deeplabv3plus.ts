@@ -187,7 +187,8 @@ export const selfTest: SelfTest = {
     assert.equal(deeplabParamCount(opts({ aspp_channels: 256 }), io), 4_670_193);
     // /usr/bin/python3 bench/torch_models.py deeplabv3plus --params --opt decoder_channels=64 --opt aspp_rates=3,6   prints 2717297
     assert.equal(deeplabParamCount(opts({ decoder_channels: 64, aspp_rates: [3, 6] }), io), 2_717_297);
-    const { parseConfig, dumpConfig } = await import('../utils/config');
+    const { dumpConfig } = await import('../utils/config');
+    const { parseConfig } = await import('../config/resolve');
     assert.match(dumpConfig(parseConfig({ model: { name: 'deeplabv3plus' } })), /decoder_channels: null/);
   },
 };

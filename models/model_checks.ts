@@ -58,7 +58,7 @@ export function modelChecks<S extends z.ZodObject<any>>(def: ModelDefinition<S>,
       m.dispose();
     },
     async [`${def.name}: the stock-layers export computes the same outputs at 64x64 and 50x70`]() {
-      const { comparePortable } = await import('../deploy/export_model'); // on use: deploy/ builds on models/
+      const { comparePortable } = await import('../engine/portable'); // on use: engine/ builds on models/
       const { isProjectLayer } = await import('./layers/custom_layers');
       const m = def.build(opts(cases.small), io);
       // Non-trivial batch-norm statistics, so a wrong mapping would show.

@@ -9,7 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../backends';
 import { train } from '../engine/trainer';
 import { registeredModels } from '../models/registry';
-import { loadConfig } from '../utils/config';
+import { loadConfig } from '../config/resolve';
 import { tmpDir } from '../loaders/fixtures';
 
 const TIMEOUT = 120_000;

@@ -9,7 +9,7 @@
 // follows; only the names differ (Keras `block_k` is torchvision's features[k + 1]).
 import * as tf from '@tensorflow/tfjs';
 import assert from 'node:assert/strict';
-import type { NamedTensor } from '../../engine/checkpoint/format';
+import type { NamedTensor } from '../../storage/format';
 import { UserError } from '../../utils/errors';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 
