@@ -18,7 +18,7 @@ import path from 'node:path';
 import yaml from 'js-yaml';
 import { getModel, getModelDefinition } from '../models/registry';
 import { modelMacs } from './flops';
-import { parseConfig } from '../utils/config';
+import { parseConfig } from '../config/resolve';
 import { buildLoss } from '../training/losses';
 import { createOptimizer } from '../training/optimizers';
 import { makeTrainStep } from '../engine/train_step';

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import yargs from 'yargs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseConfig } from '../utils/config';
+import { parseConfig } from '../config/resolve';
 import { listSplit } from '../loaders/registry';
 import { BatchLoader } from '../pipeline/batcher';
 

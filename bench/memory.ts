@@ -6,8 +6,8 @@
 import { isMainModule } from '../utils/self_test';
 import * as tf from '../backends/tf';
 import { spawnSync } from 'node:child_process';
-import { getModel } from '../models/registry';
-import { parseConfig } from '../utils/config';
+import { getModel, resolveModel } from '../models/registry';
+import { parseConfig } from '../config/resolve';
 import { buildLoss } from '../training/losses';
 import { createOptimizer } from '../training/optimizers';
 import { makeTrainStep } from '../engine/train_step';
@@ -26,8 +26,8 @@ async function one(spec: string): Promise<void> {
   const b = syntheticBatch(batch, size);
   for (let i = 0; i < 2; i++) await step(b);
   const heap = (tf.backend() as unknown as { wasm: { HEAPU8: Uint8Array } }).wasm.HEAPU8.buffer.byteLength;
-  const floats = batch * forwardFloatsPerSample(cfg, size, size);
-  const est = trainStepBytes(cfg, { batch, height: size, width: size });
+  const floats = batch * forwardFloatsPerSample(resolveModel(cfg), size, size);
+  const est = trainStepBytes(resolveModel(cfg), { batch, height: size, width: size });
   const mb = (x: number) => Math.round(x / 2 ** 20);
   console.log(JSON.stringify({ spec, forward_mfloats: +(floats / 1e6).toFixed(1), heap_mb: mb(heap), rss_mb: mb(process.resourceUsage().maxRSS * 1024), estimate_mb: mb(est), bytes_per_float: +(heap / floats).toFixed(1) }));
 }

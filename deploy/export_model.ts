@@ -6,16 +6,16 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '../backends/tf';
 import { loadWeightsFrom } from '../engine/model_io';
-import { applyWeights, snapshotWeights } from '../engine/checkpoint/store';
-import { MARKER, publishDir } from '../engine/checkpoint/atomic_dir';
-import { fixedSizeTopology, getModel, getModelDefinition } from '../models/registry';
-import { isProjectLayer } from '../models/layers/custom_layers';
+import { applyWeights } from '../storage/checkpoint';
+import { MARKER, publishDir } from '../storage/atomic_dir';
+import { getModel } from '../models/registry';
+import { portableModel } from '../engine/portable';
 import { Config, isBinary, outChannels } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { datasetMeta } from '../loaders/registry';
 import type { Rgb } from '../utils/dataset_utils';
 import { runIfMain, SelfTest } from '../utils/self_test';
-import { modelFiles, Quantization, QUANTIZATIONS, quantizeWeights } from './model_files';
+import { modelFiles, Quantization, QUANTIZATIONS, quantizeWeights } from '../storage/model_files';
 import { packageInfo, webAppFiles } from './web_app';
 
 /** Marks an export's model.json, so that a later export may replace the folder (and nothing else). */
@@ -91,41 +91,6 @@ export function exportMetadata(cfg: Config, source: string, meta: { epoch?: numb
     postprocess: { name: ds.postprocess, applied_by_predict: cfg.evaluation.postprocess },
     quantization,
   };
-}
-
-/**
- * A copy of `model` at the fixed input size `size` built from stock tfjs layers only,
- * with the same weights (matched by name), so plain tfjs can load its export.
- */
-export async function portableModel(model: tf.LayersModel, size: readonly [number, number], modelName: string): Promise<tf.LayersModel> {
-  const portable = getModelDefinition(modelName).portable;
-  const topo = fixedSizeTopology(model, size[0], size[1], null);
-  // Built once with the project's classes at the fixed size: static shapes for the crops.
-  const fixed = await tf.models.modelFromJSON({ modelTopology: topo });
-  for (const l of topo.config.layers) portable[l.class_name]?.(l, fixed.getLayer(l.name));
-  fixed.dispose();
-  const stock = await tf.models.modelFromJSON({ modelTopology: topo });
-  const left = stock.layers.find((l) => isProjectLayer(l.getClassName()));
-  if (left) {
-    stock.dispose();
-    throw new Error(`layer ${left.name} (${left.getClassName()}) has no stock replacement in models/${modelName}.ts's portable list`);
-  }
-  applyWeights(stock, await snapshotWeights(model), 'the model being exported');
-  return stock;
-}
-
-/**
- * Export `model` at `size` and compare: the stock layer classes of the portable copy, and
- * the largest difference of their outputs on one random batch (the self-tests' export check).
- */
-export async function comparePortable(model: tf.LayersModel, size: readonly [number, number], modelName: string): Promise<{ classes: Set<string>; difference: number }> {
-  const p = await portableModel(model, size, modelName);
-  const classes = new Set(p.layers.map((l) => l.getClassName()));
-  const x = tf.randomNormal([2, ...size, 3], 0, 1, 'float32', 5);
-  const difference = tf.tidy(() => tf.max(tf.abs(tf.sub(model.predict(x) as tf.Tensor, p.predict(x) as tf.Tensor))).dataSync()[0]);
-  tf.dispose(x);
-  p.dispose();
-  return { classes, difference };
 }
 
 export function parseQuantization(q: string | undefined): Quantization | null {
@@ -224,19 +189,6 @@ export async function exportModel(cfg: Config, opts: ExportOptions): Promise<Exp
 }
 
 export const selfTest: SelfTest = {
-  async 'the portable copy has only stock layers and the same outputs, also at an odd size'() {
-    const { parseConfig } = await import('../utils/config');
-    for (const size of [[32, 32], [30, 45]] as [number, number][]) {
-      const m = getModel(parseConfig({ model: { base: 4, depth: 2 } }));
-      // Non-trivial BN statistics so a wrong mapping would show.
-      for (const v of m.weights) if (/moving_(mean|variance)/.test(v.name)) v.write(tf.randomUniform(v.shape as number[], 0.5, 1.5, 'float32', 3));
-      const { classes, difference: d } = await comparePortable(m, size, 'unet');
-      for (const c of classes) assert.ok(!isProjectLayer(c), `${c} left in the portable model`);
-      assert.ok(classes.has('BatchNormalization') && classes.has('Cropping2D'));
-      assert.ok(d < 1e-5, `max difference ${d} at ${size}`);
-      m.dispose();
-    }
-  },
   'an unknown quantisation and a foreign output folder are refused'() {
     assert.equal(parseQuantization(undefined), null);
     assert.equal(parseQuantization('float16'), 'float16');

@@ -6,8 +6,9 @@
 // the machine has.
 import assert from 'node:assert/strict';
 import os from 'node:os';
-import { configActivationBytes, configActivationFloats, configParamCount, getModelDefinition } from '../models/registry';
-import { Config, outChannels, parseConfig } from '../utils/config';
+import { modelActivationBytes, modelActivationFloats, modelParamCount, ResolvedModel, resolveModel } from '../models/registry';
+import { Config } from '../utils/config';
+import { parseConfig } from '../config/resolve';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { warning } from '../utils/warnings';
@@ -60,38 +61,38 @@ export interface Shape {
 }
 
 /** Floats of every tensor one forward pass (plus its loss) makes for one sample. */
-export function forwardFloatsPerSample(cfg: Config, height: number, width: number): number {
-  const c = outChannels(cfg);
+export function forwardFloatsPerSample(m: ResolvedModel, height: number, width: number): number {
+  const c = m.io.outChannels;
   // the model's layer outputs (models/<name>.ts counts them); then probabilities,
   // log-probabilities, one-hot labels and the per-pixel terms of the loss
-  return configActivationFloats(cfg, height, width) + 7 * Math.max(c, 2) * height * width;
+  return modelActivationFloats(m, height, width) + 7 * Math.max(c, 2) * height * width;
 }
 
 /** The model's trainable parameters (its definition counts them without building it). */
-export function paramCount(cfg: Config): number {
-  return configParamCount(cfg);
+export function paramCount(m: ResolvedModel): number {
+  return modelParamCount(m);
 }
 
-/** The key that shrinks the configured model, for advice ('model.base' for the U-Net). */
-export function widthKey(cfg: Config): string {
-  return getModelDefinition(cfg.model.name).widthKey;
+/** The key that shrinks the model, for advice ('model.base' for the U-Net). */
+export function widthKey(m: ResolvedModel): string {
+  return m.definition.widthKey;
 }
 
 /** 'model.name unet, model.base 16': the model and its width, for memory messages. */
-export function modelSize(cfg: Config): string {
-  const key = widthKey(cfg);
-  const value = (cfg.model as Record<string, unknown>)[key.replace(/^model\./, '')];
-  return `model.name ${cfg.model.name}${value === undefined ? '' : `, ${key} ${JSON.stringify(value)}`}`;
+export function modelSize(m: ResolvedModel): string {
+  const key = widthKey(m);
+  const value = m.options[key.replace(/^model\./, '')];
+  return `model.name ${m.definition.name}${value === undefined ? '' : `, ${key} ${JSON.stringify(value)}`}`;
 }
 
 /** Bytes a training step of this shape needs at its peak. */
-export function trainStepBytes(cfg: Config, s: Shape): number {
-  return BASE_BYTES + s.batch * forwardFloatsPerSample(cfg, s.height, s.width) * configActivationBytes(cfg) + paramCount(cfg) * PARAM_BYTES;
+export function trainStepBytes(m: ResolvedModel, s: Shape): number {
+  return BASE_BYTES + s.batch * forwardFloatsPerSample(m, s.height, s.width) * modelActivationBytes(m) + paramCount(m) * PARAM_BYTES;
 }
 
 /** Bytes an inference batch needs (evaluation, prediction): no backward pass. */
-export function inferBytes(cfg: Config, s: Shape): number {
-  return BASE_BYTES + s.batch * forwardFloatsPerSample(cfg, s.height, s.width) * INFER_BYTES + paramCount(cfg) * 4;
+export function inferBytes(m: ResolvedModel, s: Shape): number {
+  return BASE_BYTES + s.batch * forwardFloatsPerSample(m, s.height, s.width) * INFER_BYTES + paramCount(m) * 4;
 }
 
 /** The ceiling for this backend: the wasm heap, else the machine's memory. */
@@ -115,15 +116,16 @@ export function trainShape(cfg: Config): Shape {
  */
 export function checkTrainMemory(cfg: Config, backend: string, warn: (s: string) => void = warning): number {
   const s = trainShape(cfg);
-  const need = trainStepBytes(cfg, s);
+  const m = resolveModel(cfg); // once: the search for a batch that fits asks for it per candidate
+  const need = trainStepBytes(m, s);
   const limit = memoryLimit(backend);
   if (need <= limit.bytes) return need;
   const sizeKey = cfg.training.augmentations.crop ? 'training.augmentations.crop.size' : 'data.size';
-  const fit = Math.max(0, largestBatch(cfg, s, limit.bytes, trainStepBytes));
+  const fit = Math.max(0, largestBatch(m, s, limit.bytes, trainStepBytes));
   const advice = fit > 1 ? `lower training.batch_size to ${fit} or less` : fit === 1 ? 'lower training.batch_size to 1' : 'batch_size 1 does not fit either';
   const msg =
-    `a training step at ${sizeKey} [${s.height}, ${s.width}], training.batch_size ${s.batch}, ${modelSize(cfg)} ` +
-    `needs about ${gib(need)}, over ${limit.what}: ${advice}, or lower ${sizeKey}${cfg.training.augmentations.crop ? '' : ' (or add a crop)'} or ${widthKey(cfg)}`;
+    `a training step at ${sizeKey} [${s.height}, ${s.width}], training.batch_size ${s.batch}, ${modelSize(m)} ` +
+    `needs about ${gib(need)}, over ${limit.what}: ${advice}, or lower ${sizeKey}${cfg.training.augmentations.crop ? '' : ' (or add a crop)'} or ${widthKey(m)}`;
   if (backend === 'wasm') throw new UserError(msg);
   warn(`warning: ${msg}`);
   return need;
@@ -133,20 +135,21 @@ export function checkTrainMemory(cfg: Config, backend: string, warn: (s: string)
 export function checkInferMemory(cfg: Config, backend: string, batch: number, what: string): number {
   const scale = Math.max(...cfg.evaluation.scales);
   const s = { batch, height: Math.ceil(cfg.data.size[0] * scale), width: Math.ceil(cfg.data.size[1] * scale) };
-  const need = inferBytes(cfg, s);
+  const m = resolveModel(cfg);
+  const need = inferBytes(m, s);
   const limit = memoryLimit(backend);
   if (backend === 'wasm' && need > limit.bytes) {
     throw new UserError(
-      `${what} at data.size [${cfg.data.size.join(', ')}] x evaluation.scales ${scale}, batch ${batch}, ${modelSize(cfg)} ` +
-        `needs about ${gib(need)}, over ${limit.what}: lower data.size, evaluation.scales or ${widthKey(cfg)}`,
+      `${what} at data.size [${cfg.data.size.join(', ')}] x evaluation.scales ${scale}, batch ${batch}, ${modelSize(m)} ` +
+        `needs about ${gib(need)}, over ${limit.what}: lower data.size, evaluation.scales or ${widthKey(m)}`,
     );
   }
   return need;
 }
 
-function largestBatch(cfg: Config, s: Shape, limit: number, bytes: (c: Config, s: Shape) => number): number {
+function largestBatch(m: ResolvedModel, s: Shape, limit: number, bytes: (m: ResolvedModel, s: Shape) => number): number {
   let b = s.batch;
-  while (b > 0 && bytes(cfg, { ...s, batch: b }) > limit) b--;
+  while (b > 0 && bytes(m, { ...s, batch: b }) > limit) b--;
   return b;
 }
 
@@ -155,10 +158,10 @@ export const selfTest: SelfTest = {
     // Counted without building (used before the backend starts); the U-Net's own test
     // ties its count to the PyTorch reference.
     const cfg = parseConfig({ model: { base: 16, depth: 4 } });
-    assert.equal(paramCount(cfg), 1_226_305); // models/unet.ts: torch_unet.py's count
+    assert.equal(paramCount(resolveModel(cfg)), 1_226_305); // models/unet.ts: torch_unet.py's count
   },
   'the estimate scales with batch and pixels, and is within 25% above the measured heap for every architecture'() {
-    const cfg = parseConfig({ model: { base: 16, depth: 4 } });
+    const cfg = resolveModel(parseConfig({ model: { base: 16, depth: 4 } }));
     const a = trainStepBytes(cfg, { batch: 2, height: 128, width: 128 });
     const b = trainStepBytes(cfg, { batch: 4, height: 256, width: 256 });
     assert.ok(b > 5 * a && b < 8 * a, `${a} -> ${b}`); // 8x the pixels x batch; the parameters are a fixed part
@@ -171,7 +174,7 @@ export const selfTest: SelfTest = {
       [{ name: 'fast_scnn' }, 128, 8, 429], [{ name: 'fast_scnn' }, 256, 4, 838],
     ];
     for (const [model, size, batch, heap] of measured) {
-      const est = trainStepBytes(parseConfig({ model, data: { size: [size, size] } }), { batch, height: size, width: size }) / 2 ** 20;
+      const est = trainStepBytes(resolveModel(parseConfig({ model, data: { size: [size, size] } })), { batch, height: size, width: size }) / 2 ** 20;
       assert.ok(est >= heap && est <= 1.25 * heap, `${JSON.stringify(model)} ${size}x${batch}: estimate ${est.toFixed(0)} MiB, heap ${heap} MiB`);
     }
   },
@@ -187,7 +190,7 @@ export const selfTest: SelfTest = {
     assert.throws(() => checkTrainMemory(huge, 'wasm'), /batch_size 1 does not fit either/);
     const warned: string[] = [];
     checkTrainMemory(huge, 'tensorflow', (s) => warned.push(s));
-    assert.equal(warned.length, os.totalmem() < trainStepBytes(huge, trainShape(huge)) ? 1 : 0);
+    assert.equal(warned.length, os.totalmem() < trainStepBytes(resolveModel(huge), trainShape(huge)) ? 1 : 0);
     assert.ok(checkTrainMemory(parseConfig({}), 'wasm') < WASM_HEAP_LIMIT / 4);
   },
   'a crop sets the training size'() {

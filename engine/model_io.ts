@@ -4,10 +4,11 @@ import { getModel } from '../models/registry';
 import { Config } from '../utils/config';
 import { UserError } from '../utils/errors';
 import path from 'node:path';
-import { applyWeights, checkpointExists, CheckpointMeta, loadCheckpoint, NamedTensor, saveCheckpoint } from './checkpoint/store';
+import { applyWeights, checkpointExists, CheckpointMeta, loadCheckpoint, NamedTensor, saveCheckpoint } from '../storage/checkpoint';
 import { runDirs } from './run_dirs';
-import { resolveComplete } from './checkpoint/atomic_dir';
-import { MODEL_JSON_MAX_BYTES, readBoundedFile, readExportedWeights } from '../deploy/model_files';
+import { portableModel } from './portable';
+import { resolveComplete } from '../storage/atomic_dir';
+import { MODEL_JSON_MAX_BYTES, readBoundedFile, readExportedWeights } from '../storage/model_files';
 import fs from 'node:fs';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../utils/self_test';
@@ -197,7 +198,6 @@ async function checkExportTopology(cfg: Config, modelJson: string): Promise<void
   } catch {
     return; // unreadable: reading its weights says what is wrong
   }
-  const { portableModel } = await import('../deploy/export_model'); // deploy imports this file
   const built = getModel(cfg);
   const portable = await portableModel(built, cfg.data.size, cfg.model.name);
   built.dispose();

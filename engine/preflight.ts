@@ -5,7 +5,8 @@
 // two keys together, the backend or the command line.
 import assert from 'node:assert/strict';
 import os from 'node:os';
-import { Config, isBinary, outChannels, parseConfig } from '../utils/config';
+import { Config, isBinary, outChannels } from '../utils/config';
+import { parseConfig } from '../config/resolve';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { metricNames } from './evaluator';

@@ -7,7 +7,7 @@ import * as tf from '../backends/tf';
 import { Config, isBinary } from '../utils/config';
 import { evalOptionsFrom, evaluateSplit, EvalResult, RESULTS_FS } from './evaluator';
 import type { Flip } from './inference';
-import { HistoryRow } from './history';
+import { HistoryRow } from '../storage/history';
 import { sortWorstFirst, writeReport } from '../report/page';
 import assert from 'node:assert/strict';
 import { datasetMeta, listSplit, PairRef } from '../loaders/registry';
@@ -15,7 +15,7 @@ import { runIfMain, SelfTest } from '../utils/self_test';
 import { runDirs } from './run_dirs';
 import { fsUserError, guardFsSync, StoppedBySignal } from '../utils/errors';
 import { writeFileReplacing } from '../utils/file_out';
-import { pidAlive } from './checkpoint/atomic_dir';
+import { pidAlive } from '../storage/atomic_dir';
 import { catchSignals } from './stop';
 
 export interface ResultsOptions {

@@ -16,8 +16,8 @@ import type { Config } from '../utils/config';
 import { UserError } from '../utils/errors';
 import type { TrainOptimizer } from '../training/optimizers';
 import { runIfMain, SelfTest } from '../utils/self_test';
-import { applyMatchingWeights, applyWeights, checkpointExists, CheckpointMeta, loadCheckpoint } from './checkpoint/store';
-import { existsOrOldCopy, whyIncomplete } from './checkpoint/atomic_dir';
+import { applyMatchingWeights, applyWeights, checkpointExists, CheckpointMeta, loadCheckpoint } from '../storage/checkpoint';
+import { existsOrOldCopy, whyIncomplete } from '../storage/atomic_dir';
 import { loadWeightsFrom, refuseChangedDefinition } from './model_io';
 import { pretrainedWeights } from '../models/encoders/index';
 import { resultsOfRun, RunDirs } from './run_dirs';
@@ -150,7 +150,7 @@ export const selfTest: SelfTest = {
     const { fixtureConfig, tmpDir } = await fixtures();
     const { getModel } = await import('../models/registry');
     const { createOptimizer } = await import('../training/optimizers');
-    const { saveCheckpoint } = await import('./checkpoint/store');
+    const { saveCheckpoint } = await import('../storage/checkpoint');
     const { runDirs } = await import('./run_dirs');
     const dir = tmpDir('resume');
     const cfg = fixtureConfig(dir);
@@ -173,7 +173,7 @@ export const selfTest: SelfTest = {
     const { fixtureConfig, tmpDir } = await fixtures();
     const { getModel } = await import('../models/registry');
     const { createOptimizer } = await import('../training/optimizers');
-    const { saveCheckpoint } = await import('./checkpoint/store');
+    const { saveCheckpoint } = await import('../storage/checkpoint');
     const { runDirs } = await import('./run_dirs');
     const dir = tmpDir('encw');
     const base = fixtureConfig(dir);
@@ -200,7 +200,7 @@ export const selfTest: SelfTest = {
     fs.rmSync(dir, { recursive: true });
   },
   async 'a changed epoch shape keeps completed epochs and the share of the epoch, and says so'() {
-    const { parseConfig } = await import('../utils/config');
+    const { parseConfig } = await import('../config/resolve');
     const cfg = parseConfig({ training: { batch_size: 2 } });
     const saved = (step: number, epoch: number, extra: Partial<CheckpointMeta> = {}): CheckpointMeta =>
       ({ ...freshMeta(parseConfig({ training: { batch_size: 4 } })), step, epoch, stepsPerEpoch: 4, trainPairs: 16, ...extra });
@@ -232,7 +232,7 @@ export const selfTest: SelfTest = {
   async 'a fresh start over an earlier run is refused unless --overwrite or --resume'() {
     const { tmpDir } = await fixtures();
     const { runDirs } = await import('./run_dirs');
-    const { parseConfig } = await import('../utils/config');
+    const { parseConfig } = await import('../config/resolve');
     const dir = tmpDir('overwrite');
     const dirs = runDirs(parseConfig({ name: 'r', checkpoint: { ckpt_root: dir }, results: { root: path.join(dir, 'res') } }));
     refuseOverwrite(dirs, {});

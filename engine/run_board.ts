@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import assert from 'node:assert/strict';
-import type { HistoryRow } from './history';
+import type { HistoryRow } from '../storage/history';
 import type { EvalResult } from './evaluator';
 import { EventWriter, EVENT_FILE_PREFIX, eventStep, readRecords, SummaryValue, truncateEvents } from '../utils/tfevents';
 import { guardFsSync } from '../utils/errors';

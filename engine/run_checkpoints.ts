@@ -5,7 +5,7 @@ import type * as tf from '../backends/tf';
 import type { OptimizerState, TrainOptimizer } from '../training/optimizers';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { UserError } from '../utils/errors';
-import { checkpointExists, CheckpointMeta, NamedTensor, saveCheckpoint } from './checkpoint/store';
+import { checkpointExists, CheckpointMeta, NamedTensor, saveCheckpoint } from '../storage/checkpoint';
 import type { RunDirs } from './run_dirs';
 
 export class RunCheckpoints {
@@ -62,7 +62,7 @@ export const selfTest: SelfTest = {
     const { fixtureConfig, tmpDir } = await import('../loaders/fixtures');
     const { getModel } = await import('../models/registry');
     const { createOptimizer } = await import('../training/optimizers');
-    const { loadCheckpoint } = await import('./checkpoint/store');
+    const { loadCheckpoint } = await import('../storage/checkpoint');
     const { runDirs } = await import('./run_dirs');
     const { freshMeta } = await import('./resume');
     const dir = tmpDir('runckpt');

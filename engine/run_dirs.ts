@@ -33,10 +33,10 @@ export function resultsOfRun(results: string): string | null {
     let st: fs.Stats | undefined;
     try {
       st = fs.statSync(path.join(results, name), { throwIfNoEntry: false });
-    } catch (err) {
-      // A file in the path: no run there; writing the results names it (with its setting).
-      if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
-      throw err;
+    } catch (e) {
+      // A file where a folder of the path should be holds no run: writing there says what is wrong.
+      if ((e as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
+      throw e;
     }
     if (st && (!st.isFile() || st.size > 0)) return name;
   }
@@ -50,7 +50,7 @@ export function evalDir(cfg: Config, split: string): string {
 
 export const selfTest: SelfTest = {
   async 'folders follow the config'() {
-    const { parseConfig } = await import('../utils/config');
+    const { parseConfig } = await import('../config/resolve');
     const cfg = parseConfig({ name: 'r1', checkpoint: { ckpt_root: 'ck' }, results: { root: 'res' } });
     const d = runDirs(cfg);
     assert.deepEqual([d.last, d.best, d.history, evalDir(cfg, 'test')], ['ck/r1/last', 'ck/r1/best', 'res/r1/history.jsonl', 'res/r1/eval-test']);

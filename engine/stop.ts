@@ -11,7 +11,7 @@
 // a second signal, the watchdog ends the process (SIGKILL: the only way a worker can
 // end its process). Checkpoints are written atomically, so last/ keeps the previous
 // save, and the run lock of a process that is gone is taken over by the next run
-// (engine/checkpoint/run_lock.ts). Under npx the watchdog also notices when npx is gone
+// (engine/run_lock.ts). Under npx the watchdog also notices when npx is gone
 // (its shell does not pass SIGTERM on) and stops the run as on SIGTERM.
 import assert from 'node:assert/strict';
 import os from 'node:os';

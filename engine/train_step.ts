@@ -8,23 +8,27 @@ import { checkDevice } from '../backends/webgpu_errors';
 import assert from 'node:assert/strict';
 import { getModel } from '../models/registry';
 import { initBackend } from '../backends';
-import { parseConfig } from '../utils/config';
+import { parseConfig } from '../config/resolve';
 import { buildLoss } from '../training/losses';
 import { createOptimizer } from '../training/optimizers';
 import { mulberry32 } from '../utils/rng';
+import { withStepRandomness } from '../models/layers/seeded_dropout';
 import { runIfMain, SelfTest } from '../utils/self_test';
 
 export interface TrainStep {
   /**
    * Runs one step and resolves to the loss, or NaN when the loss or a gradient is
    * not finite; then the weights are left untouched. The loss is read
-   * asynchronously: webgpu under Node has no sync reads.
+   * asynchronously: webgpu under Node has no sync reads. `globalStep` (the steps done
+   * before this one; default: this TrainStep's earlier calls) and the seed fix every random
+   * draw of the forward pass (dropout masks), so a resumed run repeats them.
    */
-  (batch: Batch): Promise<number>;
+  (batch: Batch, globalStep?: number): Promise<number>;
   dispose(): void;
 }
 
-export function makeTrainStep(model: tf.LayersModel, lossFn: LossFn, optimizer: TrainOptimizer): TrainStep {
+/** `seed`: the run's training.seed, from which (with the step) the dropout masks are drawn. */
+export function makeTrainStep(model: tf.LayersModel, lossFn: LossFn, optimizer: TrainOptimizer, seed = 0): TrainStep {
   // Keyed by the layer's own weight name (e.g. 'enc0_conv1/kernel'): tfjs renames the
   // underlying variables ('kernel_1') when a model is built twice in one process,
   // and optimizer state saved in a checkpoint must find its variable again.
@@ -36,11 +40,14 @@ export function makeTrainStep(model: tf.LayersModel, lossFn: LossFn, optimizer: 
     keyOf.set(v.name, w.originalName);
   }
   const varList = Object.values(vars);
-  const step = (async (batch: Batch) => {
+  let calls = 0;
+  const step = (async (batch: Batch, globalStep?: number) => {
+    const at = globalStep ?? calls;
+    calls++;
     const { n, h, w } = batch;
     const x = tf.tensor4d(batch.images, [n, h, w, 3]);
     const y = tf.tensor3d(Int32Array.from(batch.masks), [n, h, w], 'int32');
-    const { value, grads } = tf.variableGrads(() => lossFn(model.apply(x, { training: true }) as tf.Tensor4D, y), varList);
+    const { value, grads } = withStepRandomness(seed, at, () => tf.variableGrads(() => lossFn(model.apply(x, { training: true }) as tf.Tensor4D, y), varList));
     const named: Record<string, tf.Tensor> = {};
     for (const [k, g] of Object.entries(grads)) named[keyOf.get(k)!] = g;
     let staged: StagedGradients | null = null;

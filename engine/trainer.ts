@@ -7,16 +7,16 @@ import path from 'node:path';
 import * as tf from '../backends/tf';
 import { listSplit, PairRef } from '../loaders/registry';
 import { Batch, BatchLoader } from '../pipeline/batcher';
-import { getModel } from '../models/registry';
+import { getModel, resolveModel } from '../models/registry';
 import { Config, dumpConfig } from '../utils/config';
 import { guardFsSync, isAllocationFailure, UserError } from '../utils/errors';
 import { buildLoss } from '../training/losses';
 import { lrAt } from '../training/lr_schedule';
 import { createOptimizer, TrainOptimizer } from '../training/optimizers';
-import { CheckpointMeta, applyWeights, checkpointExists, loadCheckpoint } from './checkpoint/store';
-import { acquireRunLock, LOCK_FILE } from './checkpoint/run_lock';
+import { CheckpointMeta, applyWeights, checkpointExists, loadCheckpoint } from '../storage/checkpoint';
+import { acquireRunLock, LOCK_FILE } from './run_lock';
 import type { EvalResult } from './evaluator';
-import { History, HistoryRow } from './history';
+import { History, HistoryRow } from '../storage/history';
 import { BOARD_IMAGES, RunBoard } from './run_board';
 import { EpochProgress } from './progress';
 import { writeResults } from './results';
@@ -150,7 +150,7 @@ async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcom
   const run: Run = {
     cfg, opts, log, dirs, model, optimizer, meta, history, board, loader, valPairs, stepsPerEpoch, totalSteps,
     totalEpochs: Math.ceil(totalSteps / stepsPerEpoch),
-    step: makeTrainStep(model, buildLoss(cfg), optimizer),
+    step: makeTrainStep(model, buildLoss(cfg), optimizer, t.seed),
     checkpoints: new RunCheckpoints(model, optimizer, meta, dirs),
     stop: new StopConditions({
       timeLimit: t.time_limit,
@@ -254,7 +254,7 @@ async function trainEpoch(run: Run): Promise<EpochOutcome> {
 async function stepOrExplain(run: Run, batch: Batch): Promise<number> {
   try {
     injectFault(run.meta.step + 1);
-    return await run.step(batch);
+    return await run.step(batch, run.meta.step); // the global step, restored on resume: dropout masks repeat
   } catch (err) {
     if (err instanceof DeviceError) {
       throw new DeviceError(`${err.message} at epoch ${run.meta.epoch + 1}, step ${run.meta.step + 1}; nothing from this step was applied or saved, ${run.dirs.last} keeps the last save`);
@@ -262,11 +262,12 @@ async function stepOrExplain(run: Run, batch: Batch): Promise<number> {
     if (!isAllocationFailure(err)) throw err;
     const { cfg } = run;
     const s = trainShape(cfg);
+    const m = resolveModel(cfg);
     const sizeKey = cfg.training.augmentations.crop ? 'training.augmentations.crop.size' : 'data.size';
     const cause = ((err as Error).message ?? String(err)).split('\n')[0].slice(0, 100);
     throw new UserError(
-      `out of memory in training step ${run.meta.step + 1} (${cause}) at ${sizeKey} [${s.height}, ${s.width}], training.batch_size ${s.batch}, ${modelSize(cfg)} ` +
-        `(estimated ${gib(trainStepBytes(cfg, s))} of ${memoryLimit(tf.getBackend()).what}): lower training.batch_size, ${sizeKey} or ${widthKey(cfg)}; ${run.dirs.last} keeps the last save`,
+      `out of memory in training step ${run.meta.step + 1} (${cause}) at ${sizeKey} [${s.height}, ${s.width}], training.batch_size ${s.batch}, ${modelSize(m)} ` +
+        `(estimated ${gib(trainStepBytes(m, s))} of ${memoryLimit(tf.getBackend()).what}): lower training.batch_size, ${sizeKey} or ${widthKey(m)}; ${run.dirs.last} keeps the last save`,
     );
   }
 }

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import assert from 'node:assert/strict';
-import { parseConfig } from '../utils/config';
+import { parseSchema } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { CAMVID_META, CAMVID_VOID } from '../utils/dataset_utils/camvid';
@@ -38,7 +38,7 @@ export const selfTest: SelfTest = {
       fs.mkdirSync(path.join(root, d));
       fs.writeFileSync(path.join(root, d, 'f001.png'), '');
     }
-    const cfg = parseConfig({ data: { name: 'camvid', root, num_classes: 11 } });
+    const cfg = parseSchema({ data: { name: 'camvid', root, num_classes: 11 } });
     assert.deepEqual((camvidLoader.listPairs(cfg, 'train') as PairRef[]).map((p) => p.id), ['f001']);
     const lut = camvidLoader.maskLut!(cfg);
     assert.deepEqual([lut[0], lut[10], lut[11], lut[12], lut[255]], [0, 10, 255, -1, 255]);

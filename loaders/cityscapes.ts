@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import assert from 'node:assert/strict';
-import { parseConfig } from '../utils/config';
+import { parseSchema } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { CITYSCAPES_META, labelIdToTrainId } from '../utils/dataset_utils/cityscapes';
@@ -49,7 +49,7 @@ export const selfTest: SelfTest = {
       fs.mkdirSync(path.join(root, d), { recursive: true });
       fs.writeFileSync(path.join(root, d, f), '');
     }
-    const cfg = parseConfig({ data: { name: 'cityscapes', root, num_classes: 19 } });
+    const cfg = parseSchema({ data: { name: 'cityscapes', root, num_classes: 19 } });
     assert.deepEqual((cityscapesLoader.listPairs(cfg, 'val') as PairRef[]).map((p) => p.id), ['a_1']);
     fs.rmSync(root, { recursive: true });
   },

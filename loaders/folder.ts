@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import assert from 'node:assert/strict';
 import type { Config } from '../utils/config';
-import { parseConfig } from '../utils/config';
+import { parseSchema } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { IMAGE_EXTS, keyed, matchPairs, requireRoot } from './files';
@@ -84,12 +84,12 @@ export const selfTest: SelfTest = {
     fs.mkdirSync(path.join(root, 'lab/train'), { recursive: true });
     fs.writeFileSync(path.join(root, 'img/train/a.jpg'), '');
     fs.writeFileSync(path.join(root, 'lab/train/a_mask.png'), '');
-    const cfg = parseConfig({ data: { name: 'folder', root, images_dir: 'img', masks_dir: 'lab', mask_suffix: '_mask', value_map: { '255': 1 } } });
+    const cfg = parseSchema({ data: { name: 'folder', root, images_dir: 'img', masks_dir: 'lab', mask_suffix: '_mask', value_map: { '255': 1 } } });
     const p = folderLoader.listPairs(cfg, 'train') as PairRef[];
     assert.deepEqual(p.map((x) => x.id), ['a']);
     const lut = valueMapLut(cfg);
     assert.deepEqual([lut[0], lut[1], lut[2], lut[255]], [0, 1, -1, 1]);
-    assert.throws(() => folderLoader.listPairs(parseConfig({ data: { name: 'folder', root } }), 'train'), /needs data\.images_dir/);
+    assert.throws(() => folderLoader.listPairs(parseSchema({ data: { name: 'folder', root } }), 'train'), /needs data\.images_dir/);
     // img/ has a train sub-folder only: 'val' does not exist (not train's images again)
     assert.throws(() => folderLoader.listPairs(cfg, 'val'), /split 'val' not found: .*img has no 'val' sub-folder \(it has train; data\.images_dir\)/);
     fs.rmSync(path.join(root, 'img/train'), { recursive: true });

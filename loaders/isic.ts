@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import assert from 'node:assert/strict';
-import { parseConfig } from '../utils/config';
+import { parseSchema } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { keyed, matchPairs, requireRoot } from './files';
@@ -63,11 +63,11 @@ export const selfTest: SelfTest = {
       fs.writeFileSync(path.join(root, 'ISIC2018_Task1-2_Training_Input', id + '.jpg'), '');
       fs.writeFileSync(path.join(root, 'ISIC2018_Task1_Training_GroundTruth', id + '_segmentation.png'), '');
     }
-    const cfg = parseConfig({ data: { name: 'isic', root } });
+    const cfg = parseSchema({ data: { name: 'isic', root } });
     const pairs = isicLoader.listPairs(cfg, 'train') as PairRef[];
     assert.deepEqual(pairs.map((p) => p.id), ['ISIC_0000000', 'ISIC_0000001']);
     assert.throws(() => isicLoader.listPairs(cfg, 'val'), /Validation_Input not found/);
-    assert.throws(() => isicLoader.listPairs(parseConfig({ data: { name: 'isic', root: root + '/x' } }), 'train'), /x not found: download ISIC 2018/);
+    assert.throws(() => isicLoader.listPairs(parseSchema({ data: { name: 'isic', root: root + '/x' } }), 'train'), /x not found: download ISIC 2018/);
     fs.rmSync(root, { recursive: true });
   },
   'threshold at 128'() {

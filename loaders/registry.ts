@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../utils/config';
-import { parseConfig } from '../utils/config';
+import { parseSchema } from '../utils/config';
 import type { DatasetMeta } from '../utils/dataset_utils';
 import { UserError } from '../utils/errors';
 import { FolderRegistry } from '../utils/folder_registry';
@@ -109,11 +109,11 @@ export const selfTest: SelfTest = {
     const want: Record<string, number> = { isic: 2, cityscapes: 19, camvid: 11, folder: 5, synthetic: 2 };
     assert.deepEqual(registeredDatasets().filter((n) => n in want), Object.keys(want).sort());
     for (const [name, k] of Object.entries(want)) {
-      const meta = datasetMeta(parseConfig({ data: { name, num_classes: k } }));
+      const meta = datasetMeta(parseSchema({ data: { name, num_classes: k } }));
       assert.equal(meta.classes.length, k, name);
       assert.equal(meta.palette.length, k, name);
     }
-    const shapes = datasetMeta(parseConfig({ data: { name: 'synthetic', num_classes: 4, synthetic: { kind: 'multiclass' } } }));
+    const shapes = datasetMeta(parseSchema({ data: { name: 'synthetic', num_classes: 4, synthetic: { kind: 'multiclass' } } }));
     assert.equal(shapes.classes[3], 'triangle');
   },
   'unknown name lists the datasets; a registered one is found'() {
@@ -124,7 +124,7 @@ export const selfTest: SelfTest = {
     assert.throws(() => getDataset('registry'), /unknown dataset/);
   },
   'a fixed class count is checked'() {
-    assert.throws(() => checkNumClasses(parseConfig({ data: { name: 'cityscapes' } })), /has 19 classes but data\.num_classes is 2; set data\.num_classes: 19/);
+    assert.throws(() => checkNumClasses(parseSchema({ data: { name: 'cityscapes' } })), /has 19 classes but data\.num_classes is 2; set data\.num_classes: 19/);
   },
   async 'group_by holds whole groups out of training as the holdout split'() {
     const os = await import('node:os');
@@ -132,15 +132,15 @@ export const selfTest: SelfTest = {
     const ids = ['0001TP_1', '0001TP_2', '0006R0_1', '0006R0_2', '0016E5_1'];
     registerDataset({ name: 'zz_grouped', meta: () => ({ classes: ['a', 'b'], palette: [[0, 0, 0], [1, 1, 1]] }), listPairs: () => ids.map((id) => ({ id, image: `${id}.png`, mask: `${id}_m.png` })) });
     try {
-      const cfg = parseConfig({ data: { name: 'zz_grouped', root, group_by: '^([^_]+)_', holdout_groups: ['0006R0'], val_split: 'holdout' } });
+      const cfg = parseSchema({ data: { name: 'zz_grouped', root, group_by: '^([^_]+)_', holdout_groups: ['0006R0'], val_split: 'holdout' } });
       assert.deepEqual((await listSplit(cfg, 'train')).map((p) => p.id), ['0001TP_1', '0001TP_2', '0016E5_1']);
       assert.deepEqual((await listSplit(cfg, 'holdout')).map((p) => p.id), ['0006R0_1', '0006R0_2']);
-      const typo = parseConfig({ data: { name: 'zz_grouped', root, group_by: '^([^_]+)_', holdout_groups: ['0006RO'] } });
+      const typo = parseSchema({ data: { name: 'zz_grouped', root, group_by: '^([^_]+)_', holdout_groups: ['0006RO'] } });
       await assert.rejects(listSplit(typo, 'train'), /data\.holdout_groups 0006RO: no pair of split 'train' is in that group; groups found: 0001TP, 0006R0, 0016E5/);
-      const loose = parseConfig({ data: { name: 'zz_grouped', root, group_by: '^(\\d+)TP', holdout_groups: ['0001'] } });
+      const loose = parseSchema({ data: { name: 'zz_grouped', root, group_by: '^(\\d+)TP', holdout_groups: ['0001'] } });
       await assert.rejects(listSplit(loose, 'train'), /data\.group_by .* does not match '0006R0_1'/);
-      await assert.rejects(listSplit(parseConfig({ data: { name: 'zz_grouped', root } }), 'holdout'), /split 'holdout' needs data\.group_by/);
-      assert.throws(() => parseConfig({ data: { group_by: 'no-group' } }), /key 'data\.group_by' has "no-group"; expected a regular expression with a capture group/);
+      await assert.rejects(listSplit(parseSchema({ data: { name: 'zz_grouped', root } }), 'holdout'), /split 'holdout' needs data\.group_by/);
+      assert.throws(() => parseSchema({ data: { group_by: 'no-group' } }), /key 'data\.group_by' has "no-group"; expected a regular expression with a capture group/);
     } finally {
       datasets.remove('zz_grouped');
     }
@@ -148,7 +148,7 @@ export const selfTest: SelfTest = {
   async 'limit caps a split'() {
     const os = await import('node:os');
     const root = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'idx-')), 'ds');
-    const cfg = parseConfig({ data: { root, limit: 2, synthetic: { train: 4, val: 2, image_size: 16 } } });
+    const cfg = parseSchema({ data: { root, limit: 2, synthetic: { train: 4, val: 2, image_size: 16 } } });
     assert.equal((await listSplit(cfg, 'train')).length, 2);
     fs.rmSync(path.dirname(root), { recursive: true });
   },

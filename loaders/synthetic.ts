@@ -12,7 +12,7 @@ import path from 'node:path';
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
 import type { Config } from '../utils/config';
-import { parseConfig } from '../utils/config';
+import { parseSchema } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { Rng, rngFor, uniform, randInt } from '../utils/rng';
 import { runIfMain, SelfTest } from '../utils/self_test';
@@ -267,7 +267,7 @@ export const selfTest: SelfTest = {
   },
   async 'writes the ISIC layout once, atomically'() {
     const root = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'synth-')), 'ds');
-    const cfg = parseConfig({ data: { name: 'synthetic', root, synthetic: { train: 6, val: 3, image_size: 32 } } });
+    const cfg = parseSchema({ data: { name: 'synthetic', root, synthetic: { train: 6, val: 3, image_size: 32 } } });
     const pairs = (await syntheticLoader.listPairs(cfg, 'train')) as PairRef[];
     assert.equal(pairs.length, 6);
     assert.equal(((await syntheticLoader.listPairs(cfg, 'val')) as PairRef[]).length, 3);

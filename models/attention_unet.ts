@@ -258,7 +258,7 @@ export const selfTest: SelfTest = {
     [a, b, c].forEach((m) => m.dispose());
   },
   async 'the portable export has only stock layers (Multiply included) and the same outputs at an odd size'() {
-    const { portableModel } = await import('../deploy/export_model');
+    const { portableModel } = await import('../engine/portable');
     const { isProjectLayer } = await import('./layers/custom_layers');
     const m = buildAttentionUNet(small());
     perturbStats(m);

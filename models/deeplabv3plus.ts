@@ -22,6 +22,7 @@ import { atrousConv2D, portableAtrousConv2D } from './layers/atrous';
 import { fastBatchNorm, portableBatchNorm } from './layers/batch_norm';
 import { glorotInit, heInit } from './layers/init';
 import { convBnAct, convBnActFloats, convBnActParams, dsConv, dsConvFloats, dsConvParams } from './layers/mobilenet_parts';
+import { portableDropout, seededDropout } from './layers/seeded_dropout';
 import { portableCropToMatch, upsampleLike } from './layers/upsample';
 import { modelChecks } from './model_checks';
 import { countTrainable, ModelIO, registerModel } from './registry';
@@ -75,7 +76,7 @@ function aspp(x: T, c: number, rates: number[], seed: number): T {
   // The projection's pooled part, [.,1,1,c], broadcast by the Add layer (header comment).
   let y = tf.layers.add({ name: 'aspp_project_add' }).apply([conv1x1(cat, 'aspp_project_conv'), conv1x1(pool, 'aspp_project_pool_conv')]) as T;
   y = relu(bn(y, 'aspp_project_bn'), 'aspp_project_relu');
-  return tf.layers.dropout({ rate: 0.1, name: 'aspp_dropout' }).apply(y) as T; // no seed: a fixed one repeats the mask every step
+  return seededDropout({ rate: 0.1, name: 'aspp_dropout' }).apply(y) as T;
 }
 
 export function buildDeepLabV3Plus(o: DeepLabOptions, io: ModelIO): tf.LayersModel {
@@ -131,7 +132,7 @@ export const deeplabv3plus = registerModel({
   build: buildDeepLabV3Plus,
   paramCount: deeplabParamCount,
   activationFloats: deeplabActivationFloats,
-  portable: { FastBatchNorm: portableBatchNorm, CropToMatch: portableCropToMatch, AtrousConv2D: portableAtrousConv2D },
+  portable: { FastBatchNorm: portableBatchNorm, CropToMatch: portableCropToMatch, AtrousConv2D: portableAtrousConv2D, SeededDropout: portableDropout },
 });
 
 const opts = (o: Partial<DeepLabOptions>) => Options.parse(o);
@@ -186,7 +187,8 @@ export const selfTest: SelfTest = {
     assert.equal(deeplabParamCount(opts({ aspp_channels: 256 }), io), 4_670_193);
     // /usr/bin/python3 bench/torch_models.py deeplabv3plus --params --opt decoder_channels=64 --opt aspp_rates=3,6   prints 2717297
     assert.equal(deeplabParamCount(opts({ decoder_channels: 64, aspp_rates: [3, 6] }), io), 2_717_297);
-    const { parseConfig, dumpConfig } = await import('../utils/config');
+    const { dumpConfig } = await import('../utils/config');
+    const { parseConfig } = await import('../config/resolve');
     assert.match(dumpConfig(parseConfig({ model: { name: 'deeplabv3plus' } })), /decoder_channels: null/);
   },
 };

@@ -25,6 +25,7 @@ import {
   convBnAct, convBnActFloats, convBnActParams, depthwiseBnAct, depthwiseBnActParams, dsConv, dsConvFloats, dsConvParams,
   invertedResidual, invertedResidualFloats, invertedResidualParams, strided,
 } from './layers/mobilenet_parts';
+import { portableDropout, seededDropout } from './layers/seeded_dropout';
 import { CropToMatch, portableCropToMatch, upsampleLike } from './layers/upsample';
 import { modelChecks } from './model_checks';
 import { ModelIO, registerModel } from './registry';
@@ -221,7 +222,7 @@ export function buildFastSCNN(o: FastSCNNOptions, io: ModelIO): tf.LayersModel {
   // Classifier.
   x = dsConv(x, fusion, { name: 'head_ds1', seed });
   x = dsConv(x, fusion, { name: 'head_ds2', seed });
-  x = tf.layers.dropout({ rate: o.dropout, name: 'head_dropout' }).apply(x) as T;
+  x = seededDropout({ rate: o.dropout, name: 'head_dropout' }).apply(x) as T;
   x = tf.layers.conv2d({ filters: io.outChannels, kernelSize: 1, kernelInitializer: glorotInit('head_logits', seed), name: 'head_logits' }).apply(x) as T;
   const logits = upsampleLike(x, input, 8, 'logits', 'bilinear');
   return tf.model({ inputs: input, outputs: logits, name: 'fast_scnn' });
@@ -280,7 +281,7 @@ export const fastScnn = registerModel({
   build: buildFastSCNN,
   paramCount: fastScnnParamCount,
   activationFloats: fastScnnActivationFloats,
-  portable: { FastBatchNorm: portableBatchNorm, CropToMatch: portableCropToMatch, BinAvgPool: portableBinAvgPool, BinUpsample: portableBinUpsample },
+  portable: { FastBatchNorm: portableBatchNorm, CropToMatch: portableCropToMatch, BinAvgPool: portableBinAvgPool, BinUpsample: portableBinUpsample, SeededDropout: portableDropout },
 });
 
 // ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import { runIfMain, SelfTest } from '../utils/self_test';
 import { ENCODER_NAMES, encoderOption, freezeStages, frozenStagesOption, getEncoder, sizeAt, T } from './encoders/index';
 import { fastBatchNorm, portableBatchNorm } from './layers/batch_norm';
 import { glorotInit, heInit } from './layers/init';
+import { portableDropout, seededDropout } from './layers/seeded_dropout';
 import { portableCropToMatch, upsampleLike } from './layers/upsample';
 import { modelChecks } from './model_checks';
 import { countTrainable, ModelIO, registerModel, tracedActivationFloats } from './registry';
@@ -24,7 +25,7 @@ const Options = z
     // so training stays workable on a 2-core CPU. Set 256/128 for smp's network.
     pyramid_channels: z.number().finite().int().positive().default(128),
     segmentation_channels: z.number().finite().int().positive().default(64),
-    // smp's Dropout2d(0.2): whole channels, as a stock Dropout with noise shape [n, 1, 1, c].
+    // smp's Dropout2d(0.2): whole channels, as a dropout with noise shape [n, 1, 1, c].
     dropout: z.number().finite().min(0).max(0.9).default(0.2),
   })
   .strict();
@@ -74,7 +75,7 @@ export function buildFPN(o: FPNOptions, io: ModelIO): tf.LayersModel {
   });
   let x = tf.layers.add({ name: 'seg_merge' }).apply(branches) as T;
   // null in the noise shape: the batch size at run time.
-  x = tf.layers.dropout({ rate: o.dropout, noiseShape: [null, 1, 1, S] as unknown as number[], name: 'seg_dropout' }).apply(x) as T;
+  x = seededDropout({ rate: o.dropout, noiseShape: [null, 1, 1, S] as unknown as number[], name: 'seg_dropout' }).apply(x) as T;
   x = tf.layers.conv2d({ filters: io.outChannels, kernelSize: 1, kernelInitializer: glorotInit('head', io.seed), name: 'head' }).apply(x) as T;
   const logits = upsampleLike(x, input, f.strides[LEVELS[0]], 'head', 'bilinear');
   return tf.model({ inputs: input, outputs: logits, name: 'fpn' });
@@ -126,7 +127,7 @@ export const fpn = registerModel({
   build: buildFPN,
   paramCount: fpnParamCount,
   activationFloats: fpnActivationFloats,
-  portable: { FastBatchNorm: portableBatchNorm, CropToMatch: portableCropToMatch },
+  portable: { FastBatchNorm: portableBatchNorm, CropToMatch: portableCropToMatch, SeededDropout: portableDropout },
 });
 
 export const selfTest: SelfTest = {

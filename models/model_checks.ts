@@ -58,7 +58,7 @@ export function modelChecks<S extends z.ZodObject<any>>(def: ModelDefinition<S>,
       m.dispose();
     },
     async [`${def.name}: the stock-layers export computes the same outputs at 64x64 and 50x70`]() {
-      const { comparePortable } = await import('../deploy/export_model'); // on use: deploy/ builds on models/
+      const { comparePortable } = await import('../engine/portable'); // on use: engine/ builds on models/
       const { isProjectLayer } = await import('./layers/custom_layers');
       const m = def.build(opts(cases.small), io);
       // Non-trivial batch-norm statistics, so a wrong mapping would show.
@@ -78,9 +78,6 @@ export function modelChecks<S extends z.ZodObject<any>>(def: ModelDefinition<S>,
       try {
         const before = tf.memory().numTensors;
         const m = def.build(opts(cases.small), { inChannels: 3, outChannels: 1, seed: 3 });
-        // Dropout draws unseeded masks (a seed would repeat one mask every step): off here,
-        // so the check is the same on every run.
-        for (const l of m.layers) if (l.getClassName() === 'Dropout') (l as unknown as { rate: number }).rate = 0;
         // Noise drawn at 4x4 and upsampled: blobs of ~8 pixels, which models that predict at
         // stride 8 and upsample can follow too (per-pixel noise they cannot).
         const x = tf.tidy(() => tf.image.resizeBilinear(tf.randomNormal([2, 4, 4, 3], 0, 1, 'float32', 7) as tf.Tensor4D, [32, 32]));

@@ -85,26 +85,37 @@ export function modelIO(cfg: Config): ModelIO {
   return { inChannels: cfg.model.in_channels, outChannels: outChannels(cfg), seed: cfg.training.seed };
 }
 
+/** The configured model: its definition, its own options parsed by its schema, what it gets besides. */
+export interface ResolvedModel {
+  definition: ModelDefinition;
+  options: Record<string, unknown>;
+  io: ModelIO;
+}
+
+/** The model of a config validated by config/resolve.ts: derived once, for the helpers below. */
+export function resolveModel(cfg: Config): ResolvedModel {
+  const definition = getModelDefinition(cfg.model.name);
+  return { definition, options: definition.options.parse(modelOptions(cfg)), io: modelIO(cfg) };
+}
+
 export function getModel(cfg: Config): tf.LayersModel {
-  const d = getModelDefinition(cfg.model.name);
-  return d.build(d.options.parse(modelOptions(cfg)), modelIO(cfg));
+  const m = resolveModel(cfg);
+  return m.definition.build(m.options, m.io);
 }
 
-/** Trainable parameters of the configured model, without building it. */
-export function configParamCount(cfg: Config): number {
-  const d = getModelDefinition(cfg.model.name);
-  return d.paramCount(d.options.parse(modelOptions(cfg)), modelIO(cfg));
+/** Trainable parameters of the model, without building it. */
+export function modelParamCount(m: ResolvedModel): number {
+  return m.definition.paramCount(m.options, m.io);
 }
 
-/** Wasm heap bytes per activation float of a training step of the configured model. */
-export function configActivationBytes(cfg: Config): number {
-  return getModelDefinition(cfg.model.name).activationBytes ?? 16;
+/** Wasm heap bytes per activation float of a training step of the model. */
+export function modelActivationBytes(m: ResolvedModel): number {
+  return m.definition.activationBytes ?? 16;
 }
 
-/** Activation floats of one forward pass of one sample of the configured model. */
-export function configActivationFloats(cfg: Config, height: number, width: number): number {
-  const d = getModelDefinition(cfg.model.name);
-  return d.activationFloats(d.options.parse(modelOptions(cfg)), modelIO(cfg), height, width);
+/** Activation floats of one forward pass of one sample of the model. */
+export function modelActivationFloats(m: ResolvedModel, height: number, width: number): number {
+  return m.definition.activationFloats(m.options, m.io, height, width);
 }
 
 /** Trainable parameters of a built model (what paramCount must equal). */
@@ -148,7 +159,7 @@ export const selfTest: SelfTest = {
     for (const n of names) assert.equal(getModelDefinition(n).name, n);
   },
   async 'builds unet by name with outputs from the config'() {
-    const { parseConfig } = await import('../utils/config');
+    const { parseConfig } = await import('../config/resolve');
     const m = getModel(parseConfig({ model: { base: 4, depth: 2 }, data: { num_classes: 19 } }));
     assert.equal(m.outputs[0].shape[3], 19);
     m.dispose();

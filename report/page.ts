@@ -12,7 +12,7 @@ import { chartJsSource, CLIENT_JS, REPORT_CSS } from './assets';
 import { BOTH_COLOR, GT_COLOR, PRED_COLOR, RGB, vocPalette } from './overlay';
 import { formatDuration } from '../utils/duration';
 import { runIfMain, SelfTest } from '../utils/self_test';
-import type { HistoryRow } from '../engine/history';
+import type { HistoryRow } from '../storage/history';
 import { writeFileReplacing } from '../utils/file_out';
 
 export type { HistoryRow };

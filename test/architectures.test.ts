@@ -10,10 +10,10 @@ import sharp from 'sharp';
 import * as tf from '../backends/tf';
 import { initBackend } from '../backends';
 import { predictMask } from '../engine/predictor';
-import { fileLoadHandler } from '../deploy/model_files';
+import { fileLoadHandler } from '../storage/model_files';
 import { isProjectLayer } from '../models/layers/custom_layers';
 import { registeredModels } from '../models/registry';
-import { loadConfig } from '../utils/config';
+import { loadConfig } from '../config/resolve';
 import { bandMask, imageForMask, writeRaw } from '../loaders/fixtures';
 import { assertOk, killLeftovers, ROOT, run, show, tmpDir, writeConfig } from './helpers/cli';
 

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { parseConfig } from '../utils/config';
+import { parseConfig } from '../config/resolve';
 import { UserError } from '../utils/errors';
 import { listSplit } from '../loaders/registry';
 import { Batch, BatchLoader, normaliseImage } from '../pipeline/batcher';

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { bandMask, imageForMask, writeRaw } from '../loaders/fixtures';
-import { loadCheckpoint } from '../engine/checkpoint/store';
+import { loadCheckpoint } from '../storage/checkpoint';
 import { assertOk, assertOneLineError, killLeftovers, run, show, sleep, start, tinyConfig, tmpDir, writeConfig } from './helpers/cli';
 
 const TIMEOUT = 120_000;

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import * as tf from '../backends/tf';
 import { UserError } from '../utils/errors';
-import { applyWeights, checkpointExists, CheckpointMeta, loadCheckpoint, LoadedCheckpoint, saveCheckpoint } from '../engine/checkpoint/store';
+import { applyWeights, checkpointExists, CheckpointMeta, loadCheckpoint, LoadedCheckpoint, saveCheckpoint } from '../storage/checkpoint';
 
 function tmpRoot(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'ckpt-test-'));

@@ -54,20 +54,30 @@ test('predict with a config that differs gives the masks of the right config', a
   for (let i = 0; i < files.length; i++) assert.deepEqual(other[i].classes, files[i].classes, files[i].file);
 });
 
-test('export with a config that differs records the checkpoint\'s network; evaluating the export with another up_mode is refused', async () => {
+test('export with a config that differs records the checkpoint\'s network; an export without its model section is checked layer by layer', async () => {
   const out = path.join(dir, 'export');
   await exportModel(wrong, { checkpoint: ckpt, output: out, quiet: true });
-  const md = JSON.parse(fs.readFileSync(path.join(out, 'model.json'), 'utf8')).userDefinedMetadata;
+  const json = JSON.parse(fs.readFileSync(path.join(out, 'model.json'), 'utf8'));
+  const md = json.userDefinedMetadata;
   assert.deepEqual(md.input.size, [32, 32]);
   assert.equal(md.input.normalize, 'image');
-  const dec = JSON.parse(fs.readFileSync(path.join(out, 'model.json'), 'utf8')).modelTopology.config.layers.find((l: { name: string }) => l.name === 'dec1_up');
+  assert.equal(md.model_config.up_mode, 'bilinear');
+  const dec = json.modelTopology.config.layers.find((l: { name: string }) => l.name === 'dec1_up');
   assert.equal(dec.config.interpolation, 'bilinear');
-  // The export's metadata gives size and normalisation; its network must be the one the config builds.
-  await assert.rejects(evaluate(wrong, { checkpoint: path.join(out, 'model.json'), quiet: true, output: path.join(dir, 'e3') }), (e: Error) =>
-    e instanceof UserError && /model\.json: the config's model options build another network than this export \(layer dec\d_up has interpolation bilinear there, nearest from the config\)/.test(e.message));
-  const viaExport = await evaluate({ ...wrong, model: trained.model }, { checkpoint: path.join(out, 'model.json'), quiet: true, output: path.join(dir, 'e3') });
+  // The export records its model section: evaluating it with another config builds the export's network.
+  const viaExport = await evaluate(wrong, { checkpoint: path.join(out, 'model.json'), quiet: true, output: path.join(dir, 'e3') });
   const right = await evaluate(trained, { checkpoint: ckpt, quiet: true, output: path.join(dir, 'e4') });
   for (const k of Object.keys(right.metrics)) assert.ok(Math.abs(viaExport.metrics[k] - right.metrics[k]) < 1e-4, `${k}: ${viaExport.metrics[k]} vs ${right.metrics[k]}`);
+  // An export from elsewhere (no model section, no complete.json): its network must be the one the config builds.
+  const bare = path.join(dir, 'export-bare');
+  fs.mkdirSync(bare);
+  for (const f of fs.readdirSync(out)) if (f !== 'complete.json' && f !== 'model.json') fs.copyFileSync(path.join(out, f), path.join(bare, f));
+  delete md.model_config;
+  fs.writeFileSync(path.join(bare, 'model.json'), JSON.stringify(json));
+  await assert.rejects(evaluate(wrong, { checkpoint: path.join(bare, 'model.json'), quiet: true, output: path.join(dir, 'e5') }), (e: Error) =>
+    e instanceof UserError && /model\.json: the config's model options build another network than this export \(layer dec\d_up has interpolation bilinear there, nearest from the config\)/.test(e.message));
+  const viaBare = await evaluate({ ...wrong, model: trained.model }, { checkpoint: path.join(bare, 'model.json'), quiet: true, output: path.join(dir, 'e6') });
+  for (const k of Object.keys(right.metrics)) assert.ok(Math.abs(viaBare.metrics[k] - right.metrics[k]) < 1e-4, `${k}: ${viaBare.metrics[k]} vs ${right.metrics[k]}`);
 });
 
 test('--resume with another model option is refused, naming each key with both values', async () => {

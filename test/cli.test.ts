@@ -7,7 +7,7 @@ import { after, describe, test } from 'node:test';
 import sharp from 'sharp';
 import yaml from 'js-yaml';
 import { bandMask, imageForMask, writeCityscapes, writeRaw } from '../loaders/fixtures';
-import { loadCheckpoint } from '../engine/checkpoint/store';
+import { loadCheckpoint } from '../storage/checkpoint';
 import { assertOk, assertOneLineError, killLeftovers, run, runNode, show, tinyConfig, tmpDir, writeConfig } from './helpers/cli';
 
 const TIMEOUT = 120_000;

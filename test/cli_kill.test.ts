@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { loadCheckpoint } from '../engine/checkpoint/store';
+import { loadCheckpoint } from '../storage/checkpoint';
 import { mulberry32 } from '../utils/rng';
 import { assertOk, killLeftovers, show, sleep, start, Started, tinyConfig, tmpDir, writeConfig } from './helpers/cli';
 

@@ -6,8 +6,8 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { loadCheckpoint } from '../engine/checkpoint/store';
-import { LOCK_FILE } from '../engine/checkpoint/run_lock';
+import { loadCheckpoint } from '../storage/checkpoint';
+import { LOCK_FILE } from '../engine/run_lock';
 import { nodeArgs, sleep, tinyConfig, tmpDir, writeConfig } from './helpers/cli';
 
 const dir = tmpDir('parent');

@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { applySet, loadConfig, parseConfig } from '../utils/config';
+import { applySet } from '../utils/config';
+import { loadConfig, parseConfig } from '../config/resolve';
 import { readConfigFile } from '../utils/config_files';
 import { resolveConfig } from '../api/options';
 import { UserError } from '../utils/errors';
@@ -31,7 +32,7 @@ function oneLine(fn: () => unknown, ...patterns: RegExp[]): void {
  */
 function inChild(code: string, timeoutMs = 20_000): { out: string; status: number | null; signal: string | null; ms: number } {
   const dist = path.resolve(__dirname, '..');
-  const pre = `const config = require(${JSON.stringify(path.join(dist, 'utils', 'config.js'))}); const options = require(${JSON.stringify(path.join(dist, 'api', 'options.js'))});`;
+  const pre = `const config = require(${JSON.stringify(path.join(dist, 'config', 'resolve.js'))}); const options = require(${JSON.stringify(path.join(dist, 'api', 'options.js'))});`;
   const t0 = Date.now();
   const r = spawnSync(process.execPath, ['-e', `${pre}\ntry { ${code}; console.log('NO ERROR'); } catch (e) { console.log(e.name + ': ' + e.message); }`], { encoding: 'utf8', timeout: timeoutMs });
   return { out: (r.stdout + r.stderr).trim(), status: r.status, signal: r.signal, ms: Date.now() - t0 };

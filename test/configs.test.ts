@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { loadConfig } from '../utils/config';
+import { loadConfig } from '../config/resolve';
 import { registeredModels } from '../models/registry';
 import { registeredDatasets } from '../loaders/registry';
 

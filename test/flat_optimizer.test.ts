@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import * as tf from '../backends/tf';
 import '@tensorflow/tfjs-backend-wasm';
 import { createOptimizer } from '../training/optimizers';
-import { parseConfig } from '../utils/config';
+import { parseConfig } from '../config/resolve';
 import { seededValues } from '../utils/rng';
 import { PerTensorReference } from './helpers/per_tensor_optimizer';
 

@@ -6,7 +6,7 @@ import * as tf from '../backends/tf';
 import { initBackend } from '../backends';
 import { makeTrainStep } from '../engine/train_step';
 import { getModel } from '../models/registry';
-import { parseConfig } from '../utils/config';
+import { parseConfig } from '../config/resolve';
 import { buildLoss } from '../training/losses';
 import { createOptimizer } from '../training/optimizers';
 import { mulberry32 } from '../utils/rng';

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import { after, before, test } from 'node:test';
 import * as tf from '../backends/tf';
 import { initBackend } from '../backends';
-import { applyMatchingWeights } from '../engine/checkpoint/store';
+import { applyMatchingWeights } from '../storage/checkpoint';
 import { startState } from '../engine/resume';
 import { runDirs } from '../engine/run_dirs';
 import { imagenetMobileNetV2, kerasMobileNetV2Artifacts } from '../models/encoders/imagenet';
@@ -14,7 +14,7 @@ import { mobilenetV2 } from '../models/encoders/mobilenet_v2';
 import { getModel } from '../models/registry';
 import { createOptimizer } from '../training/optimizers';
 import { fixtureConfig } from '../loaders/fixtures';
-import { parseConfig } from '../utils/config';
+import { parseConfig } from '../config/resolve';
 import { tmpDir } from './helpers/cli';
 
 before(async () => {

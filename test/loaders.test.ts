@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import zlib from 'node:zlib';
 import path from 'node:path';
 import sharp from 'sharp';
-import { parseConfig } from '../utils/config';
+import { parseConfig } from '../config/resolve';
 import { UserError } from '../utils/errors';
 import { listSplit, maskLutFor } from '../loaders/registry';
 import { decodePair, MaskRules } from '../pipeline/decode';

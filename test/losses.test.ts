@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import * as tf from '../backends/tf';
 import '@tensorflow/tfjs-backend-wasm';
 import { buildLoss, registeredLosses } from '../training/losses';
-import { parseConfig } from '../utils/config';
+import { parseConfig } from '../config/resolve';
 import { UserError } from '../utils/errors';
 
 before(async () => {

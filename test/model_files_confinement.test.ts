@@ -1,5 +1,5 @@
 // A model.json someone was given reads only its own folder's shards, of the size its
-// manifest needs (deploy/model_files.ts): no `..`, absolute paths or symlinks out, no
+// manifest needs (storage/model_files.ts): no `..`, absolute paths or symlinks out, no
 // device or FIFO (which would hang), no model.json past 64 MiB, no weights past 2 GiB.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import * as tf from '../backends/tf';
-import { modelFiles, readExportedWeights, readModelJson } from '../deploy/model_files';
+import { modelFiles, readExportedWeights, readModelJson } from '../storage/model_files';
 import { UserError } from '../utils/errors';
 import { tmpDir } from './helpers/cli';
 

@@ -9,8 +9,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as tf from '../backends/tf';
-import { publishDir } from '../engine/checkpoint/atomic_dir';
-import { saveCheckpoint } from '../engine/checkpoint/store';
+import { publishDir } from '../storage/atomic_dir';
+import { saveCheckpoint } from '../storage/checkpoint';
 import { loadWeightsFrom } from '../engine/model_io';
 import { assertOk, assertOneLineError, killLeftovers, run, show, sleep, start, tinyConfig, tmpDir, writeConfig } from './helpers/cli';
 

@@ -2,7 +2,7 @@ import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '../backends/tf';
 import { clipByGlobalNorm, createOptimizer, globalNorm, TrainOptimizer } from '../training/optimizers';
-import { parseConfig } from '../utils/config';
+import { parseConfig } from '../config/resolve';
 import { UserError } from '../utils/errors';
 
 before(async () => {

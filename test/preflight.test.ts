@@ -2,14 +2,14 @@
 // in one line before the first step (and leave every earlier checkpoint byte for byte as
 // it was); a step that runs out of memory ends in one line; a signal ends a run stuck in
 // a long synchronous kernel within the grace period. The checks themselves are unit-tested
-// in engine/preflight.ts, engine/memory.ts and utils/config.ts (self-tests).
+// in engine/preflight.ts, engine/memory.ts, utils/config.ts and config/resolve.ts (self-tests).
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { loadCheckpoint } from '../engine/checkpoint/store';
-import { acquireRunLock } from '../engine/checkpoint/run_lock';
+import { loadCheckpoint } from '../storage/checkpoint';
+import { acquireRunLock } from '../engine/run_lock';
 import { assertOk, assertOneLineError, killLeftovers, run, show, sleep, start, tinyConfig, tmpDir, writeConfig } from './helpers/cli';
 
 const TIMEOUT = 120_000;

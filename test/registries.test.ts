@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as tf from '../backends/tf';
-import { parseConfig } from '../utils/config';
+import { parseConfig } from '../config/resolve';
 import { UserError } from '../utils/errors';
 import { buildLoss } from '../training/losses';
 import { createOptimizer } from '../training/optimizers';

@@ -22,7 +22,7 @@ function modules(dir: string): string[] {
   });
 }
 
-for (const file of ['api', 'models', 'loaders', 'pipeline', 'engine', 'backends', 'report', 'deploy', 'utils', 'training'].flatMap(modules).sort()) {
+for (const file of ['api', 'config', 'storage', 'models', 'loaders', 'pipeline', 'engine', 'backends', 'report', 'deploy', 'utils', 'training'].flatMap(modules).sort()) {
   const name = file.slice(0, -ext.length);
   test(name, async (t) => {
     const abs = path.join(root, file);

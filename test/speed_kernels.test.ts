@@ -51,7 +51,7 @@ test('FastBatchNorm inference (wasm: one depthwise affine) matches the tfjs laye
 test('U-Net training step gives the same loss with FastBatchNorm as with tfjs batch norm', async () => {
   // Swaps FastBatchNorm's training call for the base class's one on the same model.
   const { getModel } = await import('../models/registry');
-  const { parseConfig } = await import('../utils/config');
+  const { parseConfig } = await import('../config/resolve');
   const { buildLoss } = await import('../training/losses');
   const { FastBatchNorm } = await import('../models/layers/batch_norm');
   registerWasmGradKernels();
@@ -102,7 +102,7 @@ function trainDigest(threads: number): { threads: number; digest: string } {
     const { initBackend } = require(${mod('backends/index')});
     const { wasmThreads } = require(${mod('backends/wasm_threads')});
     const { getModel } = require(${mod('models/registry')});
-    const { parseConfig } = require(${mod('utils/config')});
+    const { parseConfig } = require(${mod('config/resolve')});
     const { buildLoss } = require(${mod('training/losses')});
     const { createOptimizer } = require(${mod('training/optimizers')});
     const { makeTrainStep } = require(${mod('engine/train_step')});

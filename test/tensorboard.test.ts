@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { train } from '../api';
-import { History } from '../engine/history';
+import { History } from '../storage/history';
 import { EventWriter } from '../utils/tfevents';
 import { runExitHooks } from '../utils/exit';
 import { tinyConfig, tmpDir } from './helpers/cli';

@@ -7,7 +7,7 @@ import path from 'node:path';
 import * as tf from '../backends/tf';
 import { fixtureConfig, tmpDir } from '../loaders/fixtures';
 import { initBackend } from '../backends';
-import { loadCheckpoint } from '../engine/checkpoint/store';
+import { loadCheckpoint } from '../storage/checkpoint';
 import { UserError } from '../utils/errors';
 import { train } from '../engine/trainer';
 
@@ -88,7 +88,7 @@ test('a NaN loss stops the run with a clear error and keeps the last good checkp
 
 test('a step with a NaN weight reports NaN and leaves the trainable weights untouched, though wasm hides the NaN from the loss', async () => {
   const { getModel } = await import('../models/registry');
-  const { parseConfig } = await import('../utils/config');
+  const { parseConfig } = await import('../config/resolve');
   const { buildLoss } = await import('../training/losses');
   const { createOptimizer } = await import('../training/optimizers');
   const { makeTrainStep } = await import('../engine/train_step');

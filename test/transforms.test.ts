@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Augmentations } from '../utils/config';
-import { parseConfig } from '../utils/config';
+import { parseConfig } from '../config/resolve';
 import { mulberry32 } from '../utils/rng';
 import { augment, blockySample, mismatch, photometric, planGeometry, Sample } from '../pipeline/transforms';
 

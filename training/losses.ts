@@ -7,7 +7,7 @@ import * as tf from '../backends/tf';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { z } from 'zod';
-import { Config, parseConfig } from '../utils/config';
+import { Config, parseSchema } from '../utils/config';
 import { FolderRegistry } from '../utils/folder_registry';
 import { partOptions, resolvePartSection } from '../utils/part_options';
 import { UserError } from '../utils/errors';
@@ -51,7 +51,7 @@ export function getLossDefinition(name: string): LossDefinition {
 const lossNames = (name: string) => name.split('+').map((s) => s.trim().toLowerCase());
 
 /**
- * training.loss with the named losses' own keys checked and their defaults filled (parseConfig);
+ * training.loss with the named losses' own keys checked and their defaults filled (config/resolve.ts);
  * a misspelt name or option is one line naming the key.
  */
 export function resolveLossSection(section: Record<string, unknown>, source: string, raw: unknown): Record<string, unknown> {
@@ -72,7 +72,7 @@ export function buildLoss(cfg: Config): LossFn {
     throw new UserError(`training.loss.class_weights: expected ${cfg.data.num_classes} numbers (data.num_classes), got ${lc.class_weights.length}`);
   }
   const setting = { ignoreIndex: cfg.data.ignore_index, classWeights: lc.class_weights };
-  // Each loss's own options, read from the section parseConfig resolved (defaults filled there).
+  // Each loss's own options, read from the section config/resolve.ts resolved (defaults filled there).
   const parts = defs
     .map((d, i) => ({ d, o: partOptions(d, lc), w: weights[i] }))
     .filter((p) => p.w !== 0);
@@ -90,16 +90,24 @@ export function buildLoss(cfg: Config): LossFn {
     });
 }
 
+// For the self-tests: the config with training.loss resolved as config/resolve.ts resolves it (that
+// module sits above this one, so it is not imported here).
+function withLoss(raw: { [k: string]: unknown }, source = 'config'): Config {
+  const c = parseSchema(raw, source);
+  c.training.loss = resolveLossSection(c.training.loss, source, raw) as typeof c.training.loss;
+  return c;
+}
+
 // ---------------------------------------------------------------------------
 const cfgWith = (loss: Record<string, unknown>, numClasses = 2) =>
-  parseConfig({ data: { num_classes: numClasses }, training: { loss } });
+  withLoss({ data: { num_classes: numClasses }, training: { loss } });
 
 export const selfTest: SelfTest = {
   'every loss in training/losses is found by its file name; a misspelt name or option is one line at parse time'() {
     assert.deepEqual(registeredLosses(), ['bce', 'ce', 'dice', 'focal', 'jaccard', 'lovasz']);
-    assert.throws(() => parseConfig({ training: { loss: { name: 'ce+dcie' } } }, 'x.yaml'), /^UserError: x\.yaml: key 'training\.loss\.name' has "ce\+dcie"; 'dcie' is not a registered loss; registered: bce, ce, dice, focal, jaccard, lovasz \(join with '\+'\)$/);
-    assert.throws(() => parseConfig({ training: { loss: { name: 'dice', smoth: 1 } } }, 'x.yaml'), /^UserError: x\.yaml: unknown key 'training\.loss\.smoth' \(check the spelling; loss 'dice' takes per_image, smooth, every loss name, weights, class_weights\)$/);
-    const lc = parseConfig({ training: { loss: { name: 'ce+dice', focal_gamma: 3 } } }).training.loss;
+    assert.throws(() => withLoss({ training: { loss: { name: 'ce+dcie' } } }, 'x.yaml'), /^UserError: x\.yaml: key 'training\.loss\.name' has "ce\+dcie"; 'dcie' is not a registered loss; registered: bce, ce, dice, focal, jaccard, lovasz \(join with '\+'\)$/);
+    assert.throws(() => withLoss({ training: { loss: { name: 'dice', smoth: 1 } } }, 'x.yaml'), /^UserError: x\.yaml: unknown key 'training\.loss\.smoth' \(check the spelling; loss 'dice' takes per_image, smooth, every loss name, weights, class_weights\)$/);
+    const lc = withLoss({ training: { loss: { name: 'ce+dice', focal_gamma: 3 } } }).training.loss;
     assert.deepEqual(lc, { name: 'ce+dice', smooth: 1, per_image: false }); // another loss's key (saved configs hold all) is dropped
   },
   'ce equals -log softmax at the label, ignoring ignore_index'() {

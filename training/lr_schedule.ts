@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { z } from 'zod';
-import { parseConfig, ScheduleConfig } from '../utils/config';
+import { Config, parseSchema, ScheduleConfig } from '../utils/config';
 import { FolderRegistry } from '../utils/folder_registry';
 import { partOptions, resolvePartSection } from '../utils/part_options';
 import { runIfMain, SelfTest } from '../utils/self_test';
@@ -55,7 +55,7 @@ export function getScheduleDefinition(name: string): ScheduleDefinition {
   return schedules.get(name);
 }
 
-/** training.lr_schedule with the named schedule's own keys checked and defaulted (parseConfig). */
+/** training.lr_schedule with the named schedule's own keys checked and defaulted (config/resolve.ts). */
 export function resolveScheduleSection(section: Record<string, unknown>, source: string, raw: unknown): Record<string, unknown> {
   const kind = { kind: 'schedule', at: ['training', 'lr_schedule'], common: SCHEDULE_KEYS, get: getScheduleDefinition, names: registeredSchedules };
   return resolvePartSection(kind, section, [String(section.name)], source, raw).section;
@@ -84,15 +84,23 @@ export function lrAt(cfg: ScheduleConfig, baseLr: number, iter: number, totalIte
   return lr;
 }
 
+// For the self-tests: the config with training.lr_schedule resolved as config/resolve.ts resolves it (that
+// module sits above this one, so it is not imported here).
+function withSchedule(raw: { [k: string]: unknown }, source = 'config'): Config {
+  const c = parseSchema(raw, source);
+  c.training.lr_schedule = resolveScheduleSection(c.training.lr_schedule, source, raw) as typeof c.training.lr_schedule;
+  return c;
+}
+
 // ---------------------------------------------------------------------------
-const sched = (s: Record<string, unknown>) => parseConfig({ training: { lr_schedule: s } }).training.lr_schedule;
+const sched = (s: Record<string, unknown>) => withSchedule({ training: { lr_schedule: s } }).training.lr_schedule;
 const close = (a: number, b: number) => assert.ok(Math.abs(a - b) < 1e-12, `${a} vs ${b}`);
 
 export const selfTest: SelfTest = {
   'every schedule in training/schedules is found by its file name; a misspelt name or option is one line at parse time'() {
     assert.deepEqual(registeredSchedules(), ['constant', 'cosine', 'poly', 'step']);
-    assert.throws(() => parseConfig({ training: { lr_schedule: { name: 'cosin' } } }, 'x.yaml'), /^UserError: x\.yaml: key 'training\.lr_schedule\.name' has "cosin"; 'cosin' is not a registered schedule; registered: constant, cosine, poly, step$/);
-    assert.throws(() => parseConfig({ training: { lr_schedule: { name: 'poly', pwer: 1 } } }, 'x.yaml'), /^UserError: x\.yaml: unknown key 'training\.lr_schedule\.pwer' \(check the spelling; schedule 'poly' takes min_lr, power, every schedule name, warmup_iters, warmup_ratio\)$/);
+    assert.throws(() => withSchedule({ training: { lr_schedule: { name: 'cosin' } } }, 'x.yaml'), /^UserError: x\.yaml: key 'training\.lr_schedule\.name' has "cosin"; 'cosin' is not a registered schedule; registered: constant, cosine, poly, step$/);
+    assert.throws(() => withSchedule({ training: { lr_schedule: { name: 'poly', pwer: 1 } } }, 'x.yaml'), /^UserError: x\.yaml: unknown key 'training\.lr_schedule\.pwer' \(check the spelling; schedule 'poly' takes min_lr, power, every schedule name, warmup_iters, warmup_ratio\)$/);
   },
   'poly decays monotonically all the way to min_lr (no stuck schedule)'() {
     const s = sched({ name: 'poly', power: 0.9 });

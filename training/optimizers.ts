@@ -9,10 +9,11 @@ import * as tf from '../backends/tf';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { z } from 'zod';
-import { Config, OptimizerConfig, parseConfig } from '../utils/config';
+import { Config, OptimizerConfig, parseSchema } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { FolderRegistry } from '../utils/folder_registry';
 import { partOptions, resolvePartSection } from '../utils/part_options';
+import type { OptimizerState } from '../storage/format';
 import { runIfMain, SelfTest } from '../utils/self_test';
 
 /** One update of a flat group of variables (weights, gradients and slots as 1-D buffers). */
@@ -62,7 +63,7 @@ export function getOptimizerDefinition(name: string): OptimizerDefinition {
   return optimizers.get(name);
 }
 
-/** training.optimizer with the named optimizer's own keys checked and defaulted (parseConfig). */
+/** training.optimizer with the named optimizer's own keys checked and defaulted (config/resolve.ts). */
 export function resolveOptimizerSection(section: Record<string, unknown>, source: string, raw: unknown): Record<string, unknown> {
   const kind = { kind: 'optimizer', at: ['training', 'optimizer'], common: OPTIMIZER_KEYS, get: getOptimizerDefinition, names: registeredOptimizers };
   return resolvePartSection(kind, section, [String(section.name)], source, raw).section;
@@ -73,14 +74,7 @@ export function withL2(g: GroupStep): tf.Tensor {
   return g.decay > 0 ? tf.add(g.grad, tf.mul(g.w, g.decay)) : g.grad;
 }
 
-export interface OptimizerState {
-  name: string;
-  /** Number of applyGradients calls so far (Adam bias correction). */
-  step: number;
-  lr: number;
-  /** Slot tensors, named `<variable name>/<slot>`. */
-  tensors: { name: string; shape: number[]; values: Float32Array }[];
-}
+export type { OptimizerState }; // declared by the checkpoint format that stores it
 
 export interface TrainOptimizer {
   readonly name: string;
@@ -416,17 +410,25 @@ export function createOptimizer(cfg: Config, opts: OptimizerOptions = {}): Train
   return new FlatOptimizer(def, partOptions(def, c), c, cfg.training.grad_clip, opts);
 }
 
+// For the self-tests: the config with training.optimizer resolved as config/resolve.ts resolves it (that
+// module sits above this one, so it is not imported here).
+function withOptimizer(raw: { [k: string]: unknown }, source = 'config'): Config {
+  const c = parseSchema(raw, source);
+  c.training.optimizer = resolveOptimizerSection(c.training.optimizer, source, raw) as typeof c.training.optimizer;
+  return c;
+}
+
 export const selfTest: SelfTest = {
   'every optimizer in training/optimizers is found by its file name; a misspelt name or option is one line at parse time'() {
     assert.deepEqual(registeredOptimizers(), ['adam', 'adamw', 'rmsprop', 'sgd']);
-    assert.throws(() => parseConfig({ training: { optimizer: { name: 'adma' } } }, 'x.yaml'), /^UserError: x\.yaml: key 'training\.optimizer\.name' has "adma"; 'adma' is not a registered optimizer; registered: adam, adamw, rmsprop, sgd$/);
-    assert.throws(() => parseConfig({ training: { optimizer: { name: 'sgd', nesterv: true } } }, 'x.yaml'), /^UserError: x\.yaml: unknown key 'training\.optimizer\.nesterv' \(check the spelling; optimizer 'sgd' takes momentum, nesterov, every optimizer name, lr, weight_decay, lr_mult\)$/);
-    assert.deepEqual(parseConfig({ training: { optimizer: { name: 'sgd' } } }).training.optimizer, { name: 'sgd', lr: 1e-3, weight_decay: 0, lr_mult: {}, momentum: 0.9, nesterov: false });
+    assert.throws(() => withOptimizer({ training: { optimizer: { name: 'adma' } } }, 'x.yaml'), /^UserError: x\.yaml: key 'training\.optimizer\.name' has "adma"; 'adma' is not a registered optimizer; registered: adam, adamw, rmsprop, sgd$/);
+    assert.throws(() => withOptimizer({ training: { optimizer: { name: 'sgd', nesterv: true } } }, 'x.yaml'), /^UserError: x\.yaml: unknown key 'training\.optimizer\.nesterv' \(check the spelling; optimizer 'sgd' takes momentum, nesterov, every optimizer name, lr, weight_decay, lr_mult\)$/);
+    assert.deepEqual(withOptimizer({ training: { optimizer: { name: 'sgd' } } }).training.optimizer, { name: 'sgd', lr: 1e-3, weight_decay: 0, lr_mult: {}, momentum: 0.9, nesterov: false });
   },
   // Behaviour (every optimizer, learning rate, decay, clipping, state) is tested in
   // test/optimizers.test.ts and test/flat_optimizer.test.ts; this is the reason the class exists.
   async 'one update runs a fixed number of kernels, not ~10 per variable'() {
-    const cfg = parseConfig({ training: { optimizer: { name: 'adam', lr: 0.01 } } });
+    const cfg = withOptimizer({ training: { optimizer: { name: 'adam', lr: 0.01 } } });
     const count = async (nVars: number) => {
       const vars: Record<string, tf.Variable> = {};
       for (let i = 0; i < nVars; i++) vars[`k${nVars}_${i}/bias`] = tf.variable(tf.ones([3]), true, `selftest_kc${nVars}_${i}`);

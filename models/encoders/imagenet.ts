@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { packageRoot } from '../../deploy/web_app';
-import type { NamedTensor } from '../../engine/checkpoint/format';
+import type { NamedTensor } from '../../storage/format';
 import { UserError } from '../../utils/errors';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 

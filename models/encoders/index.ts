@@ -5,7 +5,7 @@
 import * as tf from '../../backends/tf';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
-import type { NamedTensor } from '../../engine/checkpoint/format';
+import type { NamedTensor } from '../../storage/format';
 import { UserError } from '../../utils/errors';
 import { FolderRegistry } from '../../utils/folder_registry';
 import { runIfMain, SelfTest } from '../../utils/self_test';

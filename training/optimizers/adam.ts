@@ -1,9 +1,10 @@
 // Optimizer 'adam' (Kingma & Ba 2015), weight decay as L2 in the gradient; adamw.ts is the
-// same update with decoupled decay. On webgpu one fused kernel does the whole update.
+// same update with decoupled decay. The step's arithmetic is backends/ops.ts adamStep (on
+// webgpu one fused kernel).
 import * as tf from '../../backends/tf';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
-import { adamUpdateOp } from '../../backends/webgpu_kernels';
+import { adamStep } from '../../backends/ops';
 import { GroupStep, registerOptimizer } from '../optimizers';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 
@@ -19,21 +20,11 @@ export function adamUpdate(g: GroupStep, o: AdamOptions, decoupled: boolean): tf
   const { w, slots: s, lr, decay } = g;
   const bc1 = 1 - Math.pow(o.beta1, g.step);
   const bc2 = 1 - Math.pow(o.beta2, g.step);
-  if (tf.getBackend() === 'webgpu') {
-    // One kernel instead of ~13 (backends/webgpu_kernels/adam_update.ts); the L2 term is added there.
-    const [nw, nm, nv] = adamUpdateOp(w, g.grad, s.m, s.v, { lr, beta1: o.beta1, beta2: o.beta2, epsilon: o.epsilon, bc1, bc2, l2: decoupled ? 0 : decay, shrink: decoupled ? 1 - lr * decay : 1 });
-    s.m.assign(nm);
-    s.v.assign(nv);
-    return nw;
-  }
-  const grad = !decoupled && decay > 0 ? tf.add(g.grad, tf.mul(w, decay)) : g.grad; // L2 in the gradient
-  const m = tf.add(tf.mul(s.m, o.beta1), tf.mul(grad, 1 - o.beta1));
-  const v = tf.add(tf.mul(s.v, o.beta2), tf.mul(tf.square(grad), 1 - o.beta2));
-  s.m.assign(m);
-  s.v.assign(v);
-  const denom = tf.add(tf.div(tf.sqrt(v), Math.sqrt(bc2)), o.epsilon);
-  const base = decoupled && decay > 0 ? tf.mul(w, 1 - lr * decay) : w;
-  return tf.sub(base, tf.mul(tf.div(m, denom), lr / bc1));
+  // One kernel on webgpu (backends/ops.ts picks it); the L2 term is added there.
+  const [nw, nm, nv] = adamStep(w, g.grad, s.m, s.v, { lr, beta1: o.beta1, beta2: o.beta2, epsilon: o.epsilon, bc1, bc2, l2: decoupled ? 0 : decay, shrink: decoupled ? 1 - lr * decay : 1 });
+  s.m.assign(nm);
+  s.v.assign(nv);
+  return nw;
 }
 
 export const adam = registerOptimizer({

@@ -6,9 +6,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '../backends/tf';
-import type { NamedTensor } from '../engine/checkpoint/format';
+import type { NamedTensor } from './format';
 import { UserError } from '../utils/errors';
-import { checkListed } from '../engine/checkpoint/atomic_dir';
+import { checkListed } from './atomic_dir';
 import { runIfMain, SelfTest } from '../utils/self_test';
 
 export type Quantization = 'uint8' | 'float16';

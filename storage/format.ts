@@ -3,10 +3,20 @@
 // (offset in bytes) so the files stay readable with any tool.
 import assert from 'node:assert/strict';
 import { z } from 'zod';
-import { UserError } from '../../utils/errors';
-import { runIfMain, SelfTest } from '../../utils/self_test';
+import { UserError } from '../utils/errors';
+import { runIfMain, SelfTest } from '../utils/self_test';
 
 export interface NamedTensor { name: string; shape: number[]; values: Float32Array }
+/** An optimizer's state as checkpoints store it (training/optimizers.ts getState, setState). */
+export interface OptimizerState {
+  name: string;
+  /** Number of applyGradients calls so far (Adam bias correction). */
+  step: number;
+  lr: number;
+  /** Slot tensors, named `<variable name>/<slot>`. */
+  tensors: { name: string; shape: number[]; values: Float32Array }[];
+}
+
 export interface ManifestEntry { name: string; shape: number[]; dtype: string; offset: number }
 
 export const FORMAT = 'tfjs-semseg-checkpoint';

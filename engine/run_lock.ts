@@ -10,9 +10,9 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { UserError } from '../../utils/errors';
-import { runIfMain, SelfTest } from '../../utils/self_test';
-import { pidAlive } from './atomic_dir';
+import { UserError } from '../utils/errors';
+import { runIfMain, SelfTest } from '../utils/self_test';
+import { pidAlive } from '../storage/atomic_dir';
 
 export const LOCK_FILE = '.train.lock';
 

@@ -3,18 +3,17 @@
 // state.json, a readable config.yaml and, written last, complete.json.
 // The swap scheme that keeps a complete copy loadable at every moment (even
 // across SIGKILL) lives in checkpoint/atomic_dir.ts; the encoding in checkpoint/format.ts.
-import { checkDevice } from '../../backends/webgpu_errors';
+import { checkDevice } from '../backends/webgpu_errors';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import * as tf from '../../backends/tf';
+import * as tf from '../backends/tf';
 import yaml from 'js-yaml';
-import { UserError } from '../../utils/errors';
-import type { OptimizerState } from '../../training/optimizers';
-import { runIfMain, SelfTest } from '../../utils/self_test';
+import { UserError } from '../utils/errors';
+import { runIfMain, SelfTest } from '../utils/self_test';
 import { MARKER, publishDir, readMarker, readVerified, resolveComplete, whyIncomplete } from './atomic_dir';
-import { FORMAT, FORMAT_VERSION, ManifestEntry, NamedTensor, numel, OptimizerJsonSchema, packTensors, parseJson, parseState, unpackTensors } from './format';
+import { FORMAT, FORMAT_VERSION, ManifestEntry, NamedTensor, numel, OptimizerJsonSchema, OptimizerState, packTensors, parseJson, parseState, unpackTensors } from './format';
 
 export type { NamedTensor } from './format';
 

@@ -16,8 +16,8 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fsUserError, UserError } from '../../utils/errors';
-import { runIfMain, SelfTest } from '../../utils/self_test';
+import { fsUserError, UserError } from '../utils/errors';
+import { runIfMain, SelfTest } from '../utils/self_test';
 
 export const MARKER = 'complete.json';
 const MARKER_VERSION = 1;

@@ -1,0 +1,128 @@
+// Config resolution: the config checked by the schema (utils/config.ts), then each named part's
+// own keys by that part's schema, found in its registry (the model, the loss, the optimizer,
+// the LR schedule), defaults filled. It sits above models/ and training/ because it asks
+// their registries; they import only the schema's types, so no circle is hidden here.
+import fs from 'node:fs';
+import path from 'node:path';
+import assert from 'node:assert/strict';
+import { COMMON_MODEL_KEYS, getModelDefinition } from '../models/registry';
+import { resolveLossSection } from '../training/losses';
+import { resolveOptimizerSection } from '../training/optimizers';
+import { resolveScheduleSection } from '../training/lr_schedule';
+import { applySet, Config, formatIssues, outChannels, parseSchema, readConfig, show } from '../utils/config';
+import { UserError } from '../utils/errors';
+import { runIfMain, SelfTest } from '../utils/self_test';
+
+/** The validated config: every key typed and defaulted, the named parts' own keys by their schemas. */
+export function parseConfig(raw: unknown, source = 'config'): Config {
+  const cfg = parseSchema(raw, source);
+  cfg.model = resolveModelSection(cfg.model, source, raw);
+  // The named loss, optimizer and schedule own their keys (training/).
+  const t = cfg.training;
+  t.loss = resolveLossSection(t.loss, source, raw) as typeof t.loss;
+  t.optimizer = resolveOptimizerSection(t.optimizer, source, raw) as typeof t.optimizer;
+  t.lr_schedule = resolveScheduleSection(t.lr_schedule, source, raw) as typeof t.lr_schedule;
+  return cfg;
+}
+
+/** The `model:` section with the chosen model's own keys checked by its schema and defaulted. */
+function resolveModelSection(model: Config['model'], source: string, raw: unknown): Config['model'] {
+  const common: Record<string, unknown> = {};
+  const own: Record<string, unknown> = { ...model };
+  for (const k of COMMON_MODEL_KEYS) {
+    common[k] = own[k];
+    delete own[k];
+  }
+  let def;
+  try {
+    def = getModelDefinition(model.name);
+  } catch (err) {
+    throw new UserError(`${source}: key 'model.name' has ${show(model.name)}; ${(err as Error).message.replace(/^model\.name '[^']*' /, '')}`);
+  }
+  const opts = def.options.strict().safeParse(own);
+  if (!opts.success) throw new UserError(formatIssues(source, raw, opts.error.issues.map((i) => ({ ...i, path: ['model', ...i.path] }))));
+  return { ...common, ...opts.data } as Config['model'];
+}
+
+/**
+ * Reads a YAML config (and the configs it `extends:`), applies `--set` overrides,
+ * validates; errors are UserErrors.
+ */
+export function loadConfig(file: string, sets: string[] = []): Config {
+  return parseConfig(readConfig(file, sets), path.basename(file));
+}
+
+export const selfTest: SelfTest = {
+  "the model section is checked by the chosen model's own schema"() {
+    assert.throws(() => parseConfig({ model: { name: 'unet', bsae: 4 } }, 'x.yaml'), (e: Error) => e instanceof UserError && /^x\.yaml: unknown key 'model\.bsae'/.test(e.message));
+    assert.throws(() => parseConfig({ model: { depth: 0 } }, 'x.yaml'), /x\.yaml: key 'model\.depth' has 0; Number must be greater than or equal to 1$/);
+    assert.throws(() => parseConfig({ model: { name: 'segformer' } }, 'x.yaml'), /x\.yaml: key 'model\.name' has "segformer"; is not a registered model; registered: .*unet/);
+    const c = parseConfig({ model: { depth: 3 } });
+    assert.deepEqual([c.model.name, c.model.base, c.model.depth, c.model.up_mode, c.model.encoder_weights], ['unet', 16, 3, 'nearest', null]);
+  },
+  'defaults fill an empty config'() {
+    const c = parseConfig({});
+    assert.equal(c.model.name, 'unet');
+    assert.equal(c.training.batch_size, 4);
+    assert.equal(outChannels(c), 1);
+  },
+  'unknown key is one line naming it'() {
+    assert.throws(() => parseConfig({ training: { epohcs: 3 } }, 'x.yaml'), (e: Error) => {
+      assert.ok(e instanceof UserError);
+      assert.match(e.message, /unknown key 'training\.epohcs'/);
+      assert.equal(e.message.split('\n').length, 1);
+      return true;
+    });
+  },
+  'null unsets an optional key a base config set; where a key takes no null it is refused by key'() {
+    const base = { training: { iterations: 100, loss: { name: 'ce', ohem: { thresh: 0.7 } }, augmentations: { hflip: {}, crop: { size: [8, 8] } } } };
+    const raw = structuredClone(base);
+    for (const s of ['training.loss.ohem=null', 'training.augmentations.hflip=null', 'training.iterations=null']) applySet(raw, s);
+    const c = parseConfig(raw);
+    assert.deepEqual([c.training.loss.ohem, c.training.augmentations.hflip, c.training.iterations], [undefined, undefined, undefined]);
+    assert.deepEqual(c.training.augmentations.crop?.size, [8, 8]);
+    assert.equal((parseConfig(base).training.loss.ohem as { min_kept: number }).min_kept, 100000);
+    assert.throws(() => parseConfig({ training: { batch_size: null } }, 'x.yaml'), /x\.yaml: key 'training\.batch_size' has null; expected number/);
+  },
+  'wrong type names key, value and expectation'() {
+    assert.throws(() => parseConfig({ training: { batch_size: 'four' } }, 'x.yaml'), /key 'training\.batch_size' has "four"; expected number/);
+    assert.throws(() => parseConfig({ backend: 'gpu' }), /key 'backend' has "gpu"; one of auto, tensorflow, webgpu, wasm, cpu/);
+  },
+  'non-finite numbers, an absurd learning rate and reversed ranges are refused by key'() {
+    assert.throws(() => parseConfig({ training: { optimizer: { lr: Infinity } } }, 'x.yaml'), (e: Error) => /^x\.yaml: key 'training\.optimizer\.lr' has Infinity; Number must be finite$/.test(e.message));
+    assert.throws(() => parseConfig({ training: { optimizer: { lr: 1e30 } } }, 'x.yaml'), /key 'training\.optimizer\.lr' has 1e\+30; Number must be less than or equal to 10/);
+    assert.throws(() => parseConfig({ data: { mean: [0, -Infinity, 0] } }), /data\.mean\.1/);
+    assert.throws(() => parseConfig({ training: { augmentations: { scale: { range: [1.25, 0.75] } } } }), /key 'training\.augmentations\.scale\.range' has \[1\.25,0\.75\]; expected \[low, high\] with low <= high/);
+    assert.throws(() => parseConfig({ training: { augmentations: { scale: { range: [0, 1] } } } }), /scale\.range\.0/);
+    assert.equal(parseConfig({ training: { augmentations: { scale: { range: [1, 1] } } } }).training.augmentations.scale!.range[1], 1);
+  },
+  async 'an empty file is refused; {} gives the defaults'() {
+    const os = await import('node:os'); // the self-test's only user
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cfg-'));
+    fs.writeFileSync(path.join(dir, 'empty.yaml'), '# nothing yet\n');
+    fs.writeFileSync(path.join(dir, 'braces.yaml'), '{}\n');
+    assert.throws(() => loadConfig(path.join(dir, 'empty.yaml')), /empty\.yaml: the config is empty; start from configs\/demo\.yaml, or write \{\} to train on every default/);
+    assert.equal(loadConfig(path.join(dir, 'braces.yaml')).training.batch_size, 4);
+    fs.rmSync(dir, { recursive: true });
+  },
+  'a run name cannot leave or hide in its folders'() {
+    for (const bad of ['..', '.', '.hidden', 'a/b', '../x', 'a\\b', '']) assert.throws(() => parseConfig({ name: bad }), /key 'name'/, bad);
+    assert.equal(parseConfig({ name: 'run-1.v2_b' }).name, 'run-1.v2_b');
+    assert.throws(() => parseConfig({ name: 'x'.repeat(300) }), /key 'name'.*at most 100 characters/);
+  },
+  '--set overrides are typed through the schema'() {
+    const raw: any = { training: { epochs: 3 } };
+    applySet(raw, 'training.epochs=7');
+    applySet(raw, 'data.size=[64, 96]');
+    applySet(raw, 'model.batch_norm=false');
+    const c = parseConfig(raw);
+    assert.equal(c.training.epochs, 7);
+    assert.deepEqual(c.data.size, [64, 96]);
+    assert.equal(c.model.batch_norm, false);
+    const bad: any = {};
+    applySet(bad, 'training.epochs=many');
+    assert.throws(() => parseConfig(bad), /training\.epochs/);
+  },
+};
+
+runIfMain(module, selfTest);
