@@ -5,20 +5,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { runIfMain, SelfTest } from '../utils/self_test';
+import { packageInfo, packageRoot } from '../utils/package_root';
 
-/** The folder holding package.json: the sources (tsx) or one above dist/ (compiled). */
-export function packageRoot(): string {
-  for (let dir = __dirname; ; dir = path.dirname(dir)) {
-    const pkg = path.join(dir, 'package.json');
-    if (fs.existsSync(pkg) && JSON.parse(fs.readFileSync(pkg, 'utf8')).name === 'tfjs-semseg') return dir;
-    if (path.dirname(dir) === dir) throw new Error(`package.json of tfjs-semseg not found above ${__dirname}`);
-  }
-}
-
-export function packageInfo(): { name: string; version: string } {
-  const pkg = JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8'));
-  return { name: pkg.name, version: pkg.version };
-}
+export { packageInfo, packageRoot }; // where they were first: callers import them from here
 
 /** A file of an installed package, or null when the package is absent (optional bundles). */
 function resolveIn(pkg: string, file: string): string | null {

@@ -1,7 +1,6 @@
 // Options shared by the commands (train, evaluate, predict, export-model); the start-up
 // they share is api/options.ts's.
 import type { Argv } from 'yargs';
-import type { BackendName } from '../backends';
 import { UsageError } from './errors';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from './self_test';
@@ -27,7 +26,8 @@ export function commonOptions<T>(y: Argv<T>) {
 
 /** The options every command passes to its library call: the commands own the signals. */
 export function commandCall(args: { set: string[]; backend?: string; quiet: boolean }) {
-  return { set: args.set, backend: args.backend as BackendName | undefined, quiet: args.quiet, handleSignals: true };
+  // The backend is one of --backend's choices (yargs checked it); the type is backends/index.ts's BackendName.
+  return { set: args.set, backend: args.backend as 'auto' | 'tensorflow' | 'webgpu' | 'wasm' | 'cpu' | undefined, quiet: args.quiet, handleSignals: true };
 }
 
 /** `s` as one word for a POSIX shell, so that a printed command can be pasted as it is. */

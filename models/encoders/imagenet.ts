@@ -13,7 +13,7 @@ import * as tf from '../../backends/tf';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { packageRoot } from '../../deploy/web_app';
+import { packageRoot } from '../../utils/package_root';
 import type { NamedTensor } from '../../storage/format';
 import { UserError } from '../../utils/errors';
 import { runIfMain, SelfTest } from '../../utils/self_test';
