@@ -43,7 +43,7 @@ class UserError(Exception):
     """Bad input (a file, folder or value the user gave): one line, no traceback."""
 
 
-# Bounds on what is read, as deploy/model_files.ts sets them.
+# Bounds on what is read, as storage/model_files.ts sets them.
 MODEL_JSON_MAX_BYTES = 64 * 1024 * 1024
 WEIGHTS_MAX_BYTES = 2 * 1024 * 1024 * 1024
 MASK_MAX_BYTES = 256 * 1024 * 1024
@@ -530,7 +530,7 @@ def from_keras(keras_path, template_json, out_dir):
     files = {shard: b"".join(chunks), "model.json": json.dumps(out).encode()}
     # Written whole into a hidden sibling, then renamed into place (rename(2) takes an empty
     # folder's place): a reader never sees half a model. complete.json (the project's marker,
-    # engine/checkpoint/atomic_dir.ts) lists these files' sizes and sha256, written last.
+    # storage/atomic_dir.ts) lists these files' sizes and sha256, written last.
     tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(out_dir))}.tmp-{os.getpid()}-0")
     os.mkdir(tmp)
     try:

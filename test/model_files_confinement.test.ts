@@ -50,7 +50,7 @@ async function refused(json: string, ...patterns: RegExp[]): Promise<string> {
  * only another process can notice the hang. Returns the child's one-line message.
  */
 function loadInChild(json: string): { status: number | null; out: string } {
-  const mod = path.join(__dirname, '..', 'deploy', 'model_files.js');
+  const mod = path.join(__dirname, '..', 'storage', 'model_files.js');
   const code = `require(${JSON.stringify(mod)}).readExportedWeights(${JSON.stringify(json)}).then(() => console.log('loaded'), (e) => { console.log(e.name + ': ' + e.message); process.exit(3); });`;
   const r = spawnSync(process.execPath, ['-e', code], { encoding: 'utf8', timeout: 20_000, maxBuffer: 1 << 20 });
   return { status: r.status, out: (r.stdout ?? '').trim().split('\n').pop() ?? '' };
