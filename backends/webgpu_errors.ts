@@ -75,7 +75,7 @@ export function deviceErrorSeen(): string | null {
 /**
  * Runs a program that the device refuses (more storage buffers than its limit),
  * bypassing the guard in Dispatcher: a real validation error, for tests
- * (SEMSEG_TEST_FAULT=gpu@STEP). Returns a tensor whose content is invalid.
+ * (test/helpers/step_fault.ts). Returns a tensor whose content is invalid.
  */
 export function provokeDeviceError(): tf.Tensor {
   const backend = tf.backend() as unknown as WebgpuBackendLike;

@@ -95,8 +95,6 @@ function signalName(num: number): string {
 export interface StopOptions {
   /** Seconds of training after which to stop (0 = none). */
   timeLimit: number;
-  /** Stop (as if interrupted) once this global step is reached (tests of resume). */
-  stopAtStep?: number;
   /** Told of the first signal, e.g. to say what happens next. */
   onSignal?: (signal: string) => void;
   /** Named by the watchdog when it ends a stuck run (the folder that keeps the last save). */
@@ -106,7 +104,7 @@ export interface StopOptions {
 }
 
 export class StopConditions {
-  /** The signal (or 'stop' for stopAtStep) that asked to stop, if any. */
+  /** The signal ('abort' for the abort signal) that asked to stop, if any. */
   signal: string | null = null;
   private readonly started = Date.now();
   private readonly handlers: [NodeJS.Signals, () => void][] = [];
@@ -151,7 +149,7 @@ export class StopConditions {
   }
 
   /** Called after each step: a signal the watchdog saw stops the run here, whatever the event loop did. */
-  afterStep(step: number): void {
+  afterStep(): void {
     const now = Date.now();
     // Time since the previous step ended: the step plus its data, an upper bound the watchdog allows for.
     Atomics.store(this.shared, 3, Math.max(Atomics.load(this.shared, 3), Math.min(now - this.lastStepEnd, 2 ** 30)));
@@ -160,7 +158,6 @@ export class StopConditions {
     const seen = Atomics.load(this.shared, 1);
     if (seen && !this.signal) this.onSignal(signalName(seen));
     if (this.opts.abort?.aborted && !this.signal) this.onSignal('abort');
-    if (this.opts.stopAtStep !== undefined && step >= this.opts.stopAtStep) this.signal = this.signal ?? 'stop';
   }
 
   get requested(): boolean {
@@ -207,13 +204,12 @@ export function catchSignals(onFirst: (signal: NodeJS.Signals) => void): () => v
 }
 
 export const selfTest: SelfTest = {
-  'a step limit asks to stop without being a signal'() {
+  'without a signal or abort nothing asks to stop; a time limit runs out'() {
     const seen: string[] = [];
-    const s = new StopConditions({ timeLimit: 0, stopAtStep: 3, onSignal: (x) => seen.push(x) });
-    s.afterStep(2);
+    const s = new StopConditions({ timeLimit: 0, onSignal: (x) => seen.push(x) });
+    s.afterStep();
+    s.afterStep();
     assert.equal(s.requested, false);
-    s.afterStep(3);
-    assert.equal(s.signal, 'stop');
     assert.deepEqual(seen, []);
     assert.equal(s.timeUp(), false, 'no time limit');
     const limited = new StopConditions({ timeLimit: 0.001 });
@@ -230,10 +226,10 @@ export const selfTest: SelfTest = {
       assert.equal(process.listenerCount('SIGINT'), before, 'no handler');
       catchSignals(() => {})();
       assert.equal(process.listenerCount('SIGINT'), before);
-      s.afterStep(1);
+      s.afterStep();
       assert.equal(s.requested, false);
       ac.abort();
-      s.afterStep(2);
+      s.afterStep();
       assert.equal(s.signal, 'abort');
       s.dispose();
     } finally {

@@ -30,7 +30,7 @@ import { makeTrainStep, TrainStep } from './train_step';
 import { improves, metricValue, validate } from './validation';
 import assert from 'node:assert/strict';
 import { initBackend } from '../backends';
-import { DeviceError, provokeDeviceError } from '../backends/webgpu_errors';
+import { DeviceError } from '../backends/webgpu_errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { writeFileReplacing } from '../utils/file_out';
 import { quietWarning, warning } from '../utils/warnings';
@@ -53,12 +53,25 @@ export interface TrainOptions {
   abortSignal?: AbortSignal;
   /** Backend description, for the report. */
   backend?: string;
-  /** Skip the final evaluation with overlays and report (tests). */
-  skipResults?: boolean;
-  /** Stop (as if interrupted) once this global step is reached (tests of resume). */
-  stopAtStep?: number;
-  /** Called after every training step (tests: tensor counts, fault injection). */
-  onStep?: (step: number, model: tf.LayersModel) => void;
+  /**
+   * Called after every training step, before the stop checks: progress reporting, or
+   * stopping at a chosen step by aborting `abortSignal` from here. The model is the one
+   * being trained, as a Keras callback sees it: change its weights only knowingly.
+   */
+  onStep?: (info: StepInfo) => void;
+}
+
+/** What `onStep` is told after each step. */
+export interface StepInfo {
+  /** Global steps done, this one included (as saved in a checkpoint's meta). */
+  step: number;
+  /** The epoch this step belongs to, from 0. */
+  epoch: number;
+  /** This step's loss. */
+  loss: number;
+  /** The learning rate this step used. */
+  lr: number;
+  model: tf.LayersModel;
 }
 
 export interface TrainOutcome {
@@ -66,7 +79,7 @@ export interface TrainOutcome {
   epoch: number;
   step: number;
   interrupted: boolean;
-  /** What stopped an interrupted run: 'SIGINT', 'SIGTERM', 'abort' (abortSignal) or 'stop' (stopAtStep). */
+  /** What stopped an interrupted run: 'SIGINT', 'SIGTERM' or 'abort' (abortSignal). */
   stoppedBy: string | null;
   lastDir: string;
   bestDir: string;
@@ -154,7 +167,6 @@ async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcom
     checkpoints: new RunCheckpoints(model, optimizer, meta, dirs),
     stop: new StopConditions({
       timeLimit: t.time_limit,
-      stopAtStep: opts.stopAtStep,
       keptDir: dirs.last,
       abort: opts.abortSignal,
       onSignal: (sig) => log(`\n${sig}: finishing the current step, then saving ${dirs.last}`),
@@ -188,7 +200,7 @@ async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcom
 
   const interrupted = end === 'interrupted';
   const outcome: TrainOutcome = { model, epoch: meta.epoch, step: meta.step, interrupted, stoppedBy: interrupted ? run.stop.signal : null, lastDir: dirs.last, bestDir: dirs.best, resultsDir: dirs.results };
-  if (!interrupted && !opts.skipResults) {
+  if (!interrupted) {
     if (end === 'time_up') log(`training.time_limit of ${t.time_limit} s reached at step ${meta.step}`);
     outcome.final = await finalResults(run);
   }
@@ -227,8 +239,8 @@ async function trainEpoch(run: Run): Promise<EpochOutcome> {
         lossSum = lossN = 0;
       }
       if (cfg.checkpoint.save_every_iters && meta.step % cfg.checkpoint.save_every_iters === 0 && meta.step < epochEnd) await run.checkpoints.saveLast();
-      run.opts.onStep?.(meta.step, run.model);
-      run.stop.afterStep(meta.step);
+      run.opts.onStep?.({ step: meta.step, epoch, loss, lr, model: run.model });
+      run.stop.afterStep();
       if (run.stop.requested && meta.step < epochEnd) {
         end = 'interrupted';
         break;
@@ -253,7 +265,6 @@ async function trainEpoch(run: Run): Promise<EpochOutcome> {
 /** One step; the backend running out of memory becomes one line naming the sizes to lower. */
 async function stepOrExplain(run: Run, batch: Batch): Promise<number> {
   try {
-    injectFault(run.meta.step + 1);
     return await run.step(batch, run.meta.step); // the global step, restored on resume: dropout masks repeat
   } catch (err) {
     if (err instanceof DeviceError) {
@@ -270,24 +281,6 @@ async function stepOrExplain(run: Run, batch: Batch): Promise<number> {
         `(estimated ${gib(trainStepBytes(m, s))} of ${memoryLimit(tf.getBackend()).what}): lower training.batch_size, ${sizeKey} or ${widthKey(m)}; ${run.dirs.last} keeps the last save`,
     );
   }
-}
-
-/**
- * Test hook, SEMSEG_TEST_FAULT=busy@STEP:MS (a synchronous busy loop of MS ms, as a
- * long wasm kernel blocks the thread; busy@STEP+:MS in every step from STEP on),
- * oom@STEP (a wasm out-of-memory abort) or gpu@STEP (a real webgpu validation error),
- * inside that global step. Read per call: tests set it in a child's environment only.
- */
-function injectFault(step: number): void {
-  const m = /^(busy|oom|gpu)@(\d+)(\+)?(?::(\d+))?$/.exec(process.env.SEMSEG_TEST_FAULT ?? '');
-  if (!m || (m[3] ? step < Number(m[2]) : Number(m[2]) !== step)) return;
-  if (m[1] === 'oom') throw new Error('Aborted(OOM). Build with -sASSERTIONS for more info.');
-  if (m[1] === 'gpu') {
-    if (tf.getBackend() !== 'webgpu') throw new Error('SEMSEG_TEST_FAULT=gpu@STEP needs the webgpu backend');
-    return void provokeDeviceError().dispose();
-  }
-  const until = Date.now() + Number(m[4] ?? 60_000);
-  while (Date.now() < until); // deliberately blocks the event loop
 }
 
 /** Quotes `s` for a POSIX shell when it holds anything but safe characters. */
@@ -353,7 +346,9 @@ export const selfTest: SelfTest = {
     await initBackend('wasm');
     const dir = tmpDir('trainer');
     const cfg = fixtureConfig(dir);
-    const first = train(cfg, { quiet: true, stopAtStep: 1, skipResults: true });
+    const stop = new AbortController();
+    stop.abort(); // the first run stops after its first step, having held the lock
+    const first = train(cfg, { quiet: true, abortSignal: stop.signal });
     await assert.rejects(train(cfg, { quiet: true }), (e: Error) => e instanceof UserError && /in use by another training run/.test(e.message));
     const out = await first;
     assert.ok(!fs.existsSync(path.join(runDirs(cfg).ckpt, LOCK_FILE)), 'lock released');

@@ -5,12 +5,13 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import * as tf from '../backends/tf';
 import { initBackend } from '../backends';
 import { train } from '../engine/trainer';
 import { registeredModels } from '../models/registry';
 import { loadConfig } from '../config/resolve';
 import { tmpDir } from '../loaders/fixtures';
+import { loadCheckpoint } from '../storage/checkpoint';
+import { stopAt } from './helpers/stop_at';
 
 const TIMEOUT = 120_000;
 const dirs: string[] = [];
@@ -22,11 +23,12 @@ before(() => initBackend('wasm'));
 const CONFIGS = [path.join(__dirname, '..', 'configs'), path.join(__dirname, '..', '..', 'configs')].find((d) => fs.existsSync(d))!; // under tsx, compiled
 const demoConfig = (name: string) => path.join(CONFIGS, name === 'unet' ? 'demo.yaml' : `demo_${name}.yaml`);
 
-function weightsOf(model: tf.LayersModel): { name: string; data: Float32Array }[] {
-  return model.weights.map((w) => ({ name: w.originalName, data: w.read().dataSync() as Float32Array }));
+/** The weights a run ended with, as saved in last/ (the returned model holds best/ after the final evaluation). */
+async function weightsOf(lastDir: string): Promise<{ name: string; data: Float32Array }[]> {
+  return (await loadCheckpoint(lastDir)).weights.map((w) => ({ name: w.name, data: w.values }));
 }
 
-function assertSameBits(a: ReturnType<typeof weightsOf>, b: ReturnType<typeof weightsOf>, what: string): void {
+function assertSameBits(a: Awaited<ReturnType<typeof weightsOf>>, b: Awaited<ReturnType<typeof weightsOf>>, what: string): void {
   assert.equal(a.length, b.length);
   for (let i = 0; i < a.length; i++) {
     const x = new Uint32Array(a[i].data.buffer, a[i].data.byteOffset, a[i].data.length);
@@ -58,27 +60,27 @@ for (const name of registeredModels()) {
         `checkpoint.ckpt_root=${path.join(dir, 'checkpoints')}`,
         `results.root=${path.join(dir, 'results')}`,
       ]);
-    let straight: ReturnType<typeof weightsOf> = [];
+    let straight: Awaited<ReturnType<typeof weightsOf>> = [];
 
     test('two runs with the same seed end with the same weights, bit for bit', { timeout: TIMEOUT }, async () => {
-      const a = await train(config('a'), { quiet: true, skipResults: true });
-      straight = weightsOf(a.model);
+      const a = await train(config('a'), { quiet: true });
+      straight = await weightsOf(a.lastDir);
       a.model.dispose();
-      const b = await train(config('b'), { quiet: true, skipResults: true });
+      const b = await train(config('b'), { quiet: true });
       assert.equal(b.step, 6);
-      assertSameBits(straight, weightsOf(b.model), 'second run');
+      assertSameBits(straight, await weightsOf(b.lastDir), 'second run');
       b.model.dispose();
     });
 
     test('a run stopped in its first epoch and resumed ends with the same weights, bit for bit', { timeout: TIMEOUT }, async () => {
       assert.ok(straight.length, 'the straight run above did not finish');
       const cfg = config('split');
-      const first = await train(cfg, { quiet: true, skipResults: true, stopAtStep: 2 });
+      const first = await train(cfg, { quiet: true, ...stopAt(2) });
       assert.ok(first.interrupted);
       first.model.dispose();
-      const resumed = await train(cfg, { quiet: true, skipResults: true, resume: true });
+      const resumed = await train(cfg, { quiet: true, resume: true });
       assert.equal(resumed.step, 6);
-      assertSameBits(straight, weightsOf(resumed.model), 'resumed run');
+      assertSameBits(straight, await weightsOf(resumed.lastDir), 'resumed run');
       resumed.model.dispose();
     });
   });

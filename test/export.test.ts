@@ -51,7 +51,7 @@ describe('export', () => {
     dir = tmpDir('export');
     // Enough steps that the fixture model is confident (few pixels near the threshold).
     cfg = fixtureConfig(dir, { training: { epochs: 4, batch_size: 4, workers: 1, print_interval: 2, optimizer: { name: 'adam', lr: 0.01 } } });
-    const run = await train(cfg, { quiet: true, skipResults: true });
+    const run = await train(cfg, { quiet: true });
     run.model.dispose();
     best = run.bestDir;
     out = path.join(dir, 'export');

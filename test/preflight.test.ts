@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { loadCheckpoint } from '../storage/checkpoint';
 import { acquireRunLock } from '../engine/run_lock';
 import { assertOk, assertOneLineError, killLeftovers, run, show, sleep, start, tinyConfig, tmpDir, writeConfig } from './helpers/cli';
+import { stepFaultEnv } from './helpers/step_fault';
 
 const TIMEOUT = 120_000;
 const dirs: string[] = [];
@@ -97,7 +98,7 @@ describe('inside a step', () => {
     dirs.push(dir);
     const config = writeConfig(dir, tinyConfig(dir, { name, training: { epochs: 50, val_interval: 50, print_interval: 1, workers: 1, batch_size: 4 }, checkpoint: { save_every_iters: 1 } }));
     const last = path.join(dir, 'checkpoints', name, 'last');
-    return { dir, config, last, started: start('train', ['--config', config], { env: { SEMSEG_TEST_FAULT: fault, SEMSEG_STOP_GRACE_S: '2' } }) };
+    return { dir, config, last, started: start('train', ['--config', config], { env: { ...stepFaultEnv(fault), SEMSEG_STOP_GRACE_S: '2' } }) };
   }
   const savedStep = async (d: string) => (await loadCheckpoint(d).catch(() => null))?.meta.step ?? -1;
 
@@ -128,7 +129,7 @@ describe('inside a step', () => {
     const config = writeConfig(dir, tinyConfig(dir, { name: 'slow', training: { epochs: 50, val_interval: 50, print_interval: 1, workers: 1, batch_size: 4 } }));
     const last = path.join(dir, 'checkpoints', 'slow', 'last');
     const history = path.join(dir, 'results', 'slow', 'history.jsonl');
-    const started = start('train', ['--config', config], { env: { SEMSEG_TEST_FAULT: 'busy@1+:3000', SEMSEG_STOP_GRACE_S: '2' } });
+    const started = start('train', ['--config', config], { env: { ...stepFaultEnv('busy@1+:3000'), SEMSEG_STOP_GRACE_S: '2' } });
     let exited = false;
     void started.done.then(() => (exited = true));
     while (!(fs.existsSync(history) && fs.readFileSync(history, 'utf8').includes('"step":1,'))) {

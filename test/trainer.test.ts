@@ -10,39 +10,41 @@ import { initBackend } from '../backends';
 import { loadCheckpoint } from '../storage/checkpoint';
 import { UserError } from '../utils/errors';
 import { train } from '../engine/trainer';
+import { stopAt } from './helpers/stop_at';
 
 before(async () => {
   await initBackend('wasm');
 });
 
-function weightsOf(model: tf.LayersModel): Float32Array[] {
-  return model.getWeights().map((w) => w.dataSync() as Float32Array);
+/** The weights a run ended with, as saved in last/ (the returned model holds best/ after the final evaluation). */
+async function weightsOf(lastDir: string) {
+  return (await loadCheckpoint(lastDir)).weights;
 }
 
 // Augmentation on, so resume must also reproduce the random draws of the data pipeline.
 const aug = { hflip: { p: 0.5 }, rotate: { p: 0.5, degrees: 20 }, brightness: { p: 0.5, range: 0.2 }, noise: { p: 0.5, std: 0.05 } };
 
-for (const [label, stopAt] of [
+for (const [label, stopAtStep] of [
   ['at an epoch boundary', 4],
   ['in the middle of an epoch', 6],
 ] as const) {
   test(`resume ${label} gives weights identical to an uninterrupted run`, async () => {
     const dir = tmpDir('resume');
     const over = { training: { epochs: 3, batch_size: 4, print_interval: 2, workers: 2, augmentations: aug, optimizer: { name: 'adamw', lr: 0.01, weight_decay: 0.01 } }, checkpoint: { ckpt_root: path.join(dir, 'ck'), best_metric: 'val.dice', save_every_iters: 1 } };
-    const straight = await train(fixtureConfig(dir, { ...over, name: 'straight' }), { quiet: true, skipResults: true });
+    const straight = await train(fixtureConfig(dir, { ...over, name: 'straight' }), { quiet: true });
     const cfg = fixtureConfig(dir, { ...over, name: 'split' });
-    const first = await train(cfg, { quiet: true, skipResults: true, stopAtStep: stopAt });
+    const first = await train(cfg, { quiet: true, ...stopAt(stopAtStep) });
     assert.ok(first.interrupted);
-    assert.equal(first.step, stopAt);
-    assert.equal((await loadCheckpoint(first.lastDir)).meta.step, stopAt);
+    assert.equal(first.step, stopAtStep);
+    assert.equal((await loadCheckpoint(first.lastDir)).meta.step, stopAtStep);
     first.model.dispose();
-    const resumed = await train(cfg, { quiet: true, skipResults: true, resume: true });
+    const resumed = await train(cfg, { quiet: true, resume: true });
     assert.equal(resumed.step, straight.step);
     assert.equal(resumed.epoch, 3);
-    const a = weightsOf(straight.model);
-    const b = weightsOf(resumed.model);
+    const a = await weightsOf(straight.lastDir);
+    const b = await weightsOf(resumed.lastDir);
     assert.equal(a.length, b.length);
-    for (let i = 0; i < a.length; i++) assert.deepEqual(b[i], a[i], `weight ${straight.model.weights[i].originalName} differs`);
+    for (let i = 0; i < a.length; i++) assert.deepEqual(b[i], a[i], `weight ${a[i].name} differs`);
     straight.model.dispose();
     resumed.model.dispose();
     fs.rmSync(dir, { recursive: true });
@@ -56,7 +58,7 @@ test('the tensor count after step 2 equals the count after step 200', async () =
     data: { synthetic: { train: 8, val: 4, image_size: 24 }, size: [24, 24] },
     training: { iterations: 200, batch_size: 2, val_interval: 1, print_interval: 7, augmentations: aug, lr_schedule: { name: 'poly', warmup_iters: 5 } },
   });
-  const out = await train(cfg, { quiet: true, skipResults: true, onStep: (s) => counts.set(s, tf.memory().numTensors) });
+  const out = await train(cfg, { quiet: true, onStep: (s) => counts.set(s.step, tf.memory().numTensors) });
   assert.equal(out.step, 200);
   assert.equal(counts.get(200), counts.get(2));
   out.model.dispose();
@@ -69,8 +71,7 @@ test('a NaN loss stops the run with a clear error and keeps the last good checkp
   await assert.rejects(
     train(cfg, {
       quiet: true,
-      skipResults: true,
-      onStep: (step, model) => {
+      onStep: ({ step, model }) => {
         // Poison one weight after step 5 has been saved: step 6's loss is NaN.
         if (step === 5) {
           const w = model.trainableWeights[0];

@@ -32,6 +32,8 @@ import { syntheticBatch } from '../bench/bench';
 import { train } from '../engine/trainer';
 import { runExitHooks } from '../utils/exit';
 import { assertOk, killLeftovers, show, start, tinyConfig, tmpDir, writeConfig } from './helpers/cli';
+import { stepFaultEnv } from './helpers/step_fault';
+import { stopAt } from './helpers/stop_at';
 
 const INSTALL = 'no webgpu adapter; on Debian 12 install Mesa 25 from bookworm-backports (apt-get install -t bookworm-backports mesa-vulkan-drivers libvulkan1, README "Backends")';
 const dirs: string[] = [];
@@ -359,10 +361,10 @@ describe('the commands on webgpu', () => {
       backend: 'webgpu',
       training: { epochs: 2, batch_size: 4, workers: 1, print_interval: 1, optimizer: { name: 'adam', lr: 0.003 } },
     }));
-    const opts = { quiet: true, skipResults: true };
+    const opts = { quiet: true };
     (await train({ ...cfg, name: 'straight' }, opts)).model.dispose();
     // Step 3 of 4 in the first epoch: the resume must also skip the batches already seen.
-    const first = await train({ ...cfg, name: 'resumed' }, { ...opts, stopAtStep: 3 });
+    const first = await train({ ...cfg, name: 'resumed' }, { ...opts, ...stopAt(3) });
     assert.ok(first.interrupted);
     first.model.dispose();
     (await train({ ...cfg, name: 'resumed' }, { ...opts, resume: true })).model.dispose();
@@ -378,7 +380,7 @@ describe('the commands on webgpu', () => {
     const ck = path.join(dir, 'checkpoints', 'gpu');
     const files = (d: string) => fs.readdirSync(path.join(ck, d)).sort().map((f) => [f, fs.readFileSync(path.join(ck, d, f))]);
     const before = { last: files('last'), best: files('best') };
-    const r = await cmd('train', ['--config', config, '--backend', 'webgpu', '--set', 'name=gpu', '--set', 'training.epochs=4', '--resume'], { SEMSEG_TEST_FAULT: 'gpu@10' });
+    const r = await cmd('train', ['--config', config, '--backend', 'webgpu', '--set', 'name=gpu', '--set', 'training.epochs=4', '--resume'], stepFaultEnv('gpu@10'));
     // Dawn prints its own multi-line report first; ours is the one line after it.
     const ours = r.stderr.split('\n').filter((l) => /^error: /.test(l));
     assert.notEqual(r.code, 0, show(r));
