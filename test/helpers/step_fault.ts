@@ -9,17 +9,15 @@
 // step, from 1.
 import Module from 'node:module';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 
 const ENV = 'SEMSEG_STEP_FAULT';
 
 /** The environment for a child (see helpers/cli.ts `start`) whose training meets `fault`. */
 export function stepFaultEnv(fault: string): NodeJS.ProcessEnv {
-  // Under tsx (sources) the preload is TypeScript, so tsx is loaded first the same way.
-  const preload = path.extname(__filename) === '.ts'
-    ? `--import ${pathToFileURL(require.resolve('tsx')).href} --import ${pathToFileURL(__filename).href}`
-    : `--require ${__filename}`;
-  return { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} ${preload}`.trim(), [ENV]: fault };
+  // Under tsx the child loads modules through tsx's ESM loader, past Module._load: not hooked yet.
+  if (path.extname(__filename) === '.ts') throw new Error('step faults are injected in the compiled tests only: run them from dist/test');
+  const preload = __filename;
+  return { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${preload}`.trim(), [ENV]: fault };
 }
 
 type StepFn = ((batch: unknown, globalStep?: number) => Promise<number>) & { dispose(): void };
