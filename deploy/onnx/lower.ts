@@ -41,8 +41,8 @@ function samePads(inHW: number[], kernel: number[], strides: number[], dilation:
   return [...before, ...after];
 }
 
-// inputShape is a Layer getter that the typings of the public API leave out.
-const shapeIn = (layer: tf.layers.Layer) => (layer as unknown as { inputShape: number[] }).inputShape;
+// Each layer of the portable model is called once, so its input is one symbolic tensor.
+const shapeIn = (layer: tf.layers.Layer) => (layer.input as tf.SymbolicTensor).shape as number[];
 
 function inputHW(layer: tf.layers.Layer): number[] {
   const s = shapeIn(layer);
@@ -182,8 +182,9 @@ export function lowerModel(model: tf.LayersModel): Graph {
   for (const l of cfg.layers) {
     const name = l.config.name as string;
     if (l.class_name === 'InputLayer') {
-      nodes.push({ op: 'Transpose', inputs: ['image'], outputs: [name], name: `${name}/to_nchw`, attrs: { perm: [0, 3, 1, 2] } });
-      values.set(name, { name, rank: 4 });
+      // Named apart from the graph's input, which may have the input layer's name ('image').
+      nodes.push({ op: 'Transpose', inputs: ['image'], outputs: [`${name}/nchw`], name: `${name}/to_nchw`, attrs: { perm: [0, 3, 1, 2] } });
+      values.set(name, { name: `${name}/nchw`, rank: 4 });
       continue;
     }
     const layer = model.getLayer(name);
@@ -195,7 +196,7 @@ export function lowerModel(model: tf.LayersModel): Graph {
     });
     const byName = new Map(layer.weights.map((w) => [w.originalName.split('/').at(-1)!, w as unknown as tf.LayerVariable]));
     const ctx: Ctx = {
-      layer, config: l.config, inputs,
+      layer, config: layer.getConfig(), inputs, // camelCase, unlike toJSON's snake_case
       node(op, ins, attrs, outputs = 1) {
         const id = `${name}/${op}_${counter++}`;
         const outs = Array.from({ length: outputs }, (_, i) => (i ? `${id}:${i}` : id));
