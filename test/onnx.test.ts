@@ -2,7 +2,7 @@
 // multi-class, a run trained two steps (so batch-norm statistics are not the identity) is
 // exported with --format onnx; onnx.checker accepts the file and ONNX Runtime (python3 with
 // onnx and onnxruntime; `.ci/run` installs them) gives the TF.js model's logits within 1e-4
-// and the same masks on val images prepared as predict prepares them.
+// and the same masks (off pixels within 2e-4 of a tie) on val images prepared as predict prepares them.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -44,7 +44,7 @@ after(() => console.log(`ONNX Runtime vs TF.js, max |logit difference|: ${JSON.s
 
 for (const name of registeredModels()) {
   for (const kind of ['binary', 'multiclass'] as const) {
-    test(`${name} (${kind}): onnx.checker accepts the export; ONNX Runtime's logits equal TF.js's within 1e-4, masks identical`, { timeout: 300_000 }, async () => {
+    test(`${name} (${kind}): onnx.checker accepts the export; ONNX Runtime's logits equal TF.js's within 1e-4, masks identical off near-ties`, { timeout: 300_000 }, async () => {
       const dir = tmpDir(`onnx-${name}-${kind}`);
       dirs.push(dir);
       const multi = kind === 'multiclass' ? { num_classes: 4, synthetic: { kind: 'multiclass', train: 8, val: 2, image_size: 40 } } : { synthetic: { train: 8, val: 2, image_size: 40 } };
@@ -91,7 +91,19 @@ for (const name of registeredModels()) {
       maxDiffs[`${name}/${kind}`] = diff;
       assert.ok(diff < 1e-4, `max |logit difference| ${diff}`);
       const decide = (t: tf.Tensor4D) => tf.tidy(() => (t.shape[3] === 1 ? tf.greater(tf.sigmoid(t), cfg.training.threshold).squeeze([3]) : tf.argMax(t, 3)).dataSync());
-      assert.deepEqual(decide(got), decide(want));
+      // A pixel whose TF.js decision margin (logit to the threshold's, or top class to the
+      // runner-up) is under 2e-4 may fall either way within the 1e-4 tolerance: after two
+      // steps a few such near-ties exist. Every other pixel must decide the same.
+      const margin = tf.tidy(() => (want.shape[3] === 1
+        ? tf.abs(tf.sub(want, Math.log(cfg.training.threshold / (1 - cfg.training.threshold)))).squeeze([3])
+        : (() => { const top = tf.topk(want, 2); return tf.sub(top.values.slice([0, 0, 0, 0], [-1, -1, -1, 1]), top.values.slice([0, 0, 0, 1], [-1, -1, -1, 1])).squeeze([3]); })()).dataSync());
+      const [a, b] = [decide(got), decide(want)];
+      let ties = 0;
+      for (let i = 0; i < a.length; i++) {
+        if (margin[i] < 2e-4) ties++;
+        else assert.equal(a[i], b[i], `pixel ${i}: ONNX Runtime decides ${a[i]}, TF.js ${b[i]} (margin ${margin[i]})`);
+      }
+      assert.ok(ties <= a.length / 100, `${ties} of ${a.length} pixels within 2e-4 of a tie`);
       assert.equal(want.shape[3], kind === 'binary' ? 1 : 4);
       tf.dispose([x, want, got]);
       model.dispose();
