@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { z } from 'zod';
 import { defaultCheckpoint, useCheckpointDefinition } from '../engine/model_io';
 import { checkOutputFolder, exportModel as writeExport, parseQuantization } from '../deploy/export_model';
+import { checkOnnxOutput, exportOnnx } from '../deploy/onnx_export';
+import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { checkArgs, CommonOptions, ConfigSource, libraryCall, OPTION_KINDS as K, prepare } from './options';
 
@@ -16,6 +18,8 @@ export interface ExportOptions extends CommonOptions {
   web?: boolean;
   /** Store weights as uint8 or float16. */
   quantize?: 'uint8' | 'float16' | 'none';
+  /** 'tfjs' (model.json + shards, the default) or 'onnx' (one model.onnx, opset 17). */
+  format?: 'tfjs' | 'onnx';
 }
 
 /** What an export wrote (deploy/export_model.ts's result, declared here so the library's types stay small). */
@@ -32,13 +36,20 @@ export async function exportModel(config: ConfigSource, o: ExportOptions = {}): 
 
 async function run(config: ConfigSource, o: ExportOptions): Promise<ExportResult & { checkpoint: string }> {
   // quantize's value is parseQuantization's to check (its message lists the choices).
-  checkArgs('exportModel', config, o, { checkpoint: K.path, output: K.path, web: K.bool, quantize: [z.string(), 'uint8, float16 or none'] });
+  checkArgs('exportModel', config, o, { checkpoint: K.path, output: K.path, web: K.bool, quantize: [z.string(), 'uint8, float16 or none'], format: [z.string(), 'tfjs or onnx'] });
   const quantize = parseQuantization(o.quantize); // cheap checks before the backend starts
+  const format = o.format ?? 'tfjs';
+  if (format !== 'tfjs' && format !== 'onnx') throw new UserError(`--format ${format}: unknown export format; expected tfjs or onnx`);
+  // ONNX weights stay float32: ONNX's quantised form is QDQ nodes, not TF.js's weight shards.
+  if (format === 'onnx' && quantize) throw new UserError(`--quantize ${quantize}: not with --format onnx (the ONNX export is float32; quantise it with onnxruntime.quantization)`);
+  if (format === 'onnx' && o.web) throw new UserError('--web: not with --format onnx (the web app runs the TF.js export)');
   const { cfg } = await prepare(config, o);
-  const output = o.output ?? path.join(cfg.results.root, cfg.name, 'export');
-  checkOutputFolder(output);
+  const output = o.output ?? path.join(cfg.results.root, cfg.name, format === 'onnx' ? 'export_onnx' : 'export');
+  if (format === 'onnx') checkOnnxOutput(output);
+  else checkOutputFolder(output);
   const checkpoint = o.checkpoint ?? defaultCheckpoint(cfg);
   useCheckpointDefinition(cfg, checkpoint); // the network the weights were trained as
+  if (format === 'onnx') return { ...(await exportOnnx(cfg, { checkpoint, output })), checkpoint };
   return { ...(await writeExport(cfg, { checkpoint, output, web: o.web, quantize })), checkpoint };
 }
 
