@@ -59,7 +59,7 @@ for (const name of registeredModels()) {
         checkpoint: { ckpt_root: base.checkpoint.ckpt_root, best_metric: kind === 'binary' ? 'val.dice' : 'val.mIoU' },
         results: { root: base.results.root },
       }, 'onnx test config');
-      const run = await train(cfg, { quiet: true, skipResults: true });
+      const run = await train(cfg, { quiet: true });
       run.model.dispose();
       const out = path.join(dir, 'onnx');
       await exportOnnx(cfg, { checkpoint: run.lastDir, output: out });
