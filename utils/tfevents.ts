@@ -13,6 +13,7 @@ import path from 'node:path';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from './self_test';
 import { appendFileNoFollow, writeFileReplacing } from './file_out';
+import { bytesField, cat, doubleField, floatField, stringField, varintField } from './protobuf';
 
 const CRC_TABLE = (() => {
   const t = new Uint32Array(256);
@@ -33,39 +34,6 @@ export function crc32c(data: Uint8Array): number {
 /** TFRecord's masked CRC: rotate right by 15, add a constant. */
 function masked(crc: number): number {
   return ((((crc >>> 15) | (crc << 17)) >>> 0) + 0xa282ead8) >>> 0;
-}
-
-// --- protocol buffer encoding (the few wire types used) -----------------------
-
-function varint(v: number | bigint): number[] {
-  let x = BigInt(v);
-  if (x < 0n) x += 1n << 64n; // int64 negatives as ten bytes
-  const out: number[] = [];
-  do {
-    let b = Number(x & 0x7fn);
-    x >>= 7n;
-    if (x) b |= 0x80;
-    out.push(b);
-  } while (x);
-  return out;
-}
-
-// Fields are built as Buffers and joined once: spreading an image's bytes into an array
-// overflows the call stack at CamVid's 480x360 overlays.
-const cat = (parts: (Uint8Array | number[])[]) => Buffer.concat(parts.map((p) => (Buffer.isBuffer(p) ? p : Buffer.from(p))));
-const key = (field: number, wire: number) => varint((field << 3) | wire);
-const bytesField = (field: number, data: Uint8Array) => cat([key(field, 2), varint(data.length), data]);
-const stringField = (field: number, s: string) => bytesField(field, Buffer.from(s, 'utf8'));
-const varintField = (field: number, v: number) => cat([key(field, 0), varint(v)]);
-function doubleField(field: number, v: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeDoubleLE(v);
-  return cat([key(field, 1), b]);
-}
-function floatField(field: number, v: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeFloatLE(v);
-  return cat([key(field, 5), b]);
 }
 
 export type SummaryValue = { tag: string; scalar: number } | { tag: string; image: { png: Uint8Array; width: number; height: number; channels: number } };

@@ -2,6 +2,7 @@
 // length-delimited fields; onnx.proto's field numbers), so the export needs no protobuf
 // dependency. Repeated scalars are written unpacked, which every protobuf parser reads.
 import assert from 'node:assert/strict';
+import { bytesField, cat, floatField, stringField, varintField } from '../../utils/protobuf';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 
 export const DataType = { FLOAT: 1, INT64: 7 } as const;
@@ -10,44 +11,24 @@ const AttrType = { FLOAT: 1, INT: 2, STRING: 3, FLOATS: 6, INTS: 7 } as const;
 /** Bytes of one message under construction. */
 class Writer {
   private parts: Uint8Array[] = [];
-  private varint(v: bigint): void {
-    // Negative int64 values are ten bytes of two's complement, as protobuf writes them.
-    let u = BigInt.asUintN(64, v);
-    const out: number[] = [];
-    do {
-      let b = Number(u & 0x7fn);
-      u >>= 7n;
-      if (u) b |= 0x80;
-      out.push(b);
-    } while (u);
-    this.parts.push(Uint8Array.from(out));
-  }
-  private tag(field: number, wire: number): void {
-    this.varint(BigInt((field << 3) | wire));
-  }
   int(field: number, v: number | bigint): this {
-    this.tag(field, 0);
-    this.varint(BigInt(v));
+    this.parts.push(varintField(field, v));
     return this;
   }
   float(field: number, v: number): this {
-    this.tag(field, 5);
-    const b = new Uint8Array(4);
-    new DataView(b.buffer).setFloat32(0, v, true);
-    this.parts.push(b);
+    this.parts.push(floatField(field, v));
     return this;
   }
   bytes(field: number, b: Uint8Array): this {
-    this.tag(field, 2);
-    this.varint(BigInt(b.length));
-    this.parts.push(b);
+    this.parts.push(bytesField(field, b));
     return this;
   }
   string(field: number, s: string): this {
-    return this.bytes(field, new TextEncoder().encode(s));
+    this.parts.push(stringField(field, s));
+    return this;
   }
   finish(): Uint8Array {
-    return Buffer.concat(this.parts);
+    return cat(this.parts);
   }
 }
 
