@@ -6,7 +6,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { loadConfig } from '../config/resolve';
+import { loadConfig, resolveRun } from '../config/resolve';
+import { COMMON_MODEL_KEYS } from '../models/registry';
 import { isBinary, outChannels } from '../utils/config';
 
 const up = (...p: string[]) => [path.resolve(__dirname, '..', '..', ...p), path.resolve(__dirname, '..', ...p)].find((d) => fs.existsSync(d))!;
@@ -36,6 +37,33 @@ for (const file of fs.readdirSync(configs).filter((f) => f.endsWith('.yaml')).so
     if (process.env.SEMSEG_WRITE_SNAPSHOTS === '1') fs.writeFileSync(snap, got);
     assert.ok(fs.existsSync(snap), `no snapshot ${snap}`);
     assert.equal(got, fs.readFileSync(snap, 'utf8'));
+  });
+}
+
+// The parts the engine builds from (resolveRun) carry exactly the options the snapshot
+// records for them: the engine sees what the config meant before it took resolved parts.
+for (const file of fs.readdirSync(configs).filter((f) => f.endsWith('.yaml')).sort()) {
+  const name = path.basename(file, '.yaml');
+  test(`configs/${file}: resolveRun's parts hold the snapshot's options`, () => {
+    const { config: snap, derived } = JSON.parse(fs.readFileSync(path.join(snapshots, `${name}.json`), 'utf8'));
+    const r = resolveRun(loadConfig(path.join(configs, file)));
+    const pick = (section: Record<string, unknown>, keys: string[]) => Object.fromEntries(keys.filter((k) => section[k] !== undefined).map((k) => [k, section[k]]));
+    const own = (section: Record<string, unknown>, common: readonly string[]) => pick(section, Object.keys(section).filter((k) => !common.includes(k)));
+    assert.equal(r.model.definition.name, snap.model.name);
+    assert.equal(sortedJson(r.model.options), sortedJson(own(snap.model, COMMON_MODEL_KEYS)));
+    assert.deepEqual(r.model.io, { inChannels: snap.model.in_channels, outChannels: derived.out_channels, seed: snap.training.seed });
+    const loss = snap.training.loss;
+    assert.deepEqual(r.loss.parts.map((p) => p.definition.name), loss.name.split('+').map((n: string) => n.trim().toLowerCase()));
+    for (const p of r.loss.parts) assert.equal(sortedJson(p.options), sortedJson(pick(loss, Object.keys(p.definition.options.shape))));
+    assert.deepEqual([r.loss.weights, r.loss.classWeights, r.loss.numClasses, r.loss.ignoreIndex], [loss.weights, loss.class_weights, snap.data.num_classes, snap.data.ignore_index]);
+    const opt = snap.training.optimizer;
+    assert.equal(r.optimizer.definition.name, opt.name);
+    assert.equal(sortedJson(r.optimizer.options), sortedJson(own(opt, ['name', 'lr', 'weight_decay', 'lr_mult'])));
+    assert.deepEqual([r.optimizer.common.lr, r.optimizer.common.weight_decay, r.optimizer.common.lr_mult, r.optimizer.gradClip], [opt.lr, opt.weight_decay, opt.lr_mult, snap.training.grad_clip]);
+    const sch = snap.training.lr_schedule;
+    assert.equal(r.schedule.definition.name, sch.name);
+    assert.equal(sortedJson(r.schedule.options), sortedJson(own(sch, ['name', 'warmup_iters', 'warmup_ratio'])));
+    assert.deepEqual([r.schedule.warmupIters, r.schedule.warmupRatio], [sch.warmup_iters, sch.warmup_ratio]);
   });
 }
 
