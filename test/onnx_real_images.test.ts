@@ -1,14 +1,14 @@
 // The ONNX export on real val images, as `predict` prepares them: three ISIC 2018 val images
 // (binary) and three CamVid val images (11 classes, per-image normalisation) from
 // ../shared/data, decoded at data.size and normalised as predict does (decodeImage,
-// normaliseImage), for every registered architecture. Each model is the demo config's at a
-// small size (DeepLabV3+ with its shipped ImageNet encoder; elsewhere seeded init with
-// batch-norm statistics moved off (0, 1)), saved as a checkpoint and exported by
-// exportOnnx, as `export-model --format onnx` does. onnx.checker accepts every file; ONNX
-// Runtime's logits equal TF.js's within 1e-4, and the masks that predict's decision
-// (toProbs, classMap: threshold or argmax) draws from them are identical but at near-ties
-// (see the test). For scale: TF.js's own wasm and cpu backends differ by 2e-5 (U-Net) and
-// 5e-5 (FPN) on these calibrated models, ONNX Runtime and TF.js wasm by as much.
+// normaliseImage), for every registered architecture and the U-Net with up_mode transpose.
+// Each model is the demo config's at 44x60 (DeepLabV3+ with its shipped ImageNet encoder),
+// its batch norms calibrated on the batch (calibrate), saved as a checkpoint and exported by
+// exportOnnx as `export-model --format onnx` does. onnx.checker accepts every file; ONNX
+// Runtime's logits equal TF.js's within 1e-4; the masks predict's decision (toProbs,
+// classMap: threshold or argmax) draws from them are identical but at near-ties (see the
+// test). For scale: TF.js's own wasm and cpu backends differ by 2e-5 (U-Net) and 5e-5 (FPN)
+// on these calibrated models; ONNX Runtime and TF.js wasm differ by as much.
 // The data folder is the machines' (see its README): without it this file fails, saying so.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -41,8 +41,12 @@ const DATASETS = {
 } as const;
 type Kind = keyof typeof DATASETS;
 
-const demoModel = (name: string) => {
+/** Every registered architecture, and the U-Net's transposed-conv upsampling (its own lowering). */
+const MODELS = [...registeredModels(), 'unet+transpose'];
+const demoModel = (key: string) => {
+  const [name, upMode] = key.split('+');
   const model = loadConfig(path.join(REPO, 'configs', name === 'unet' ? 'demo.yaml' : `demo_${name}.yaml`)).model;
+  if (upMode) return { ...model, up_mode: upMode };
   // Real features on real images where the project ships pretrained weights.
   return name === 'deeplabv3plus' ? { ...model, encoder_weights: 'imagenet' } : model;
 };
@@ -103,10 +107,10 @@ before(async () => {
   await initBackend('wasm');
   dir = tmpDir('onnx-real');
   const jobs: [string, Job][] = [];
-  for (const name of registeredModels()) {
+  for (const name of MODELS) {
     for (const kind of Object.keys(DATASETS) as Kind[]) {
       const key = `${name}/${kind}`;
-      const cfg = parseConfig({ name: key.replace('/', '-'), backend: 'wasm', model: demoModel(name), data: { ...DATASETS[kind], size: SIZE } }, 'onnx real-image test config');
+      const cfg = parseConfig({ name: key.replace(/[/+]/g, '-'), backend: 'wasm', model: demoModel(name), data: { ...DATASETS[kind], size: SIZE } }, 'onnx real-image test config');
       const c: Case = { cfg, files: [] };
       cases.set(key, c);
       try {
@@ -145,7 +149,7 @@ after(() => {
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
-for (const name of registeredModels()) {
+for (const name of MODELS) {
   for (const kind of Object.keys(DATASETS) as Kind[]) {
     const key = `${name}/${kind}`;
     test(`${key} on ${IMAGES} real ${DATASETS[kind].name} val images: onnx.checker accepts the export; logits within ${TOLERANCE}, masks identical off near-ties`, async () => {
