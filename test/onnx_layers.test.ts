@@ -104,10 +104,10 @@ add({
 
 // --- resize ---------------------------------------------------------------------------
 for (const size of [[2, 2], [4, 4], [2, 3]]) {
-  add({ name: `UpSampling2D bilinear x${size} (align_corners and half_pixel off, as tfjs)`, ops: ['Resize'], build: (x) => L.upSampling2d({ size, interpolation: 'bilinear' }).apply(x) as T });
+  add({ name: `UpSampling2D bilinear x${size.join('x')} (align_corners and half_pixel off, as tfjs)`, ops: ['Resize'], build: (x) => L.upSampling2d({ size, interpolation: 'bilinear' }).apply(x) as T });
 }
 for (const size of [[2, 2], [3, 2]]) {
-  add({ name: `UpSampling2D nearest x${size}`, ops: ['Resize'], build: (x) => L.upSampling2d({ size, interpolation: 'nearest' }).apply(x) as T });
+  add({ name: `UpSampling2D nearest x${size.join('x')}`, ops: ['Resize'], build: (x) => L.upSampling2d({ size, interpolation: 'nearest' }).apply(x) as T });
 }
 
 // --- merges ---------------------------------------------------------------------------
