@@ -181,7 +181,7 @@ before(async () => {
       const model = tf.model({ inputs: input, outputs: c.build(input) });
       randomise(model, i + 1, c.scale ?? 1);
       b.own = model.layers.map((l) => l.getClassName()).filter(isProjectLayer);
-      const portable = await portableModel(model, [shape[0], shape[1]], c.arch ?? 'fast_scnn');
+      const portable = await portableModel(model, [shape[0], shape[1]], getModelDefinition(c.arch ?? 'fast_scnn'));
       b.classes = [...new Set(portable.layers.map((l) => l.getClassName()))];
       const file = path.join(dir, `case${i}.onnx`);
       fs.writeFileSync(file, encodeModel({ opset: ONNX_OPSET, producer: { name: 'onnx_layers.test', version: '0' }, graph: lowerModel(portable), metadata: {} }));
