@@ -10,7 +10,8 @@
 // --runtime onnx also times inference of the model's ONNX export (the graph `npx
 // export-model --format onnx` writes) on ONNX Runtime's CPU kernels (onnxruntime-node,
 // SEMSEG_ORT_THREADS or every core), called as predict calls it (a TF.js tensor in and out),
-// in the same rounds; with --torch, PyTorch gets the same thread count.
+// in the same rounds; with --torch, PyTorch gets the same thread count and, as ONNX Runtime,
+// waits without spinning (OMP_WAIT_POLICY=PASSIVE unless set).
 // --profile adds per-kernel ms and `_kernels` (kernels per train step / inference call).
 // Prints one JSON line (with --json) or a readable object. Machines are shared and
 // drift, so --torch runs the PyTorch side in the same invocation, in
@@ -101,9 +102,13 @@ function torchCommand(model: string, opts: Record<string, unknown>, size: number
   return [TWINS, model, ...Object.entries(opts).map(([k, v]) => `--opt=${k}=${Array.isArray(v) ? v.join(',') : v}`), ...common];
 }
 
-function runTorch(cmd: string[]): { train: number; infer: number; engine: string } {
+function runTorch(cmd: string[], passive: boolean): { train: number; infer: number; engine: string } {
   const script = cmd[0];
-  const r = spawnSync('/usr/bin/python3', cmd, { encoding: 'utf8' });
+  // Beside ONNX Runtime, which does not spin-wait (engine/onnx_runtime.ts), PyTorch's OpenMP
+  // threads do not either, unless OMP_WAIT_POLICY says otherwise: on a busy machine spinning
+  // cost it 15x (U-Net 128x128 inference, 4 against 64 img/s).
+  const env = passive && !process.env.OMP_WAIT_POLICY ? { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' } : process.env;
+  const r = spawnSync('/usr/bin/python3', cmd, { encoding: 'utf8', env });
   if (r.status !== 0) throw new UserError(`--torch: ${script} failed (install with apt-get install -y python3-torch): ${(r.stderr || r.error?.message || '').trim().split('\n').pop()}`);
   const line = r.stdout.trim().split('\n').pop() ?? '';
   const j = JSON.parse(line) as { train_images_per_s: number; infer_images_per_s: number; engine: string };
@@ -207,7 +212,7 @@ async function benchModel(args: Args, modelName: string, info: Awaited<ReturnTyp
     ortS.push(...oi);
     if (ort) onnxVsTfjs.push(median(inf) / median(oi));
     if (args.torch) {
-      const t = runTorch(torchCmd);
+      const t = runTorch(torchCmd, onnx);
       torchRounds.push({ ...t, trainRatio: batch / median(tr) / t.train, inferRatio: batch / median(inf) / t.infer, onnxRatio: ort ? batch / median(oi) / t.infer : NaN });
     }
   }
