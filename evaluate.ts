@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npx evaluate --config C [--checkpoint DIR|model.json] [--split val|test]`: metrics of a checkpoint on a split (api/evaluate.ts).
+// `npx evaluate --config C [--checkpoint DIR|model.json|model.onnx] [--split val|test]`: metrics of a checkpoint on a split (api/evaluate.ts).
 import path from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
@@ -11,7 +11,7 @@ async function main(): Promise<void> {
   const args = await commonOptions(yargs(hideBin(process.argv)))
     .scriptName('evaluate')
     .usage('$0 --config FILE [--checkpoint DIR] [--split val|test]\n\nPrints the metrics table of a checkpoint on a split and writes metrics.json, overlays and report.html.')
-    .option('checkpoint', { type: 'string', describe: 'checkpoint folder or exported model.json (default: <ckpt_root>/<name>/best, else last)' })
+    .option('checkpoint', { type: 'string', describe: 'checkpoint folder, exported model.json, or exported model.onnx (runs on ONNX Runtime; needs onnxruntime-node) (default: <ckpt_root>/<name>/best, else last)' })
     .option('split', { type: 'string', describe: 'split to evaluate (default: data.val_split)' })
     .option('threshold', { type: 'number', describe: 'foreground probability threshold for binary models (default: training.threshold)' })
     .option('sweep-threshold', { type: 'boolean', default: false, describe: 'report Dice/IoU over thresholds 0.05..0.95 and the best one' })

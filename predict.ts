@@ -11,7 +11,7 @@ async function main(): Promise<void> {
   const args = await commonOptions(yargs(hideBin(process.argv)))
     .scriptName('predict')
     .usage('$0 --config FILE [--checkpoint DIR] --input FILE_OR_DIR --output DIR\n\nWrites <stem>.png masks at each input\'s original size (ISIC: 0/255; Cityscapes: official label ids plus <stem>_color.png; others: class ids plus <stem>_color.png) and <stem>_overlay.png.')
-    .option('checkpoint', { type: 'string', describe: 'checkpoint folder or exported model.json (default: <ckpt_root>/<name>/best, else last)' })
+    .option('checkpoint', { type: 'string', describe: 'checkpoint folder, exported model.json, or exported model.onnx (runs on ONNX Runtime; needs onnxruntime-node) (default: <ckpt_root>/<name>/best, else last)' })
     .option('input', { alias: 'i', type: 'string', demandOption: true, describe: 'an image file or a folder of images' })
     .option('output', { alias: 'o', type: 'string', demandOption: true, describe: 'output folder' })
     .option('threshold', { type: 'number', describe: 'foreground probability threshold for binary models (default: training.threshold)' })

@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { z } from 'zod';
 import { listSplit } from '../loaders/registry';
 import { History } from '../storage/history';
-import { defaultCheckpoint, loadModel as loadWeights, useCheckpointDefinition } from '../engine/model_io';
+import { defaultCheckpoint, loadNetwork, useCheckpointDefinition } from '../engine/model_io';
+import { isRuntime } from '../engine/inference';
 import { evalDir, runDirs } from '../engine/run_dirs';
 import { checkResultsFolder, writeResults } from '../engine/results';
 import { preflightInference } from '../engine/preflight';
@@ -13,7 +14,7 @@ import { runIfMain, SelfTest } from '../utils/self_test';
 import { checkArgs, CommonOptions, ConfigSource, libraryCall, logger, OPTION_KINDS as K, prepare, thresholdOpt } from './options';
 
 export interface EvaluateOptions extends CommonOptions {
-  /** Checkpoint folder or exported model.json (default: <ckpt_root>/<name>/best, else last). */
+  /** Checkpoint folder, exported model.json, or exported model.onnx (run on ONNX Runtime: needs the optional onnxruntime-node) (default: <ckpt_root>/<name>/best, else last). */
   checkpoint?: string;
   /** Split to score (default: data.val_split). */
   split?: string;
@@ -58,12 +59,14 @@ async function run(config: ConfigSource, o: EvaluateOptions, warnings: string[])
   const split = o.split ?? cfg.data.val_split;
   const outDir = o.output ?? evalDir(cfg, split);
   if (o.output) checkResultsFolder(outDir, o.overwrite ?? false);
-  const model = await loadWeights(parts, checkpoint);
+  const model = await loadNetwork(parts, checkpoint);
   try {
     const pairs = await listSplit(cfg, split);
-    log(`evaluating ${checkpoint} on ${pairs.length} ${split} pairs of ${cfg.data.root}`);
+    // The network's runtime where it is not the TF.js backend (which still prepares the inputs and decides the masks).
+    const runtime = isRuntime(model) ? model.description : null;
+    log(`evaluating ${checkpoint}${runtime ? ` (${runtime})` : ''} on ${pairs.length} ${split} pairs of ${cfg.data.root}`);
     const history = new History(runDirs(cfg).history).read();
-    const res = await writeResults(model, cfg, pairs, history, { threshold: o.threshold, split, outDir, backend: backend.description, postprocess: o.postprocess, quiet: o.quiet });
+    const res = await writeResults(model, cfg, pairs, history, { threshold: o.threshold, split, outDir, backend: runtime ? `${runtime}; inputs and decisions on ${backend.description}` : backend.description, postprocess: o.postprocess, quiet: o.quiet });
     return {
       checkpoint, split, images: res.images, metrics: res.metrics, perClass: res.perClass,
       sweep: res.sweep ?? null, bestThreshold: res.bestThreshold ?? null, outDir, report: path.join(outDir, 'report.html'), warnings,

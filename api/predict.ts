@@ -3,12 +3,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import assert from 'node:assert/strict';
-import type * as tf from '../backends/tf';
 import { Config, isBinary } from '../utils/config';
 import { guardFsSync, UserError } from '../utils/errors';
 import { datasetMeta } from '../loaders/registry';
 import type { Rgb } from '../utils/dataset_utils';
-import { defaultCheckpoint, loadModel as loadWeights, useCheckpointDefinition } from '../engine/model_io';
+import { defaultCheckpoint, loadNetwork, useCheckpointDefinition } from '../engine/model_io';
+import { isRuntime, Network } from '../engine/inference';
 import { listImages, planOutputs, predictFile, predictMask, PredictOptions } from '../engine/predictor';
 import { preflightInference } from '../engine/preflight';
 import { resolveRun } from '../config/resolve';
@@ -23,7 +23,7 @@ export interface Mask {
 }
 
 export interface LoadOptions extends CommonOptions {
-  /** Checkpoint folder or exported model.json (default: <ckpt_root>/<name>/best, else last). */
+  /** Checkpoint folder, exported model.json, or exported model.onnx (run on ONNX Runtime: needs the optional onnxruntime-node) (default: <ckpt_root>/<name>/best, else last). */
   checkpoint?: string;
 }
 
@@ -38,10 +38,10 @@ export interface SegmentOptions {
 export class SegmentationModel {
   readonly classNames: string[];
   readonly palette: Rgb[];
-  /** @internal the tfjs model (internal: tfjs-layers' declarations are not strict-clean, and would be a consumer's to compile) */
-  readonly model: tf.LayersModel;
+  /** @internal the tfjs model or the ONNX Runtime session (internal: tfjs-layers' declarations are not strict-clean, and would be a consumer's to compile) */
+  readonly model: Network;
   /** @internal made by loadModel() */
-  constructor(model: tf.LayersModel, readonly config: Config, readonly checkpoint: string) {
+  constructor(model: Network, readonly config: Config, readonly checkpoint: string) {
     this.model = model;
     const meta = datasetMeta(config);
     this.classNames = meta.classes;
@@ -82,7 +82,7 @@ async function load(config: ConfigSource, o: LoadOptions): Promise<SegmentationM
   useCheckpointDefinition(cfg, checkpoint); // the network the weights were trained as
   const parts = resolveRun(cfg); // after the checkpoint's definition is adopted
   preflightInference(parts, { backend: backend.name, batch: 1 + cfg.evaluation.tta.length, what: 'prediction' });
-  return new SegmentationModel(await loadWeights(parts, checkpoint), cfg, checkpoint);
+  return new SegmentationModel(await loadNetwork(parts, checkpoint), cfg, checkpoint);
 }
 
 export interface PredictApiOptions extends LoadOptions, SegmentOptions {
@@ -115,7 +115,7 @@ async function run(config: ConfigSource, o: PredictApiOptions): Promise<Predicti
     // Refused before anything is written.
     const plan = o.output ? planOutputs(o.input, files, o.output, isBinary(cfg), o.overwrite) : files.map((file) => ({ file, stem: '' }));
     if (o.output) guardFsSync({ what: 'predictions', kept: 'nothing was written', setting: '--output' }, () => fs.mkdirSync(o.output!, { recursive: true }));
-    log(`predicting ${files.length} image(s) with ${seg.checkpoint}`);
+    log(`predicting ${files.length} image(s) with ${seg.checkpoint}${isRuntime(seg.model) ? ` (${seg.model.description})` : ''}`);
     const out: Prediction[] = [];
     for (const { file, stem } of plan) {
       if (o.output) {

@@ -19,10 +19,10 @@ import { encodeModel } from './onnx/proto';
 import { lowerModel, ONNX_OPSET } from './onnx/lower';
 import { exportMetadata } from './export_model';
 import { packageInfo } from './web_app';
+import { ONNX_FILE, ONNX_METADATA_KEY } from '../engine/onnx_runtime';
 
-export const ONNX_FILE = 'model.onnx';
-/** The metadata_props key that holds the export's metadata as JSON (ExportMetadata). */
-export const ONNX_METADATA_KEY = 'tfjs_semseg';
+// The file name and metadata key are the runtime's (engine/onnx_runtime.ts reads them back), below deploy/.
+export { ONNX_FILE, ONNX_METADATA_KEY } from '../engine/onnx_runtime';
 
 /**
  * Refuses an output folder that exists and holds anything but an earlier ONNX export,

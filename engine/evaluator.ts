@@ -8,7 +8,7 @@ import { BatchLoader } from '../pipeline/batcher';
 import { datasetMeta, listSplit, PairRef } from '../loaders/registry';
 import { Config, isBinary } from '../utils/config';
 import { BinaryImageStats, ConfusionMatrix, ThresholdSweep, formatMetricsTable } from '../training/metrics';
-import { denormalize, Flip, predictProbs, probsToMask } from './inference';
+import { denormalize, Flip, Network, networkProbs, probsToMask } from './inference';
 import { decodeImage } from '../pipeline/decode';
 import { colorizePng, overlayPng } from '../report/overlay';
 import { runIfMain, SelfTest } from '../utils/self_test';
@@ -73,7 +73,7 @@ export function evalOptionsFrom(cfg: Config): EvalOptions {
   return { threshold: cfg.training.threshold, tta: e.tta, scales: e.scales, fullResolution: e.full_resolution, postprocess: e.postprocess };
 }
 
-export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: PairRef[], opts: EvalOptions): Promise<EvalResult> {
+export async function evaluateSplit(model: Network, cfg: Config, pairs: PairRef[], opts: EvalOptions): Promise<EvalResult> {
   const { num_classes: numClasses, ignore_index: ignore } = cfg.data;
   const binary = isBinary(cfg);
   const meta = datasetMeta(cfg);
@@ -99,7 +99,8 @@ export async function evaluateSplit(model: tf.LayersModel, cfg: Config, pairs: P
       if (cfg.data.normalize === 'image') return (await decodeImage(pairs[at].image, cfg.data.size)).data;
       return denormalize(batch.images, i, h, w, cfg.data.mean, cfg.data.std);
     };
-    const probs = tf.tidy(() => predictProbs(model, tf.tensor4d(batch.images, [n, h, w, 3]), opts.tta, opts.scales));
+    const input = tf.tensor4d(batch.images, [n, h, w, 3]);
+    const probs = await networkProbs(model, input, opts.tta, opts.scales).finally(() => input.dispose());
     for (let i = 0; i < n; i++, index++) {
       if (opts.signal?.aborted) probs.dispose();
       opts.signal?.throwIfAborted();

@@ -13,6 +13,32 @@ export function toProbs(logits: tf.Tensor4D): tf.Tensor4D {
 }
 
 /**
+ * A network behind one asynchronous call (ONNX Runtime, engine/onnx_runtime.ts): an NHWC
+ * float32 batch in, logits out. Everything around it (input preparation, test-time
+ * augmentation, probabilities, resizing, decisions) is the code a TF.js model goes through.
+ */
+export interface Runtime {
+  /** For logs and reports, e.g. "ONNX Runtime 1.31.1 (CPU, 2 threads)". */
+  readonly description: string;
+  /** Logits [N,H',W',K] of `x` [N,H,W,C]; disposes nothing it was given. */
+  logits(x: tf.Tensor4D): Promise<tf.Tensor4D>;
+  dispose(): void;
+}
+
+/** What evaluate and predict run: a TF.js model or a Runtime. */
+export type Network = tf.LayersModel | Runtime;
+export const isRuntime = (n: Network): n is Runtime => typeof (n as Runtime).logits === 'function';
+
+/** The input at scale `s` of its size [h, w]. */
+const scaled = (x: tf.Tensor4D, s: number, h: number, w: number) => tf.image.resizeBilinear(x, [Math.max(1, Math.round(h * s)), Math.max(1, Math.round(w * s))], false, true);
+/** Probabilities of a flipped and scaled input, flipped back and resized back to [h, w]. */
+function restored(p: tf.Tensor4D, axes: number[] | null, s: number, h: number, w: number): tf.Tensor4D {
+  if (axes) p = tf.reverse(p, axes);
+  if (s !== 1) p = tf.image.resizeBilinear(p, [h, w], false, true);
+  return p;
+}
+
+/**
  * Class probabilities [N,H,W,C] of a batch, averaged over the plain input and each
  * flipped copy in `tta` (each flipped back first), at each input scale in `scales`
  * (resized back to the input's size): test-time augmentation.
@@ -22,18 +48,61 @@ export function predictProbs(model: tf.LayersModel, x: tf.Tensor4D, tta: readonl
     const [, h, w] = x.shape;
     let sum: tf.Tensor4D | null = null;
     for (const s of scales) {
-      const xs = s === 1 ? x : tf.image.resizeBilinear(x, [Math.max(1, Math.round(h * s)), Math.max(1, Math.round(w * s))], false, true);
+      const xs = s === 1 ? x : scaled(x, s, h, w);
       for (const f of [null, ...tta]) {
         const axes = f ? FLIP_AXES[f] : null;
-        let p = toProbs(model.predict(axes ? tf.reverse(xs, axes) : xs) as tf.Tensor4D);
-        if (axes) p = tf.reverse(p, axes);
-        if (s !== 1) p = tf.image.resizeBilinear(p, [h, w], false, true);
+        const p = restored(toProbs(model.predict(axes ? tf.reverse(xs, axes) : xs) as tf.Tensor4D), axes, s, h, w);
         sum = sum ? (sum.add(p) as tf.Tensor4D) : p;
       }
     }
     const n = scales.length * (tta.length + 1);
     return n === 1 ? sum! : sum!.div(n);
   });
+}
+
+/**
+ * predictProbs for either kind of network: a TF.js model through predictProbs itself, a
+ * Runtime through the same steps (the same scaling, flips and probabilities, in the same
+ * order) around its asynchronous call. Disposes nothing it was given.
+ */
+export async function networkProbs(net: Network, x: tf.Tensor4D, tta: readonly Flip[] = [], scales: readonly number[] = [1]): Promise<tf.Tensor4D> {
+  if (!isRuntime(net)) return predictProbs(net, x, tta, scales);
+  const [, h, w] = x.shape;
+  let sum: tf.Tensor4D | null = null;
+  try {
+    for (const s of scales) {
+      const xs = s === 1 ? x : tf.tidy(() => scaled(x, s, h, w));
+      try {
+        for (const f of [null, ...tta]) {
+          const axes = f ? FLIP_AXES[f] : null;
+          const input = axes ? tf.tidy(() => tf.reverse(xs, axes)) : xs;
+          let logits: tf.Tensor4D;
+          try {
+            logits = await net.logits(input);
+          } finally {
+            if (input !== xs) input.dispose();
+          }
+          const before = sum as tf.Tensor4D | null;
+          sum = tf.tidy(() => {
+            const p = restored(toProbs(logits), axes, s, h, w);
+            return before === null ? p : (tf.add(before, p) as tf.Tensor4D);
+          });
+          logits.dispose();
+          before?.dispose();
+        }
+      } finally {
+        if (xs !== x) xs.dispose();
+      }
+    }
+  } catch (e) {
+    (sum as tf.Tensor4D | null)?.dispose();
+    throw e;
+  }
+  const n = scales.length * (tta.length + 1);
+  if (n === 1) return sum!;
+  const mean = tf.tidy(() => sum!.div(n) as tf.Tensor4D);
+  sum!.dispose();
+  return mean;
 }
 
 /** Foreground probability [N,H,W] for binary outputs (1 sigmoid or 2 softmax channels); null for multi-class. */
@@ -190,6 +259,25 @@ export const selfTest: SelfTest = {
     assert.deepEqual(got.shape, [1, 8, 12, 2]);
     assert.ok(maxDiff(got, want) < 1e-6);
     tf.dispose([x, half, want, got]);
+    model.dispose();
+  },
+  async 'a Runtime goes through the same steps as a TF.js model: equal probabilities, with TTA and scales, nothing leaked'() {
+    const x = tf.randomNormal([2, 8, 12, 3], 0, 1, 'float32', 4) as tf.Tensor4D;
+    const model = tf.sequential({ layers: [tf.layers.conv2d({ inputShape: [null, null, 3], filters: 3, kernelSize: 3, padding: 'same', kernelInitializer: tf.initializers.randomNormal({ seed: 6 }) })] });
+    const runtime: Runtime = { description: 'test', logits: async (t) => model.predict(t) as tf.Tensor4D, dispose() {} };
+    for (const [tta, scales] of [[[], [1]], [['hflip', 'vflip'], [1]], [['hflip'], [1, 0.5]]] as [Flip[], number[]][]) {
+      const want = predictProbs(model, x, tta, scales);
+      const before = tf.memory().numTensors;
+      const got = await networkProbs(runtime, x, tta, scales);
+      assert.equal(tf.memory().numTensors, before + 1, 'only the result is left');
+      assert.equal(maxDiff(got, want), 0, `${tta} ${scales}`);
+      tf.dispose([want, got]);
+    }
+    const failing: Runtime = { description: 'test', logits: async () => { throw new Error('boom'); }, dispose() {} };
+    const before = tf.memory().numTensors;
+    await assert.rejects(networkProbs(failing, x, ['hflip'], [1, 0.5]), /boom/);
+    assert.equal(tf.memory().numTensors, before, 'a failed call leaks nothing');
+    x.dispose();
     model.dispose();
   },
   'a per-pixel model is unchanged by flip TTA'() {

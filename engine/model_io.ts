@@ -14,6 +14,8 @@ import fs from 'node:fs';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { warning } from '../utils/warnings';
+import { Network } from './inference';
+import { onnxExportMetadata, onnxModelFile, openOnnx } from './onnx_runtime';
 
 /** The checkpoint to use when none is given: best/ of the run, else last/. */
 export function defaultCheckpoint(cfg: Config): string {
@@ -27,6 +29,8 @@ export function defaultCheckpoint(cfg: Config): string {
  * a folder holding one. Exports carry no training state, so meta is null for them.
  */
 export async function loadWeightsFrom(source: string): Promise<{ weights: NamedTensor[]; meta: CheckpointMeta | null }> {
+  // An ONNX graph holds its weights under ONNX names, lowered: it is run (loadNetwork), not loaded into a TF.js model.
+  if (onnxModelFile(source)) throw new UserError(`${source}: an ONNX export, which evaluate and predict run on ONNX Runtime; training and exporting need the checkpoint folder or a TF.js export (model.json)`);
   const json = exportModelJson(source);
   if (json) return { weights: await readExportedWeights(json), meta: null };
   const ck = await loadCheckpoint(source);
@@ -36,14 +40,25 @@ export async function loadWeightsFrom(source: string): Promise<{ weights: NamedT
 /**
  * The model.json to read when `source` is an export: the file itself, or the one in the
  * folder, or in its hidden old copy when a replacing export was interrupted mid-swap (as a
- * checkpoint's is). Null for a checkpoint folder.
+ * checkpoint's is). Null for a checkpoint folder or an ONNX model.
  */
 function exportModelJson(source: string): string | null {
   // One stat, not exists-then-stat: a save swapping the folder away in between was a raw ENOENT.
-  if (fs.statSync(source, { throwIfNoEntry: false })?.isFile()) return source;
+  if (fs.statSync(source, { throwIfNoEntry: false })?.isFile()) return onnxModelFile(source) ? null : source;
   const dir = resolveComplete(source) ?? source;
   const modelJson = path.join(dir, 'model.json');
   return fs.existsSync(modelJson) && !fs.existsSync(path.join(dir, 'weights.json')) ? modelJson : null;
+}
+
+/**
+ * The metadata an export records (model.json's userDefinedMetadata, an .onnx file's
+ * 'tfjs_semseg' metadata_props); undefined for a checkpoint folder.
+ */
+function exportMetadataOf(source: string): unknown {
+  const modelJson = exportModelJson(source);
+  if (modelJson) return JSON.parse(readBoundedFile(modelJson, MODEL_JSON_MAX_BYTES).toString('utf8'))?.userDefinedMetadata ?? null;
+  const onnx = onnxModelFile(source);
+  return onnx ? onnxExportMetadata(onnx) : undefined;
 }
 
 /**
@@ -54,9 +69,9 @@ function exportModelJson(source: string): string | null {
 export function trainedSize(source: string): [number, number] | null {
   let size: unknown;
   try {
-    const modelJson = exportModelJson(source);
-    if (modelJson) {
-      size = JSON.parse(readBoundedFile(modelJson, MODEL_JSON_MAX_BYTES).toString('utf8'))?.userDefinedMetadata?.input?.size;
+    const md = exportMetadataOf(source) as { input?: { size?: unknown } } | null | undefined;
+    if (md !== undefined) {
+      size = md?.input?.size;
     } else {
       const dir = resolveComplete(source);
       if (!dir) return null;
@@ -89,9 +104,8 @@ const isSection = (v: unknown): v is Section => typeof v === 'object' && v !== n
  */
 export function storedDefinition(source: string): { model: Section; data: Section; complete: boolean } | null {
   try {
-    const modelJson = exportModelJson(source);
-    if (modelJson) {
-      const md = JSON.parse(readBoundedFile(modelJson, MODEL_JSON_MAX_BYTES).toString('utf8'))?.userDefinedMetadata;
+    const md = exportMetadataOf(source);
+    if (md !== undefined) {
       if (!isSection(md) || !isSection(md.input)) return null;
       const input = md.input;
       const model: Section = isSection(md.model_config) ? { ...md.model_config } : {};
@@ -149,7 +163,7 @@ export function useCheckpointDefinition(cfg: Config, source: string, warn: (line
   if (!stored) return;
   const changes = definitionChanges(cfg, stored);
   if (!changes.length) return;
-  const exported = exportModelJson(source) !== null;
+  const exported = exportModelJson(source) !== null || onnxModelFile(source) !== null;
   if (!stored.complete && changes.some((c) => c.key === 'model.name'))
     throw new UserError(`${source}: an export of model ${show(stored.model.name)}, but the config's model.name is ${show(cfg.model.name)}; use the config it was trained with`);
   // A full model section (a checkpoint's) replaces the config's; an export's few keys are laid over it.
@@ -227,6 +241,24 @@ export async function loadModel(parts: Resolved, checkpoint: string): Promise<tf
   const model = getModel(parts.model);
   applyWeights(model, (await loadWeightsFrom(checkpoint)).weights, checkpoint);
   return model;
+}
+
+/**
+ * What evaluate and predict run for `checkpoint`: an ONNX export (an .onnx file, or a
+ * folder holding model.onnx) on ONNX Runtime, anything else as loadModel loads it.
+ * useCheckpointDefinition has set `cfg`'s size, normalisation and classes from it first.
+ */
+export async function loadNetwork(parts: Resolved, checkpoint: string): Promise<Network> {
+  const onnx = onnxModelFile(checkpoint);
+  if (!onnx) return loadModel(parts, checkpoint);
+  const cfg = parts.cfg;
+  const bytes = fs.readFileSync(onnx);
+  // Without its metadata the input size, normalisation and classes would be guesses from the config.
+  if (!onnxExportMetadata(onnx, bytes)) throw new UserError(`${onnx}: no 'tfjs_semseg' metadata (input size, normalisation, classes); run an ONNX export of this project (npx export-model --format onnx)`);
+  // Its crops and pads are fixed at the exported size: an input at another scale cannot run.
+  const scales = cfg.evaluation.scales;
+  if (scales.some((s) => s !== 1)) throw new UserError(`evaluation.scales ${JSON.stringify(scales)}: an ONNX model runs at its exported input size only (${cfg.data.size.join('x')}); set evaluation.scales to [1] or use the checkpoint or TF.js export`);
+  return openOnnx(onnx, { size: cfg.data.size, bytes });
 }
 
 const fixtures = () => import('../loaders/fixtures');

@@ -16,7 +16,7 @@ import assert from 'node:assert/strict';
 import { datasetMeta } from '../loaders/registry';
 import { Config, isBinary } from '../utils/config';
 import { FsContext, guardFsSync, UserError } from '../utils/errors';
-import { Flip, predictProbs, probsToMask } from './inference';
+import { Flip, Network, networkProbs, probsToMask } from './inference';
 import { colorizePng, overlayPng } from '../report/overlay';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { writeFileReplacing } from '../utils/file_out';
@@ -108,13 +108,14 @@ export interface PredictOptions {
 }
 
 /** Class ids at the image's original size. */
-export async function predictMask(model: tf.LayersModel, cfg: Config, file: string, opts: PredictOptions) {
+export async function predictMask(model: Network, cfg: Config, file: string, opts: PredictOptions) {
   const buf = fs.readFileSync(file);
   const full = await decodeImage(file, undefined, buf);
   const [h, w] = cfg.data.size;
   const small = await decodeImage(file, cfg.data.size, buf);
   const x = normaliseImage(small.data, cfg.data);
-  const probs = tf.tidy(() => predictProbs(model, tf.tensor4d(x, [1, h, w, 3]), opts.tta, opts.scales));
+  const input = tf.tensor4d(x, [1, h, w, 3]);
+  const probs = await networkProbs(model, input, opts.tta, opts.scales).finally(() => input.dispose());
   const postprocess = opts.postprocess ? datasetMeta(cfg).postprocess : undefined;
   const { classes } = await probsToMask(probs, full.width, full.height, { threshold: opts.threshold, postprocess, prob: false });
   probs.dispose();
@@ -127,7 +128,7 @@ export async function predictMask(model: tf.LayersModel, cfg: Config, file: stri
  * planOutputs gives unique ones.
  */
 export async function predictFile(
-  model: tf.LayersModel, cfg: Config, file: string, outDir: string, opts: PredictOptions,
+  model: Network, cfg: Config, file: string, outDir: string, opts: PredictOptions,
   stem = path.basename(file, path.extname(file)), kept?: string,
 ): Promise<{ written: string[]; classes: Uint8Array; width: number; height: number }> {
   const { classes, image, width, height } = await predictMask(model, cfg, file, opts);

@@ -6,7 +6,7 @@ import path from 'node:path';
 import * as tf from '../backends/tf';
 import { Config, isBinary } from '../utils/config';
 import { evalOptionsFrom, evaluateSplit, EvalResult, RESULTS_FS } from './evaluator';
-import type { Flip } from './inference';
+import type { Flip, Network } from './inference';
 import { HistoryRow } from '../storage/history';
 import { sortWorstFirst, writeReport } from '../report/page';
 import assert from 'node:assert/strict';
@@ -95,7 +95,7 @@ function publishStaged(stage: string, dir: string): void {
   }
 }
 
-export async function writeResults(model: tf.LayersModel, cfg: Config, pairs: PairRef[], history: HistoryRow[], opts: ResultsOptions = {}): Promise<EvalResult> {
+export async function writeResults(model: Network, cfg: Config, pairs: PairRef[], history: HistoryRow[], opts: ResultsOptions = {}): Promise<EvalResult> {
   const dir = opts.outDir ?? runDirs(cfg).results;
   const what = opts.what ?? 'evaluate';
   const kept = `${dir} keeps the previous results`;
@@ -126,7 +126,7 @@ export async function writeResults(model: tf.LayersModel, cfg: Config, pairs: Pa
   }
 }
 
-async function writeStaged(dir: string, model: tf.LayersModel, cfg: Config, pairs: PairRef[], history: HistoryRow[], opts: ResultsOptions, signal: AbortSignal): Promise<EvalResult> {
+async function writeStaged(dir: string, model: Network, cfg: Config, pairs: PairRef[], history: HistoryRow[], opts: ResultsOptions, signal: AbortSignal): Promise<EvalResult> {
   const binary = isBinary(cfg);
   const meta = datasetMeta(cfg);
   const base = evalOptionsFrom(cfg);

@@ -35,6 +35,7 @@ const DYNAMIC_ALLOWED: Record<string, Record<string, string>> = {
   'backends/webgpu.ts': { '@tensorflow/tfjs-backend-webgpu': 'optional package (Dawn, webgpu, is loaded by a Function-built import())' },
   'backends/wasm_threads.ts': { '*': "tfjs-backend-wasm's own threaded build files, by path" },
   'models/encoders/imagenet.ts': { 'nsfwjs/models/mobilenet_v2': 'optional package (ImageNet weights)' },
+  'engine/onnx_runtime.ts': { 'onnxruntime-node': 'optional package (ONNX Runtime, for .onnx models)' },
   'utils/folder_registry.ts': { '*': 'a registry entry found by its file name (models, datasets, losses, ...)' },
   'utils/self_test.ts': { './exit': 'exit.ts imports self_test.ts; loaded when a self-test run ends' },
   'engine/stop.ts': { 'node:worker_threads': 'a worker script (run as a file, not imported)', 'node:fs': 'same' },
