@@ -327,12 +327,17 @@ describe('--resume and --weights', () => {
     assertOneLineError(await run('train', ['--config', config, '--resume']), /--resume/, /no checkpoint/);
   });
 
-  test('--resume continues from epoch 1 to epoch 2', { timeout: TIMEOUT }, async () => {
+  test('--resume continues from epoch 1 to epoch 2; its stdout holds only results, stderr the resume line', { timeout: TIMEOUT }, async () => {
     assertOk(await run('train', ['--config', config, '--set', 'training.epochs=1']));
     assert.equal((await loadCheckpoint(last)).meta.epoch, 1);
     const r = await run('train', ['--config', config, '--resume', '--set', 'training.epochs=2']);
     assertOk(r);
-    assert.ok(r.stdout.includes(`resumed from ${last}: epoch 1, step 4`), show(r));
+    assert.ok(r.stderr.includes(`resumed from ${last}: epoch 1, step 4`), show(r));
+    // Results only: the metric tables, where the checkpoints and the report are.
+    const result = /^(class\s+IoU|\w+\s+[\d.]+\s+[\d.]+\s+[\d.]+$|-+$|mIoU |foreground IoU |per image \(|checkpoints: |report: )/;
+    for (const line of r.stdout.split('\n').filter((l) => l.trim())) assert.match(line, result, `not a result on stdout\n${show(r)}`);
+    assert.match(r.stdout, /^checkpoints: /m);
+    for (const d of ['data: ', 'new best ', 'final evaluation of ', 'done in ']) assert.ok(r.stderr.includes(d), `${d} on stderr\n${show(r)}`);
     assert.doesNotMatch(r.stderr, /^epoch 1\/2/m); // no epoch is trained again
     assert.match(r.stderr, /^epoch 2\/2 /m);
     const ck = await loadCheckpoint(last);

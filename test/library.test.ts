@@ -7,8 +7,10 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
-import { killLeftovers, ROOT, runNode, show, tmpDir } from './helpers/cli';
+import os from 'node:os';
+import { spawn, spawnSync } from 'node:child_process';
+import { loadCheckpoint } from '../storage/checkpoint';
+import { killLeftovers, ROOT, runNode, show, sleep, tmpDir } from './helpers/cli';
 
 const dirs: string[] = [];
 after(() => {
@@ -29,13 +31,29 @@ function npm(args: string[], cwd: string): string {
 }
 
 /** Runs an installed bin the way the README says: `npx --no-install <cmd> ...` in the app folder. */
-function npx(cwd: string, args: string[]) {
+function npxEnv(): NodeJS.ProcessEnv {
   const env = { ...process.env };
   for (const k of Object.keys(env)) if (/^npm_/i.test(k)) delete env[k]; // not `npm test`'s own package context
   delete env.NODE_TEST_CONTEXT;
   delete env.SEMSEG_DEBUG;
-  return spawnSync('npx', ['--no-install', ...args], { cwd, env, encoding: 'utf8', timeout: 240_000 });
+  return env;
 }
+function npx(cwd: string, args: string[]) {
+  return spawnSync('npx', ['--no-install', ...args], { cwd, env: npxEnv(), encoding: 'utf8', timeout: 240_000 });
+}
+
+/** The app folder the first test installed the package into (the signal test reuses it). */
+let installed: { app: string; tiny: string[] } | null = null;
+const groups: number[] = [];
+after(() => {
+  for (const pid of groups) {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  }
+});
 const shown = (r: ReturnType<typeof spawnSync>) => `exit ${r.status}\n--- stdout:\n${String(r.stdout).slice(-2000)}\n--- stderr:\n${String(r.stderr).slice(-2000)}`;
 
 test('npm pack, installed in an empty folder: the README example (ESM, twice; CommonJS), the commands through npx, and the tarball\'s contents', { timeout: 900_000 }, async () => {
@@ -131,5 +149,42 @@ test('npm pack, installed in an empty folder: the README example (ESM, twice; Co
   for (const f of ['model.json', 'index.html', 'tf-core.min.js']) assert.ok(fs.existsSync(path.join(app, 'web', f)), f);
   const usage = npx(app, ['tfjs-semseg', 'train', '--epohcs', '3']);
   assert.equal(usage.status, 2, shown(usage));
+  installed = { app, tiny };
   console.log(`# install ${installS.toFixed(1)} s`);
+});
+
+// A terminal's Ctrl-C signals the whole process group: npm (npx), its shell and the run. With
+// sh (dash) between them, the run alone sees it, exits 130 after saving, and dash and npm then end
+// by SIGINT (a shell's $? is 130 either way). With bash as the script shell (macOS's sh), the run
+// is npm's own child and gets it twice, the group's and npm's forwarded copy: still one Ctrl-C.
+test('Ctrl-C to the process group of `npx --no-install train` saves last/ and ends with status 130, under sh and bash', { timeout: 300_000 }, async (t) => {
+  if (!installed) return t.skip('the install in the test above failed');
+  const { app, tiny } = installed;
+  for (const shell of ['sh', 'bash']) {
+    const name = `sig-${shell}`;
+    const last = path.join(app, 'checkpoints', name, 'last');
+    const args = ['--no-install', `--script-shell=/bin/${shell}`, 'train', '--config', 'my.yaml', ...tiny, '--set', `name=${name}`, '--set', 'training.epochs=500', '--set', 'checkpoint.save_every_iters=1'];
+    const child = spawn('npx', args, { cwd: app, env: npxEnv(), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    groups.push(child.pid!);
+    const out = { stdout: '', stderr: '' };
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out.stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (out.stderr += d));
+    const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+    let exited = false;
+    void done.then(() => (exited = true));
+    const step = async () => (await loadCheckpoint(last).catch(() => null))?.meta.step ?? -1;
+    while ((await step()) < 2) {
+      assert.ok(!exited, `${shell}: exited before saving step 2\n${out.stderr.slice(-2000)}`);
+      await sleep(100);
+    }
+    process.kill(-child.pid!, 'SIGINT');
+    const r = await done;
+    const status = r.code ?? 128 + os.constants.signals[r.signal!]; // what a shell's $? shows
+    const shownR = `${shell}: exit ${r.code} (signal ${r.signal})\n--- stdout:\n${out.stdout.slice(-1500)}\n--- stderr:\n${out.stderr.slice(-1500)}`;
+    assert.equal(status, 130, shownR);
+    const stopped = /stopped at epoch \d+, step (\d+); saved /.exec(out.stderr);
+    assert.ok(stopped, shownR);
+    assert.doesNotMatch(out.stderr, /again: stopped without saving/, shownR);
+    assert.equal((await loadCheckpoint(last)).meta.step, Number(stopped[1]), shownR);
+  }
 });
