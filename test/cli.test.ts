@@ -318,6 +318,34 @@ describe('multi-class prediction', () => {
   });
 });
 
+describe('backend auto and Dawn', () => {
+  // Dawn prints warnings on the native stderr while it enumerates Vulkan devices (lavapipe:
+  // "maxDynamic...Buffers... artificially reduced"); the adapter is probed in a child
+  // process whose stderr stays out of the command's. Auto never picks a software adapter.
+  test('a command that probes the adapter prints none of Dawn\'s warnings, and auto skips a software adapter', { timeout: TIMEOUT }, async () => {
+    const dir = scratch('dawn');
+    const config = writeConfig(dir, tinyConfig(dir, { name: 'auto', backend: 'auto', training: { epochs: 1, iterations: 1 } }));
+    const r = await run('train', ['--config', config]);
+    assertOk(r);
+    assert.doesNotMatch(r.stderr + r.stdout, /artificially reduced|^Warning: /m, show(r));
+    const line = /^backend: (.*)$/m.exec(r.stderr)?.[1] ?? '';
+    assert.match(line, /^(tensorflow|webgpu|wasm) /, show(r));
+    // What Dawn finds here, asked the command's way (a child: Dawn here would keep this process alive).
+    const { adapterInChild, isSoftwareAdapter } = await import('../backends/webgpu');
+    let dawn: string | null = null;
+    try {
+      dawn = require.resolve('webgpu');
+    } catch {
+      // not installed: nothing probed
+    }
+    const found = dawn ? await adapterInChild(dawn) : null;
+    if (found && 'info' in found && found.info && isSoftwareAdapter(found.info)) {
+      // lavapipe (or SwiftShader) only, as on this project's CPU machines: wasm, saying why.
+      assert.match(line, /^wasm .*skipped webgpu: only a software adapter \(/, show(r));
+    }
+  });
+});
+
 describe('--resume and --weights', () => {
   const dir = scratch('resume');
   const config = writeConfig(dir, tinyConfig(dir, { name: 'res' }));
