@@ -21,14 +21,15 @@ after(() => {
 /** The package root: the folder with package.json (ROOT is dist/ when compiled). */
 const PKG = [ROOT, path.join(ROOT, '..')].find((d) => fs.existsSync(path.join(d, 'package.json')) && JSON.parse(fs.readFileSync(path.join(d, 'package.json'), 'utf8')).name === 'tfjs-semseg')!;
 
-function npm(args: string[], cwd: string): string {
+function npmRun(args: string[], cwd: string) {
   // --ignore-scripts: the package is built already (npm test compiles it first); for the
   // install, no dependency needs a script (sharp ships binaries; tfjs-node-gpu, optional,
   // would try to download libtensorflow, which no machine here can).
   const r = spawnSync('npm', [...args, '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline'], { cwd, encoding: 'utf8' });
   assert.equal(r.status, 0, `npm ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
+  return r;
 }
+const npm = (args: string[], cwd: string): string => npmRun(args, cwd).stdout;
 
 /** Runs an installed bin the way the README says: `npx --no-install <cmd> ...` in the app folder. */
 function npxEnv(): NodeJS.ProcessEnv {
@@ -78,13 +79,19 @@ test('npm pack, installed in an empty folder: the README example (ESM, twice; Co
   }
   const pkg = JSON.parse(fs.readFileSync(path.join(PKG, 'package.json'), 'utf8'));
   assert.equal(pkg.private, undefined, 'publishable');
+  // `npm publish --dry-run` warns of nothing but the missing login (npm would also say here
+  // when it had to correct package.json, e.g. a bin path).
+  const publish = npmRun(['publish', '--dry-run'], PKG);
+  const warns = publish.stderr.split('\n').filter((l) => /\bnpm (warn|WARN|ERR)/.test(l) && !/logged in/.test(l));
+  assert.deepEqual(warns, [], publish.stderr.slice(-2000));
 
   const app = path.join(dir, 'app');
   fs.mkdirSync(app);
   fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', private: true }));
   const t0 = Date.now();
-  npm(['install', path.join(dir, tgz)], app);
+  const install = npmRun(['install', path.join(dir, tgz)], app);
   const installS = (Date.now() - t0) / 1000;
+  assert.doesNotMatch(install.stderr, /EBADENGINE/, `an engine warning on Node ${process.version}`);
   assert.ok(fs.existsSync(path.join(app, 'node_modules', 'tfjs-semseg', 'dist', 'api', 'index.js')));
   assert.ok(!fs.lstatSync(path.join(app, 'node_modules', 'tfjs-semseg')).isSymbolicLink(), 'installed from the tarball, not linked');
   for (const heavy of ['@tensorflow/tfjs', 'nsfwjs', 'webgpu']) assert.ok(!fs.existsSync(path.join(app, 'node_modules', heavy)), `${heavy} installed`);
@@ -131,6 +138,10 @@ test('npm pack, installed in an empty folder: the README example (ESM, twice; Co
   const help = npx(app, ['train', '--help']);
   assert.equal(help.status, 0, shown(help));
   assert.match(help.stdout, /^train --config FILE/m);
+  // And in the clone itself, the mission's `npx train`: npm finds the project's own bins.
+  const inClone = npx(PKG, ['train', '--help']);
+  assert.equal(inClone.status, 0, shown(inClone));
+  assert.match(inClone.stdout, /^train --config FILE/m);
   fs.copyFileSync(path.join(app, 'node_modules', 'tfjs-semseg', 'configs', 'demo.yaml'), path.join(app, 'my.yaml'));
   const tiny = ['--set', 'name=cli', '--set', 'backend=wasm', '--set', 'model.base=4', '--set', 'model.depth=2', '--set', 'data.root=data/cli', '--set', 'data.size=[32, 32]',
     '--set', 'data.synthetic.train=16', '--set', 'data.synthetic.val=8', '--set', 'data.synthetic.image_size=40', '--set', 'training.epochs=1', '--set', 'training.batch_size=4', '--set', 'training.workers=1'];
