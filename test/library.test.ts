@@ -55,6 +55,16 @@ after(() => {
     }
   }
 });
+/** Bytes of the files under `dir` (links not followed). */
+function bytesUnder(dir: string): number {
+  let n = 0;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) n += bytesUnder(p);
+    else if (e.isFile()) n += fs.statSync(p).size;
+  }
+  return n;
+}
 const shown = (r: ReturnType<typeof spawnSync>) => `exit ${r.status}\n--- stdout:\n${String(r.stdout).slice(-2000)}\n--- stderr:\n${String(r.stderr).slice(-2000)}`;
 
 test('npm pack, installed in an empty folder: the README example (ESM, twice; CommonJS), the commands through npx, and the tarball\'s contents', { timeout: 900_000 }, async () => {
@@ -95,6 +105,10 @@ test('npm pack, installed in an empty folder: the README example (ESM, twice; Co
   assert.ok(fs.existsSync(path.join(app, 'node_modules', 'tfjs-semseg', 'dist', 'api', 'index.js')));
   assert.ok(!fs.lstatSync(path.join(app, 'node_modules', 'tfjs-semseg')).isSymbolicLink(), 'installed from the tarball, not linked');
   for (const heavy of ['@tensorflow/tfjs', 'nsfwjs', 'webgpu']) assert.ok(!fs.existsSync(path.join(app, 'node_modules', heavy)), `${heavy} installed`);
+  // The install's weight without the optional dependencies (README "Installed from npm": 157 MB); the target is under 200 MB.
+  const mb = bytesUnder(path.join(app, 'node_modules')) / 1e6;
+  assert.ok(mb < 200, `node_modules is ${mb.toFixed(0)} MB`);
+  console.log(`# node_modules ${mb.toFixed(0)} MB`);
 
   // The example as written (ESM), and again in the same folder: a second run must not be refused.
   fs.writeFileSync(path.join(app, 'example.mjs'), code);
