@@ -116,7 +116,8 @@ export function adapterInChild(webgpuModule: string): Promise<{ info: AdapterInf
       const a = out.endsWith('\n') ? answered() : null;
       if (a) {
         clearTimeout(timer);
-        child.unref();
+        child.unref(); // its exit, pipes included, no longer keeps a host program alive
+        for (const pipe of [child.stdout, child.stderr]) (pipe as unknown as { unref?: () => void }).unref?.();
         resolve(a);
       }
     });
