@@ -8,6 +8,7 @@ import { defaultCheckpoint, loadModel as loadWeights, useCheckpointDefinition } 
 import { evalDir, runDirs } from '../engine/run_dirs';
 import { checkResultsFolder, writeResults } from '../engine/results';
 import { preflightInference } from '../engine/preflight';
+import { resolveRun } from '../config/resolve';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { checkArgs, CommonOptions, ConfigSource, libraryCall, logger, OPTION_KINDS as K, prepare, thresholdOpt } from './options';
 
@@ -52,11 +53,12 @@ async function run(config: ConfigSource, o: EvaluateOptions, warnings: string[])
   const { cfg, backend } = await prepare(config, o);
   const checkpoint = o.checkpoint ?? defaultCheckpoint(cfg);
   useCheckpointDefinition(cfg, checkpoint); // the network the weights were trained as
-  preflightInference(cfg, { backend: backend.name, batch: cfg.training.batch_size, what: 'evaluation', threshold: o.threshold });
+  const parts = resolveRun(cfg); // after the checkpoint's definition is adopted
+  preflightInference(parts, { backend: backend.name, batch: cfg.training.batch_size, what: 'evaluation', threshold: o.threshold });
   const split = o.split ?? cfg.data.val_split;
   const outDir = o.output ?? evalDir(cfg, split);
   if (o.output) checkResultsFolder(outDir, o.overwrite ?? false);
-  const model = await loadWeights(cfg, checkpoint);
+  const model = await loadWeights(parts, checkpoint);
   try {
     const pairs = await listSplit(cfg, split);
     log(`evaluating ${checkpoint} on ${pairs.length} ${split} pairs of ${cfg.data.root}`);

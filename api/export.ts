@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { defaultCheckpoint, useCheckpointDefinition } from '../engine/model_io';
 import { checkOutputFolder, exportModel as writeExport, parseQuantization } from '../deploy/export_model';
 import { checkOnnxOutput, exportOnnx } from '../deploy/onnx_export';
+import { resolveRun } from '../config/resolve';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { checkArgs, CommonOptions, ConfigSource, libraryCall, OPTION_KINDS as K, prepare } from './options';
@@ -49,8 +50,9 @@ async function run(config: ConfigSource, o: ExportOptions): Promise<ExportResult
   else checkOutputFolder(output);
   const checkpoint = o.checkpoint ?? defaultCheckpoint(cfg);
   useCheckpointDefinition(cfg, checkpoint); // the network the weights were trained as
-  if (format === 'onnx') return { ...(await exportOnnx(cfg, { checkpoint, output })), checkpoint };
-  return { ...(await writeExport(cfg, { checkpoint, output, web: o.web, quantize })), checkpoint };
+  const parts = resolveRun(cfg); // after the checkpoint's definition is adopted
+  if (format === 'onnx') return { ...(await exportOnnx(parts, { checkpoint, output })), checkpoint };
+  return { ...(await writeExport(parts, { checkpoint, output, web: o.web, quantize })), checkpoint };
 }
 
 export const selfTest: SelfTest = {

@@ -11,6 +11,7 @@ import type { Rgb } from '../utils/dataset_utils';
 import { defaultCheckpoint, loadModel as loadWeights, useCheckpointDefinition } from '../engine/model_io';
 import { listImages, planOutputs, predictFile, predictMask, PredictOptions } from '../engine/predictor';
 import { preflightInference } from '../engine/preflight';
+import { resolveRun } from '../config/resolve';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { checkArgs, checkOptions, CommonOptions, ConfigSource, libraryCall, logger, OPTION_KINDS as K, prepare, thresholdOpt } from './options';
 
@@ -79,8 +80,9 @@ async function load(config: ConfigSource, o: LoadOptions): Promise<SegmentationM
   const { cfg, backend } = await prepare(config, o);
   const checkpoint = o.checkpoint ?? defaultCheckpoint(cfg);
   useCheckpointDefinition(cfg, checkpoint); // the network the weights were trained as
-  preflightInference(cfg, { backend: backend.name, batch: 1 + cfg.evaluation.tta.length, what: 'prediction' });
-  return new SegmentationModel(await loadWeights(cfg, checkpoint), cfg, checkpoint);
+  const parts = resolveRun(cfg); // after the checkpoint's definition is adopted
+  preflightInference(parts, { backend: backend.name, batch: 1 + cfg.evaluation.tta.length, what: 'prediction' });
+  return new SegmentationModel(await loadWeights(parts, checkpoint), cfg, checkpoint);
 }
 
 export interface PredictApiOptions extends LoadOptions, SegmentOptions {

@@ -1,5 +1,6 @@
 // train(): what `npx train` does, returning where things went and the final metrics.
 import { train as runTraining } from '../engine/trainer';
+import { resolveRun } from '../config/resolve';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import assert from 'node:assert/strict';
 import { z } from 'zod';
@@ -43,7 +44,7 @@ export async function train(config: ConfigSource, o: TrainOptions = {}): Promise
 async function run(config: ConfigSource, o: TrainOptions, warnings: string[]): Promise<TrainResult> {
   checkArgs('train', config, o, { resume: K.bool, overwrite: K.bool, weights: K.path, printConfig: K.bool, abortSignal: [z.instanceof(AbortSignal), 'an AbortSignal'] });
   const { cfg, backend } = await prepare(config, o, o.printConfig ?? false);
-  const out = await runTraining(cfg, {
+  const out = await runTraining(resolveRun(cfg), {
     resume: o.resume,
     overwrite: o.overwrite,
     weights: o.weights ?? null,

@@ -5,10 +5,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import assert from 'node:assert/strict';
-import { COMMON_MODEL_KEYS, getModelDefinition } from '../models/registry';
-import { resolveLossSection } from '../training/losses';
-import { resolveOptimizerSection } from '../training/optimizers';
-import { resolveScheduleSection } from '../training/lr_schedule';
+import { COMMON_MODEL_KEYS, getModelDefinition, ResolvedModel, resolveModel } from '../models/registry';
+import { ResolvedLoss, resolveLoss, resolveLossSection } from '../training/losses';
+import { ResolvedOptimizer, resolveOptimizer, resolveOptimizerSection } from '../training/optimizers';
+import { ResolvedSchedule, resolveSchedule, resolveScheduleSection } from '../training/lr_schedule';
 import { applySet, Config, formatIssues, outChannels, parseSchema, readConfig, show } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
@@ -52,7 +52,39 @@ export function loadConfig(file: string, sets: string[] = []): Config {
   return parseConfig(readConfig(file, sets), path.basename(file));
 }
 
+/**
+ * A run's parts, each looked up in its registry and its options parsed once, here: what the
+ * engine (training, memory estimate, evaluation, prediction, export) builds from. The plain
+ * settings (data.size, training.batch_size, ...) stay in `cfg`, carried alongside.
+ */
+export interface Resolved {
+  cfg: Config;
+  model: ResolvedModel;
+  loss: ResolvedLoss;
+  optimizer: ResolvedOptimizer;
+  schedule: ResolvedSchedule;
+}
+
+/**
+ * The parts of a config validated by parseConfig (or restored from a checkpoint's, after
+ * engine/model_io.ts useCheckpointDefinition adopted its network). Resolve again after
+ * changing `cfg`: the parts are not re-read from it.
+ */
+export function resolveRun(cfg: Config): Resolved {
+  const t = cfg.training;
+  return { cfg, model: resolveModel(cfg), loss: resolveLoss(cfg), optimizer: resolveOptimizer(cfg), schedule: resolveSchedule(t.lr_schedule) };
+}
+
 export const selfTest: SelfTest = {
+  'resolveRun looks each part up once, with the options the config resolved'() {
+    const cfg = parseConfig({ model: { depth: 3 }, training: { loss: { name: 'ce+dice', smooth: 2 }, optimizer: { name: 'sgd', nesterov: true }, lr_schedule: { name: 'step', step_size: 4 } } });
+    const r = resolveRun(cfg);
+    assert.equal(r.cfg, cfg);
+    assert.deepEqual([r.model.definition.name, r.model.options.depth, r.model.io.outChannels], ['unet', 3, 1]);
+    assert.deepEqual(r.loss.parts.map((p) => [p.definition.name, p.options.smooth]), [['ce', undefined], ['dice', 2]]);
+    assert.deepEqual([r.optimizer.definition.name, r.optimizer.options, r.optimizer.common.lr], ['sgd', { momentum: 0.9, nesterov: true }, 1e-3]);
+    assert.deepEqual([r.schedule.definition.name, r.schedule.options.step_size, r.schedule.warmupIters], ['step', 4, 0]);
+  },
   "the model section is checked by the chosen model's own schema"() {
     assert.throws(() => parseConfig({ model: { name: 'unet', bsae: 4 } }, 'x.yaml'), (e: Error) => e instanceof UserError && /^x\.yaml: unknown key 'model\.bsae'/.test(e.message));
     assert.throws(() => parseConfig({ model: { depth: 0 } }, 'x.yaml'), /x\.yaml: key 'model\.depth' has 0; Number must be greater than or equal to 1$/);

@@ -9,6 +9,7 @@ import { loadWeightsFrom } from '../engine/model_io';
 import { applyWeights } from '../storage/checkpoint';
 import { MARKER, publishDir } from '../storage/atomic_dir';
 import { getModel } from '../models/registry';
+import type { Resolved } from '../config/resolve';
 import { portableModel } from '../engine/portable';
 import { Config, isBinary, outChannels } from '../utils/config';
 import { UserError } from '../utils/errors';
@@ -161,12 +162,14 @@ export interface ExportResult {
   modelBytes: number;
 }
 
-export async function exportModel(cfg: Config, opts: ExportOptions): Promise<ExportResult> {
+/** Exports the resolved run's model (config/resolve.ts resolveRun, after useCheckpointDefinition) with the checkpoint's weights. */
+export async function exportModel(parts: Resolved, opts: ExportOptions): Promise<ExportResult> {
+  const { cfg } = parts;
   const replaceable = checkOutputFolder(opts.output);
-  const model = getModel(cfg);
+  const model = getModel(parts.model);
   const ck = await loadWeightsFrom(opts.checkpoint);
   applyWeights(model, ck.weights, opts.checkpoint);
-  const portable = await portableModel(model, cfg.data.size, cfg.model.name);
+  const portable = await portableModel(model, cfg.data.size, parts.model.definition);
   model.dispose();
   let artifacts!: tf.io.ModelArtifacts;
   await portable.save(tf.io.withSaveHandler(async (a) => {

@@ -11,6 +11,7 @@ import { portableModel } from '../engine/portable';
 import { applyWeights } from '../storage/checkpoint';
 import { MARKER, publishDir } from '../storage/atomic_dir';
 import { getModel } from '../models/registry';
+import type { Resolved } from '../config/resolve';
 import { Config } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
@@ -37,12 +38,13 @@ export function checkOnnxOutput(dir: string): string[] {
   return names;
 }
 
-/** The ONNX model's bytes for `cfg`'s network with the checkpoint's weights. */
-export async function onnxBytes(cfg: Config, checkpoint: string): Promise<Uint8Array> {
-  const model = getModel(cfg);
+/** The ONNX model's bytes for the resolved run's network with the checkpoint's weights. */
+export async function onnxBytes(parts: Resolved, checkpoint: string): Promise<Uint8Array> {
+  const { cfg } = parts;
+  const model = getModel(parts.model);
   const ck = await loadWeightsFrom(checkpoint);
   applyWeights(model, ck.weights, checkpoint);
-  const portable = await portableModel(model, cfg.data.size, cfg.model.name);
+  const portable = await portableModel(model, cfg.data.size, parts.model.definition);
   model.dispose();
   try {
     const meta = exportMetadata(cfg, checkpoint, ck.meta, null);
@@ -70,9 +72,9 @@ export async function onnxBytes(cfg: Config, checkpoint: string): Promise<Uint8A
   }
 }
 
-export async function exportOnnx(cfg: Config, opts: { checkpoint: string; output: string }): Promise<{ output: string; files: { name: string; bytes: number }[]; modelBytes: number }> {
+export async function exportOnnx(parts: Resolved, opts: { checkpoint: string; output: string }): Promise<{ output: string; files: { name: string; bytes: number }[]; modelBytes: number }> {
   const replaceable = checkOnnxOutput(opts.output);
-  const bytes = await onnxBytes(cfg, opts.checkpoint);
+  const bytes = await onnxBytes(parts, opts.checkpoint);
   await publishDir(opts.output, async (w) => {
     await w.write(ONNX_FILE, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
   }, replaceable, { what: 'export', setting: '--output' });

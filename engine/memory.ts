@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import os from 'node:os';
 import { modelActivationBytes, modelActivationFloats, modelParamCount, ResolvedModel, resolveModel } from '../models/registry';
 import { Config } from '../utils/config';
-import { parseConfig } from '../config/resolve';
+import { parseConfig, Resolved, resolveRun } from '../config/resolve';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { warning } from '../utils/warnings';
@@ -114,9 +114,9 @@ export function trainShape(cfg: Config): Shape {
  * ceiling; returns the estimate. Native (tensorflow) backends are only warned about:
  * their memory is the GPU's or the machine's, not a fixed heap.
  */
-export function checkTrainMemory(cfg: Config, backend: string, warn: (s: string) => void = warning): number {
+export function checkTrainMemory(parts: Resolved, backend: string, warn: (s: string) => void = warning): number {
+  const { cfg, model: m } = parts; // resolved once: the search for a batch that fits asks for it per candidate
   const s = trainShape(cfg);
-  const m = resolveModel(cfg); // once: the search for a batch that fits asks for it per candidate
   const need = trainStepBytes(m, s);
   const limit = memoryLimit(backend);
   if (need <= limit.bytes) return need;
@@ -132,10 +132,10 @@ export function checkTrainMemory(cfg: Config, backend: string, warn: (s: string)
 }
 
 /** Same for inference batches of evaluation and prediction (size x largest TTA scale). */
-export function checkInferMemory(cfg: Config, backend: string, batch: number, what: string): number {
+export function checkInferMemory(parts: Resolved, backend: string, batch: number, what: string): number {
+  const { cfg, model: m } = parts;
   const scale = Math.max(...cfg.evaluation.scales);
   const s = { batch, height: Math.ceil(cfg.data.size[0] * scale), width: Math.ceil(cfg.data.size[1] * scale) };
-  const m = resolveModel(cfg);
   const need = inferBytes(m, s);
   const limit = memoryLimit(backend);
   if (backend === 'wasm' && need > limit.bytes) {
@@ -180,27 +180,27 @@ export const selfTest: SelfTest = {
   },
   '512 px with batch 8 on wasm is refused with the estimate and what to lower; the demo size passes'() {
     const big = parseConfig({ data: { size: [512, 512] }, training: { batch_size: 8 } });
-    assert.throws(() => checkTrainMemory(big, 'wasm'), (e: Error) => {
+    assert.throws(() => checkTrainMemory(resolveRun(big), 'wasm'), (e: Error) => {
       assert.ok(e instanceof UserError);
       assert.match(e.message, /needs about \d+\.\d GiB, over the wasm heap limit of 4 GiB: lower training\.batch_size to 1, or lower data\.size \(or add a crop\) or model\.base$/);
       assert.equal(e.message.split('\n').length, 1);
       return true;
     });
     const huge = parseConfig({ data: { size: [8192, 8192] }, training: { batch_size: 1 } });
-    assert.throws(() => checkTrainMemory(huge, 'wasm'), /batch_size 1 does not fit either/);
+    assert.throws(() => checkTrainMemory(resolveRun(huge), 'wasm'), /batch_size 1 does not fit either/);
     const warned: string[] = [];
-    checkTrainMemory(huge, 'tensorflow', (s) => warned.push(s));
+    checkTrainMemory(resolveRun(huge), 'tensorflow', (s) => warned.push(s));
     assert.equal(warned.length, os.totalmem() < trainStepBytes(resolveModel(huge), trainShape(huge)) ? 1 : 0);
-    assert.ok(checkTrainMemory(parseConfig({}), 'wasm') < WASM_HEAP_LIMIT / 4);
+    assert.ok(checkTrainMemory(resolveRun(parseConfig({})), 'wasm') < WASM_HEAP_LIMIT / 4);
   },
   'a crop sets the training size'() {
     const cfg = parseConfig({ data: { size: [1024, 1024] }, training: { batch_size: 2, augmentations: { crop: { size: [128, 128] } } } });
     assert.deepEqual(trainShape(cfg), { batch: 2, height: 128, width: 128 });
-    checkTrainMemory(cfg, 'wasm');
+    checkTrainMemory(resolveRun(cfg), 'wasm');
   },
   'inference at 8192 px is refused, at the default size it passes'() {
-    assert.throws(() => checkInferMemory(parseConfig({ data: { size: [8192, 8192] } }), 'wasm', 4, 'evaluation'), /evaluation at data\.size \[8192, 8192\].*lower data\.size/);
-    checkInferMemory(parseConfig({}), 'wasm', 4, 'evaluation');
+    assert.throws(() => checkInferMemory(resolveRun(parseConfig({ data: { size: [8192, 8192] } })), 'wasm', 4, 'evaluation'), /evaluation at data\.size \[8192, 8192\].*lower data\.size/);
+    checkInferMemory(resolveRun(parseConfig({})), 'wasm', 4, 'evaluation');
   },
 };
 

@@ -2,6 +2,7 @@
 import * as tf from '../backends/tf';
 import { getModel } from '../models/registry';
 import { Config } from '../utils/config';
+import { Resolved } from '../config/resolve';
 import { UserError } from '../utils/errors';
 import path from 'node:path';
 import { applyWeights, checkpointExists, CheckpointMeta, loadCheckpoint, NamedTensor, saveCheckpoint } from '../storage/checkpoint';
@@ -188,7 +189,8 @@ export function refuseChangedDefinition(cfg: Config, storedConfig: unknown, sour
  * another one refused, naming the first difference (loading its weights into it gave
  * other masks without a word).
  */
-async function checkExportTopology(cfg: Config, modelJson: string): Promise<void> {
+async function checkExportTopology(parts: Resolved, modelJson: string): Promise<void> {
+  const { cfg } = parts;
   type Layer = { name: string; class_name: string; config: Record<string, unknown> };
   let theirs: Layer[];
   try {
@@ -198,8 +200,8 @@ async function checkExportTopology(cfg: Config, modelJson: string): Promise<void
   } catch {
     return; // unreadable: reading its weights says what is wrong
   }
-  const built = getModel(cfg);
-  const portable = await portableModel(built, cfg.data.size, cfg.model.name);
+  const built = getModel(parts.model);
+  const portable = await portableModel(built, cfg.data.size, parts.model.definition);
   built.dispose();
   const ours = new Map(((portable.toJSON(null, false) as unknown as { config: { layers: Layer[] } }).config.layers).map((l) => [l.name, l]));
   portable.dispose();
@@ -218,10 +220,11 @@ async function checkExportTopology(cfg: Config, modelJson: string): Promise<void
   if (ours.size !== theirs.length) throw new UserError(`${modelJson}: the config's model options build another network than this export (${ours.size} layers, not ${theirs.length}); use the config it was trained with`);
 }
 
-export async function loadModel(cfg: Config, checkpoint: string): Promise<tf.LayersModel> {
+/** The resolved run's model (config/resolve.ts resolveRun, after useCheckpointDefinition) with the checkpoint's weights. */
+export async function loadModel(parts: Resolved, checkpoint: string): Promise<tf.LayersModel> {
   const json = exportModelJson(checkpoint);
-  if (json && !storedDefinition(checkpoint)?.complete) await checkExportTopology(cfg, json);
-  const model = getModel(cfg);
+  if (json && !storedDefinition(checkpoint)?.complete) await checkExportTopology(parts, json);
+  const model = getModel(parts.model);
   applyWeights(model, (await loadWeightsFrom(checkpoint)).weights, checkpoint);
   return model;
 }
@@ -245,7 +248,7 @@ export const selfTest: SelfTest = {
     const { last } = runDirs(cfg);
     await saveCheckpoint(last, model, null, meta);
     assert.equal(defaultCheckpoint(cfg), last);
-    const loaded = await loadModel(cfg, last);
+    const loaded = await loadModel((await import('../config/resolve')).resolveRun(cfg), last);
     const a = model.getWeights().map((w) => w.dataSync());
     const b = loaded.getWeights().map((w) => w.dataSync());
     assert.deepEqual(b, a);

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import os from 'node:os';
 import { Config, isBinary, outChannels } from '../utils/config';
-import { parseConfig } from '../config/resolve';
+import { parseConfig, Resolved, resolveRun } from '../config/resolve';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { metricNames } from './evaluator';
@@ -84,7 +84,8 @@ export interface TrainPreflight {
 }
 
 /** Everything train checks before building the model; throws the first problem as one line. */
-export function preflightTrain(cfg: Config, o: TrainPreflight): void {
+export function preflightTrain(parts: Resolved, o: TrainPreflight): void {
+  const { cfg } = parts;
   const warn = o.warn ?? warning;
   if (o.resume && o.weights) {
     throw new UserError(`--weights ${o.weights} with --resume: a resumed run continues from its own last/ weights; drop --weights, or start a new run (another name) from those weights`);
@@ -93,16 +94,16 @@ export function preflightTrain(cfg: Config, o: TrainPreflight): void {
   checkBestMetric(cfg);
   checkAugmentations(cfg, warn);
   checkWorkers(cfg, warn);
-  checkTrainMemory(cfg, o.backend, warn);
+  checkTrainMemory(parts, o.backend, warn);
   // Validation runs at data.size with the training batch size.
-  checkInferMemory(cfg, o.backend, cfg.training.batch_size, 'validation');
+  checkInferMemory(parts, o.backend, cfg.training.batch_size, 'validation');
 }
 
 /** evaluate and predict: the model and its inference batches, and the threshold if given. */
-export function preflightInference(cfg: Config, o: { backend: string; batch: number; what: string; threshold?: unknown }): void {
-  checkModel(cfg);
+export function preflightInference(parts: Resolved, o: { backend: string; batch: number; what: string; threshold?: unknown }): void {
+  checkModel(parts.cfg);
   checkThreshold(o.threshold);
-  checkInferMemory(cfg, o.backend, o.batch, o.what);
+  checkInferMemory(parts, o.backend, o.batch, o.what);
 }
 
 /** --threshold: a probability. yargs turns `abc` into NaN, so this also catches non-numbers. */
@@ -138,16 +139,16 @@ export const selfTest: SelfTest = {
     assert.match(warned[0], /^warning: training\.augmentations\.crop\.size \[96, 64\] is larger than data\.size \[64, 64\]: every crop is padded/);
   },
   '--weights with --resume, and memory past the wasm heap, are refused before anything runs'() {
-    const cfg = parseConfig({});
+    const cfg = resolveRun(parseConfig({}));
     assert.throws(() => preflightTrain(cfg, { backend: 'wasm', resume: true, weights: 'ck/best' }), /--weights ck\/best with --resume: .*drop --weights/);
     preflightTrain(cfg, { backend: 'wasm', resume: true, weights: null });
     preflightTrain(cfg, { backend: 'wasm', weights: 'ck/best' });
-    assert.throws(() => preflightTrain(parseConfig({ data: { size: [512, 512] }, training: { batch_size: 8 } }), { backend: 'wasm' }), /over the wasm heap limit of 4 GiB/);
+    assert.throws(() => preflightTrain(resolveRun(parseConfig({ data: { size: [512, 512] }, training: { batch_size: 8 } })), { backend: 'wasm' }), /over the wasm heap limit of 4 GiB/);
   },
   'an ignore index that is a class id is refused; far too many workers warn'() {
     checkIgnoreIndex(parseConfig({ data: { num_classes: 11, ignore_index: 11 } }));
     assert.throws(() => checkIgnoreIndex(parseConfig({ data: { ignore_index: 1 } })), /^UserError: data\.ignore_index 1 is one of the classes \(data\.num_classes 2: ids 0 to 1\)/);
-    assert.throws(() => preflightTrain(parseConfig({ data: { num_classes: 19, ignore_index: 0 } }), { backend: 'wasm' }), /ignore_index 0 is one of the classes/);
+    assert.throws(() => preflightTrain(resolveRun(parseConfig({ data: { num_classes: 19, ignore_index: 0 } })), { backend: 'wasm' }), /ignore_index 0 is one of the classes/);
     const warned: string[] = [];
     checkWorkers(parseConfig({ training: { workers: 4 } }), (s) => warned.push(s), 2);
     checkWorkers(parseConfig({ training: { workers: 64 } }), (s) => warned.push(s), 2);
@@ -158,7 +159,7 @@ export const selfTest: SelfTest = {
     assert.throws(() => checkThreshold(2), /^UserError: --threshold 2: expected a foreground probability from 0 to 1/);
     assert.throws(() => checkThreshold(NaN), /--threshold \(not a number\)/);
     assert.throws(() => checkThreshold(-0.1), /--threshold -0\.1/);
-    assert.throws(() => preflightInference(parseConfig({}), { backend: 'wasm', batch: 1, what: 'prediction', threshold: 1.5 }), /--threshold 1\.5/);
+    assert.throws(() => preflightInference(resolveRun(parseConfig({})), { backend: 'wasm', batch: 1, what: 'prediction', threshold: 1.5 }), /--threshold 1\.5/);
   },
 };
 

@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type * as tf from '../backends/tf';
 import type { Config } from '../utils/config';
+import type { Resolved } from '../config/resolve';
 import { UserError } from '../utils/errors';
 import type { TrainOptimizer } from '../training/optimizers';
 import { runIfMain, SelfTest } from '../utils/self_test';
@@ -97,9 +98,10 @@ export function freshMeta(cfg: Config): CheckpointMeta {
  * fitted to the current epoch shape. `warn` gets the line when resume is not bit-exact.
  */
 export async function startState(
-  cfg: Config, model: tf.LayersModel, optimizer: TrainOptimizer, dirs: RunDirs, opts: StartOptions, shape: EpochShape,
+  parts: Resolved, model: tf.LayersModel, optimizer: TrainOptimizer, dirs: RunDirs, opts: StartOptions, shape: EpochShape,
   log: (s: string) => void, warn: (s: string) => void = log,
 ): Promise<CheckpointMeta> {
+  const { cfg } = parts;
   const meta = freshMeta(cfg);
   if (opts.resume) {
     if (!checkpointExists(dirs.last)) {
@@ -125,7 +127,7 @@ export async function startState(
   }
   const encoder = cfg.model.encoder_weights;
   if (encoder) {
-    const source = (await pretrainedWeights(cfg.model as { encoder?: unknown }, encoder)) ?? (await loadWeightsFrom(encoder)).weights;
+    const source = (await pretrainedWeights(parts.model.options, encoder)) ?? (await loadWeightsFrom(encoder)).weights;
     const r = applyMatchingWeights(model, source, encoder);
     const layers = (names: string[]) => [...new Set(names.map((n) => n.split('/')[0]))];
     const kept = layers(r.kept);
@@ -144,6 +146,7 @@ export async function startState(
 }
 
 const fixtures = () => import('../loaders/fixtures');
+const resolved = async (cfg: Config) => (await import('../config/resolve')).resolveRun(cfg);
 
 export const selfTest: SelfTest = {
   async '--resume without last/ says to start without it; weights load into a fresh state'() {
@@ -158,11 +161,11 @@ export const selfTest: SelfTest = {
     const model = getModel(cfg);
     const opt = createOptimizer(cfg);
     const shape = { stepsPerEpoch: 4, trainPairs: 16 };
-    await assert.rejects(startState(cfg, model, opt, dirs, { resume: true }, shape, () => {}), /--resume: no checkpoint at .*start the run without --resume/);
+    await assert.rejects(startState(await resolved(cfg), model, opt, dirs, { resume: true }, shape, () => {}), /--resume: no checkpoint at .*start the run without --resume/);
     const src = getModel(cfg);
     src.weights[0].write(src.weights[0].read().add(1));
     await saveCheckpoint(dirs.best, src, null, { ...freshMeta(cfg), epoch: 3, step: 12 });
-    const meta = await startState(cfg, model, opt, dirs, { weights: dirs.best }, shape, () => {});
+    const meta = await startState(await resolved(cfg), model, opt, dirs, { weights: dirs.best }, shape, () => {});
     assert.equal(meta.step, 0, 'weights only: the run starts at step 0');
     assert.deepEqual(model.weights[0].read().dataSync(), src.weights[0].read().dataSync());
     [model, src].forEach((m) => m.dispose());
@@ -186,7 +189,7 @@ export const selfTest: SelfTest = {
     const before = model.getLayer('enc3_conv1').getWeights()[0].dataSync().slice();
     const opt = createOptimizer(cfg);
     const lines: string[] = [];
-    await startState(cfg, model, opt, runDirs(cfg), {}, { stepsPerEpoch: 4, trainPairs: 16 }, (l) => lines.push(l));
+    await startState(await resolved(cfg), model, opt, runDirs(cfg), {}, { stepsPerEpoch: 4, trainPairs: 16 }, (l) => lines.push(l));
     assert.deepEqual(model.getLayer('enc1_conv2').getWeights()[0].dataSync(), src.getLayer('enc1_conv2').getWeights()[0].dataSync());
     assert.deepEqual(model.getLayer('head').getWeights()[0].dataSync(), src.getLayer('head').getWeights()[0].dataSync());
     assert.deepEqual(model.getLayer('enc3_conv1').getWeights()[0].dataSync(), before);
@@ -194,7 +197,7 @@ export const selfTest: SelfTest = {
     // Same names, other widths: refused, naming the weight and both shapes.
     const wide = { ...cfg, model: { ...cfg.model, base: 8 } };
     const m2 = getModel(wide);
-    await assert.rejects(startState(wide, m2, opt, runDirs(wide), {}, { stepsPerEpoch: 4, trainPairs: 16 }, () => {}), (e: Error) => e instanceof UserError && /weight 'enc0_conv1\/kernel' has shape \[3,3,3,4\] there but \[3,3,3,8\] in the model/.test(e.message));
+    await assert.rejects(startState(await resolved(wide), m2, opt, runDirs(wide), {}, { stepsPerEpoch: 4, trainPairs: 16 }, () => {}), (e: Error) => e instanceof UserError && /weight 'enc0_conv1\/kernel' has shape \[3,3,3,4\] there but \[3,3,3,8\] in the model/.test(e.message));
     [src, model, m2].forEach((m) => m.dispose());
     opt.dispose();
     fs.rmSync(dir, { recursive: true });

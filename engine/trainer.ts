@@ -7,8 +7,9 @@ import path from 'node:path';
 import * as tf from '../backends/tf';
 import { listSplit, PairRef } from '../loaders/registry';
 import { Batch, BatchLoader } from '../pipeline/batcher';
-import { getModel, resolveModel } from '../models/registry';
+import { getModel } from '../models/registry';
 import { Config, dumpConfig } from '../utils/config';
+import { Resolved, resolveRun } from '../config/resolve';
 import { guardFsSync, isAllocationFailure, UserError } from '../utils/errors';
 import { buildLoss } from '../training/losses';
 import { lrAt } from '../training/lr_schedule';
@@ -87,16 +88,20 @@ export interface TrainOutcome {
   final?: EvalResult;
 }
 
-/** Trains under the checkpoint folder's lock: one run per folder at a time. */
-export async function train(cfg: Config, opts: TrainOptions = {}): Promise<TrainOutcome> {
-  preflightTrain(cfg, { resume: opts.resume, weights: opts.weights, backend: tf.getBackend() });
+/**
+ * Trains the resolved run (config/resolve.ts resolveRun: its parts looked up once) under the
+ * checkpoint folder's lock: one run per folder at a time.
+ */
+export async function train(parts: Resolved, opts: TrainOptions = {}): Promise<TrainOutcome> {
+  const { cfg } = parts;
+  preflightTrain(parts, { resume: opts.resume, weights: opts.weights, backend: tf.getBackend() });
   const { ckpt } = runDirs(cfg);
   const release = guardFsSync({ path: ckpt, what: 'run folder', setting: 'checkpoint.ckpt_root' }, () => {
     fs.mkdirSync(ckpt, { recursive: true });
     return acquireRunLock(ckpt);
   });
   try {
-    return await trainLocked(cfg, opts);
+    return await trainLocked(parts, opts);
   } finally {
     release();
   }
@@ -105,6 +110,7 @@ export async function train(cfg: Config, opts: TrainOptions = {}): Promise<Train
 /** Everything one run's loop works with. */
 interface Run {
   cfg: Config;
+  parts: Resolved;
   opts: TrainOptions;
   /** Results, to stdout. */
   log: (s: string) => void;
@@ -135,7 +141,8 @@ interface EpochOutcome {
   epochDone: boolean;
 }
 
-async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcome> {
+async function trainLocked(parts: Resolved, opts: TrainOptions): Promise<TrainOutcome> {
+  const { cfg } = parts;
   // Results (metrics, where the checkpoints and report are) on stdout; what the run is doing on stderr.
   const log = opts.quiet ? () => {} : (s: string) => console.log(s);
   const note = opts.quiet ? () => {} : (s: string) => console.error(s);
@@ -151,10 +158,10 @@ async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcom
   const stepsPerEpoch = loader.stepsPerEpoch;
   if (stepsPerEpoch === 0) throw new UserError(`data: ${trainPairs.length} training pairs is fewer than training.batch_size ${t.batch_size}`);
 
-  const model = getModel(cfg);
-  const optimizer = createOptimizer(cfg);
+  const model = getModel(parts.model);
+  const optimizer = createOptimizer(parts.optimizer);
   const warn = opts.quiet ? quietWarning : warning; // a library call's receiver gets them either way
-  const meta = await startState(cfg, model, optimizer, dirs, opts, { stepsPerEpoch, trainPairs: trainPairs.length }, note, warn);
+  const meta = await startState(parts, model, optimizer, dirs, opts, { stepsPerEpoch, trainPairs: trainPairs.length }, note, warn);
 
   guardFsSync({ what: 'run config', setting: 'checkpoint.ckpt_root' }, () => writeFileReplacing(path.join(dirs.ckpt, 'config.yaml'), dumpConfig(cfg))); // folder made by train()
   const history = new History(dirs.history);
@@ -166,9 +173,9 @@ async function trainLocked(cfg: Config, opts: TrainOptions): Promise<TrainOutcom
   const board = new RunBoard(dirs.results, opts.resume ? meta.step : null); // `tensorboard --logdir results` names the run <name>
   const totalSteps = t.iterations ?? t.epochs * stepsPerEpoch;
   const run: Run = {
-    cfg, opts, log, note, dirs, model, optimizer, meta, history, board, loader, valPairs, stepsPerEpoch, totalSteps,
+    cfg, parts, opts, log, note, dirs, model, optimizer, meta, history, board, loader, valPairs, stepsPerEpoch, totalSteps,
     totalEpochs: Math.ceil(totalSteps / stepsPerEpoch),
-    step: makeTrainStep(model, buildLoss(cfg), optimizer, t.seed),
+    step: makeTrainStep(model, buildLoss(parts.loss), optimizer, t.seed),
     checkpoints: new RunCheckpoints(model, optimizer, meta, dirs),
     stop: new StopConditions({
       timeLimit: t.time_limit,
@@ -227,7 +234,7 @@ async function trainEpoch(run: Run): Promise<EpochOutcome> {
   let end: EpochEnd = 'done';
   try {
     for await (const batch of run.loader.batches(epoch, skip)) {
-      const lr = lrAt(t.lr_schedule, t.optimizer.lr, meta.step, run.totalSteps, spe);
+      const lr = lrAt(run.parts.schedule, t.optimizer.lr, meta.step, run.totalSteps, spe);
       optimizer.setLearningRate(lr);
       const loss = await stepOrExplain(run, batch);
       if (!Number.isFinite(loss)) {
@@ -278,7 +285,7 @@ async function stepOrExplain(run: Run, batch: Batch): Promise<number> {
     if (!isAllocationFailure(err)) throw err;
     const { cfg } = run;
     const s = trainShape(cfg);
-    const m = resolveModel(cfg);
+    const m = run.parts.model;
     const sizeKey = cfg.training.augmentations.crop ? 'training.augmentations.crop.size' : 'data.size';
     const cause = ((err as Error).message ?? String(err)).split('\n')[0].slice(0, 100);
     throw new UserError(
@@ -353,8 +360,8 @@ export const selfTest: SelfTest = {
     const cfg = fixtureConfig(dir);
     const stop = new AbortController();
     stop.abort(); // the first run stops after its first step, having held the lock
-    const first = train(cfg, { quiet: true, abortSignal: stop.signal });
-    await assert.rejects(train(cfg, { quiet: true }), (e: Error) => e instanceof UserError && /in use by another training run/.test(e.message));
+    const first = train(resolveRun(cfg), { quiet: true, abortSignal: stop.signal });
+    await assert.rejects(train(resolveRun(cfg), { quiet: true }), (e: Error) => e instanceof UserError && /in use by another training run/.test(e.message));
     const out = await first;
     assert.ok(!fs.existsSync(path.join(runDirs(cfg).ckpt, LOCK_FILE)), 'lock released');
     out.model.dispose();

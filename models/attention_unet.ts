@@ -262,7 +262,7 @@ export const selfTest: SelfTest = {
     const { isProjectLayer } = await import('./layers/custom_layers');
     const m = buildAttentionUNet(small());
     perturbStats(m);
-    const p = await portableModel(m, [30, 45], 'attention_unet');
+    const p = await portableModel(m, [30, 45], attentionUnet);
     const classes = new Set(p.layers.map((l) => l.getClassName()));
     for (const c of classes) assert.ok(!isProjectLayer(c), `${c} left in the portable model`);
     assert.ok(classes.has('Multiply') && classes.has('Cropping2D') && classes.has('BatchNormalization'));

@@ -64,7 +64,7 @@ export function modelChecks<S extends z.ZodObject<any>>(def: ModelDefinition<S>,
       // Non-trivial batch-norm statistics, so a wrong mapping would show.
       for (const v of m.weights) if (/moving_(mean|variance)/.test(v.name)) v.write(tf.randomUniform(v.shape as number[], 0.5, 1.5, 'float32', 3));
       for (const size of [[64, 64], [50, 70]] as [number, number][]) {
-        const { classes, difference: d } = await comparePortable(m, size, def.name);
+        const { classes, difference: d } = await comparePortable(m, size, def);
         for (const c of classes) assert.ok(!isProjectLayer(c), `${c} left in the export`);
         assert.ok(d < 1e-4, `max difference ${d} at ${size}`);
       }

@@ -92,14 +92,15 @@ export interface ResolvedModel {
   io: ModelIO;
 }
 
-/** The model of a config validated by config/resolve.ts: derived once, for the helpers below. */
+/** The model of a config validated by config/resolve.ts: derived once (config/resolve.ts resolveRun), for the helpers below. */
 export function resolveModel(cfg: Config): ResolvedModel {
   const definition = getModelDefinition(cfg.model.name);
   return { definition, options: definition.options.parse(modelOptions(cfg)), io: modelIO(cfg) };
 }
 
-export function getModel(cfg: Config): tf.LayersModel {
-  const m = resolveModel(cfg);
+/** Builds the resolved model; a Config is resolved here first (tests, direct library use). */
+export function getModel(model: ResolvedModel | Config): tf.LayersModel {
+  const m = 'definition' in model ? model : resolveModel(model);
   return m.definition.build(m.options, m.io);
 }
 

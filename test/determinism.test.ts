@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { initBackend } from '../backends';
 import { train } from '../engine/trainer';
 import { registeredModels } from '../models/registry';
-import { loadConfig } from '../config/resolve';
+import { loadConfig, resolveRun } from '../config/resolve';
 import { tmpDir } from '../loaders/fixtures';
 import { loadCheckpoint } from '../storage/checkpoint';
 import { stopAt } from './helpers/stop_at';
@@ -63,10 +63,10 @@ for (const name of registeredModels()) {
     let straight: Awaited<ReturnType<typeof weightsOf>> = [];
 
     test('two runs with the same seed end with the same weights, bit for bit', { timeout: TIMEOUT }, async () => {
-      const a = await train(config('a'), { quiet: true });
+      const a = await train(resolveRun(config('a')), { quiet: true });
       straight = await weightsOf(a.lastDir);
       a.model.dispose();
-      const b = await train(config('b'), { quiet: true });
+      const b = await train(resolveRun(config('b')), { quiet: true });
       assert.equal(b.step, 6);
       assertSameBits(straight, await weightsOf(b.lastDir), 'second run');
       b.model.dispose();
@@ -75,10 +75,10 @@ for (const name of registeredModels()) {
     test('a run stopped in its first epoch and resumed ends with the same weights, bit for bit', { timeout: TIMEOUT }, async () => {
       assert.ok(straight.length, 'the straight run above did not finish');
       const cfg = config('split');
-      const first = await train(cfg, { quiet: true, ...stopAt(2) });
+      const first = await train(resolveRun(cfg), { quiet: true, ...stopAt(2) });
       assert.ok(first.interrupted);
       first.model.dispose();
-      const resumed = await train(cfg, { quiet: true, resume: true });
+      const resumed = await train(resolveRun(cfg), { quiet: true, resume: true });
       assert.equal(resumed.step, 6);
       assertSameBits(straight, await weightsOf(resumed.lastDir), 'resumed run');
       resumed.model.dispose();

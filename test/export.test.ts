@@ -2,6 +2,7 @@
 // public tfjs API and must predict what the project's own model predicts; quantised
 // exports are smaller and close; bad input is one line; and the exported web app,
 // served over HTTP, segments an image in headless Chromium as Node does.
+import { resolveRun } from '../config/resolve';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -51,12 +52,12 @@ describe('export', () => {
     dir = tmpDir('export');
     // Enough steps that the fixture model is confident (few pixels near the threshold).
     cfg = fixtureConfig(dir, { training: { epochs: 4, batch_size: 4, workers: 1, print_interval: 2, optimizer: { name: 'adam', lr: 0.01 } } });
-    const run = await train(cfg, { quiet: true });
+    const run = await train(resolveRun(cfg), { quiet: true });
     run.model.dispose();
     best = run.bestDir;
     out = path.join(dir, 'export');
-    await exportModel(cfg, { checkpoint: best, output: out, web: true });
-    project = await loadModel(cfg, best);
+    await exportModel(resolveRun(cfg), { checkpoint: best, output: out, web: true });
+    project = await loadModel(resolveRun(cfg), best);
     valImages = (await listSplit(cfg, cfg.data.val_split)).map((p) => p.image);
   });
 
@@ -137,7 +138,7 @@ describe('export', () => {
     const opts = { threshold: cfg.training.threshold, postprocess: false };
     for (const [q, ratio, minAgree] of [['uint8', 4, 0.97], ['float16', 2, 0.995]] as const) {
       const qd = path.join(dir, `export-${q}`);
-      await exportModel(cfg, { checkpoint: best, output: qd, quantize: q });
+      await exportModel(resolveRun(cfg), { checkpoint: best, output: qd, quantize: q });
       assert.ok(Math.abs(full / size(qd) - ratio) < 0.05, `${q}: ${full} -> ${size(qd)} bytes`);
       const m = await tf.loadLayersModel(fileLoadHandler(path.join(qd, 'model.json')));
       assert.equal((m.getUserDefinedMetadata() as any).quantization, q);
@@ -173,7 +174,7 @@ describe('export', () => {
 
   test('an earlier export is replaced in place', async () => {
     const before = fs.statSync(path.join(out, 'model.json')).mtimeMs;
-    await exportModel(cfg, { checkpoint: best, output: out, web: true });
+    await exportModel(resolveRun(cfg), { checkpoint: best, output: out, web: true });
     assert.ok(fs.statSync(path.join(out, 'model.json')).mtimeMs >= before);
     assert.ok(fs.existsSync(path.join(out, 'index.html')));
     assert.deepEqual(fs.readdirSync(dir).filter((n) => n.startsWith('.export') || n === 'export.old'), [], 'no temporary folders left');

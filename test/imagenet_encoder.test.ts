@@ -14,7 +14,7 @@ import { mobilenetV2 } from '../models/encoders/mobilenet_v2';
 import { getModel } from '../models/registry';
 import { createOptimizer } from '../training/optimizers';
 import { fixtureConfig } from '../loaders/fixtures';
-import { parseConfig } from '../config/resolve';
+import { parseConfig, resolveRun } from '../config/resolve';
 import { tmpDir } from './helpers/cli';
 
 before(async () => {
@@ -72,7 +72,7 @@ test('DeepLabV3+ and FPN runs with encoder_weights: imagenet start from them; a 
     const model = getModel(cfg);
     const opt = createOptimizer(cfg);
     const lines: string[] = [];
-    await startState(cfg, model, opt, runDirs(cfg), {}, { stepsPerEpoch: 4, trainPairs: 16 }, (l) => lines.push(l));
+    await startState(resolveRun(cfg), model, opt, runDirs(cfg), {}, { stepsPerEpoch: 4, trainPairs: 16 }, (l) => lines.push(l));
     const encoderWeights = model.weights.filter((v) => (v.originalName ?? v.name).startsWith('enc_'));
     assert.equal(encoderWeights.length, pretrained.size, m.name);
     for (const v of encoderWeights.slice(0, 40)) assert.deepEqual(v.read().dataSync(), pretrained.get(v.originalName ?? v.name)!.values, `${m.name} ${v.originalName}`);
@@ -83,7 +83,7 @@ test('DeepLabV3+ and FPN runs with encoder_weights: imagenet start from them; a 
   const unet = fixtureConfig(dir, { name: 'unet', model: { encoder_weights: 'imagenet' } });
   const m2 = getModel(unet);
   const opt = createOptimizer(unet);
-  await assert.rejects(startState(unet, m2, opt, runDirs(unet), {}, { stepsPerEpoch: 4, trainPairs: 16 }, () => {}), /^UserError: model\.encoder_weights: 'imagenet' weights exist for encoder mobilenet_v2 only, not for this model \(it has no model\.encoder\)/);
+  await assert.rejects(startState(resolveRun(unet), m2, opt, runDirs(unet), {}, { stepsPerEpoch: 4, trainPairs: 16 }, () => {}), /^UserError: model\.encoder_weights: 'imagenet' weights exist for encoder mobilenet_v2 only, not for this model \(it has no model\.encoder\)/);
   m2.dispose();
   opt.dispose();
 });

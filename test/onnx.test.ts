@@ -16,7 +16,7 @@ import { listSplit } from '../loaders/registry';
 import { decodeImage } from '../pipeline/decode';
 import { normaliseImage } from '../pipeline/batcher';
 import { registeredModels } from '../models/registry';
-import { loadConfig, parseConfig } from '../config/resolve';
+import { loadConfig, parseConfig, resolveRun } from '../config/resolve';
 import { exportOnnx, ONNX_FILE, ONNX_METADATA_KEY } from '../deploy/onnx_export';
 import { exportModel } from '../api';
 import { fixtureConfig, tmpDir } from '../loaders/fixtures';
@@ -59,10 +59,10 @@ for (const name of registeredModels()) {
         checkpoint: { ckpt_root: base.checkpoint.ckpt_root, best_metric: kind === 'binary' ? 'val.dice' : 'val.mIoU' },
         results: { root: base.results.root },
       }, 'onnx test config');
-      const run = await train(cfg, { quiet: true });
+      const run = await train(resolveRun(cfg), { quiet: true });
       run.model.dispose();
       const out = path.join(dir, 'onnx');
-      await exportOnnx(cfg, { checkpoint: run.lastDir, output: out });
+      await exportOnnx(resolveRun(cfg), { checkpoint: run.lastDir, output: out });
 
       // Inputs as predict prepares them: decoded at data.size, normalised as in training.
       const [h, w] = cfg.data.size;
@@ -82,7 +82,7 @@ for (const name of registeredModels()) {
       assert.deepEqual(meta.input.mean, cfg.data.mean);
       assert.equal(meta.input.normalize, cfg.data.normalize);
 
-      const model = await loadModel(cfg, run.lastDir);
+      const model = await loadModel(resolveRun(cfg), run.lastDir);
       const x = tf.tensor4d(batch, [files.length, h, w, 3]);
       const want = model.predict(x) as tf.Tensor4D;
       const buf = fs.readFileSync(output);

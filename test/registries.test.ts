@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as tf from '../backends/tf';
-import { parseConfig } from '../config/resolve';
+import { parseConfig, resolveRun } from '../config/resolve';
 import { UserError } from '../utils/errors';
 import { buildLoss } from '../training/losses';
 import { createOptimizer } from '../training/optimizers';
@@ -101,7 +101,7 @@ test('an optimizer with an option, from its own file, is used from a config', ()
 });
 
 test('a schedule with an option, from its own file, is used from a config, warm-up included', () => {
-  const s = parseConfig({ training: { lr_schedule: { name: 'halving', every: 5, warmup_iters: 2, warmup_ratio: 0.5 } } }).training.lr_schedule;
+  const s = resolveRun(parseConfig({ training: { lr_schedule: { name: 'halving', every: 5, warmup_iters: 2, warmup_ratio: 0.5 } } })).schedule;
   assert.deepEqual([lrAt(s, 1, 0, 100, 10), lrAt(s, 1, 4, 100, 10), lrAt(s, 1, 5, 100, 10), lrAt(s, 1, 12, 100, 10)], [0.5, 1, 0.5, 0.25]);
 });
 

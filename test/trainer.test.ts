@@ -1,5 +1,6 @@
 // The training loop's promises: exact resume, no tensor leaks, and a NaN loss that
 // stops the run while keeping the last good checkpoint.
+import { resolveRun } from '../config/resolve';
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -31,14 +32,14 @@ for (const [label, stopAtStep] of [
   test(`resume ${label} gives weights identical to an uninterrupted run`, async () => {
     const dir = tmpDir('resume');
     const over = { training: { epochs: 3, batch_size: 4, print_interval: 2, workers: 2, augmentations: aug, optimizer: { name: 'adamw', lr: 0.01, weight_decay: 0.01 } }, checkpoint: { ckpt_root: path.join(dir, 'ck'), best_metric: 'val.dice', save_every_iters: 1 } };
-    const straight = await train(fixtureConfig(dir, { ...over, name: 'straight' }), { quiet: true });
+    const straight = await train(resolveRun(fixtureConfig(dir, { ...over, name: 'straight' })), { quiet: true });
     const cfg = fixtureConfig(dir, { ...over, name: 'split' });
-    const first = await train(cfg, { quiet: true, ...stopAt(stopAtStep) });
+    const first = await train(resolveRun(cfg), { quiet: true, ...stopAt(stopAtStep) });
     assert.ok(first.interrupted);
     assert.equal(first.step, stopAtStep);
     assert.equal((await loadCheckpoint(first.lastDir)).meta.step, stopAtStep);
     first.model.dispose();
-    const resumed = await train(cfg, { quiet: true, resume: true });
+    const resumed = await train(resolveRun(cfg), { quiet: true, resume: true });
     assert.equal(resumed.step, straight.step);
     assert.equal(resumed.epoch, 3);
     const a = await weightsOf(straight.lastDir);
@@ -58,7 +59,7 @@ test('the tensor count after step 2 equals the count after step 200', async () =
     data: { synthetic: { train: 8, val: 4, image_size: 24 }, size: [24, 24] },
     training: { iterations: 200, batch_size: 2, val_interval: 1, print_interval: 7, augmentations: aug, lr_schedule: { name: 'poly', warmup_iters: 5 } },
   });
-  const out = await train(cfg, { quiet: true, onStep: (s) => counts.set(s.step, tf.memory().numTensors) });
+  const out = await train(resolveRun(cfg), { quiet: true, onStep: (s) => counts.set(s.step, tf.memory().numTensors) });
   assert.equal(out.step, 200);
   assert.equal(counts.get(200), counts.get(2));
   out.model.dispose();
@@ -69,7 +70,7 @@ test('a NaN loss stops the run with a clear error and keeps the last good checkp
   const dir = tmpDir('nan');
   const cfg = fixtureConfig(dir, { training: { epochs: 3 }, checkpoint: { ckpt_root: path.join(dir, 'ck'), save_every_iters: 1, best_metric: 'val.dice' } });
   await assert.rejects(
-    train(cfg, {
+    train(resolveRun(cfg), {
       quiet: true,
       onStep: ({ step, model }) => {
         // Poison one weight after step 5 has been saved: step 6's loss is NaN.

@@ -21,7 +21,7 @@ import { FilterCase, filterGradPair, relError } from '../backends/conv_grads';
 import { fastBatchNorm } from '../models/layers/batch_norm';
 import { atrousCase, atrousWithGrads } from '../models/layers/atrous';
 import { getModel, registeredModels } from '../models/registry';
-import { loadConfig, parseConfig } from '../config/resolve';
+import { loadConfig, parseConfig, resolveRun } from '../config/resolve';
 import { buildLoss, registeredLosses } from '../training/losses';
 import { createOptimizer } from '../training/optimizers';
 import { makeTrainStep } from '../engine/train_step';
@@ -365,12 +365,12 @@ describe('the commands on webgpu', () => {
       training: { epochs: 2, batch_size: 4, workers: 1, print_interval: 1, optimizer: { name: 'adam', lr: 0.003 } },
     }));
     const opts = { quiet: true };
-    (await train({ ...cfg, name: 'straight' }, opts)).model.dispose();
+    (await train(resolveRun({ ...cfg, name: 'straight' }), opts)).model.dispose();
     // Step 3 of 4 in the first epoch: the resume must also skip the batches already seen.
-    const first = await train({ ...cfg, name: 'resumed' }, { ...opts, ...stopAt(3) });
+    const first = await train(resolveRun({ ...cfg, name: 'resumed' }), { ...opts, ...stopAt(3) });
     assert.ok(first.interrupted);
     first.model.dispose();
-    (await train({ ...cfg, name: 'resumed' }, { ...opts, resume: true })).model.dispose();
+    (await train(resolveRun({ ...cfg, name: 'resumed' }), { ...opts, resume: true })).model.dispose();
     const a = await loadCheckpoint(path.join(dir, 'checkpoints', 'straight', 'last'));
     const b = await loadCheckpoint(path.join(dir, 'checkpoints', 'resumed', 'last'));
     assert.equal(b.meta.step, 8);

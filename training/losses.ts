@@ -59,23 +59,45 @@ export function resolveLossSection(section: Record<string, unknown>, source: str
   return resolvePartSection(kind, section, lossNames(String(section.name)), source, raw).section;
 }
 
-/** Builds the training loss from training.loss (names joined by '+', optional weights). */
-export function buildLoss(cfg: Config): LossFn {
+/** training.loss resolved: each named loss's definition and own options, and what every loss gets. */
+export interface ResolvedLoss {
+  /** training.loss.name as written (messages). */
+  name: string;
+  parts: { definition: LossDefinition; options: Record<string, unknown> }[];
+  weights?: number[];
+  classWeights?: number[];
+  numClasses: number;
+  ignoreIndex: number;
+}
+
+/**
+ * The loss of a config validated by config/resolve.ts: its definitions looked up and their
+ * options read from the resolved section (defaults filled there), once (config/resolve.ts resolveRun).
+ */
+export function resolveLoss(cfg: Config): ResolvedLoss {
   const lc = cfg.training.loss;
-  const names = lossNames(lc.name);
-  const defs = names.map(getLossDefinition);
-  const weights = lc.weights ?? names.map(() => 1);
-  if (weights.length !== names.length) {
-    throw new UserError(`training.loss.weights: expected ${names.length} numbers (one per loss in '${lc.name}'), got ${weights.length}`);
+  const parts = lossNames(lc.name).map((n) => {
+    const definition = getLossDefinition(n);
+    return { definition, options: partOptions(definition, lc) };
+  });
+  return { name: lc.name, parts, weights: lc.weights, classWeights: lc.class_weights, numClasses: cfg.data.num_classes, ignoreIndex: cfg.data.ignore_index };
+}
+
+/**
+ * Builds the training loss (names joined by '+', optional weights) from the resolved loss;
+ * a Config is resolved here first (tests, direct library use).
+ */
+export function buildLoss(loss: ResolvedLoss | Config): LossFn {
+  const r = 'parts' in loss ? loss : resolveLoss(loss);
+  const weights = r.weights ?? r.parts.map(() => 1);
+  if (weights.length !== r.parts.length) {
+    throw new UserError(`training.loss.weights: expected ${r.parts.length} numbers (one per loss in '${r.name}'), got ${weights.length}`);
   }
-  if (lc.class_weights && lc.class_weights.length !== cfg.data.num_classes) {
-    throw new UserError(`training.loss.class_weights: expected ${cfg.data.num_classes} numbers (data.num_classes), got ${lc.class_weights.length}`);
+  if (r.classWeights && r.classWeights.length !== r.numClasses) {
+    throw new UserError(`training.loss.class_weights: expected ${r.numClasses} numbers (data.num_classes), got ${r.classWeights.length}`);
   }
-  const setting = { ignoreIndex: cfg.data.ignore_index, classWeights: lc.class_weights };
-  // Each loss's own options, read from the section config/resolve.ts resolved (defaults filled there).
-  const parts = defs
-    .map((d, i) => ({ d, o: partOptions(d, lc), w: weights[i] }))
-    .filter((p) => p.w !== 0);
+  const setting = { ignoreIndex: r.ignoreIndex, classWeights: r.classWeights };
+  const parts = r.parts.map((p, i) => ({ d: p.definition, o: p.options, w: weights[i] })).filter((p) => p.w !== 0);
   return (logits, labels) =>
     tf.tidy(() => {
       if (logits.rank !== 4 || labels.rank !== 3) throw new Error(`loss: expected logits [N,H,W,C] and labels [N,H,W], got ${logits.shape} and ${labels.shape}`);

@@ -61,24 +61,30 @@ export function resolveScheduleSection(section: Record<string, unknown>, source:
   return resolvePartSection(kind, section, [String(section.name)], source, raw).section;
 }
 
-// A schedule's parsed options per config section: lrAt runs every step.
-const parsed = new WeakMap<ScheduleConfig, { def: ScheduleDefinition; o: Record<string, unknown> }>();
+/** training.lr_schedule resolved: the named schedule's definition and own options, and the warm-up. */
+export interface ResolvedSchedule {
+  definition: ScheduleDefinition;
+  options: Record<string, unknown>;
+  warmupIters: number;
+  warmupRatio: number;
+}
+
+/** The schedule of a validated training.lr_schedule, looked up once (config/resolve.ts resolveRun): lrAt runs every step. */
+export function resolveSchedule(s: ScheduleConfig): ResolvedSchedule {
+  const definition = getScheduleDefinition(s.name);
+  return { definition, options: partOptions(definition, s), warmupIters: s.warmup_iters, warmupRatio: s.warmup_ratio };
+}
 
 /**
- * Rate for the step with 0-based index `iter` out of `totalIters` steps, from the named
+ * Rate for the step with 0-based index `iter` out of `totalIters` steps, from the resolved
  * schedule; a linear warm-up over `warmup_iters` starts at warmup_ratio times the
  * scheduled rate (MMSegmentation style).
  */
-export function lrAt(cfg: ScheduleConfig, baseLr: number, iter: number, totalIters: number, itersPerEpoch: number): number {
-  let p = parsed.get(cfg);
-  if (!p) {
-    const def = getScheduleDefinition(cfg.name);
-    parsed.set(cfg, (p = { def, o: partOptions(def, cfg) }));
-  }
+export function lrAt(s: ResolvedSchedule, baseLr: number, iter: number, totalIters: number, itersPerEpoch: number): number {
   const t = Math.min(Math.max(iter, 0), Math.max(totalIters, 1));
-  let lr = p.def.rate(p.o, { baseLr, iter: Math.max(iter, 0), totalIters, frac: totalIters > 0 ? t / totalIters : 0, itersPerEpoch });
-  if (cfg.warmup_iters > 0 && iter < cfg.warmup_iters) {
-    const k = cfg.warmup_ratio + (1 - cfg.warmup_ratio) * (Math.max(iter, 0) / cfg.warmup_iters);
+  let lr = s.definition.rate(s.options, { baseLr, iter: Math.max(iter, 0), totalIters, frac: totalIters > 0 ? t / totalIters : 0, itersPerEpoch });
+  if (s.warmupIters > 0 && iter < s.warmupIters) {
+    const k = s.warmupRatio + (1 - s.warmupRatio) * (Math.max(iter, 0) / s.warmupIters);
     lr *= k;
   }
   return lr;
@@ -93,7 +99,7 @@ function withSchedule(raw: { [k: string]: unknown }, source = 'config'): Config 
 }
 
 // ---------------------------------------------------------------------------
-const sched = (s: Record<string, unknown>) => withSchedule({ training: { lr_schedule: s } }).training.lr_schedule;
+const sched = (s: Record<string, unknown>) => resolveSchedule(withSchedule({ training: { lr_schedule: s } }).training.lr_schedule);
 const close = (a: number, b: number) => assert.ok(Math.abs(a - b) < 1e-12, `${a} vs ${b}`);
 
 export const selfTest: SelfTest = {

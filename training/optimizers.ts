@@ -403,11 +403,30 @@ class FlatOptimizer implements TrainOptimizer {
   }
 }
 
-/** Optimizer from training.optimizer, with training.grad_clip (global norm) applied first. */
-export function createOptimizer(cfg: Config, opts: OptimizerOptions = {}): TrainOptimizer {
+/** training.optimizer resolved: the named optimizer's definition and own options, the keys every one has. */
+export interface ResolvedOptimizer {
+  definition: OptimizerDefinition;
+  options: Record<string, unknown>;
+  /** The section (lr, weight_decay, lr_mult: the keys every optimizer has). */
+  common: OptimizerConfig;
+  /** training.grad_clip. */
+  gradClip?: number;
+}
+
+/** The optimizer of a config validated by config/resolve.ts, looked up once (config/resolve.ts resolveRun). */
+export function resolveOptimizer(cfg: Config): ResolvedOptimizer {
   const c = cfg.training.optimizer;
-  const def = getOptimizerDefinition(c.name);
-  return new FlatOptimizer(def, partOptions(def, c), c, cfg.training.grad_clip, opts);
+  const definition = getOptimizerDefinition(c.name);
+  return { definition, options: partOptions(definition, c), common: c, gradClip: cfg.training.grad_clip };
+}
+
+/**
+ * Optimizer from the resolved training.optimizer, with training.grad_clip (global norm)
+ * applied first; a Config is resolved here first (tests, direct library use).
+ */
+export function createOptimizer(optimizer: ResolvedOptimizer | Config, opts: OptimizerOptions = {}): TrainOptimizer {
+  const r = 'definition' in optimizer ? optimizer : resolveOptimizer(optimizer);
+  return new FlatOptimizer(r.definition, r.options, r.common, r.gradClip, opts);
 }
 
 // For the self-tests: the config with training.optimizer resolved as config/resolve.ts resolves it (that

@@ -2,7 +2,7 @@
 // before exit (Dawn aborts the process, 'std::system_error', when process.exit meets
 // its threads still busy). Backends register what to do with onExit.
 import assert from 'node:assert/strict';
-import { runIfMain, SelfTest } from './self_test';
+import { runIfMain, SelfTest, setSelfTestExit } from './self_test';
 
 const hooks: Array<() => Promise<void> | void> = [];
 
@@ -21,6 +21,9 @@ export async function exitWith(code: number, limitMs = 5000): Promise<never> {
   clearTimeout(timer);
   process.exit(code);
 }
+
+// A module run on its own (its self-test) exits through the hooks too.
+setSelfTestExit((code) => exitWith(code));
 
 export async function runExitHooks(): Promise<void> {
   for (const fn of hooks.splice(0)) {

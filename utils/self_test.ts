@@ -20,11 +20,20 @@ export interface ModuleLike {
   filename: string;
 }
 
+// How a module run on its own ends. utils/exit.ts (which imports this file, so this file
+// cannot import it) installs its exitWith when loaded, so exit hooks (a GPU device to
+// release) run first; where it was never loaded no hook can have been registered.
+let exitAfterChecks: (code: number) => unknown = (code) => process.exit(code);
+
+/** Installs how a self-test run exits (utils/exit.ts, at load). */
+export function setSelfTestExit(exit: (code: number) => unknown): void {
+  exitAfterChecks = exit;
+}
+
 export function runIfMain(mod: ModuleLike, checks: SelfTest): void {
   registered.set(mod.filename, checks);
   if (!isMainModule(mod)) return;
-  // exit.ts imports this module: required here, when a check has run, to avoid the cycle at load.
-  void runChecks(mod.filename, checks).then((ok) => (require('./exit') as typeof import('./exit')).exitWith(ok ? 0 : 1));
+  void runChecks(mod.filename, checks).then((ok) => exitAfterChecks(ok ? 0 : 1));
 }
 
 /**

@@ -83,6 +83,41 @@ function conv(c: Ctx, depthwise: boolean): string {
   return activation(c, y, c.config.activation);
 }
 
+/**
+ * Conv2DTranspose, kernel [kh,kw,out,in] as ONNX's [in, out, kh, kw] (both are the adjoint
+ * of a correlation: no flip). tfjs's output size is given; ONNX's full output
+ * ((in-1)*s + k) is cut by `pads` where TF cuts it (the forward conv's SAME pads: the odd
+ * pixel at the end) and, where it is shorter (k < s), lengthened at the end by output_padding.
+ */
+function convTranspose(c: Ctx): string {
+  const k = c.weight('kernel')!;
+  const [kh, kw, , cin] = k.shape as number[];
+  assert.deepEqual(pair(c.config.dilationRate ?? 1), [1, 1], `layer ${c.layer.name}: dilated Conv2DTranspose`);
+  const kernel = tf.tidy(() => tf.transpose(k.read(), [3, 2, 0, 1]));
+  const dims = kernel.shape as number[];
+  const data = kernel.dataSync() as Float32Array;
+  kernel.dispose();
+  const strides = pair(c.config.strides);
+  const inHW = inputHW(c.layer);
+  const outHW = (c.layer.outputShape as number[]).slice(1, 3);
+  const before: number[] = [];
+  const after: number[] = [];
+  const extra: number[] = [];
+  [kh, kw].forEach((kk, i) => {
+    const full = (inHW[i] - 1) * strides[i] + kk;
+    const total = Math.max(full - outHW[i], 0);
+    before.push(Math.floor(total / 2));
+    after.push(total - Math.floor(total / 2));
+    extra.push(Math.max(outHW[i] - full, 0));
+  });
+  assert.equal(dims[0], cin);
+  const ins = [c.inputs[0].name, c.constant('W', dims, data)];
+  const b = c.weight('bias');
+  if (b) ins.push(c.constant('B', b.shape as number[], b.read().dataSync() as Float32Array));
+  const y = c.node('ConvTranspose', ins, { kernel_shape: [kh, kw], strides, pads: [...before, ...after], output_padding: extra });
+  return activation(c, y, c.config.activation);
+}
+
 function pool(c: Ctx, op: 'MaxPool' | 'AveragePool'): string {
   const kernel = pair(c.config.poolSize);
   const strides = pair(c.config.strides ?? c.config.poolSize);
@@ -100,6 +135,7 @@ const channelAxis = (rank: number, axis: number) => {
 
 const LOWERINGS: Record<string, (c: Ctx) => string> = {
   Conv2D: (c) => conv(c, false),
+  Conv2DTranspose: convTranspose,
   DepthwiseConv2D: (c) => {
     assert.equal(c.config.depthMultiplier ?? 1, c.weight('depthwise_kernel')!.shape[3]);
     return conv(c, true);
@@ -148,7 +184,6 @@ const LOWERINGS: Record<string, (c: Ctx) => string> = {
     return c.node('Flatten', [x], { axis: 1 });
   },
   Dropout: (c) => c.node('Identity', [c.inputs[0].name]),
-  SpatialDropout2D: (c) => c.node('Identity', [c.inputs[0].name]),
   ZeroPadding2D(c) {
     const p = c.config.padding as number[][];
     return c.node('Pad', [c.inputs[0].name, c.constant('pads', [8], [0, 0, p[0][0], p[1][0], 0, 0, p[0][1], p[1][1]], 'int64')]);
@@ -234,9 +269,9 @@ export const selfTest: SelfTest = {
   },
   'a layer class with no lowering is refused in one line naming it'() {
     const x = tf.input({ shape: [4, 4, 3] });
-    const y = tf.layers.conv2dTranspose({ filters: 1, kernelSize: 2, strides: 2 }).apply(tf.layers.conv2d({ filters: 2, kernelSize: 1 }).apply(x)) as tf.SymbolicTensor;
+    const y = tf.layers.separableConv2d({ filters: 1, kernelSize: 3 }).apply(tf.layers.conv2d({ filters: 2, kernelSize: 1 }).apply(x)) as tf.SymbolicTensor;
     const m = tf.model({ inputs: x, outputs: y });
-    assert.throws(() => lowerModel(m), (e: Error) => e instanceof UserError && /\(Conv2DTranspose\) has no ONNX lowering/.test(e.message) && !e.message.includes('\n'));
+    assert.throws(() => lowerModel(m), (e: Error) => e instanceof UserError && /\(SeparableConv2D\) has no ONNX lowering/.test(e.message) && !e.message.includes('\n'));
     m.dispose();
   },
 };
