@@ -272,6 +272,24 @@ export const selfTest: SelfTest = {
     release();
     assert.equal(process.listenerCount('SIGTERM'), before);
   },
+  'a copy of the signal within SAME_SIGNAL_MS (npx forwarding the terminal\'s) is the same one, not a second'() {
+    // A second one would exit this process (130): getting past the emits is the check.
+    const seen: string[] = [];
+    const t = new StopConditions({ timeLimit: 0, onSignal: (x) => seen.push(x) }).install();
+    try {
+      process.emit('SIGINT', 'SIGINT');
+      process.emit('SIGINT', 'SIGINT');
+      assert.deepEqual(seen, ['SIGINT']);
+    } finally {
+      t.dispose();
+    }
+    const asked: string[] = [];
+    const release = catchSignals((sig) => asked.push(sig));
+    process.emit('SIGTERM', 'SIGTERM');
+    process.emit('SIGTERM', 'SIGTERM');
+    release();
+    assert.deepEqual(asked, ['SIGTERM']);
+  },
 };
 
 runIfMain(module, selfTest);
