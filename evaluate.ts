@@ -26,8 +26,9 @@ async function main(): Promise<void> {
     threshold: args.threshold, postprocess: args.postprocess, output: args.output, overwrite: args.overwrite,
   });
   if (args['sweep-threshold']) {
-    if (!res.sweep) console.log('threshold sweep: only for binary problems');
-    else {
+    if (!res.sweep) {
+      if (!args.quiet) console.error('warning: --sweep-threshold: only for binary problems; no sweep'); // a diagnostic, not a result
+    } else {
       console.log('threshold   dice     iou');
       for (const r of res.sweep) console.log(`${r.threshold.toFixed(2).padStart(9)}  ${r.dice.toFixed(4)}  ${r.iou.toFixed(4)}`);
       const b = res.bestThreshold!;

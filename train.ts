@@ -25,7 +25,7 @@ async function main(): Promise<number> {
   // Stopped by a signal, after saving: the shell's code for it, so `train && export-model` stops too.
   if (out.interrupted) return out.stoppedBy?.startsWith('SIG') ? signalExitCode(out.stoppedBy) : 130;
   if (args.quiet) console.log(`checkpoints: ${out.checkpoints.last} (latest), ${out.checkpoints.best} (best)`); // the results the quiet trainer did not print
-  console.log(`done in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  if (!args.quiet) console.error(`done in ${((Date.now() - started) / 1000).toFixed(0)} s`); // a diagnostic: stderr
   return 0;
 }
 

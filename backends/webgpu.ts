@@ -7,10 +7,16 @@
 // opt-in SEMSEG_WEBGPU_SOFTWARE=1 and --backend webgpu (tests, CI), never under auto.
 // Synchronous reads (dataSync) fail on this backend under Node, so callers read
 // asynchronously.
+// The adapter is first looked for in a short child process: Dawn writes warnings to the
+// native stderr while it enumerates Vulkan devices (lavapipe: "maxDynamic...Buffers...
+// artificially reduced"), which no option silences, and every command with backend auto
+// would print them. Only when the child finds a usable adapter is Dawn loaded here.
 import * as tf from './tf';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { UserError } from '../utils/errors';
 import { onExit } from '../utils/exit';
 import { runIfMain, SelfTest } from '../utils/self_test';
@@ -70,22 +76,121 @@ const importEsm = new Function('s', 'return import(s)') as (s: string) => Promis
 
 let dawnGpu: GpuLike | null = null;
 
+/** Seconds the child gets to find an adapter (a request has been seen to hang). */
+const PROBE_TIMEOUT_S = 20;
+
+// The child: Dawn's adapter info as JSON on stdout (null for none). It exits itself:
+// a Dawn instance keeps the process alive.
+const PROBE_CHILD = `
+const fs = require('node:fs');
+import(process.argv[1]).then(async ({ create }) => {
+  const a = await create([]).requestAdapter({ powerPreference: 'high-performance' });
+  const i = a && a.info;
+  const keys = ['vendor', 'architecture', 'device', 'description', 'isFallbackAdapter', 'adapterType', 'backendType'];
+  fs.writeSync(1, JSON.stringify(i ? Object.fromEntries(keys.map((k) => [k, i[k]])) : null) + '\\n');
+  process.exit(0);
+}).catch((e) => { fs.writeSync(2, 'error: ' + String(e && e.message || e).split('\\n')[0] + '\\n'); process.exit(1); });
+`;
+
+/** Dawn's lines that are not failures (lavapipe's limits clamped), left out of a failure's reason. */
+const DAWN_NOISE = /artificially reduced|^\s*$/;
+
+/** The adapter Dawn finds, from a child process whose stderr (Dawn's warnings) is kept out of ours. */
+export function adapterInChild(webgpuModule: string): Promise<{ info: AdapterInfoLike | null } | { error: string }> {
+  return new Promise((resolve) => {
+    const env = { ...process.env };
+    delete env.NODE_OPTIONS; // a host's preloads have no business in the probe
+    const child = spawn(process.execPath, ['-e', PROBE_CHILD, pathToFileURL(webgpuModule).href], { env, stdio: ['ignore', 'pipe', 'pipe'], windowsHide: true });
+    let out = '';
+    let err = '';
+    const answered = () => {
+      try {
+        return { info: JSON.parse(out) as AdapterInfoLike | null };
+      } catch {
+        return null;
+      }
+    };
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      // The answer is in: no need to wait for the child's exit (Dawn's teardown).
+      const a = out.endsWith('\n') ? answered() : null;
+      if (a) {
+        clearTimeout(timer);
+        child.unref(); // its exit, pipes included, no longer keeps a host program alive
+        for (const pipe of [child.stdout, child.stderr]) (pipe as unknown as { unref?: () => void }).unref?.();
+        resolve(a);
+      }
+    });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), PROBE_TIMEOUT_S * 1000);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      resolve({ error: `adapter probe did not start: ${e.message}` });
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      const a = answered(); // a crash on the way out after answering is no failure
+      if (a) return resolve(a);
+      const why = err.split('\n').map((l) => l.trim()).find((l) => !DAWN_NOISE.test(l))?.replace(/^error: /, '');
+      const how = signal === 'SIGKILL' ? `no answer within ${PROBE_TIMEOUT_S} s` : signal ? `ended by ${signal}` : `exit ${code}`;
+      resolve({ error: `adapter probe failed (${how})${why ? `: ${why}` : ''}` });
+    });
+  });
+}
+
+let childProbe: ReturnType<typeof adapterInChild> | null = null;
+
+/**
+ * Runs `fn` with the Vulkan loader told to skip the software drivers (loader 1.3.234+;
+ * older ones ignore it), so that Dawn, looking for the hardware adapter the child found,
+ * does not enumerate lavapipe and print its warnings here. The variable is restored after.
+ */
+async function withoutSoftwareDrivers<T>(fn: () => Promise<T>): Promise<T> {
+  const key = 'VK_LOADER_DRIVERS_DISABLE';
+  const before = process.env[key];
+  process.env[key] = [before, '*lvp*', '*swiftshader*'].filter(Boolean).join(',');
+  try {
+    return await fn();
+  } finally {
+    if (before === undefined) delete process.env[key];
+    else process.env[key] = before;
+  }
+}
+
 /**
  * Finds a hardware adapter through Dawn (or a software one when `allowSoftware`),
  * or says why there is none. Starts nothing in tfjs.
  */
 export async function probeAdapter(opts: { allowSoftware?: boolean } = {}): Promise<AdapterProbe> {
-  let dawn: { create(o: string[]): GpuLike; globals: Record<string, unknown> };
+  let webgpuModule: string;
   try {
-    dawn = await importEsm(require.resolve('webgpu'));
-  } catch (err) {
-    const msg = (err as Error).message.split('\n')[0];
-    return { ok: false, reason: /Cannot find/.test(msg) ? `npm package webgpu (Dawn) not installed (${INSTALL})` : `dawn.node did not load: ${msg}` };
+    webgpuModule = require.resolve('webgpu');
+  } catch {
+    return { ok: false, reason: `npm package webgpu (Dawn) not installed (${INSTALL})` };
   }
   if (!vulkanLoaderFound()) return { ok: false, reason: 'no adapter: Vulkan loader libvulkan.so.1 not found (install libvulkan1 and the GPU driver)' };
+  if (!dawnGpu) {
+    // Once per process: the adapters do not change while it runs.
+    const found = await (childProbe ??= adapterInChild(webgpuModule));
+    if ('error' in found) return { ok: false, reason: found.error };
+    if (!found.info) return { ok: false, reason: 'no adapter (dawn.node found no GPU)' };
+    const software = isSoftwareAdapter(found.info);
+    if (software && !opts.allowSoftware) {
+      return { ok: false, reason: `only a software adapter (${describeAdapter(found.info)}), slower than wasm for training; SEMSEG_WEBGPU_SOFTWARE=1 with --backend webgpu runs on it for testing` };
+    }
+  }
+  let dawn: { create(o: string[]): GpuLike; globals: Record<string, unknown> };
+  try {
+    dawn = await importEsm(webgpuModule);
+  } catch (err) {
+    return { ok: false, reason: `dawn.node did not load: ${(err as Error).message.split('\n')[0]}` };
+  }
   // One Dawn instance per process: a second one hung requesting its adapter (lavapipe).
-  const gpu = (dawnGpu ??= dawn.create([]));
-  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  const request = async () => (dawnGpu ??= dawn.create([])).requestAdapter({ powerPreference: 'high-performance' });
+  // A software adapter (opted into) needs the software drivers; a hardware one is better off without them.
+  const childSawSoftware = childProbe && (await childProbe.then((f) => ('info' in f && f.info ? isSoftwareAdapter(f.info) : true)));
+  const adapter = childSawSoftware ? await request() : await withoutSoftwareDrivers(request);
+  const gpu = dawnGpu!;
   if (!adapter) return { ok: false, reason: 'no adapter (dawn.node found no GPU)' };
   const info = adapter.info ?? {};
   const desc = describeAdapter(info);
@@ -165,6 +270,12 @@ export const selfTest: SelfTest = {
     assert.equal(webgpuFilterGrad({}), 'matmul');
     assert.equal(webgpuFilterGrad({ TFJS_SEMSEG_WEBGPU_DW: 'forward' }), 'forward');
     assert.throws(() => webgpuFilterGrad({ TFJS_SEMSEG_WEBGPU_DW: 'naive' }), UserError);
+  },
+  async 'the probe child that cannot load Dawn says why in one line'() {
+    const r = await adapterInChild(path.join(__dirname, 'no-such-webgpu.js'));
+    assert.ok('error' in r);
+    assert.match(r.error, /^adapter probe failed \(exit 1\): .*no-such-webgpu/);
+    assert.equal(r.error.split('\n').length, 1);
   },
   async 'the probe answers with an adapter or one line saying why not'() {
     const p = await probeAdapter();

@@ -29,6 +29,14 @@ export function setSignalHandling(on: boolean): void {
   signalsOwned = on;
 }
 
+/**
+ * A signal this soon after the first is the same Ctrl-C, not a second one: the terminal
+ * signals the whole process group, and a parent that forwards signals (npm/npx, whose
+ * shell is bash on macOS or with script-shell=bash, starts us as its direct child)
+ * delivers it again milliseconds later.
+ */
+export const SAME_SIGNAL_MS = 500;
+
 /** Seconds the main thread has to answer a first signal; SEMSEG_STOP_GRACE_S overrides it (tests). */
 export function graceSeconds(): number {
   const v = Number(process.env.SEMSEG_STOP_GRACE_S);
@@ -51,11 +59,13 @@ const kept = () => workerData.kept && fs.existsSync(workerData.kept) ? workerDat
 let Signal;
 try { process.noDeprecation = true; Signal = process.binding('signal_wrap').Signal; } catch { Signal = null; }
 let seen = 0;
+let first = 0;
 if (Signal) for (const [name, num] of workerData.signals) {
   const w = new Signal();
   w.onsignal = () => {
-    seen++;
-    if (seen === 1) {
+    if (seen && Date.now() - first < workerData.sameMs) return; // the same Ctrl-C, forwarded by a parent
+    if (++seen === 1) {
+      first = Date.now();
       Atomics.store(state, 1, num);
       let steps = Atomics.load(state, 2);
       // The grace, plus twice the longest step so far: a big step is not a stuck one.
@@ -127,7 +137,7 @@ export class StopConditions {
     // npm sets npm_command for what it starts (npx: 'exec'); a plain `node dist/train.js &` may outlive its shell on purpose.
     const ppid = process.env.npm_command ? process.ppid : 0;
     const parent = process.env.npm_command === 'exec' ? 'npx' : `npm ${process.env.npm_command ?? ''}`.trim();
-    this.watchdog = new Worker(WATCHDOG, { eval: true, workerData: { shared: this.shared.buffer, signals, grace: graceSeconds(), kept: this.opts.keptDir ?? '', ppid, parent } });
+    this.watchdog = new Worker(WATCHDOG, { eval: true, workerData: { shared: this.shared.buffer, signals, sameMs: SAME_SIGNAL_MS, grace: graceSeconds(), kept: this.opts.keptDir ?? '', ppid, parent } });
     this.watchdog.unref(); // never what keeps the process alive
     this.watchdog.on('error', () => {}); // a watchdog that failed to start leaves the main-thread handler
     return this;
@@ -136,9 +146,13 @@ export class StopConditions {
   /** Signals delivered to this thread's handler (afterStep may have answered the first one already). */
   private delivered = 0;
 
+  private firstDelivered = 0;
+
   private onProcessSignal(sig: string): void {
+    if (this.delivered && Date.now() - this.firstDelivered < SAME_SIGNAL_MS) return; // the same Ctrl-C, forwarded
     // Second Ctrl-C: leave now (a GPU device is released first, within a second); the last checkpoint stays loadable.
     if (++this.delivered > 1) return void exitWith(130, 1000);
+    this.firstDelivered = Date.now();
     if (!this.signal) this.onSignal(sig);
   }
 
@@ -190,9 +204,14 @@ export class StopConditions {
 export function catchSignals(onFirst: (signal: NodeJS.Signals) => void): () => void {
   if (!signalsOwned) return () => {}; // the host's signals: it decides what they end
   let seen = 0;
+  let first = 0;
   const handlers = (['SIGINT', 'SIGTERM'] as const).map((sig) => {
     const h = () => {
-      if (++seen === 1) return onFirst(sig);
+      if (seen && Date.now() - first < SAME_SIGNAL_MS) return; // the same Ctrl-C, forwarded
+      if (++seen === 1) {
+        first = Date.now();
+        return onFirst(sig);
+      }
       void exitWith(128 + os.constants.signals[sig], 1000);
     };
     process.on(sig, h);
@@ -252,6 +271,24 @@ export const selfTest: SelfTest = {
     assert.deepEqual(asked, ['SIGINT']);
     release();
     assert.equal(process.listenerCount('SIGTERM'), before);
+  },
+  'a copy of the signal within SAME_SIGNAL_MS (npx forwarding the terminal\'s) is the same one, not a second'() {
+    // A second one would exit this process (130): getting past the emits is the check.
+    const seen: string[] = [];
+    const t = new StopConditions({ timeLimit: 0, onSignal: (x) => seen.push(x) }).install();
+    try {
+      process.emit('SIGINT', 'SIGINT');
+      process.emit('SIGINT', 'SIGINT');
+      assert.deepEqual(seen, ['SIGINT']);
+    } finally {
+      t.dispose();
+    }
+    const asked: string[] = [];
+    const release = catchSignals((sig) => asked.push(sig));
+    process.emit('SIGTERM', 'SIGTERM');
+    process.emit('SIGTERM', 'SIGTERM');
+    release();
+    assert.deepEqual(asked, ['SIGTERM']);
   },
 };
 

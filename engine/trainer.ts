@@ -112,7 +112,10 @@ interface Run {
   cfg: Config;
   parts: Resolved;
   opts: TrainOptions;
+  /** Results, to stdout. */
   log: (s: string) => void;
+  /** Progress and diagnostics, to stderr. */
+  note: (s: string) => void;
   dirs: RunDirs;
   model: tf.LayersModel;
   optimizer: TrainOptimizer;
@@ -140,14 +143,16 @@ interface EpochOutcome {
 
 async function trainLocked(parts: Resolved, opts: TrainOptions): Promise<TrainOutcome> {
   const { cfg } = parts;
+  // Results (metrics, where the checkpoints and report are) on stdout; what the run is doing on stderr.
   const log = opts.quiet ? () => {} : (s: string) => console.log(s);
+  const note = opts.quiet ? () => {} : (s: string) => console.error(s);
   const dirs = runDirs(cfg);
   const t = cfg.training;
   refuseOverwrite(dirs, opts); // before anything is written
 
   const trainPairs = await listSplit(cfg, cfg.data.train_split);
   const valPairs = await listSplit(cfg, cfg.data.val_split);
-  log(`data: ${cfg.data.name} at ${cfg.data.root}: ${trainPairs.length} training pairs (${cfg.data.train_split}), ${valPairs.length} validation pairs (${cfg.data.val_split})`);
+  note(`data: ${cfg.data.name} at ${cfg.data.root}: ${trainPairs.length} training pairs (${cfg.data.train_split}), ${valPairs.length} validation pairs (${cfg.data.val_split})`);
 
   const loader = new BatchLoader(cfg, trainPairs, { train: true });
   const stepsPerEpoch = loader.stepsPerEpoch;
@@ -156,7 +161,7 @@ async function trainLocked(parts: Resolved, opts: TrainOptions): Promise<TrainOu
   const model = getModel(parts.model);
   const optimizer = createOptimizer(parts.optimizer);
   const warn = opts.quiet ? quietWarning : warning; // a library call's receiver gets them either way
-  const meta = await startState(parts, model, optimizer, dirs, opts, { stepsPerEpoch, trainPairs: trainPairs.length }, log, warn);
+  const meta = await startState(parts, model, optimizer, dirs, opts, { stepsPerEpoch, trainPairs: trainPairs.length }, note, warn);
 
   guardFsSync({ what: 'run config', setting: 'checkpoint.ckpt_root' }, () => writeFileReplacing(path.join(dirs.ckpt, 'config.yaml'), dumpConfig(cfg))); // folder made by train()
   const history = new History(dirs.history);
@@ -168,7 +173,7 @@ async function trainLocked(parts: Resolved, opts: TrainOptions): Promise<TrainOu
   const board = new RunBoard(dirs.results, opts.resume ? meta.step : null); // `tensorboard --logdir results` names the run <name>
   const totalSteps = t.iterations ?? t.epochs * stepsPerEpoch;
   const run: Run = {
-    cfg, parts, opts, log, dirs, model, optimizer, meta, history, board, loader, valPairs, stepsPerEpoch, totalSteps,
+    cfg, parts, opts, log, note, dirs, model, optimizer, meta, history, board, loader, valPairs, stepsPerEpoch, totalSteps,
     totalEpochs: Math.ceil(totalSteps / stepsPerEpoch),
     step: makeTrainStep(model, buildLoss(parts.loss), optimizer, t.seed),
     checkpoints: new RunCheckpoints(model, optimizer, meta, dirs),
@@ -176,7 +181,7 @@ async function trainLocked(parts: Resolved, opts: TrainOptions): Promise<TrainOu
       timeLimit: t.time_limit,
       keptDir: dirs.last,
       abort: opts.abortSignal,
-      onSignal: (sig) => log(`\n${sig}: finishing the current step, then saving ${dirs.last}`),
+      onSignal: (sig) => note(`\n${sig}: finishing the current step, then saving ${dirs.last}`),
     }).install(),
   };
 
@@ -194,7 +199,7 @@ async function trainLocked(parts: Resolved, opts: TrainOptions): Promise<TrainOu
     if (end === 'interrupted') {
       await run.checkpoints.saveLastIfNewer();
       const cmd = resumeCommand(opts);
-      log(`stopped at epoch ${meta.epoch + 1}, step ${meta.step}; saved ${dirs.last}. Resume with: ${cmd}`);
+      note(`stopped at epoch ${meta.epoch + 1}, step ${meta.step}; saved ${dirs.last}. Resume with: ${cmd}`);
     }
   } finally {
     run.stop.dispose();
@@ -208,7 +213,7 @@ async function trainLocked(parts: Resolved, opts: TrainOptions): Promise<TrainOu
   const interrupted = end === 'interrupted';
   const outcome: TrainOutcome = { model, epoch: meta.epoch, step: meta.step, interrupted, stoppedBy: interrupted ? run.stop.signal : null, lastDir: dirs.last, bestDir: dirs.best, resultsDir: dirs.results };
   if (!interrupted) {
-    if (end === 'time_up') log(`training.time_limit of ${t.time_limit} s reached at step ${meta.step}`);
+    if (end === 'time_up') note(`training.time_limit of ${t.time_limit} s reached at step ${meta.step}`);
     outcome.final = await finalResults(run);
   }
   return outcome;
@@ -322,7 +327,7 @@ async function endOfEpoch(run: Run, epochDone: boolean, timeUp: boolean): Promis
     if (improves(value, meta.bestMetric)) {
       meta.bestMetric = value;
       await run.checkpoints.saveBest();
-      run.log(`new best ${cfg.checkpoint.best_metric} = ${value.toFixed(4)}: saved ${run.dirs.best}`);
+      run.note(`new best ${cfg.checkpoint.best_metric} = ${value.toFixed(4)}: saved ${run.dirs.best}`);
     }
   }
   if ((epochDone && meta.epoch % cfg.checkpoint.save_interval === 0) || finished) await run.checkpoints.saveLast();
@@ -330,10 +335,10 @@ async function endOfEpoch(run: Run, epochDone: boolean, timeUp: boolean): Promis
 
 /** The report shows the best checkpoint's predictions, the one a user would keep. */
 async function finalResults(run: Run): Promise<EvalResult> {
-  const { dirs, model, cfg, log, meta } = run;
+  const { dirs, model, cfg, log, note, meta } = run;
   const hasBest = checkpointExists(dirs.best);
   if (hasBest) applyWeights(model, (await loadCheckpoint(dirs.best)).weights, dirs.best);
-  log(`final evaluation of ${hasBest ? dirs.best : 'the last weights'} on ${run.valPairs.length} ${cfg.data.val_split} pairs, writing ${dirs.results}`);
+  note(`final evaluation of ${hasBest ? dirs.best : 'the last weights'} on ${run.valPairs.length} ${cfg.data.val_split} pairs, writing ${dirs.results}`);
   const res = await writeResults(model, cfg, run.valPairs, run.history.read(), { trainSeconds: run.stop.elapsedSeconds(), quiet: run.opts.quiet, backend: run.opts.backend, what: 'train (final evaluation; the checkpoints are saved)' });
   log(`checkpoints: ${dirs.last} (latest), ${dirs.best} (best ${cfg.checkpoint.best_metric} = ${meta.bestMetric?.toFixed(4)})`);
   log(`report: ${path.join(dirs.results, 'report.html')}`);

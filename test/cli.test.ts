@@ -318,6 +318,34 @@ describe('multi-class prediction', () => {
   });
 });
 
+describe('backend auto and Dawn', () => {
+  // Dawn prints warnings on the native stderr while it enumerates Vulkan devices (lavapipe:
+  // "maxDynamic...Buffers... artificially reduced"); the adapter is probed in a child
+  // process whose stderr stays out of the command's. Auto never picks a software adapter.
+  test('a command that probes the adapter prints none of Dawn\'s warnings, and auto skips a software adapter', { timeout: TIMEOUT }, async () => {
+    const dir = scratch('dawn');
+    const config = writeConfig(dir, tinyConfig(dir, { name: 'auto', backend: 'auto', training: { epochs: 1, iterations: 1 } }));
+    const r = await run('train', ['--config', config]);
+    assertOk(r);
+    assert.doesNotMatch(r.stderr + r.stdout, /artificially reduced|^Warning: /m, show(r));
+    const line = /^backend: (.*)$/m.exec(r.stderr)?.[1] ?? '';
+    assert.match(line, /^(tensorflow|webgpu|wasm) /, show(r));
+    // What Dawn finds here, asked the command's way (a child: Dawn here would keep this process alive).
+    const { adapterInChild, isSoftwareAdapter } = await import('../backends/webgpu');
+    let dawn: string | null = null;
+    try {
+      dawn = require.resolve('webgpu');
+    } catch {
+      // not installed: nothing probed
+    }
+    const found = dawn ? await adapterInChild(dawn) : null;
+    if (found && 'info' in found && found.info && isSoftwareAdapter(found.info)) {
+      // lavapipe (or SwiftShader) only, as on this project's CPU machines: wasm, saying why.
+      assert.match(line, /^wasm .*skipped webgpu: only a software adapter \(/, show(r));
+    }
+  });
+});
+
 describe('--resume and --weights', () => {
   const dir = scratch('resume');
   const config = writeConfig(dir, tinyConfig(dir, { name: 'res' }));
@@ -327,12 +355,17 @@ describe('--resume and --weights', () => {
     assertOneLineError(await run('train', ['--config', config, '--resume']), /--resume/, /no checkpoint/);
   });
 
-  test('--resume continues from epoch 1 to epoch 2', { timeout: TIMEOUT }, async () => {
+  test('--resume continues from epoch 1 to epoch 2; its stdout holds only results, stderr the resume line', { timeout: TIMEOUT }, async () => {
     assertOk(await run('train', ['--config', config, '--set', 'training.epochs=1']));
     assert.equal((await loadCheckpoint(last)).meta.epoch, 1);
     const r = await run('train', ['--config', config, '--resume', '--set', 'training.epochs=2']);
     assertOk(r);
-    assert.ok(r.stdout.includes(`resumed from ${last}: epoch 1, step 4`), show(r));
+    assert.ok(r.stderr.includes(`resumed from ${last}: epoch 1, step 4`), show(r));
+    // Results only: the metric tables, where the checkpoints and the report are.
+    const result = /^(class\s+IoU|\w+\s+[\d.]+\s+[\d.]+\s+[\d.]+$|-+$|mIoU |foreground IoU |per image \(|checkpoints: |report: )/;
+    for (const line of r.stdout.split('\n').filter((l) => l.trim())) assert.match(line, result, `not a result on stdout\n${show(r)}`);
+    assert.match(r.stdout, /^checkpoints: /m);
+    for (const d of ['data: ', 'new best ', 'final evaluation of ', 'done in ']) assert.ok(r.stderr.includes(d), `${d} on stderr\n${show(r)}`);
     assert.doesNotMatch(r.stderr, /^epoch 1\/2/m); // no epoch is trained again
     assert.match(r.stderr, /^epoch 2\/2 /m);
     const ck = await loadCheckpoint(last);

@@ -164,8 +164,9 @@ test('a union, literal or enum key names the allowed values, not "Invalid input"
   oneLine(() => parseConfig({ evaluation: { tta: ['x'] } }, 'x.yaml'), /key 'evaluation\.tta\.0' has "x"; one of hflip, vflip, hvflip$/);
 });
 
-test('the export --web serve hint quotes the folder for a POSIX shell', () => {
+test('the export --web serve hint quotes the folder for a POSIX shell and binds 127.0.0.1', () => {
   const hint = webServeHint("results/it's here/export");
   assert.match(hint, /-d 'results\/it'\\''s here\/export' 8080/);
+  assert.match(hint, /http\.server -b 127\.0\.0\.1 /); // not every interface
   assert.match(webServeHint('plain/dir'), /-d 'plain\/dir' 8080/);
 });

@@ -144,7 +144,7 @@ describe('inside a step', () => {
     assert.doesNotMatch(r.stderr, /^error:/m, show(r));
     const step = (await loadCheckpoint(last)).meta.step;
     assert.equal(step, 2, `saved step ${step}: the run should stop after the step the signal came in\n${show(r)}`);
-    assert.match(r.stdout, /stopped at epoch 1, step 2; saved .*last/, show(r));
+    assert.match(r.stderr, /stopped at epoch 1, step 2; saved .*last/, show(r));
   });
 
   test('an out-of-memory abort in a step is one line naming the sizes; last/ keeps the step before', { timeout: TIMEOUT }, async () => {

@@ -41,7 +41,7 @@ export interface Started {
   /** Everything printed so far. */
   out: { stdout: string; stderr: string };
   done: Promise<RunResult>;
-  /** Resolves when stdout matches `re` (rejects if the process exits first). */
+  /** Resolves when stdout or stderr matches `re` (rejects if the process exits first). */
   waitFor(re: RegExp): Promise<void>;
 }
 
@@ -62,14 +62,21 @@ function startNode(nodeArgv: string[], opts: { cwd?: string; env?: NodeJS.Proces
   children.add(child);
   const out = { stdout: '', stderr: '' };
   const watchers: { re: RegExp; resolve: () => void }[] = [];
-  child.stdout!.setEncoding('utf8').on('data', (s: string) => {
-    out.stdout += s;
+  const matched = (re: RegExp) => re.test(out.stdout) || re.test(out.stderr);
+  const check = () => {
     for (const w of watchers.splice(0)) {
-      if (w.re.test(out.stdout)) w.resolve();
+      if (matched(w.re)) w.resolve();
       else watchers.push(w);
     }
+  };
+  child.stdout!.setEncoding('utf8').on('data', (s: string) => {
+    out.stdout += s;
+    check();
   });
-  child.stderr!.setEncoding('utf8').on('data', (s: string) => (out.stderr += s));
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => {
+    out.stderr += s;
+    check();
+  });
   const done = new Promise<RunResult>((resolve, reject) => {
     child.on('error', reject);
     child.on('close', (code, signal) => {
@@ -79,9 +86,9 @@ function startNode(nodeArgv: string[], opts: { cwd?: string; env?: NodeJS.Proces
   });
   const waitFor = (re: RegExp) =>
     new Promise<void>((resolve, reject) => {
-      if (re.test(out.stdout)) return resolve();
+      if (matched(re)) return resolve();
       watchers.push({ re, resolve });
-      void done.then((r) => reject(new Error(`exited (code ${r.code}, signal ${r.signal}) before stdout matched ${re}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`)));
+      void done.then((r) => reject(new Error(`exited (code ${r.code}, signal ${r.signal}) before its output matched ${re}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`)));
     });
   return { child, out, done, waitFor };
 }
@@ -102,7 +109,7 @@ export function assertOk(r: RunResult): void {
 
 // Progress goes to stderr: the bars (without a terminal, plain "epoch i/n ..." lines) and
 // the library's start-up and progress lines (api/options.ts logger).
-const progressLine = /^(epoch \d+\/\d+ |backend: |evaluating |predicting \d+ image)/;
+const progressLine = /^(epoch \d+\/\d+ |backend: |evaluating |predicting \d+ image|data: |resumed from |starting from weights |model\.encoder_weights |final evaluation of |new best |done in )/;
 
 /**
  * Asserts the run failed the way a user error should: non-zero exit, no stack trace,
