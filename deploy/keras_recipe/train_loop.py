@@ -16,6 +16,7 @@ import shutil
 import sys
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -58,26 +59,22 @@ class Data:
         self.normalize = kb.normalizer(meta)
         self.ignore = meta["ignore_index"]
 
-    def sample(self, epoch):
+    def load(self, image, mask, epoch, pos):
         h, w = self.meta["input"]["size"]
         oh, ow = self.aug["crop"]["size"] if self.aug.get("crop") else (h, w)
-
-        def load(image, mask, pos):
-            x = self.load_image(image)  # 0..255 at data.size
-            y = tf.numpy_function(lambda f: self.read_mask((f if isinstance(f, bytes) else f.item()).decode()), [mask], tf.int32)
-            if self.aug:
-                def moved(img, m, p):
-                    # A sample's draws depend on (seed, epoch, position in the epoch) alone: a
-                    # resumed run or another sharding draws the same for the same sample.
-                    rng = np.random.default_rng([self.seed & 0xFFFFFFFF, epoch, int(p)])
-                    a, b = aug_mod.augment(img, m, self.aug, rng, self.ignore)
-                    return a.astype(np.float32), b.astype(np.int32)
-                x, y = tf.numpy_function(moved, [x, y, pos], [tf.float32, tf.int32])
-            x.set_shape((oh, ow, 3))
-            y.set_shape((oh, ow))
-            return self.normalize(x), y
-
-        return load
+        x = self.load_image(image)  # 0..255 at data.size
+        y = tf.numpy_function(lambda f: self.read_mask((f if isinstance(f, bytes) else f.item()).decode()), [mask], tf.int32)
+        if self.aug:
+            def moved(img, m, e, p):
+                # A sample's draws depend on (seed, epoch, the pair's index) alone: a resumed
+                # run or another sharding draws the same for the same sample.
+                rng = np.random.default_rng([self.seed & 0xFFFFFFFF, int(e), int(p)])
+                a, b = aug_mod.augment(img, m, self.aug, rng, self.ignore)
+                return a.astype(np.float32), b.astype(np.int32)
+            x, y = tf.numpy_function(moved, [x, y, epoch, pos], [tf.float32, tf.int32])
+        x.set_shape((oh, ow, 3))
+        y.set_shape((oh, ow))
+        return self.normalize(x), y
 
 
 def epoch_order(n, seed, epoch):
@@ -92,7 +89,7 @@ def metrics(model, files, data_load, meta, threshold, batch=8):
     cm = np.zeros((n, n), np.float64)
     ious, dices = [], []
     for i in range(0, len(files), batch):
-        xs, ys = zip(*[data_load(tf.constant(a), tf.constant(b), tf.constant(0)) for a, b in files[i:i + batch]])
+        xs, ys = zip(*[data_load(tf.constant(a), tf.constant(b), tf.constant(0, tf.int64), tf.constant(0, tf.int64)) for a, b in files[i:i + batch]])
         logits = model(tf.stack(xs), training=False).numpy()
         gt = np.stack([y.numpy() for y in ys])
         if logits.shape[-1] == 1:
@@ -178,6 +175,12 @@ def train(args, kb):
         tvars = [v.value for v in net.trainable_variables]
         names = [v.path for v in net.trainable_variables]
         opt = Optimizer(rec["optimizer"], tvars, names)
+        if strategy.num_replicas_in_sync > 1:
+            # Batch statistics over the global batch, as one device computes them (and the same
+            # moving statistics on every worker): Keras's synchronized batch normalisation.
+            for layer in net.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.synchronized = True
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
         ckpt = tf.train.Checkpoint(model=net, slots=opt.checkpointables(), step=step_var)
     loss_fn = build_loss(rec["loss"], meta["num_classes"], meta["ignore_index"])
@@ -212,54 +215,58 @@ def train(args, kb):
         local = strategy.run(replica_step, args=(x, y, lr, t))
         return strategy.reduce(tf.distribute.ReduceOp.MEAN, local, axis=None), strategy.experimental_local_results(local)[0]
 
-    losses, first = [], step
+    losses, lrs, first = [], [], step
     say(f"{len(files)} training pairs, {spe} steps per epoch of global batch {batch} ({per_worker} per worker), {total} steps; "
         f"loss {rec['loss']['name']}, {rec['optimizer']['name']} lr {base_lr:g}, {rec['lr_schedule']['name']} schedule, "
         f"augmentations: {', '.join(augs) or 'none'}; checkpoints every {ckpt_every} steps in {ckpt_dir}")
     t0 = time.time()
-    while step < total:
-        epoch, skip = step // spe, step % spe
-        take = min(spe, total - epoch * spe) - skip
+    # One dataset for the rest of the run: each epoch's order (a permutation from the seed and the
+    # epoch), this worker's share of it, less what the checkpoint's steps already used.
+    def make(ctx):
+        b = ctx.get_per_replica_batch_size(batch)
+        local_replicas = (batch // b) // ctx.num_input_pipelines
+        ims, ms, eps, pos = [], [], [], []
+        for e in range(step // spe, (total - 1) // spe + 1):
+            order = epoch_order(len(files), seed, e)[ctx.input_pipeline_id::ctx.num_input_pipelines][:spe * b * local_replicas]
+            ims += [files[i][0] for i in order]
+            ms += [files[i][1] for i in order]
+            eps += [e] * len(order)
+            pos += order.tolist()
+        ds = tf.data.Dataset.from_tensor_slices((ims, ms, np.array(eps, np.int64), np.array(pos, np.int64)))
+        ds = ds.map(data.load).batch(b, drop_remainder=True)
+        ds = ds.skip((step % spe) * local_replicas).take((total - step) * local_replicas)
+        o = tf.data.Options()
+        o.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        return ds.with_options(o)
 
-        def make(ctx, epoch=epoch, skip=skip, take=take):
-            order = epoch_order(len(files), seed, epoch)[ctx.input_pipeline_id::ctx.num_input_pipelines]
-            b = ctx.get_per_replica_batch_size(batch)
-            ims, ms = zip(*[files[i] for i in order])
-            ds = tf.data.Dataset.from_tensor_slices((list(ims), list(ms), order.astype(np.int64)))
-            ds = ds.map(data.sample(epoch)).batch(b, drop_remainder=True)
-            local_replicas = (batch // b) // ctx.num_input_pipelines
-            ds = ds.skip(skip * local_replicas).take(take * local_replicas)
-            o = tf.data.Options()
-            o.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-            return ds.with_options(o)
-
-        for x, y in strategy.distribute_datasets_from_function(make):
-            lr = lr_at(rec["lr_schedule"], base_lr, step, total, spe)
-            loss, local = train_step(x, y, tf.constant(lr, tf.float32), tf.constant(step + 1, tf.int64))
-            loss = float(loss)
-            if not np.isfinite(loss):
-                raise UserError(f"loss became {loss} at step {step + 1}; the last checkpoint is kept in {ckpt_dir}. Try a lower learning rate or set training.grad_clip")
-            step += 1
-            losses.append(loss)
-            if step % args.log_every == 0 or step == first + 1 or step == total:
-                say(f"step {step}/{total} epoch {epoch + 1} loss {loss:.6f} (this worker's shard {float(local):.6f}) lr {lr:.8f} {time.time() - t0:.1f}s")
-            if step % ckpt_every == 0 or step == total:
-                step_var.assign(step)
-                path = manager.save(checkpoint_number=step)
-                if chief:
-                    say(f"checkpoint {path}")
-            if step >= total:
-                break
-        if step % spe == 0 and val_files and ((step // spe) % val_interval == 0 or step >= total):
+    for x, y in strategy.distribute_datasets_from_function(make) if step < total else []:
+        lr = lr_at(rec["lr_schedule"], base_lr, step, total, spe)
+        loss, local = train_step(x, y, tf.constant(lr, tf.float32), tf.constant(step + 1, tf.int64))
+        loss = float(loss)
+        if not np.isfinite(loss):
+            raise UserError(f"loss became {loss} at step {step + 1}; the last checkpoint is kept in {ckpt_dir}. Try a lower learning rate or set training.grad_clip")
+        step += 1
+        losses.append(loss)
+        lrs.append(lr)
+        if step % args.log_every == 0 or step == first + 1 or step == total:
+            say(f"step {step}/{total} epoch {(step - 1) // spe + 1} loss {loss:.6f} (this worker's shard {float(local):.6f}) lr {lr:.8f} {time.time() - t0:.1f}s")
+        if step % ckpt_every == 0 or step == total:
+            step_var.assign(step)
+            path = manager.save(checkpoint_number=step)
+            if chief:
+                say(f"checkpoint {path}")
+        if val_files and step % spe == 0 and ((step // spe) % val_interval == 0 or step == total):
             if net is not model:
                 model.set_weights(net.get_weights())
-            m = metrics(model, val_files, val_data.sample(0), meta, threshold)
+            m = metrics(model, val_files, val_data.load, meta, threshold)
             say(f"validation after epoch {step // spe}, step {step}: " + " ".join(f"{k} {v:.4f}" for k, v in m.items()))
+        if step >= total:
+            break
     if not chief:
         shutil.rmtree(write_dir, ignore_errors=True)
     if net is not model:
         model.set_weights(net.get_weights())
-    checksum = float(sum(np.abs(v.numpy()).astype(np.float64).sum() for v in model.weights))
+    checksum = lambda vs: float(sum(np.abs(v.numpy()).astype(np.float64).sum() for v in vs))
     out = args.out if chief else os.path.join(os.path.dirname(os.path.abspath(args.out)), f".worker{worker}-{os.getpid()}.tmp.keras")
     model.save(out)
     if chief:
@@ -267,5 +274,5 @@ def train(args, kb):
             json.dump(meta, f)
     else:
         os.unlink(out)
-    print(json.dumps({"steps": step - first, "first_step": first, "loss": losses, "worker": worker, "workers": workers, "chief": chief, "weights_sum": checksum, "seconds": round(time.time() - t0, 2)}), flush=True)
+    print(json.dumps({"steps": step - first, "first_step": first, "loss": losses, "lr": lrs, "worker": worker, "workers": workers, "chief": chief, "trainable_sum": checksum(model.trainable_weights), "weights_sum": checksum(model.weights), "seconds": round(time.time() - t0, 2)}), flush=True)
     return chief
