@@ -574,12 +574,12 @@ def main(argv=None):
     a = sub.add_parser("to-keras", help="an export as a Keras model (.keras) with its weights", formatter_class=d)
     a.add_argument("model_json", help="the export's model.json (npx export-model)"); a.add_argument("out", help="the .keras file to write")
     t = sub.add_parser("train", help="train a .keras model with the run's recipe under tf.distribute (TF_CONFIG: several workers)", formatter_class=d,
-                       description=TRAIN_HELP, epilog=TRAIN_EPILOG)
+                       description=TRAIN_HELP, epilog=TRAIN_EPILOG, allow_abbrev=False)  # options given are told apart by name
     t.add_argument("keras", help="the .keras model (to-keras)"); t.add_argument("images", help="folder of training images"); t.add_argument("masks", help="folder of training masks, matched to images by file stem"); t.add_argument("out", help="the trained .keras file to write (by the chief only)")
     t.add_argument("--config", metavar="CONFIG_YAML", help="the run's config.yaml (<results.root>/<name>/config.yaml): loss, optimizer, schedule, augmentations, batch size, steps, seed from its training: section; without it the project's defaults (bce+dice, adam, poly) and no augmentation")
-    t.add_argument("--steps", type=int, default=20, help="optimizer steps in all (the schedule's length); with --config, unless given: training.iterations, else epochs x steps per epoch")
-    t.add_argument("--batch", type=int, default=8, help="global batch size (split over the workers and devices); with --config, unless given: training.batch_size")
-    t.add_argument("--lr", type=float, default=1e-3, help="base learning rate; with --config, unless given: training.optimizer.lr")
+    t.add_argument("--steps", type=int, default=20, help="optimizer steps in all (the schedule's length); given a config, and unless set here: its training.iterations, else epochs x steps per epoch")
+    t.add_argument("--batch", type=int, default=8, help="global batch size (split over the workers and devices); given a config, and unless set here: its training.batch_size")
+    t.add_argument("--lr", type=float, default=1e-3, help="base learning rate; given a config, and unless set here: its training.optimizer.lr")
     t.add_argument("--loss", help="training.loss.name instead of the config's, e.g. ce or bce+dice (bce, ce, dice joined by +)")
     t.add_argument("--seed", type=int, help="seed of the epochs' order and the augmentations (default: training.seed, 42)")
     t.add_argument("--no-augment", action="store_true", help="train without the config's augmentations")
