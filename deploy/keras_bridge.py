@@ -533,7 +533,9 @@ def run(args):
                 raise UserError(f"--value-map {args.value_map}: expected a JSON object such as '{{\"255\": 1}}'")
         args.value_map = value_map
         from keras_recipe import train_loop
-        if train_loop.train(args, sys.modules[__name__]):  # the chief; the other workers write no model
+        import types
+        bridge = types.SimpleNamespace(**globals())  # this file's functions (also when loaded by path, not as a module)
+        if train_loop.train(args, bridge):  # the chief; the other workers write no model
             print(f"wrote {args.out}")
     elif args.cmd == "from-keras":
         print(f"wrote {from_keras(args.keras, args.template_json, args.out_dir)}")

@@ -198,3 +198,81 @@ test('recipe parity: 5 steps of npx train and of the bridge from the same weight
   // Validation each epoch, with the project's metric names.
   assert.equal([...p.err.matchAll(/validation after epoch \d+, step \d+: mIoU [\d.]+ mDice [\d.]+ .* dice [\d.]+/g)].length, 5);
 });
+
+// The parts of the recipe the parity run above does not reach (it trains bce+dice with Adam and
+// poly): every loss combination the shipped configs use, with class weights, the ignore index and
+// per-image dice, against buildLoss on the same logits and labels; every schedule with warm-up
+// against lrAt, step by step.
+const PARTS = `
+import json, os, sys
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from keras_recipe.recipe import build_loss, lr_at
+cases = json.load(open(sys.argv[2]))
+out = {"loss": [], "lr": []}
+for c in cases["loss"]:
+    f = build_loss(c["loss"], c["num_classes"], 255)
+    out["loss"].append(float(f(np.array(c["logits"], np.float32).reshape(c["shape"]), np.array(c["labels"], np.int32).reshape(c["shape"][:3]))))
+for s in cases["lr"]:
+    out["lr"].append([lr_at(s["schedule"], s["base"], i, s["total"], s["per_epoch"]) for i in range(s["total"] + 2)])
+json.dump(out, open(sys.argv[3], "w"))
+`;
+
+test('recipe parts: the bridge\'s losses equal buildLoss (1e-5) and its schedules lrAt, with class weights, the ignore index, per-image dice and warm-up', { timeout: 120_000 }, async () => {
+  const { resolveConfig } = await import('../api');
+  const { buildLoss } = await import('../training/losses');
+  const { lrAt } = await import('../training/lr_schedule');
+  const tf = await import('../backends/tf');
+  const { mulberry32 } = await import('../utils/rng');
+  const rng = mulberry32(11);
+  const [n, h, w] = [2, 5, 6];
+  const losses = [
+    { name: 'bce+dice', weights: [1, 1] },
+    { name: 'bce+dice', weights: [1, 0.5], per_image: true, smooth: 0.5, class_weights: [0.7, 1.6] },
+    { name: 'ce+dice', weights: [1, 1], class_weights: [0.53, 0.45, 2.19, 0.39] },
+    { name: 'ce+dice', weights: [1, 1], per_image: true, class_weights: [1, 2, 0.5, 1] },
+    { name: 'ce' },
+    { name: 'dice' },
+  ];
+  const cases = losses.map((loss) => {
+    const binary = loss.name.startsWith('bce') || (loss.class_weights?.length ?? 2) === 2;
+    const numClasses = binary ? 2 : 4;
+    const c = binary ? 1 : numClasses;
+    const logits = Array.from({ length: n * h * w * c }, () => (rng() - 0.5) * 6);
+    // Labels with a band of ignored pixels (255).
+    const labels = Array.from({ length: n * h * w }, (_, i) => (i % w === 0 ? 255 : Math.floor(rng() * numClasses)));
+    return { loss, num_classes: numClasses, logits, labels, shape: [n, h, w, c] };
+  });
+  const schedules = [
+    { schedule: { name: 'poly', power: 0.9, min_lr: 0, warmup_iters: 5, warmup_ratio: 0.1 }, base: 0.003, total: 40, per_epoch: 8 },
+    { schedule: { name: 'poly', power: 0.9, min_lr: 1e-5, warmup_iters: 0, warmup_ratio: 0.1 }, base: 0.001, total: 30, per_epoch: 5 },
+    { schedule: { name: 'cosine', min_lr: 0.0001, warmup_iters: 20, warmup_ratio: 0.2 }, base: 0.003, total: 50, per_epoch: 10 },
+    { schedule: { name: 'step', step_size: 2, gamma: 0.5, min_lr: 0, warmup_iters: 3, warmup_ratio: 0.1 }, base: 0.01, total: 30, per_epoch: 4 },
+    { schedule: { name: 'constant', warmup_iters: 4, warmup_ratio: 0.5 }, base: 0.01, total: 10, per_epoch: 4 },
+  ];
+  const d = tmpDir('keras-parts');
+  dirs.push(d);
+  fs.writeFileSync(path.join(d, 'parts.py'), PARTS);
+  fs.writeFileSync(path.join(d, 'cases.json'), JSON.stringify({ loss: cases, lr: schedules }));
+  const p = spawn('python3', ['parts.py', path.dirname(BRIDGE), 'cases.json', 'out.json'], { cwd: d, stdio: ['ignore', 'ignore', 'pipe'] });
+  children.add(p);
+  let err = '';
+  p.stderr!.on('data', (b) => (err += b));
+  const code = await new Promise((res) => p.on('close', res));
+  assert.equal(code, 0, err.slice(-1500));
+  const got = JSON.parse(fs.readFileSync(path.join(d, 'out.json'), 'utf8')) as { loss: number[]; lr: number[][] };
+
+  for (const [i, c] of cases.entries()) {
+    const cfg = resolveConfig({ data: { num_classes: c.num_classes }, training: { loss: c.loss } });
+    const want = tf.tidy(() => buildLoss(cfg)(tf.tensor4d(c.logits, c.shape as [number, number, number, number]), tf.tensor3d(c.labels, [n, h, w], 'int32')).dataSync()[0]);
+    assert.ok(Math.abs(got.loss[i] - want) <= 1e-5 * Math.max(1, Math.abs(want)), `${JSON.stringify(c.loss)}: bridge ${got.loss[i]}, buildLoss ${want}`);
+  }
+  for (const [i, s] of schedules.entries()) {
+    const cfg = resolveConfig({ training: { lr_schedule: s.schedule } });
+    got.lr[i].forEach((lr, it) => {
+      const want = lrAt(cfg.training.lr_schedule, s.base, it, s.total, s.per_epoch);
+      assert.ok(Math.abs(lr - want) <= 1e-12 + 1e-9 * want, `${s.schedule.name} step ${it}: bridge ${lr}, lrAt ${want}`);
+    });
+  }
+});
