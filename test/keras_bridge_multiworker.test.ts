@@ -100,7 +100,7 @@ before(async () => {
 test('two workers (TF_CONFIG) train the run\'s recipe in step, resume after a worker is killed, and the chief\'s model goes back into evaluate', { timeout: 400_000 }, async (t) => {
   const t0 = Date.now();
   const config = path.join(dir, 'results', 'tiny', 'config.yaml'); // the resolved config npx train wrote
-  const TOTAL = 60;
+  const TOTAL = 30;
   const args = ['train', 'model.keras', trainImages(), trainMasks(), 'mw.keras', '--mask-suffix', '_segmentation', '--config', config,
     '--steps', String(TOTAL), '--batch', '8', '--ckpt-every', '10', '--log-every', '1'];
   const ckptDir = path.join(dir, 'mw.keras.ckpt');
@@ -174,8 +174,11 @@ test('two workers (TF_CONFIG) train the run\'s recipe in step, resume after a wo
 test('recipe parity: 5 steps of npx train and of the bridge from the same weights give the same losses and learning rates', { timeout: 300_000 }, async (t) => {
   // Augmentation off and one batch of all 16 training pairs per step: both sides see the same
   // pixels every step whatever their order (the losses are means over the batch, batch norm uses
-  // the batch's statistics). Adam with L2 weight decay, poly decay and a 2-step warm-up.
-  const parity = { ...fixture, name: 'parity', training: { ...fixture.training, epochs: 5, augmentations: {} } };
+  // the batch's statistics). Adam with L2 weight decay, poly decay and a 2-step warm-up, at lr
+  // 0.001: the two engines' float32 differences (3e-6 in the first forward pass) grow with the
+  // rate as Adam moves every weight by about lr whatever its gradient's size (measured at step 5:
+  // 1.1e-4 relative at lr 0.0003, 8.1e-4 at 0.003).
+  const parity = { ...fixture, name: 'parity', training: { ...fixture.training, epochs: 5, augmentations: {}, optimizer: { ...fixture.training.optimizer, lr: 0.001 } } };
   const cfgFile = writeConfig(dir, parity, 'parity.yaml');
   assertOk(await run('train', ['--config', cfgFile, '--weights', path.join(exp, 'model.json')]));
   const rows = fs.readFileSync(path.join(dir, 'results', 'parity', 'history.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((r) => r.split === 'train');

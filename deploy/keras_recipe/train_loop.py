@@ -166,7 +166,8 @@ def train(args, kb):
     total = args.steps if ("--steps" in given or not args.config) else (rec.get("iterations") or rec["epochs"] * spe)
     ckpt_every = args.ckpt_every or int(rec.get("save_every_iters") or 0) or spe
     val_interval = int(rec.get("val_interval", 1))
-    threshold = float(meta["output"].get("threshold") or rec.get("threshold", 0.5))
+    threshold = meta["output"].get("threshold")  # the export's (training.threshold of its run)
+    threshold = float(rec.get("threshold", 0.5) if threshold is None else threshold)
 
     with strategy.scope():
         model = kb.load_keras(args.keras)
