@@ -225,7 +225,8 @@ json.dump(out, open(sys.argv[3], "w"))
 test('recipe parts: the bridge\'s losses equal buildLoss (1e-5) and its schedules lrAt, with class weights, the ignore index, per-image dice and warm-up', { timeout: 120_000 }, async () => {
   const { resolveConfig } = await import('../api');
   const { buildLoss } = await import('../training/losses');
-  const { lrAt } = await import('../training/lr_schedule');
+  // lrAt takes the schedule section, or (where config/resolve.ts resolves a run's parts once) its resolveSchedule.
+  const lrs = (await import('../training/lr_schedule')) as unknown as { lrAt: (s: unknown, base: number, iter: number, total: number, perEpoch: number) => number; resolveSchedule?: (s: unknown) => unknown };
   const tf = await import('../backends/tf');
   const { mulberry32 } = await import('../utils/rng');
   const rng = mulberry32(11);
@@ -272,9 +273,10 @@ test('recipe parts: the bridge\'s losses equal buildLoss (1e-5) and its schedule
     assert.ok(Math.abs(got.loss[i] - want) <= 1e-5 * Math.max(1, Math.abs(want)), `${JSON.stringify(c.loss)}: bridge ${got.loss[i]}, buildLoss ${want}`);
   }
   for (const [i, s] of schedules.entries()) {
-    const cfg = resolveConfig({ training: { lr_schedule: s.schedule } });
+    const section = resolveConfig({ training: { lr_schedule: s.schedule } }).training.lr_schedule;
+    const sched = lrs.resolveSchedule ? lrs.resolveSchedule(section) : section;
     got.lr[i].forEach((lr, it) => {
-      const want = lrAt(cfg.training.lr_schedule, s.base, it, s.total, s.per_epoch);
+      const want = lrs.lrAt(sched, s.base, it, s.total, s.per_epoch);
       assert.ok(Math.abs(lr - want) <= 1e-12 + 1e-9 * want, `${s.schedule.name} step ${it}: bridge ${lr}, lrAt ${want}`);
     });
   }
