@@ -5,14 +5,16 @@ tensorflow) 2.x with Keras 3; tensorflowjs is not needed: the LayersModel JSON a
 shards are a documented format (tfjs-layers' Keras-style topology, little-endian float32).
 
   python3 deploy/keras_bridge.py to-keras EXPORT/model.json model.keras
-  python3 deploy/keras_bridge.py train model.keras IMAGES_DIR MASKS_DIR trained.keras --steps 20 [--mask-suffix _segmentation] [--masks auto|ids|threshold] [--value-map '{"255": 1}']
+  python3 deploy/keras_bridge.py train model.keras IMAGES_DIR MASKS_DIR trained.keras [--config RUN/config.yaml] [--steps 20] [--val-images DIR --val-masks DIR] [--mask-suffix _segmentation] [--masks auto|ids|threshold] [--value-map '{"255": 1}']
   python3 deploy/keras_bridge.py from-keras trained.keras EXPORT/model.json BACK_DIR
   python3 deploy/keras_bridge.py inputs model.keras.meta.json x.npy IMAGE...   (what train feeds the network)
   python3 deploy/keras_bridge.py targets model.keras.meta.json y.npy MASK...   (the class ids train fits to)
 
-to-keras builds the same network in Keras with the export's weights; train fits it under
-tf.distribute.MirroredStrategy (every local GPU, else the CPU) on image/mask pairs matched by
-file stem, with the export's preprocessing; from-keras writes the Keras weights back into
+to-keras builds the same network in Keras with the export's weights; train fits it with the
+run's recipe (its config.yaml: loss, optimizer, schedule, augmentations) in a custom training
+loop under tf.distribute (MultiWorkerMirroredStrategy when TF_CONFIG is set, else
+MirroredStrategy over every local GPU, else the CPU) on image/mask pairs matched by file stem,
+with the export's preprocessing (train --help says more); from-keras writes the Keras weights back into
 the export's topology, a LayersModel that `npx train --weights` and `npx evaluate
 --checkpoint` accept, into a new (or empty) folder.
 
@@ -39,8 +41,8 @@ def load_libraries():
     import keras
 
 
-class UserError(Exception):
-    """Bad input (a file, folder or value the user gave): one line, no traceback."""
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from keras_recipe.errors import UserError  # noqa: E402  (the package beside this file; no TensorFlow)
 
 
 # Bounds on what is read, as storage/model_files.ts sets them.
@@ -280,22 +282,32 @@ def pairs(images_dir, masks_dir, suffix):
     return out
 
 
-def preprocess(meta):
-    """image file -> network input, as the export's metadata says (input.normalize)."""
+def load_image(meta):
+    """image file -> RGB 0..255 at the export's input size (before any augmentation)."""
     h, w = meta["input"]["size"]
+    return lambda image: tf.image.resize(tf.cast(tf.io.decode_image(tf.io.read_file(image), 3, expand_animations=False), tf.float32), (h, w))
+
+
+def normalizer(meta):
+    """RGB 0..255 -> network input, as the export's metadata says (input.normalize)."""
     mean = tf.constant(meta["input"]["mean"], tf.float32)
     std = tf.constant(meta["input"]["std"], tf.float32)
     per_image = meta["input"].get("normalize") == "image"
 
-    def load(image):
-        x = tf.image.resize(tf.cast(tf.io.decode_image(tf.io.read_file(image), 3, expand_animations=False), tf.float32), (h, w))
+    def norm(x):
         if per_image:
             # The image's own mean and deviation over all values, in 0..255 (at least 1).
             m, v = tf.nn.moments(x, axes=[0, 1, 2])
             return (x - m) / tf.maximum(tf.sqrt(v), 1.0)
         return (x / 255.0 - mean) / std
 
-    return load
+    return norm
+
+
+def preprocess(meta):
+    """image file -> network input, as the export's metadata says (input.normalize)."""
+    load, norm = load_image(meta), normalizer(meta)
+    return lambda image: norm(load(image))
 
 
 # --- masks, as pipeline/png.ts and pipeline/decode.ts read them --------------------------
@@ -426,54 +438,6 @@ def mask_reader(meta, masks, rule="auto", value_map=None, say=None):
     return lambda f: lut[resize_nearest(read_mask_values(f), h, w)].astype(np.int32)
 
 
-def dataset(meta, files, batch, rule="auto", value_map=None):
-    h, w = meta["input"]["size"]
-    image_input = preprocess(meta)
-    read = mask_reader(meta, [m for _, m in files], rule, value_map, print)
-
-    def load(image, mask):
-        y = tf.numpy_function(lambda f: read(f.decode()), [mask], tf.int32)
-        y.set_shape((h, w))
-        return image_input(image), y
-
-    images, masks = zip(*files)
-    return tf.data.Dataset.from_tensor_slices((list(images), list(masks))).map(load).shuffle(len(files), seed=0).repeat().batch(batch)
-
-
-def masked_loss(binary, ignore):
-    """Cross-entropy averaged over the pixels that are not ignore_index (as training/losses/)."""
-    def loss(y_true, logits):
-        y = tf.reshape(tf.cast(y_true, tf.int32), tf.shape(logits)[:3])
-        valid = tf.cast(tf.not_equal(y, ignore), tf.float32)
-        safe = tf.where(tf.not_equal(y, ignore), y, tf.zeros_like(y))
-        if binary:
-            # Keras may have squeezed the one channel off already.
-            per = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(safe, tf.float32), logits=tf.reshape(logits, tf.shape(y)))
-        else:
-            per = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe, logits=logits)
-        return tf.reduce_sum(per * valid) / tf.maximum(tf.reduce_sum(valid), 1.0)
-    return loss
-
-
-def train(keras_path, images_dir, masks_dir, out, steps, batch, lr, suffix, rule="auto", value_map=None):
-    meta = read_meta(keras_path)
-    check_keras_out(out)
-    files = pairs(images_dir, masks_dir, suffix)
-    data = dataset(meta, files, batch, rule, value_map)
-    strategy = tf.distribute.MirroredStrategy()
-    print(f"MirroredStrategy over {strategy.num_replicas_in_sync} device(s)")
-    with strategy.scope():
-        model = load_keras(keras_path)
-        binary = meta["output"]["activation"] == "sigmoid"
-        model.compile(optimizer=keras.optimizers.Adam(lr), loss=masked_loss(binary, meta["ignore_index"]))
-    hist = model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
-    print(json.dumps({"steps": steps, "loss": [float(v) for v in hist.history["loss"]]}))
-    model.save(out)
-    with open(out + ".meta.json", "w") as f:
-        json.dump(meta, f)
-    return model
-
-
 def write_durable(file, data):
     with open(file, "xb") as f:
         f.write(data)
@@ -567,8 +531,12 @@ def run(args):
                 assert isinstance(value_map, dict)
             except (ValueError, AssertionError):
                 raise UserError(f"--value-map {args.value_map}: expected a JSON object such as '{{\"255\": 1}}'")
-        train(args.keras, args.images, args.masks, args.out, args.steps, args.batch, args.lr, args.mask_suffix, args.rule, value_map)
-        print(f"wrote {args.out}")
+        args.value_map = value_map
+        from keras_recipe import train_loop
+        import types
+        bridge = types.SimpleNamespace(**globals())  # this file's functions (also when loaded by path, not as a module)
+        if train_loop.train(args, bridge):  # the chief; the other workers write no model
+            print(f"wrote {args.out}")
     elif args.cmd == "from-keras":
         print(f"wrote {from_keras(args.keras, args.template_json, args.out_dir)}")
     elif args.cmd == "predict":
@@ -583,15 +551,45 @@ def run(args):
         np.save(args.out, np.stack([read(f) for f in args.masks]).astype("<i4"))
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Each option's default in its help line, except None and off switches (their help says what
+    happens then); the description and epilog as written."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default in (None, False) else super()._get_help_string(action)
+
+
+TRAIN_HELP = """Trains the network with the project's recipe (read from the run's config.yaml with
+--config): its loss, optimizer with the learning-rate schedule and warm-up, paired augmentations,
+validation each epoch and checkpoints from which a stopped job resumes. One custom training loop
+under tf.distribute: MultiWorkerMirroredStrategy when TF_CONFIG is set, else MirroredStrategy
+over the local GPUs (or the CPU). Every worker logs its progress to stderr; the chief writes OUT."""
+TRAIN_EPILOG = """several machines: run the same command on each, with its own TF_CONFIG, e.g.
+  TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
+(index 1 on host2); --ckpt-dir must be a folder every worker reads (shared storage)."""
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    d = argparse.ArgumentDefaultsHelpFormatter  # each option's default in its help line
+    d = HelpFormatter  # each option's default in its help line
     a = sub.add_parser("to-keras", help="an export as a Keras model (.keras) with its weights", formatter_class=d)
     a.add_argument("model_json", help="the export's model.json (npx export-model)"); a.add_argument("out", help="the .keras file to write")
-    t = sub.add_parser("train", help="fit a .keras model on image/mask pairs under MirroredStrategy", formatter_class=d)
-    t.add_argument("keras", help="the .keras model (to-keras)"); t.add_argument("images", help="folder of images"); t.add_argument("masks", help="folder of masks, matched to images by file stem"); t.add_argument("out", help="the trained .keras file to write")
-    t.add_argument("--steps", type=int, default=20, help="optimizer steps"); t.add_argument("--batch", type=int, default=8, help="global batch size (split over the devices)"); t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    t = sub.add_parser("train", help="train a .keras model with the run's recipe under tf.distribute (TF_CONFIG: several workers)", formatter_class=d,
+                       description=TRAIN_HELP, epilog=TRAIN_EPILOG, allow_abbrev=False)  # options given are told apart by name
+    t.add_argument("keras", help="the .keras model (to-keras)"); t.add_argument("images", help="folder of training images"); t.add_argument("masks", help="folder of training masks, matched to images by file stem"); t.add_argument("out", help="the trained .keras file to write (by the chief only)")
+    t.add_argument("--config", metavar="CONFIG_YAML", help="the run's config.yaml (<results.root>/<name>/config.yaml): loss, optimizer, schedule, augmentations, batch size, steps, seed from its training: section; without it the project's defaults (bce+dice, adam, poly) and no augmentation")
+    t.add_argument("--steps", type=int, default=20, help="optimizer steps in all (the schedule's length); given a config, and unless set here: its training.iterations, else epochs x steps per epoch")
+    t.add_argument("--batch", type=int, default=8, help="global batch size (split over the workers and devices); given a config, and unless set here: its training.batch_size")
+    t.add_argument("--lr", type=float, default=1e-3, help="base learning rate; given a config, and unless set here: its training.optimizer.lr")
+    t.add_argument("--loss", help="training.loss.name instead of the config's, e.g. ce or bce+dice (bce, ce, dice joined by +)")
+    t.add_argument("--seed", type=int, help="seed of the epochs' order and the augmentations (default: training.seed, 42)")
+    t.add_argument("--no-augment", action="store_true", help="train without the config's augmentations")
+    t.add_argument("--val-images", help="folder of validation images: Dice/mIoU after each epoch (training.val_interval)")
+    t.add_argument("--val-masks", help="folder of validation masks (default: --val-images)")
+    t.add_argument("--ckpt-dir", help="checkpoint folder, shared by the workers; a job started again resumes from its last checkpoint (default: OUT.ckpt)")
+    t.add_argument("--ckpt-every", type=int, default=0, help="steps between checkpoints (0: checkpoint.save_every_iters of the config if set, else every epoch)")
+    t.add_argument("--log-every", type=int, default=10, help="steps between progress lines (step, loss, lr) on stderr, from every worker")
     t.add_argument("--mask-suffix", default="", help="a mask's file stem is the image's plus this, e.g. _segmentation")
     t.add_argument("--masks", dest="rule", choices=["auto", "ids", "threshold"], default="auto", help="how mask values become classes (see above)")
     t.add_argument("--value-map", help='JSON object mask value -> class, as data.value_map (e.g. \'{"255": 1}\')')
@@ -605,6 +603,8 @@ def main(argv=None):
     g.add_argument("meta_json", help="the .keras.meta.json to-keras wrote"); g.add_argument("out", help=".npy to write"); g.add_argument("masks", nargs="+", help="mask files")
     g.add_argument("--masks", dest="rule", choices=["auto", "ids", "threshold"], default="auto", help="how mask values become classes (see above)")
     args = p.parse_args(argv)
+    # Options given on the command line (with --config, they win over the config's values).
+    args.given = {a.split("=")[0] for a in (sys.argv[1:] if argv is None else argv) if a.startswith("--")}
     load_libraries()
     try:
         run(args)

@@ -134,7 +134,7 @@ test('bridge train reads 0/1, 0/255 and multi-class masks with the ignore index 
 
   const binJson = await tinyExport(path.join(dir, 'exp-bin'), { data: { name: 'folder', size, num_classes: 2 } }, [3]);
   const mcJson = await tinyExport(path.join(dir, 'exp-mc'), { data: { name: 'folder', size, num_classes: 3 } }, [2, 0, 0]);
-  const train = (keras: string, d: { images: string; masks: string }, out: string) => ['train', keras, d.images, d.masks, out, '--steps', '1', '--batch', '2', '--lr', '0'];
+  const train = (keras: string, d: { images: string; masks: string }, out: string) => ['train', keras, d.images, d.masks, out, '--steps', '1', '--batch', '2', '--lr', '0', '--loss', 'ce']; // cross-entropy alone: the loss checked below
   const rs = bridgeRuns(dir, [
     ['to-keras', binJson, 'bin.keras'],
     ['to-keras', mcJson, 'mc.keras'],

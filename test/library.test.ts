@@ -79,10 +79,11 @@ test('npm pack, installed in an empty folder: the README example (ESM, twice; Co
   // What the tarball holds: runtime code, configs, the web app, the bridge, the weights, the README;
   // no tests or benches, and no source map without the source it points at.
   const files = spawnSync('tar', ['tzf', path.join(dir, tgz)], { encoding: 'utf8' }).stdout.trim().split('\n').map((f) => f.replace(/^package\//, ''));
-  for (const f of ['package.json', 'README.md', 'dist/api/index.js', 'dist/api/index.d.ts', 'dist/train.js', 'bin/train.js', 'bin/tfjs-semseg.js', 'configs/demo.yaml', 'deploy/web/app.js', 'deploy/web/index.html', 'deploy/keras_bridge.py', 'weights/mobilenet_v2_imagenet/weights.bin', 'weights/mobilenet_v2_imagenet/LICENSE']) {
+  for (const f of ['package.json', 'README.md', 'dist/api/index.js', 'dist/api/index.d.ts', 'dist/train.js', 'bin/train.js', 'bin/tfjs-semseg.js', 'configs/demo.yaml', 'deploy/web/app.js', 'deploy/web/index.html', 'deploy/keras_bridge.py', 'deploy/keras_recipe/__init__.py', 'deploy/keras_recipe/errors.py', 'deploy/keras_recipe/recipe.py', 'deploy/keras_recipe/augment.py', 'deploy/keras_recipe/train_loop.py', 'weights/mobilenet_v2_imagenet/weights.bin', 'weights/mobilenet_v2_imagenet/LICENSE']) {
     assert.ok(files.includes(f), `${f} missing from the tarball`);
   }
   assert.deepEqual(files.filter((f) => /^(dist\/)?(test|bench)\//.test(f)), [], 'tests or benches shipped');
+  assert.deepEqual(files.filter((f) => f.includes('__pycache__')), [], 'Python bytecode shipped');
   for (const map of files.filter((f) => f.endsWith('.map'))) {
     const sources = JSON.parse(fs.readFileSync(path.join(PKG, map), 'utf8')).sources as string[];
     for (const src of sources) assert.ok(files.includes(path.posix.join(path.posix.dirname(map), src)), `${map} points at ${src}, not shipped`);
