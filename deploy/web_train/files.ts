@@ -9,10 +9,10 @@ import { packageRoot } from '../../utils/package_root';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { browserBundles } from '../web_app';
 
-/** The built script: dist/deploy/web_train/web_train.bundle.js beside the compiled modules. */
+/** The built script's name: dist/web_train/<this> (bundle.ts writes it), and in the page folder. */
 export const BUNDLE_NAME = 'web_train.bundle.js';
 
-export function webTrainFiles(bundle = path.join(__dirname, BUNDLE_NAME)): { name: string; data: Buffer }[] {
+export function webTrainFiles(bundle = path.join(packageRoot(), 'dist', 'web_train', BUNDLE_NAME)): { name: string; data: Buffer }[] {
   if (!fs.existsSync(bundle)) throw new UserError(`${bundle} not found: the page's script is built by \`npm run build\` (esbuild); rebuild the package`);
   return [
     { name: 'index.html', data: fs.readFileSync(path.join(packageRoot(), 'deploy', 'web_train', 'index.html')) },

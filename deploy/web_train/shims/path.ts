@@ -22,8 +22,10 @@ export const basename = (p: string, ext?: string) => {
   return ext && b.endsWith(ext) ? b.slice(0, -ext.length) : b;
 };
 export const dirname = (p: string) => {
-  const i = p.replace(/\/+$/, '').lastIndexOf('/');
-  return i < 0 ? '.' : i === 0 ? '/' : p.slice(0, i);
+  const t = p.replace(/\/+$/, '');
+  if (!t) return p.startsWith('/') ? '/' : '.';
+  const i = t.lastIndexOf('/');
+  return i < 0 ? '.' : i === 0 ? '/' : t.slice(0, i);
 };
 export const extname = (p: string) => {
   const b = basename(p);
