@@ -33,6 +33,9 @@ import { registerWasmGradKernels } from '../../backends/wasm_kernels';
 import { registerWasmCopies } from '../../backends/wasm_copies';
 import { registerPoolGrads } from '../../backends/wasm_pool_grads';
 import { registerDepthwiseGrads } from '../../backends/wasm_depthwise_grads';
+import { registerFilterGradKernel } from '../../backends/conv_grads';
+import { registerWebgpuKernels } from '../../backends/webgpu_kernels';
+import { watchDevice } from '../../backends/webgpu_errors';
 import { UserError } from '../../utils/errors';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { pairAndSplit, Split } from './data';
@@ -180,6 +183,13 @@ function start(): void {
           registerWasmCopies();
           registerPoolGrads();
           registerDepthwiseGrads();
+        }
+        if (name === 'webgpu') {
+          // As backends/webgpu.ts startWebgpu: the project's kernels (batch norm, Adam, dW by
+          // matmul, webgpuFilterGrad's default) and device-error watching (checkDevice).
+          registerFilterGradKernel('webgpu', 'matmul');
+          registerWebgpuKernels();
+          watchDevice();
         }
         if (name === 'cpu') registerPoolGrads();
         $('backend-info').textContent = `backend: ${name}${skipped.length ? ` (skipped ${skipped.join('; ')})` : ''}`;
