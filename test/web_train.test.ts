@@ -66,6 +66,7 @@ describe('the browser training page in headless Chromium', () => {
   let server: http.Server;
   let url: string;
   const problems: string[] = [];
+  const watched = new WeakSet<Page>();
 
   before(async () => {
     if (!HAVE_CHROMIUM) return;
@@ -96,6 +97,12 @@ describe('the browser training page in headless Chromium', () => {
 
   async function open(): Promise<Page> {
     const page = ctx.pages()[0] ?? (await ctx.newPage());
+    if (watched.has(page)) {
+      await page.goto(url);
+      await page.waitForFunction(() => (window as any).semsegTrain?.ready || (window as any).semsegTrain?.error, null, { timeout: 60_000 });
+      return page;
+    }
+    watched.add(page);
     page.on('pageerror', (e) => problems.push(`page: ${e.message}`));
     page.on('console', (m) => void (m.type() === 'error' && problems.push(`console: ${m.text()}`)));
     await page.goto(url);
@@ -188,6 +195,9 @@ describe('the browser training page in headless Chromium', () => {
     assert.equal(res.images, 2);
     t.diagnostic(`page val dice ${pageVal.metrics.dice}, evaluate ${res.metrics.dice}; ${done.msPerStep?.toFixed(1)} ms/step in the page`);
     for (const [k, v] of Object.entries(pageVal.metrics)) assert.ok(Math.abs(res.metrics[k] - v) <= 1e-4, `${k}: page ${v}, evaluate ${res.metrics[k]}`);
+    // The trained model segments a new image in the page, as the deploy page does.
+    await page.setInputFiles('#segment-file', path.join(data, 'images', 'p0.png'));
+    await page.waitForFunction(() => (document.getElementById('segment-out') as HTMLCanvasElement).width === 32, null, { timeout: 30_000 });
     assert.deepEqual(problems, []);
   });
 
@@ -200,6 +210,17 @@ describe('the browser training page in headless Chromium', () => {
     const page = await open();
     await Promise.all([page.waitForNavigation(), page.click('#forget')]); // the first test's checkpoint would be resumed
     await page.waitForFunction(() => (window as any).semsegTrain?.ready && !(window as any).semsegTrain.restored, null, { timeout: 60_000 });
+    // An unreadable mask stops the run with one line naming it.
+    const broken = path.join(tmp, 'broken');
+    writePairs(path.join(broken, 'images'), path.join(broken, 'masks'), 4);
+    fs.writeFileSync(path.join(broken, 'masks', 'p1.png'), 'not a png');
+    await page.setInputFiles('#images', path.join(broken, 'images'));
+    await page.setInputFiles('#masks', path.join(broken, 'masks'));
+    await page.fill('#config', CONFIG(1));
+    await page.dispatchEvent('#config', 'input');
+    await page.click('#train');
+    await page.waitForFunction(() => (window as any).semsegTrain.state === 'error', null, { timeout: 60_000 });
+    assert.equal(await page.textContent('#status'), 'masks/p1.png: not a readable PNG file');
     await page.setInputFiles('#images', path.join(data, 'images'));
     await page.setInputFiles('#masks', path.join(data, 'masks'));
     await page.fill('#config', CONFIG(2));

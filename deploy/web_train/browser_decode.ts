@@ -67,7 +67,8 @@ export async function decodeImage(name: string, size?: readonly [number, number]
 /** Raw values of a PNG mask, read exactly as the Node side reads them. */
 export async function readMaskValues(name: string, bytes?: Uint8Array): Promise<{ values: Uint8Array | Uint16Array; width: number; height: number; orientation: number }> {
   const buf = Buffer.from(bytes ?? (await bytesOf(name)));
-  if (!isPng(buf)) throw new UserError(`${name}: the page reads PNG masks only (single-channel class ids, greyscale or palette); convert it to PNG`);
+  // A .png that is not one gets the PNG reader's own message (not a readable PNG file).
+  if (!isPng(buf) && !/\.png$/i.test(name)) throw new UserError(`${name}: the page reads PNG masks only (single-channel class ids, greyscale or palette); convert it to PNG`);
   return { ...(await readPngMask(buf, name)), orientation: 1 };
 }
 
@@ -92,6 +93,8 @@ export const selfTest: SelfTest = {
     assert.deepEqual([...(await readMaskValues('m/a.png')).values], [0, 255, 255, 0]);
     await assert.rejects(readMaskValues('m/b.jpg'), /m\/b\.jpg: the page reads PNG masks only/);
     await assert.rejects(readMaskValues('m/c.png'), (e: Error) => e instanceof UserError && e.message === 'm/c.png: cannot read file (missing)');
+    setFiles([['m/d.png', new Blob(['not a png'])]]);
+    await assert.rejects(readMaskValues('m/d.png'), (e: Error) => e instanceof UserError && e.message === 'm/d.png: not a readable PNG file');
     setFiles([]);
   },
 };

@@ -155,7 +155,7 @@ function start(): void {
   const fail = (e: unknown) => {
     api.state = 'error';
     setStatus(e instanceof UserError ? e.message : `error: ${(e as Error)?.message ?? e}`, true);
-    console.error(e);
+    if (!(e instanceof UserError)) console.error(e); // a user's mistake is the status line; a bug gets its stack
     $<HTMLButtonElement>('train').disabled = false;
     $<HTMLButtonElement>('stop').disabled = true;
   };
