@@ -246,4 +246,37 @@ describe('the browser training page in headless Chromium', () => {
     for (let i = 0; i < node.length; i++) assert.ok(Math.abs(node[i] - web.losses[i]) <= PARITY_TOLERANCE * Math.abs(node[i]), `step ${i + 1}: page ${web.losses[i]}, node ${node[i]}`);
     assert.deepEqual(problems, []);
   });
+
+  // Chromium's WebGPU on SwiftShader (CPU Vulkan; it offers that adapter, not Mesa's lavapipe):
+  // ~40x slower than wasm, so only on request.
+  test('on webgpu (SwiftShader) the page trains with the project\'s webgpu kernels', { skip: skip || (!process.env.WEB_TRAIN_WEBGPU && 'WEB_TRAIN_WEBGPU=1 runs it (slow: software WebGPU)') }, async (t) => {
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--enable-unsafe-webgpu', '--enable-unsafe-swiftshader', '--no-sandbox', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      await page.goto(url.replace('backend=wasm', 'backend=webgpu'));
+      await page.waitForFunction(() => (window as any).semsegTrain?.ready || (window as any).semsegTrain?.error, null, { timeout: 60_000 });
+      assert.equal((await state(page)).backend, 'webgpu');
+      const data = path.join(tmp, 'gpu');
+      writePairs(path.join(data, 'images'), path.join(data, 'masks'), 4);
+      await page.setInputFiles('#images', path.join(data, 'images'));
+      await page.setInputFiles('#masks', path.join(data, 'masks'));
+      await page.fill('#val-fraction', '0.25');
+      await page.fill('#config', CONFIG(1).replace('augmentations: { hflip: { p: 0.5 }, vflip: { p: 0.5 } }', 'augmentations: {}'));
+      await page.dispatchEvent('#config', 'input');
+      await page.click('#train');
+      await page.waitForFunction(() => ['done', 'error'].includes((window as any).semsegTrain.state), null, { timeout: 300_000 });
+      const s = await state(page);
+      assert.equal(s.error, null);
+      assert.ok(s.losses.length === 1 && s.losses.every(Number.isFinite), String(s.losses));
+      t.diagnostic(`webgpu (SwiftShader): losses ${s.losses.map((l) => l.toFixed(4)).join(' ')}, ${s.msPerStep?.toFixed(0)} ms/step`);
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  });
 });
