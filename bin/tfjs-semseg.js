@@ -1,9 +1,9 @@
 #!/usr/bin/env node
-// `npx tfjs-semseg <command> [options]`: the four commands under the package's own name,
+// `npx tfjs-semseg <command> [options]`: the commands under the package's own name,
 // which no other package's bin can shadow (`train`, `predict`, ... are common names).
 const path = require('node:path');
 
-const COMMANDS = { train: 'train', evaluate: 'evaluate', predict: 'predict', 'export-model': 'export' };
+const COMMANDS = { train: 'train', evaluate: 'evaluate', predict: 'predict', 'export-model': 'export', 'web-train': 'web_train' };
 const USAGE = `Usage: tfjs-semseg <command> [options]
 
 Commands:
@@ -11,6 +11,7 @@ Commands:
   evaluate       metrics of a checkpoint on a split
   predict        masks of images
   export-model   a checkpoint as a TF.js model (optionally with a web page)
+  web-train      a static web page that trains a model in the browser
 
 'tfjs-semseg <command> --help' lists a command's options.`;
 

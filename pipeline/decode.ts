@@ -9,6 +9,10 @@ import sharp from 'sharp';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { checkPixels, isPng, MAX_PIXELS, readPngMask } from './png';
+import { applyLut, checkMaskValues, mapMask, resizeNearest, resizeNearestAny } from './mask_values';
+
+// In mask_values.ts so that the browser bundle (deploy/web_train) reads masks by the same rules.
+export { applyLut, checkMaskValues, mapMask, resizeNearest } from './mask_values';
 
 export { MAX_PIXELS };
 import type { MaskLut, PairRef } from '../loaders/registry';
@@ -16,7 +20,8 @@ import type { MaskLut, PairRef } from '../loaders/registry';
 export interface RgbImage { data: Uint8Array; width: number; height: number } // HWC, 3 channels
 export interface LabelMask { data: Uint8Array; width: number; height: number }
 
-export interface MaskRules { lut: MaskLut; numClasses: number; ignoreIndex: number }
+export type { MaskRules } from './mask_values';
+import type { MaskRules } from './mask_values';
 
 // Keep libvips from caching decoded files: every sample is read once per epoch, so a
 // cache only grows memory.
@@ -168,59 +173,6 @@ export async function readMaskValues(file: string, buf?: Buffer): Promise<{ valu
   } catch (e) {
     throw new UserError(`${file}: cannot decode mask, truncated or corrupt? (${short(e)})`);
   }
-}
-
-/** Throws, naming the file and the first pixel value that is not a known class. */
-export function checkMaskValues(values: Uint8Array | Uint16Array, rules: MaskRules, file: string): void {
-  const { lut, numClasses, ignoreIndex } = rules;
-  const ok = (v: number) => {
-    const c = v < 256 ? lut[v] : -1;
-    return c >= 0 && (c < numClasses || c === ignoreIndex);
-  };
-  // Which values occur (cheap pass), then only if one is bad, find the first bad pixel.
-  const seen = new Uint8Array(values instanceof Uint16Array ? 65536 : 256);
-  for (let i = 0; i < values.length; i++) seen[values[i]] = 1;
-  let bad = false;
-  for (let v = 0; v < seen.length && !bad; v++) bad = seen[v] === 1 && !ok(v);
-  if (!bad) return;
-  for (let i = 0; i < values.length; i++) {
-    const v = values[i];
-    if (ok(v)) continue;
-    const c = v < 256 ? lut[v] : -1;
-    const why = c < 0 ? 'is not a known class value' : `maps to class ${c} but data.num_classes is ${numClasses}`;
-    throw new UserError(`${file}: mask value ${v} (first bad pixel #${i}) ${why} (ignore index is ${ignoreIndex})`);
-  }
-}
-
-/** Applies the loader's value -> class table (values must have been checked). */
-export function applyLut(values: Uint8Array | Uint16Array, lut: MaskLut): Uint8Array {
-  const out = new Uint8Array(values.length);
-  for (let i = 0; i < values.length; i++) out[i] = lut[values[i]];
-  return out;
-}
-
-/** Checks and maps raw mask values to class ids. */
-export function mapMask(values: Uint8Array | Uint16Array, rules: MaskRules, file: string): Uint8Array {
-  checkMaskValues(values, rules, file);
-  return applyLut(values, rules.lut);
-}
-
-/** Nearest-neighbour resize generic over the element type (raw 8/16-bit values or class ids). */
-function resizeNearestAny<T extends Uint8Array | Uint16Array>(src: T, sw: number, sh: number, dw: number, dh: number, out: T): T {
-  const xs = new Int32Array(dw);
-  for (let x = 0; x < dw; x++) xs[x] = Math.min(sw - 1, Math.floor(((x + 0.5) * sw) / dw));
-  for (let y = 0; y < dh; y++) {
-    const row = Math.min(sh - 1, Math.floor(((y + 0.5) * sh) / dh)) * sw;
-    const o = y * dw;
-    for (let x = 0; x < dw; x++) out[o + x] = src[row + xs[x]];
-  }
-  return out;
-}
-
-/** Nearest-neighbour resize (pixel centres), for masks. */
-export function resizeNearest(src: Uint8Array, sw: number, sh: number, dw: number, dh: number): Uint8Array {
-  if (sw === dw && sh === dh) return src;
-  return resizeNearestAny(src, sw, sh, dw, dh, new Uint8Array(dw * dh));
 }
 
 /**

@@ -155,15 +155,21 @@ export async function overlayPng(
   gt: Uint8Array | null,
   opts: OverlayOptions,
 ): Promise<Buffer> {
+  const o = overlayRgb(image, w, h, pred, gt, opts);
+  return rawToPng(o.data, o.width, o.height);
+}
+
+/** overlayPng's pixels (RGB, HWC), before PNG encoding: the browser training page draws them on a canvas. */
+export function overlayRgb(image: Uint8Array, w: number, h: number, pred: Uint8Array, gt: Uint8Array | null, opts: OverlayOptions): { data: Uint8Array; width: number; height: number } {
   checkSizes(w, h, image, [pred, gt]);
   if (opts.binary) {
     const t = opts.thickness ?? (Math.min(w, h) >= 256 ? 2 : 1);
-    return rawToPng(binaryOverlay(image, w, h, pred, gt, t), w, h);
+    return { data: binaryOverlay(image, w, h, pred, gt, t), width: w, height: h };
   }
   const predPanel = blendPanel(image, w, h, pred, opts.palette, opts.ignoreIndex);
-  if (!gt) return rawToPng(predPanel, w, h);
+  if (!gt) return { data: predPanel, width: w, height: h };
   const both = sideBySide(predPanel, blendPanel(image, w, h, gt, opts.palette, opts.ignoreIndex), w, h);
-  return rawToPng(both.data, both.width, h);
+  return { data: both.data, width: both.width, height: h };
 }
 
 // --- Indexed PNG writer. sharp can only write palette PNGs through quantisation,

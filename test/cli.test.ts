@@ -81,7 +81,10 @@ test('the package\'s bins (bin/: train, evaluate, predict, export-model, and tfj
   assert.match(list.stdout, /^Usage: tfjs-semseg <command>/m);
   const unknown = await runNode([path.join(pkg, bins['tfjs-semseg']), 'trian']);
   assert.equal(unknown.code, 2, show(unknown));
-  assert.match(unknown.stderr, /^error: unknown command 'trian' \(commands: train, evaluate, predict, export-model; see --help\)$/m);
+  assert.match(unknown.stderr, /^error: unknown command 'trian' \(commands: train, evaluate, predict, export-model, web-train; see --help\)$/m);
+  const page = await runNode([path.join(pkg, bins['tfjs-semseg']), 'web-train', '--help']);
+  assertOk(page);
+  assert.match(page.stdout, /^tfjs-semseg web-train --output DIR/m, show(page));
 });
 
 describe('bad configs and options: one line on stderr, no stack trace', () => {

@@ -41,6 +41,8 @@ const DYNAMIC_ALLOWED: Record<string, Record<string, string>> = {
   'engine/stop.ts': { 'node:worker_threads': 'a worker script (run as a file, not imported)', 'node:fs': 'same' },
   'pipeline/pool.ts': { '*': "the worker's bootstrap source text (tsx when run from sources)" },
   'models/model_checks.ts': { '../engine/portable': "modelChecks builds each models/<name>.ts's self-tests", '../backends': 'same', './registry': 'same', './layers/custom_layers': 'same' },
+  'deploy/web_train/registry_entries.ts': { '*': "the registries' entry files, by path (the browser bundle's import list)", '../../config/resolve': 'loads the registries to list their files', '../../loaders/registry': 'same' },
+  'deploy/web_train/page.ts': { '@tensorflow/tfjs-backend-webgpu': 'browser backends, loaded in the page only (in Node they would register themselves)', '@tensorflow/tfjs-backend-webgl': 'same' },
   'backends/webgpu_kernels/program.ts': { '../index': 'webgpuVsCpu: a helper of other modules\' self-tests', '../webgpu_errors': 'same' },
 };
 

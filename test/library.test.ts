@@ -79,7 +79,7 @@ test('npm pack, installed in an empty folder: the README example (ESM, twice; Co
   // What the tarball holds: runtime code, configs, the web app, the bridge, the weights, the README;
   // no tests or benches, and no source map without the source it points at.
   const files = spawnSync('tar', ['tzf', path.join(dir, tgz)], { encoding: 'utf8' }).stdout.trim().split('\n').map((f) => f.replace(/^package\//, ''));
-  for (const f of ['package.json', 'README.md', 'dist/api/index.js', 'dist/api/index.d.ts', 'dist/train.js', 'bin/train.js', 'bin/tfjs-semseg.js', 'configs/demo.yaml', 'deploy/web/app.js', 'deploy/web/index.html', 'deploy/keras_bridge.py', 'deploy/keras_recipe/__init__.py', 'deploy/keras_recipe/errors.py', 'deploy/keras_recipe/recipe.py', 'deploy/keras_recipe/augment.py', 'deploy/keras_recipe/train_loop.py', 'weights/mobilenet_v2_imagenet/weights.bin', 'weights/mobilenet_v2_imagenet/LICENSE']) {
+  for (const f of ['package.json', 'README.md', 'dist/api/index.js', 'dist/api/index.d.ts', 'dist/train.js', 'bin/train.js', 'bin/tfjs-semseg.js', 'configs/demo.yaml', 'deploy/web/app.js', 'deploy/web/index.html', 'deploy/web_train/index.html', 'dist/web_train/web_train.bundle.js', 'deploy/keras_bridge.py', 'deploy/keras_recipe/__init__.py', 'deploy/keras_recipe/errors.py', 'deploy/keras_recipe/recipe.py', 'deploy/keras_recipe/augment.py', 'deploy/keras_recipe/train_loop.py', 'weights/mobilenet_v2_imagenet/weights.bin', 'weights/mobilenet_v2_imagenet/LICENSE']) {
     assert.ok(files.includes(f), `${f} missing from the tarball`);
   }
   assert.deepEqual(files.filter((f) => /^(dist\/)?(test|bench)\//.test(f)), [], 'tests or benches shipped');
@@ -173,6 +173,9 @@ test('npm pack, installed in an empty folder: the README example (ESM, twice; Co
   const ex = npx(app, ['export-model', '--config', 'my.yaml', ...tiny, '--web', '--output', 'web']);
   assert.equal(ex.status, 0, shown(ex));
   for (const f of ['model.json', 'index.html', 'tf-core.min.js']) assert.ok(fs.existsSync(path.join(app, 'web', f)), f);
+  const wt = npx(app, ['tfjs-semseg', 'web-train', '--output', 'train-page']);
+  assert.equal(wt.status, 0, shown(wt));
+  for (const f of ['index.html', 'web_train.bundle.js', 'tfjs-backend-wasm-simd.wasm']) assert.ok(fs.existsSync(path.join(app, 'train-page', f)), f);
   const usage = npx(app, ['tfjs-semseg', 'train', '--epohcs', '3']);
   assert.equal(usage.status, 2, shown(usage));
   installed = { app, tiny };

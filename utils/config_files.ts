@@ -106,7 +106,11 @@ function folderError(file: string, extendedBy?: string): UserError {
 
 /** One YAML file as a mapping, or a one-line UserError naming it. */
 function readYaml(file: string, via: string, extendedBy?: string): Raw {
-  const text = readBounded(file, via, extendedBy);
+  return parseYamlText(readBounded(file, via, extendedBy), file);
+}
+
+/** The text of one YAML config as a mapping, or a one-line UserError naming `file` (also the browser page's pasted config). */
+export function parseYamlText(text: string, file: string): Raw {
   let raw: unknown;
   try {
     raw = yaml.load(text);

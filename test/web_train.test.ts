@@ -1,0 +1,282 @@
+// The browser training page (`tfjs-semseg web-train`, deploy/web_train/) in headless Chromium:
+// a generated dataset picked through the folder inputs, a few steps on wasm with the loss
+// falling and the curve drawn, a stop that saves to IndexedDB and a reload that resumes from
+// it, the downloaded export scored by Node's evaluate (the page's val metrics within 1e-4),
+// and the same run in `node dist/train.js` on wasm giving the page's losses.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium, BrowserContext, Page } from 'playwright-core';
+import { encode } from 'fast-png';
+import { webTrainBundle } from '../deploy/web_train/bundle';
+import { writeWebTrain } from '../deploy/web_train/files';
+import { evaluate } from '../api';
+
+const CHROMIUM = process.env.REPORT_TEST_CHROMIUM ?? '/usr/bin/chromium';
+const HAVE_CHROMIUM = fs.existsSync(CHROMIUM);
+const skip = !HAVE_CHROMIUM && !process.env.CI ? 'chromium not installed: apt-get install -y chromium' : false;
+const ROOT = path.resolve(__dirname, '..', '..');
+
+/** Parity: page (wasm, browser) and Node (wasm, one thread) losses agree to this, relative (measured: identical). */
+const PARITY_TOLERANCE = 1e-6;
+
+/** `n` pairs of 32x32 PNGs: a bright disc on a dark, textured background; masks 0/255. */
+function writePairs(imagesDir: string, masksDir: string, n: number, offset = 0): void {
+  fs.mkdirSync(imagesDir, { recursive: true });
+  fs.mkdirSync(masksDir, { recursive: true });
+  const W = 32;
+  for (let k = offset; k < offset + n; k++) {
+    const cx = 10 + (k % 6) * 2, cy = 18 - (k % 5) * 1.5, r = 6 + (k % 3);
+    const img = new Uint8Array(W * W * 3), m = new Uint8Array(W * W);
+    for (let y = 0; y < W; y++) for (let x = 0; x < W; x++) {
+      const inside = (x - cx) ** 2 + (y - cy) ** 2 < r * r;
+      const v = inside ? 190 + ((x * 7 + y * 3 + k) % 50) : 15 + ((x * 5 + y * 11 + k) % 35);
+      img.set([v, inside ? v - 40 : v, v], (y * W + x) * 3);
+      m[y * W + x] = inside ? 255 : 0;
+    }
+    fs.writeFileSync(path.join(imagesDir, `p${k}.png`), encode({ width: W, height: W, data: img, channels: 3, depth: 8 }));
+    fs.writeFileSync(path.join(masksDir, `p${k}.png`), encode({ width: W, height: W, data: m, channels: 1, depth: 8 }));
+  }
+}
+
+const CONFIG = (epochs: number) => `name: webtest
+model: { name: unet, base: 4, depth: 2 }
+data: { num_classes: 2, size: [32, 32], value_map: { "255": 1 } }
+training:
+  epochs: ${epochs}
+  batch_size: 2
+  seed: 7
+  loss: { name: bce+dice }
+  optimizer: { name: adam, lr: 0.01 }
+  augmentations: { hflip: { p: 0.5 }, vflip: { p: 0.5 } }
+  print_interval: 1
+checkpoint: { best_metric: val.dice }
+`;
+
+type Api = { ready: boolean; state: string; step: number; totalSteps: number; losses: number[]; val: { step: number; metrics: Record<string, number> }[]; valIds: string[]; restored: boolean; error: string | null; backend: string; msPerStep: number | null };
+const state = (page: Page): Promise<Api> => page.evaluate(() => (window as any).semsegTrain);
+
+describe('the browser training page in headless Chromium', () => {
+  let tmp: string;
+  let ctx: BrowserContext;
+  let server: http.Server;
+  let url: string;
+  const problems: string[] = [];
+  const watched = new WeakSet<Page>();
+
+  before(async () => {
+    if (!HAVE_CHROMIUM) return;
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'web-train-test-'));
+    const out = path.join(tmp, 'page');
+    writeWebTrain(out, await webTrainBundle());
+    const types: Record<string, string> = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm' };
+    server = http.createServer((req, res) => {
+      const name = path.basename(new URL(req.url ?? '/', 'http://x').pathname) || 'index.html';
+      const file = path.join(out, name);
+      if (!fs.existsSync(file)) return void res.writeHead(404).end();
+      res.writeHead(200, { 'content-type': types[path.extname(name)] ?? 'application/octet-stream' }).end(fs.readFileSync(file));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    url = `http://127.0.0.1:${(server.address() as { port: number }).port}/?backend=wasm`;
+    // A fresh profile: IndexedDB starts empty, and survives the reload below.
+    ctx = await chromium.launchPersistentContext(path.join(tmp, 'profile'), {
+      executablePath: CHROMIUM, headless: true, acceptDownloads: true, viewport: { width: 1200, height: 1000 },
+      args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+  });
+
+  after(async () => {
+    await ctx?.close();
+    server?.close();
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  async function open(): Promise<Page> {
+    const page = ctx.pages()[0] ?? (await ctx.newPage());
+    if (watched.has(page)) {
+      await page.goto(url);
+      await page.waitForFunction(() => (window as any).semsegTrain?.ready || (window as any).semsegTrain?.error, null, { timeout: 60_000 });
+      return page;
+    }
+    watched.add(page);
+    page.on('pageerror', (e) => problems.push(`page: ${e.message}`));
+    page.on('console', (m) => void (m.type() === 'error' && problems.push(`console: ${m.text()}`)));
+    await page.goto(url);
+    await page.waitForFunction(() => (window as any).semsegTrain?.ready || (window as any).semsegTrain?.error, null, { timeout: 60_000 });
+    return page;
+  }
+
+  test('trains on picked folders, stops into IndexedDB, resumes after a reload, and its download scores the same in Node', { skip }, async (t) => {
+    assert.ok(HAVE_CHROMIUM, `chromium not installed at ${CHROMIUM} (required when CI is set)`);
+    const data = path.join(tmp, 'data');
+    writePairs(path.join(data, 'images'), path.join(data, 'masks'), 8);
+    let page = await open();
+    assert.equal((await state(page)).backend, 'wasm');
+    // An unpaired file is one line naming it, before anything trains.
+    const extra = path.join(tmp, 'extra');
+    writePairs(path.join(extra, 'images'), path.join(extra, 'masks_unused'), 3);
+    await page.setInputFiles('#images', path.join(extra, 'images'));
+    await page.setInputFiles('#masks', path.join(data, 'masks'));
+    assert.equal(await page.textContent('#data-info'), '5 mask(s) without an image in images (expected *{.jpg,.jpeg,.png,.bmp,.tif,.tiff,.webp}): p3.png, p4.png, p5.png and 2 more');
+    // The config is checked by the project's schema, with its one-line errors.
+    await page.fill('#config', CONFIG(4).replace('epochs: 4', 'epohcs: 4'));
+    await page.dispatchEvent('#config', 'input');
+    assert.match((await page.textContent('#config-error')) ?? '', /^config\.yaml: unknown key 'training\.epohcs'/);
+
+    await page.setInputFiles('#images', path.join(data, 'images'));
+    await page.fill('#val-fraction', '0.25');
+    await page.fill('#config', CONFIG(4));
+    await page.dispatchEvent('#config', 'input');
+    assert.equal(await page.textContent('#data-info'), '8 pairs: 6 train, 2 val (by fraction)');
+    await page.click('#train');
+    await page.waitForFunction(() => (window as any).semsegTrain.step >= 5 || (window as any).semsegTrain.error, null, { timeout: 60_000 });
+    await page.click('#stop');
+    await page.waitForFunction(() => ['stopped', 'done', 'error'].includes((window as any).semsegTrain.state), null, { timeout: 60_000 });
+    const stopped = await state(page);
+    assert.equal(stopped.error, null);
+    assert.equal(stopped.state, 'stopped');
+    assert.ok(stopped.step >= 5 && stopped.step < 12, `stopped at ${stopped.step}`);
+
+    // A reload finds the checkpoint (weights, optimizer, step, the files themselves) and resumes.
+    page = await open();
+    const back = await state(page);
+    assert.equal(back.restored, true);
+    assert.equal(back.step, stopped.step);
+    assert.deepEqual(back.losses, stopped.losses);
+    await page.click('#train');
+    await page.waitForFunction(() => ['done', 'error'].includes((window as any).semsegTrain.state), null, { timeout: 90_000 });
+    const done = await state(page);
+    assert.equal(done.error, null);
+    assert.equal(done.step, 12);
+    assert.equal(done.losses.length, 12);
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    assert.ok(mean(done.losses.slice(-3)) < 0.8 * mean(done.losses.slice(0, 3)), `loss ${done.losses.map((l) => l.toFixed(3)).join(' ')}`);
+    const inked = await page.$eval('#curve', (c) => {
+      const d = (c as HTMLCanvasElement).getContext('2d')!.getImageData(0, 0, (c as HTMLCanvasElement).width, (c as HTMLCanvasElement).height).data;
+      let n = 0;
+      for (let i = 0; i < d.length; i += 4) if (d[i + 2] > 200 && d[i] < 80) n++; // the loss line's blue
+      return n;
+    });
+    assert.ok(inked > 100, `${inked} curve pixels`);
+    assert.equal(await page.locator('#overlays canvas').count(), 2);
+    if (process.env.WEB_TRAIN_SCREENSHOT) await page.screenshot({ path: process.env.WEB_TRAIN_SCREENSHOT, fullPage: true });
+
+    // The download is the export Node writes; Node's evaluate on the page's val images agrees.
+    const dl = path.join(tmp, 'download');
+    fs.mkdirSync(dl);
+    const names: string[] = [];
+    page.on('download', (d) => void names.push(d.suggestedFilename()));
+    const downloads: Promise<void>[] = [];
+    page.on('download', (d) => void downloads.push(d.saveAs(path.join(dl, d.suggestedFilename()))));
+    await page.click('#download');
+    for (let i = 0; i < 50 && names.length < 3; i++) await new Promise((r) => setTimeout(r, 100));
+    await Promise.all(downloads);
+    assert.deepEqual(names.sort(), ['config.yaml', 'group1-shard1of1.bin', 'model.json']);
+    const meta = JSON.parse(fs.readFileSync(path.join(dl, 'model.json'), 'utf8')).userDefinedMetadata;
+    assert.equal(meta.format, 'tfjs-semseg-export/1');
+    assert.equal(meta.checkpoint.step, 12);
+    const valRoot = path.join(tmp, 'val');
+    for (const id of done.valIds) {
+      for (const d of ['images', 'masks']) {
+        fs.mkdirSync(path.join(valRoot, d), { recursive: true });
+        fs.copyFileSync(path.join(data, d, `${id}.png`), path.join(valRoot, d, `${id}.png`));
+      }
+    }
+    const res = await evaluate(path.join(dl, 'config.yaml'), {
+      checkpoint: path.join(dl, 'model.json'), backend: 'wasm', quiet: true, output: path.join(tmp, 'eval'),
+      set: [`data.root=${valRoot}`],
+    });
+    const pageVal = done.val[done.val.length - 1];
+    assert.equal(pageVal.step, 12);
+    assert.equal(res.images, 2);
+    t.diagnostic(`page val dice ${pageVal.metrics.dice}, evaluate ${res.metrics.dice}; ${done.msPerStep?.toFixed(1)} ms/step in the page`);
+    for (const [k, v] of Object.entries(pageVal.metrics)) assert.ok(Math.abs(res.metrics[k] - v) <= 1e-4, `${k}: page ${v}, evaluate ${res.metrics[k]}`);
+    // The trained model segments a new image in the page, as the deploy page does.
+    await page.setInputFiles('#segment-file', path.join(data, 'images', 'p0.png'));
+    await page.waitForFunction(() => (document.getElementById('segment-out') as HTMLCanvasElement).width === 32, null, { timeout: 30_000 });
+    assert.deepEqual(problems, []);
+  });
+
+  test('the same seed, data and steps give the page\'s losses in `node dist/train.js` on wasm', { skip }, async (t) => {
+    assert.ok(HAVE_CHROMIUM, `chromium not installed at ${CHROMIUM} (required when CI is set)`);
+    // train/ and val/ sub-folders: the page and the folder loader take the same splits.
+    const data = path.join(tmp, 'parity');
+    writePairs(path.join(data, 'images', 'train'), path.join(data, 'masks', 'train'), 6);
+    writePairs(path.join(data, 'images', 'val'), path.join(data, 'masks', 'val'), 2, 6);
+    const page = await open();
+    await Promise.all([page.waitForNavigation(), page.click('#forget')]); // the first test's checkpoint would be resumed
+    await page.waitForFunction(() => (window as any).semsegTrain?.ready && !(window as any).semsegTrain.restored, null, { timeout: 60_000 });
+    // An unreadable mask stops the run with one line naming it.
+    const broken = path.join(tmp, 'broken');
+    writePairs(path.join(broken, 'images'), path.join(broken, 'masks'), 4);
+    fs.writeFileSync(path.join(broken, 'masks', 'p1.png'), 'not a png');
+    await page.setInputFiles('#images', path.join(broken, 'images'));
+    await page.setInputFiles('#masks', path.join(broken, 'masks'));
+    await page.fill('#config', CONFIG(1));
+    await page.dispatchEvent('#config', 'input');
+    await page.click('#train');
+    await page.waitForFunction(() => (window as any).semsegTrain.state === 'error', null, { timeout: 60_000 });
+    assert.equal(await page.textContent('#status'), 'masks/p1.png: not a readable PNG file');
+    await page.setInputFiles('#images', path.join(data, 'images'));
+    await page.setInputFiles('#masks', path.join(data, 'masks'));
+    await page.fill('#config', CONFIG(2));
+    await page.dispatchEvent('#config', 'input');
+    assert.equal(await page.textContent('#data-info'), '8 pairs: 6 train, 2 val (from the train/val sub-folders)');
+    await page.click('#train');
+    await page.waitForFunction(() => ['done', 'error'].includes((window as any).semsegTrain.state), null, { timeout: 60_000 });
+    const web = await state(page);
+    assert.equal(web.error, null);
+
+    const cfg = path.join(tmp, 'parity.yaml');
+    fs.writeFileSync(cfg, CONFIG(2));
+    const sets = [`data.name=folder`, `data.root=${data}`, 'data.images_dir=images', 'data.masks_dir=masks', 'training.workers=1', `checkpoint.ckpt_root=${path.join(tmp, 'ck')}`, `results.root=${path.join(tmp, 'res')}`];
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'dist', 'train.js'), '--config', cfg, '--backend', 'wasm', '--quiet', ...sets.flatMap((s) => ['--set', s])], {
+      encoding: 'utf8', env: { ...process.env, SEMSEG_WASM_THREADS: '1' }, timeout: 120_000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const rows = fs.readFileSync(path.join(tmp, 'res', 'webtest', 'history.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((row) => row.split === 'train');
+    const node = rows.map((row) => row.loss as number);
+    assert.equal(node.length, web.losses.length);
+    const worst = Math.max(...node.map((l, i) => Math.abs(l - web.losses[i]) / Math.abs(l)));
+    t.diagnostic(`largest relative loss difference page/node over ${node.length} steps: ${worst.toExponential(2)}`);
+    for (let i = 0; i < node.length; i++) assert.ok(Math.abs(node[i] - web.losses[i]) <= PARITY_TOLERANCE * Math.abs(node[i]), `step ${i + 1}: page ${web.losses[i]}, node ${node[i]}`);
+    assert.deepEqual(problems, []);
+  });
+
+  // Chromium's WebGPU on SwiftShader (CPU Vulkan; it offers that adapter, not Mesa's lavapipe):
+  // ~40x slower than wasm, so only on request.
+  test('on webgpu (SwiftShader) the page trains with the project\'s webgpu kernels', { skip: skip || (!process.env.WEB_TRAIN_WEBGPU && 'WEB_TRAIN_WEBGPU=1 runs it (slow: software WebGPU)') }, async (t) => {
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--enable-unsafe-webgpu', '--enable-unsafe-swiftshader', '--no-sandbox', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      await page.goto(url.replace('backend=wasm', 'backend=webgpu'));
+      await page.waitForFunction(() => (window as any).semsegTrain?.ready || (window as any).semsegTrain?.error, null, { timeout: 60_000 });
+      assert.equal((await state(page)).backend, 'webgpu');
+      const data = path.join(tmp, 'gpu');
+      writePairs(path.join(data, 'images'), path.join(data, 'masks'), 4);
+      await page.setInputFiles('#images', path.join(data, 'images'));
+      await page.setInputFiles('#masks', path.join(data, 'masks'));
+      await page.fill('#val-fraction', '0.25');
+      await page.fill('#config', CONFIG(1).replace('augmentations: { hflip: { p: 0.5 }, vflip: { p: 0.5 } }', 'augmentations: {}'));
+      await page.dispatchEvent('#config', 'input');
+      await page.click('#train');
+      await page.waitForFunction(() => ['done', 'error'].includes((window as any).semsegTrain.state), null, { timeout: 300_000 });
+      const s = await state(page);
+      assert.equal(s.error, null);
+      assert.ok(s.losses.length === 1 && s.losses.every(Number.isFinite), String(s.losses));
+      t.diagnostic(`webgpu (SwiftShader): losses ${s.losses.map((l) => l.toFixed(4)).join(' ')}, ${s.msPerStep?.toFixed(0)} ms/step`);
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  });
+});
