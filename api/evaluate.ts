@@ -61,12 +61,12 @@ async function run(config: ConfigSource, o: EvaluateOptions, warnings: string[])
   if (o.output) checkResultsFolder(outDir, o.overwrite ?? false);
   const model = await loadNetwork(parts, checkpoint);
   try {
-    const pairs = await listSplit(cfg, split);
+    const pairs = await listSplit(cfg, split, parts.dataset);
     // The network's runtime where it is not the TF.js backend (which still prepares the inputs and decides the masks).
     const runtime = isRuntime(model) ? model.description : null;
     log(`evaluating ${checkpoint}${runtime ? ` (${runtime})` : ''} on ${pairs.length} ${split} pairs of ${cfg.data.root}`);
     const history = new History(runDirs(cfg).history).read();
-    const res = await writeResults(model, cfg, pairs, history, { threshold: o.threshold, split, outDir, backend: runtime ? `${runtime}; inputs and decisions on ${backend.description}` : backend.description, postprocess: o.postprocess, quiet: o.quiet });
+    const res = await writeResults(model, cfg, pairs, history, { threshold: o.threshold, split, outDir, backend: runtime ? `${runtime}; inputs and decisions on ${backend.description}` : backend.description, postprocess: o.postprocess, quiet: o.quiet, dataset: parts.dataset });
     return {
       checkpoint, split, images: res.images, metrics: res.metrics, perClass: res.perClass,
       sweep: res.sweep ?? null, bestThreshold: res.bestThreshold ?? null, outDir, report: path.join(outDir, 'report.html'), warnings,

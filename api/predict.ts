@@ -5,7 +5,7 @@ import path from 'node:path';
 import assert from 'node:assert/strict';
 import { Config, isBinary } from '../utils/config';
 import { guardFsSync, UserError } from '../utils/errors';
-import { datasetMeta } from '../loaders/registry';
+import { datasetMeta, ResolvedDataset, resolveDataset } from '../loaders/registry';
 import type { Rgb } from '../utils/dataset_utils';
 import { defaultCheckpoint, loadNetwork, useCheckpointDefinition } from '../engine/model_io';
 import { isRuntime, Network } from '../engine/inference';
@@ -40,10 +40,13 @@ export class SegmentationModel {
   readonly palette: Rgb[];
   /** @internal the tfjs model or the ONNX Runtime session (internal: tfjs-layers' declarations are not strict-clean, and would be a consumer's to compile) */
   readonly model: Network;
+  /** @internal the run's dataset (config/resolve.ts resolveRun) */
+  readonly dataset: ResolvedDataset;
   /** @internal made by loadModel() */
-  constructor(model: Network, readonly config: Config, readonly checkpoint: string) {
+  constructor(model: Network, readonly config: Config, readonly checkpoint: string, dataset: ResolvedDataset = resolveDataset(config)) {
     this.model = model;
-    const meta = datasetMeta(config);
+    this.dataset = dataset;
+    const meta = datasetMeta(config, dataset);
     this.classNames = meta.classes;
     this.palette = meta.palette;
   }
@@ -51,7 +54,7 @@ export class SegmentationModel {
   /** @internal */
   predictOptions(o: SegmentOptions = {}): PredictOptions {
     const e = this.config.evaluation;
-    return { threshold: o.threshold ?? this.config.training.threshold, postprocess: o.postprocess ?? e.postprocess, tta: e.tta, scales: e.scales };
+    return { threshold: o.threshold ?? this.config.training.threshold, postprocess: o.postprocess ?? e.postprocess, tta: e.tta, scales: e.scales, dataset: this.dataset };
   }
 
   /** The mask of one image file (JPEG, PNG, ...; EXIF orientation applied). */
@@ -82,7 +85,7 @@ async function load(config: ConfigSource, o: LoadOptions): Promise<SegmentationM
   useCheckpointDefinition(cfg, checkpoint); // the network the weights were trained as
   const parts = resolveRun(cfg); // after the checkpoint's definition is adopted
   preflightInference(parts, { backend: backend.name, batch: 1 + cfg.evaluation.tta.length, what: 'prediction' });
-  return new SegmentationModel(await loadNetwork(parts, checkpoint), cfg, checkpoint);
+  return new SegmentationModel(await loadNetwork(parts, checkpoint), cfg, checkpoint, parts.dataset);
 }
 
 export interface PredictApiOptions extends LoadOptions, SegmentOptions {

@@ -1,15 +1,17 @@
 // Config resolution: the config checked by the schema (utils/config.ts), then each named part's
-// own keys by that part's schema, found in its registry (the model, the loss, the optimizer,
-// the LR schedule), defaults filled. It sits above models/ and training/ because it asks
-// their registries; they import only the schema's types, so no circle is hidden here.
+// own keys by that part's schema, found in its registry (the model, the dataset, the loss,
+// the optimizer, the LR schedule), defaults filled. It sits above models/, loaders/ and
+// training/ because it asks their registries; they import only the schema's types, so no
+// circle is hidden here.
 import fs from 'node:fs';
 import path from 'node:path';
 import assert from 'node:assert/strict';
 import { COMMON_MODEL_KEYS, getModelDefinition, ResolvedModel, resolveModel } from '../models/registry';
+import { DatasetDefinition, getDataset, registeredDatasets, ResolvedDataset, resolveDataset } from '../loaders/registry';
 import { ResolvedLoss, resolveLoss, resolveLossSection } from '../training/losses';
 import { ResolvedOptimizer, resolveOptimizer, resolveOptimizerSection } from '../training/optimizers';
 import { ResolvedSchedule, resolveSchedule, resolveScheduleSection } from '../training/lr_schedule';
-import { applySet, Config, formatIssues, outChannels, parseSchema, readConfig, show } from '../utils/config';
+import { applySet, COMMON_DATA_KEYS, Config, formatIssues, outChannels, parseSchema, readConfig, show } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 
@@ -17,6 +19,7 @@ import { runIfMain, SelfTest } from '../utils/self_test';
 export function parseConfig(raw: unknown, source = 'config'): Config {
   const cfg = parseSchema(raw, source);
   cfg.model = resolveModelSection(cfg.model, source, raw);
+  cfg.data = resolveDataSection(cfg.data, source, raw);
   // The named loss, optimizer and schedule own their keys (training/).
   const t = cfg.training;
   t.loss = resolveLossSection(t.loss, source, raw) as typeof t.loss;
@@ -44,6 +47,50 @@ function resolveModelSection(model: Config['model'], source: string, raw: unknow
   return { ...common, ...opts.data } as Config['model'];
 }
 
+/** Whether `value` of key `k` is what `options` gives when the key is absent (its default). */
+function isDefault(options: DatasetDefinition['options'], k: string, value: unknown): boolean {
+  const one = options.pick({ [k]: true });
+  const got = one.safeParse({ [k]: value });
+  return got.success && JSON.stringify(got.data) === JSON.stringify(one.safeParse({}).data);
+}
+
+/**
+ * The `data:` section with the chosen dataset's own keys checked by its schema and defaulted.
+ * A key it does not own is one line naming it, another dataset's too; null unsets one a base
+ * config set (`--set data.synthetic=null` after `--set data.name=isic` on the demo config).
+ */
+function resolveDataSection(data: Config['data'], source: string, raw: unknown): Config['data'] {
+  const common: Record<string, unknown> = {};
+  const own: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(data)) {
+    if (COMMON_DATA_KEYS.includes(k)) common[k] = v;
+    else if (v !== null && v !== undefined) own[k] = v;
+  }
+  let def: DatasetDefinition;
+  try {
+    def = getDataset(data.name);
+  } catch (err) {
+    if (!(err instanceof UserError)) throw err;
+    throw new UserError(`${source}: key 'data.name' has ${show(data.name)}; ${err.message.replace(/^data\.name '[^']*' /, '')}`);
+  }
+  const shape = def.options.shape;
+  for (const k of Object.keys(own)) {
+    if (k in shape) continue;
+    const owners = registeredDatasets().filter((n) => n !== def.name && k in getDataset(n).options.shape);
+    // Configs saved by earlier versions hold every dataset's defaults (data.mask_suffix '',
+    // data.synthetic), which never had an effect on another dataset: dropped.
+    if (owners.some((n) => isDefault(getDataset(n).options, k, own[k]))) {
+      delete own[k];
+      continue;
+    }
+    const whose = owners.length ? `, dataset ${owners.map((n) => `'${n}'`).join(', ')} has: remove it or set it to null` : ': check the spelling';
+    throw new UserError(`${source}: unknown key 'data.${k}' (dataset '${def.name}' has no such option${whose}; its options: ${Object.keys(shape).join(', ') || 'none'})`);
+  }
+  const opts = def.options.strict().safeParse(own);
+  if (!opts.success) throw new UserError(formatIssues(source, raw, opts.error.issues.map((i) => ({ ...i, path: ['data', ...i.path] }))));
+  return { ...common, ...opts.data } as Config['data'];
+}
+
 /**
  * Reads a YAML config (and the configs it `extends:`), applies `--set` overrides,
  * validates; errors are UserErrors.
@@ -60,6 +107,7 @@ export function loadConfig(file: string, sets: string[] = []): Config {
 export interface Resolved {
   cfg: Config;
   model: ResolvedModel;
+  dataset: ResolvedDataset;
   loss: ResolvedLoss;
   optimizer: ResolvedOptimizer;
   schedule: ResolvedSchedule;
@@ -72,7 +120,7 @@ export interface Resolved {
  */
 export function resolveRun(cfg: Config): Resolved {
   const t = cfg.training;
-  return { cfg, model: resolveModel(cfg), loss: resolveLoss(cfg), optimizer: resolveOptimizer(cfg), schedule: resolveSchedule(t.lr_schedule) };
+  return { cfg, model: resolveModel(cfg), dataset: resolveDataset(cfg), loss: resolveLoss(cfg), optimizer: resolveOptimizer(cfg), schedule: resolveSchedule(t.lr_schedule) };
 }
 
 export const selfTest: SelfTest = {
@@ -81,6 +129,7 @@ export const selfTest: SelfTest = {
     const r = resolveRun(cfg);
     assert.equal(r.cfg, cfg);
     assert.deepEqual([r.model.definition.name, r.model.options.depth, r.model.io.outChannels], ['unet', 3, 1]);
+    assert.deepEqual([r.dataset.definition.name, r.dataset.options.synthetic], ['synthetic', { kind: 'lesion', train: 240, val: 60, image_size: 128 }]);
     assert.deepEqual(r.loss.parts.map((p) => [p.definition.name, p.options.smooth]), [['ce', undefined], ['dice', 2]]);
     assert.deepEqual([r.optimizer.definition.name, r.optimizer.options, r.optimizer.common.lr], ['sgd', { momentum: 0.9, nesterov: true }, 1e-3]);
     assert.deepEqual([r.schedule.definition.name, r.schedule.options.step_size, r.schedule.warmupIters], ['step', 4, 0]);
@@ -91,6 +140,17 @@ export const selfTest: SelfTest = {
     assert.throws(() => parseConfig({ model: { name: 'segformer' } }, 'x.yaml'), /x\.yaml: key 'model\.name' has "segformer"; is not a registered model; registered: .*unet/);
     const c = parseConfig({ model: { depth: 3 } });
     assert.deepEqual([c.model.name, c.model.base, c.model.depth, c.model.up_mode, c.model.encoder_weights], ['unet', 16, 3, 'nearest', null]);
+  },
+  "the data section is checked by the chosen dataset's own schema"() {
+    const c = parseConfig({ data: { name: 'folder', images_dir: 'img', masks_dir: 'lab' } });
+    assert.deepEqual([c.data.images_dir, c.data.mask_suffix, 'synthetic' in c.data], ['img', '', false]);
+    assert.throws(() => parseConfig({ data: { name: 'isic', synthetic: { train: 4 } } }, 'x.yaml'), /^UserError: x\.yaml: unknown key 'data\.synthetic' \(dataset 'isic' has no such option, dataset 'synthetic' has: remove it or set it to null; its options: none\)$/);
+    assert.throws(() => parseConfig({ data: { name: 'folder', mask_sufix: '_m' } }, 'x.yaml'), /^UserError: x\.yaml: unknown key 'data\.mask_sufix' \(dataset 'folder' has no such option: check the spelling; its options: images_dir, masks_dir, mask_suffix, value_map\)$/);
+    assert.throws(() => parseConfig({ data: { synthetic: { kind: 'shapes' } } }, 'x.yaml'), /^UserError: x\.yaml: key 'data\.synthetic\.kind' has "shapes"; one of lesion, multiclass$/);
+    assert.throws(() => parseConfig({ data: { name: 'voc' } }, 'x.yaml'), /^UserError: x\.yaml: key 'data\.name' has "voc"; is not a registered dataset; registered: camvid, cityscapes, folder, isic, synthetic/);
+    // A saved config of an earlier version carries every dataset's defaults; null unsets a base's key.
+    assert.equal('synthetic' in parseConfig({ data: { name: 'isic', mask_suffix: '', synthetic: { kind: 'lesion', train: 240, val: 60, image_size: 128 } } }).data, false);
+    assert.equal('synthetic' in parseConfig({ data: { name: 'isic', synthetic: null } }).data, false);
   },
   'defaults fill an empty config'() {
     const c = parseConfig({});

@@ -13,7 +13,7 @@ import type { Resolved } from '../config/resolve';
 import { portableModel } from '../engine/portable';
 import { Config, isBinary, outChannels } from '../utils/config';
 import { UserError } from '../utils/errors';
-import { datasetMeta } from '../loaders/registry';
+import { datasetMeta, ResolvedDataset } from '../loaders/registry';
 import type { Rgb } from '../utils/dataset_utils';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { modelFiles, Quantization, QUANTIZATIONS, quantizeWeights } from '../storage/model_files';
@@ -50,13 +50,14 @@ export interface ExportMetadata {
  * Dataset facts (names, palette, post-processing) for the config. The only call into
  * utils/dataset_utils from deploy/: the one line to adapt when that becomes a registry.
  */
-export function datasetMetaFor(cfg: Config): { classNames: string[]; palette: Rgb[]; postprocess: string | null } {
-  const meta = datasetMeta(cfg);
+export function datasetMetaFor(cfg: Config, dataset?: ResolvedDataset): { classNames: string[]; palette: Rgb[]; postprocess: string | null } {
+  const meta = datasetMeta(cfg, dataset);
   return { classNames: meta.classes, palette: meta.palette, postprocess: meta.postprocess ? meta.postprocessName ?? cfg.data.name : null };
 }
 
-export function exportMetadata(cfg: Config, source: string, meta: { epoch?: number; step?: number; bestMetricName?: string; bestMetric?: number | null } | null, quantization: Quantization | null): ExportMetadata {
-  const ds = datasetMetaFor(cfg);
+/** `dataset`: the run's (config/resolve.ts resolveRun); derived from cfg when absent. */
+export function exportMetadata(cfg: Config, source: string, meta: { epoch?: number; step?: number; bestMetricName?: string; bestMetric?: number | null } | null, quantization: Quantization | null, dataset?: ResolvedDataset): ExportMetadata {
+  const ds = datasetMetaFor(cfg, dataset);
   const pkg = packageInfo();
   const binary = isBinary(cfg);
   const channels = outChannels(cfg);
@@ -183,7 +184,7 @@ export async function exportModel(parts: Resolved, opts: ExportOptions): Promise
     artifacts = { ...artifacts, weightData: r.data, weightSpecs: r.specs };
   }
   artifacts.convertedBy = `${packageInfo().name} ${packageInfo().version} export`;
-  const model_ = modelFiles(artifacts, exportMetadata(cfg, opts.checkpoint, ck.meta, q) as unknown as Record<string, unknown>);
+  const model_ = modelFiles(artifacts, exportMetadata(cfg, opts.checkpoint, ck.meta, q, parts.dataset) as unknown as Record<string, unknown>);
   const files = [...model_, ...(opts.web ? webAppFiles() : [])];
   await publishDir(opts.output, async (w) => {
     for (const f of files) await w.write(f.name, f.data);

@@ -47,7 +47,7 @@ export async function onnxBytes(parts: Resolved, checkpoint: string): Promise<Ui
   const portable = await portableModel(model, cfg.data.size, parts.model.definition);
   model.dispose();
   try {
-    const meta = exportMetadata(cfg, checkpoint, ck.meta, null);
+    const meta = exportMetadata(cfg, checkpoint, ck.meta, null, parts.dataset);
     const pkg = packageInfo();
     // The JSON under one key for programs; the input facts also flat, for people reading it in Netron.
     const flat: Record<string, string> = {

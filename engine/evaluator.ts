@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '../backends/tf';
 import { BatchLoader } from '../pipeline/batcher';
-import { datasetMeta, listSplit, PairRef } from '../loaders/registry';
+import { datasetMeta, listSplit, PairRef, ResolvedDataset } from '../loaders/registry';
 import { Config, isBinary } from '../utils/config';
 import { BinaryImageStats, ConfusionMatrix, ThresholdSweep, formatMetricsTable } from '../training/metrics';
 import { denormalize, Flip, Network, networkProbs, probsToMask } from './inference';
@@ -57,6 +57,8 @@ export interface EvalOptions {
   keepOverlays?: number;
   /** Aborted (e.g. by a signal): the evaluation stops at the next image, throwing the reason. */
   signal?: AbortSignal;
+  /** The run's dataset (config/resolve.ts resolveRun); derived from cfg when absent. */
+  dataset?: ResolvedDataset;
 }
 
 /** Mean IoU and Dice over the classes present in this image's ground truth or prediction. */
@@ -76,13 +78,13 @@ export function evalOptionsFrom(cfg: Config): EvalOptions {
 export async function evaluateSplit(model: Network, cfg: Config, pairs: PairRef[], opts: EvalOptions): Promise<EvalResult> {
   const { num_classes: numClasses, ignore_index: ignore } = cfg.data;
   const binary = isBinary(cfg);
-  const meta = datasetMeta(cfg);
+  const meta = datasetMeta(cfg, opts.dataset);
   const cm = new ConfusionMatrix(numClasses, ignore);
   const imageStats = binary ? new BinaryImageStats(ignore) : null;
   const sweep = binary && opts.sweep ? new ThresholdSweep(ignore) : null;
   const perImage: ImageScore[] = [];
   const overlays: NonNullable<EvalResult['overlays']> = [];
-  const loader = new BatchLoader(cfg, pairs, { train: false, fullMasks: opts.fullResolution });
+  const loader = new BatchLoader(cfg, pairs, { train: false, fullMasks: opts.fullResolution, dataset: opts.dataset });
   if (opts.outDir) {
     const out = opts.outDir;
     ['overlays', 'predictions'].forEach((d) => fs.mkdirSync(path.join(out, d), { recursive: true }));

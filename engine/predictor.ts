@@ -13,7 +13,7 @@ import { decodeImage } from '../pipeline/decode';
 import { IMAGE_EXTS, listFiles } from '../loaders/files';
 import { normaliseImage } from '../pipeline/batcher';
 import assert from 'node:assert/strict';
-import { datasetMeta } from '../loaders/registry';
+import { datasetMeta, ResolvedDataset } from '../loaders/registry';
 import { Config, isBinary } from '../utils/config';
 import { FsContext, guardFsSync, UserError } from '../utils/errors';
 import { Flip, Network, networkProbs, probsToMask } from './inference';
@@ -105,6 +105,8 @@ export interface PredictOptions {
   tta?: readonly Flip[];
   /** Input scales (x data.size) averaged in. */
   scales?: readonly number[];
+  /** The run's dataset (config/resolve.ts resolveRun); derived from cfg when absent. */
+  dataset?: ResolvedDataset;
 }
 
 /** Class ids at the image's original size. */
@@ -116,7 +118,7 @@ export async function predictMask(model: Network, cfg: Config, file: string, opt
   const x = normaliseImage(small.data, cfg.data);
   const input = tf.tensor4d(x, [1, h, w, 3]);
   const probs = await networkProbs(model, input, opts.tta, opts.scales).finally(() => input.dispose());
-  const postprocess = opts.postprocess ? datasetMeta(cfg).postprocess : undefined;
+  const postprocess = opts.postprocess ? datasetMeta(cfg, opts.dataset).postprocess : undefined;
   const { classes } = await probsToMask(probs, full.width, full.height, { threshold: opts.threshold, postprocess, prob: false });
   probs.dispose();
   return { classes, image: full.data, width: full.width, height: full.height };
@@ -132,7 +134,7 @@ export async function predictFile(
   stem = path.basename(file, path.extname(file)), kept?: string,
 ): Promise<{ written: string[]; classes: Uint8Array; width: number; height: number }> {
   const { classes, image, width, height } = await predictMask(model, cfg, file, opts);
-  const meta = datasetMeta(cfg);
+  const meta = datasetMeta(cfg, opts.dataset);
   const binary = isBinary(cfg);
   const grey = (data: Uint8Array) => sharp(Buffer.from(data), { raw: { width, height, channels: 1 } }).toColourspace('b-w').png().toBuffer();
   const data = [await grey(binary ? classes.map((c) => (c ? 255 : 0)) : meta.toSubmission ? meta.toSubmission(classes) : classes)];

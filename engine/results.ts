@@ -10,7 +10,7 @@ import type { Flip, Network } from './inference';
 import { HistoryRow } from '../storage/history';
 import { sortWorstFirst, writeReport } from '../report/page';
 import assert from 'node:assert/strict';
-import { datasetMeta, listSplit, PairRef } from '../loaders/registry';
+import { datasetMeta, listSplit, PairRef, ResolvedDataset } from '../loaders/registry';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { runDirs } from './run_dirs';
 import { fsUserError, guardFsSync, StoppedBySignal } from '../utils/errors';
@@ -31,6 +31,8 @@ export interface ResultsOptions {
   tta?: readonly Flip[];
   /** Names the work in the line a signal prints (default: evaluate). */
   what?: string;
+  /** The run's dataset (config/resolve.ts resolveRun); derived from cfg when absent. */
+  dataset?: ResolvedDataset;
 }
 
 /**
@@ -128,13 +130,13 @@ export async function writeResults(model: Network, cfg: Config, pairs: PairRef[]
 
 async function writeStaged(dir: string, model: Network, cfg: Config, pairs: PairRef[], history: HistoryRow[], opts: ResultsOptions, signal: AbortSignal): Promise<EvalResult> {
   const binary = isBinary(cfg);
-  const meta = datasetMeta(cfg);
+  const meta = datasetMeta(cfg, opts.dataset);
   const base = evalOptionsFrom(cfg);
   const threshold = opts.threshold ?? base.threshold;
   const postprocess = opts.postprocess ?? base.postprocess ?? false;
   const tta = opts.tta ?? base.tta ?? [];
   const outDir = cfg.results.save_predictions ? dir : undefined;
-  const res = await evaluateSplit(model, cfg, pairs, { ...base, threshold, postprocess, tta, sweep: true, outDir, signal });
+  const res = await evaluateSplit(model, cfg, pairs, { ...base, threshold, postprocess, tta, sweep: true, outDir, signal, dataset: opts.dataset });
   const metricsJson = {
     run: cfg.name,
     split: opts.split ?? cfg.data.val_split,

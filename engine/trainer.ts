@@ -150,11 +150,11 @@ async function trainLocked(parts: Resolved, opts: TrainOptions): Promise<TrainOu
   const t = cfg.training;
   refuseOverwrite(dirs, opts); // before anything is written
 
-  const trainPairs = await listSplit(cfg, cfg.data.train_split);
-  const valPairs = await listSplit(cfg, cfg.data.val_split);
+  const trainPairs = await listSplit(cfg, cfg.data.train_split, parts.dataset);
+  const valPairs = await listSplit(cfg, cfg.data.val_split, parts.dataset);
   note(`data: ${cfg.data.name} at ${cfg.data.root}: ${trainPairs.length} training pairs (${cfg.data.train_split}), ${valPairs.length} validation pairs (${cfg.data.val_split})`);
 
-  const loader = new BatchLoader(cfg, trainPairs, { train: true });
+  const loader = new BatchLoader(cfg, trainPairs, { train: true, dataset: parts.dataset });
   const stepsPerEpoch = loader.stepsPerEpoch;
   if (stepsPerEpoch === 0) throw new UserError(`data: ${trainPairs.length} training pairs is fewer than training.batch_size ${t.batch_size}`);
 
@@ -319,7 +319,7 @@ async function endOfEpoch(run: Run, epochDone: boolean, timeUp: boolean): Promis
   const { cfg, meta } = run;
   const finished = meta.step >= run.totalSteps || timeUp;
   if ((epochDone && meta.epoch % cfg.training.val_interval === 0) || finished) {
-    const res = await validate(run.model, cfg, run.valPairs, BOARD_IMAGES);
+    const res = await validate(run.model, cfg, run.valPairs, BOARD_IMAGES, run.parts.dataset);
     run.history.append({ epoch: meta.epoch, step: meta.step, split: 'val', ...res.metrics });
     run.board.validation(meta.step, res);
     run.log(res.table);
@@ -339,7 +339,7 @@ async function finalResults(run: Run): Promise<EvalResult> {
   const hasBest = checkpointExists(dirs.best);
   if (hasBest) applyWeights(model, (await loadCheckpoint(dirs.best)).weights, dirs.best);
   note(`final evaluation of ${hasBest ? dirs.best : 'the last weights'} on ${run.valPairs.length} ${cfg.data.val_split} pairs, writing ${dirs.results}`);
-  const res = await writeResults(model, cfg, run.valPairs, run.history.read(), { trainSeconds: run.stop.elapsedSeconds(), quiet: run.opts.quiet, backend: run.opts.backend, what: 'train (final evaluation; the checkpoints are saved)' });
+  const res = await writeResults(model, cfg, run.valPairs, run.history.read(), { trainSeconds: run.stop.elapsedSeconds(), quiet: run.opts.quiet, backend: run.opts.backend, what: 'train (final evaluation; the checkpoints are saved)', dataset: run.parts.dataset });
   log(`checkpoints: ${dirs.last} (latest), ${dirs.best} (best ${cfg.checkpoint.best_metric} = ${meta.bestMetric?.toFixed(4)})`);
   log(`report: ${path.join(dirs.results, 'report.html')}`);
   return res;

@@ -1,7 +1,7 @@
 // Validation during training and the metric that picks best/.
 import assert from 'node:assert/strict';
 import type * as tf from '../backends/tf';
-import type { PairRef } from '../loaders/registry';
+import type { PairRef, ResolvedDataset } from '../loaders/registry';
 import type { Config } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
@@ -11,8 +11,8 @@ import { evalOptionsFrom, evaluateSplit, EvalResult } from './evaluator';
  * Scores the validation split without test-time augmentation (it multiplies validation
  * time; the final report uses it), keeping the first few overlays for TensorBoard.
  */
-export function validate(model: tf.LayersModel, cfg: Config, valPairs: PairRef[], keepOverlays = 0): Promise<EvalResult> {
-  return evaluateSplit(model, cfg, valPairs, { ...evalOptionsFrom(cfg), tta: [], scales: [1], keepOverlays });
+export function validate(model: tf.LayersModel, cfg: Config, valPairs: PairRef[], keepOverlays = 0, dataset?: ResolvedDataset): Promise<EvalResult> {
+  return evaluateSplit(model, cfg, valPairs, { ...evalOptionsFrom(cfg), tta: [], scales: [1], keepOverlays, dataset });
 }
 
 /** Reads 'val.mIoU' style names out of a validation result. */

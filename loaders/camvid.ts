@@ -4,15 +4,17 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import assert from 'node:assert/strict';
+import { z } from 'zod';
 import { parseSchema } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { CAMVID_META, CAMVID_VOID } from '../utils/dataset_utils/camvid';
 import { keyed, matchPairs, requireRoot } from './files';
-import { DatasetDefinition, identityLut, PairRef, registerDataset } from './registry';
+import { identityLut, PairRef, registerDataset } from './registry';
 
-export const camvidLoader: DatasetDefinition = {
+export const camvidLoader = registerDataset({
   name: 'camvid',
+  options: z.object({}), // no keys of its own: the layout is fixed
   numClasses: 11,
   meta: () => CAMVID_META,
   listPairs(cfg, split) {
@@ -27,9 +29,7 @@ export const camvidLoader: DatasetDefinition = {
     lut[CAMVID_VOID] = cfg.data.ignore_index;
     return lut;
   },
-};
-
-registerDataset(camvidLoader);
+});
 
 export const selfTest: SelfTest = {
   'lists pairs and ignores void'() {
@@ -39,8 +39,8 @@ export const selfTest: SelfTest = {
       fs.writeFileSync(path.join(root, d, 'f001.png'), '');
     }
     const cfg = parseSchema({ data: { name: 'camvid', root, num_classes: 11 } });
-    assert.deepEqual((camvidLoader.listPairs(cfg, 'train') as PairRef[]).map((p) => p.id), ['f001']);
-    const lut = camvidLoader.maskLut!(cfg);
+    assert.deepEqual((camvidLoader.listPairs(cfg, 'train', {}) as PairRef[]).map((p) => p.id), ['f001']);
+    const lut = camvidLoader.maskLut!(cfg, {});
     assert.deepEqual([lut[0], lut[10], lut[11], lut[12], lut[255]], [0, 10, 255, -1, 255]);
     fs.rmSync(root, { recursive: true });
   },

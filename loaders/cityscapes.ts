@@ -5,15 +5,17 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import assert from 'node:assert/strict';
+import { z } from 'zod';
 import { parseSchema } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { CITYSCAPES_META, labelIdToTrainId } from '../utils/dataset_utils/cityscapes';
 import { keyed, listEntries, matchPairs, requireRoot } from './files';
-import { DatasetDefinition, PairRef, registerDataset } from './registry';
+import { PairRef, registerDataset } from './registry';
 
-export const cityscapesLoader: DatasetDefinition = {
+export const cityscapesLoader = registerDataset({
   name: 'cityscapes',
+  options: z.object({}), // no keys of its own: the layout is fixed
   numClasses: 19,
   meta: () => CITYSCAPES_META,
   listPairs(cfg, split) {
@@ -38,9 +40,7 @@ export const cityscapesLoader: DatasetDefinition = {
     labelIdToTrainId(cfg.data.ignore_index).forEach((t, id) => (lut[id] = t));
     return lut;
   },
-};
-
-registerDataset(cityscapesLoader);
+});
 
 export const selfTest: SelfTest = {
   'lists image/mask pairs across city folders'() {
@@ -50,7 +50,7 @@ export const selfTest: SelfTest = {
       fs.writeFileSync(path.join(root, d, f), '');
     }
     const cfg = parseSchema({ data: { name: 'cityscapes', root, num_classes: 19 } });
-    assert.deepEqual((cityscapesLoader.listPairs(cfg, 'val') as PairRef[]).map((p) => p.id), ['a_1']);
+    assert.deepEqual((cityscapesLoader.listPairs(cfg, 'val', {}) as PairRef[]).map((p) => p.id), ['a_1']);
     fs.rmSync(root, { recursive: true });
   },
 };

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import assert from 'node:assert/strict';
+import { z } from 'zod';
 import type { Config } from '../utils/config';
 import { parseSchema } from '../utils/config';
 import { UserError } from '../utils/errors';
@@ -41,8 +42,19 @@ function splitDir(cfg: Config, dir: string, split: string, key: string): string 
   return shared;
 }
 
-export function valueMapLut(cfg: Config): MaskLut {
-  const vm = cfg.data.value_map;
+// The folder loader's own keys of `data:` (config/resolve.ts checks them when it is chosen).
+const options = z.object({
+  // Folders relative to data.root; `{split}` in either is replaced by the split's name.
+  images_dir: z.string().optional(),
+  masks_dir: z.string().optional(),
+  // A mask's name is the image's stem + mask_suffix + .png.
+  mask_suffix: z.string().default(''),
+  value_map: z.record(z.string(), z.number().finite().int()).optional(),
+});
+export type FolderOptions = z.infer<typeof options>;
+
+export function valueMapLut(cfg: Config, o: FolderOptions): MaskLut {
+  const vm = o.value_map;
   if (!vm) return identityLut(cfg);
   const lut = identityLut(cfg); // values not in the map keep their meaning as class ids
   for (const [k, c] of Object.entries(vm)) {
@@ -55,11 +67,13 @@ export function valueMapLut(cfg: Config): MaskLut {
   return lut;
 }
 
-export const folderLoader: DatasetDefinition = {
+export const folderLoader: DatasetDefinition<typeof options> = registerDataset({
   name: 'folder',
+  options,
   meta: (cfg) => genericMeta(cfg.data.num_classes),
-  listPairs(cfg, split) {
-    const { root, images_dir, masks_dir, mask_suffix } = cfg.data;
+  listPairs(cfg, split, o) {
+    const { root } = cfg.data;
+    const { images_dir, masks_dir, mask_suffix } = o;
     if (!images_dir || !masks_dir) throw new UserError(`dataset 'folder' needs data.images_dir and data.masks_dir (folders relative to data.root)`);
     requireRoot(root, 'put your images and masks');
     const imageDir = splitDir(cfg, images_dir, split, 'images_dir');
@@ -73,9 +87,7 @@ export const folderLoader: DatasetDefinition = {
     });
   },
   maskLut: valueMapLut,
-};
-
-registerDataset(folderLoader);
+});
 
 export const selfTest: SelfTest = {
   'matches by stem with suffix and split sub-folders'() {
@@ -84,14 +96,15 @@ export const selfTest: SelfTest = {
     fs.mkdirSync(path.join(root, 'lab/train'), { recursive: true });
     fs.writeFileSync(path.join(root, 'img/train/a.jpg'), '');
     fs.writeFileSync(path.join(root, 'lab/train/a_mask.png'), '');
-    const cfg = parseSchema({ data: { name: 'folder', root, images_dir: 'img', masks_dir: 'lab', mask_suffix: '_mask', value_map: { '255': 1 } } });
-    const p = folderLoader.listPairs(cfg, 'train') as PairRef[];
+    const cfg = parseSchema({ data: { name: 'folder', root } });
+    const o = options.parse({ images_dir: 'img', masks_dir: 'lab', mask_suffix: '_mask', value_map: { '255': 1 } });
+    const p = folderLoader.listPairs(cfg, 'train', o) as PairRef[];
     assert.deepEqual(p.map((x) => x.id), ['a']);
-    const lut = valueMapLut(cfg);
+    const lut = valueMapLut(cfg, o);
     assert.deepEqual([lut[0], lut[1], lut[2], lut[255]], [0, 1, -1, 1]);
-    assert.throws(() => folderLoader.listPairs(parseSchema({ data: { name: 'folder', root } }), 'train'), /needs data\.images_dir/);
+    assert.throws(() => folderLoader.listPairs(cfg, 'train', options.parse({})), /needs data\.images_dir/);
     // img/ has a train sub-folder only: 'val' does not exist (not train's images again)
-    assert.throws(() => folderLoader.listPairs(cfg, 'val'), /split 'val' not found: .*img has no 'val' sub-folder \(it has train; data\.images_dir\)/);
+    assert.throws(() => folderLoader.listPairs(cfg, 'val', o), /split 'val' not found: .*img has no 'val' sub-folder \(it has train; data\.images_dir\)/);
     fs.rmSync(path.join(root, 'img/train'), { recursive: true });
     fs.rmSync(path.join(root, 'lab/train'), { recursive: true });
     fs.writeFileSync(path.join(root, 'img/b.jpg'), '');
@@ -100,8 +113,8 @@ export const selfTest: SelfTest = {
     const warned: string[] = [];
     console.warn = (s: string) => warned.push(s);
     try {
-      assert.deepEqual((folderLoader.listPairs(cfg, 'val') as PairRef[]).map((x) => x.id), ['b']);
-      folderLoader.listPairs(cfg, 'val');
+      assert.deepEqual((folderLoader.listPairs(cfg, 'val', o) as PairRef[]).map((x) => x.id), ['b']);
+      folderLoader.listPairs(cfg, 'val', o);
     } finally {
       console.warn = warn;
     }

@@ -7,12 +7,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import assert from 'node:assert/strict';
+import { z } from 'zod';
 import { parseSchema } from '../utils/config';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { keyed, matchPairs, requireRoot } from './files';
 import { ISIC_META } from '../utils/dataset_utils/isic';
-import { DatasetDefinition, MaskLut, PairRef, registerDataset } from './registry';
+import { MaskLut, PairRef, registerDataset } from './registry';
 
 const SPLITS: Record<string, string> = { train: 'Training', val: 'Validation', test: 'Test', Training: 'Training', Validation: 'Validation', Test: 'Test' };
 
@@ -38,8 +39,9 @@ export function binaryThresholdLut(): MaskLut {
   return Int16Array.from({ length: 256 }, (_, v) => (v >= 128 ? 1 : 0));
 }
 
-export const isicLoader: DatasetDefinition = {
+export const isicLoader = registerDataset({
   name: 'isic',
+  options: z.object({}), // no keys of its own: the layout is fixed
   numClasses: 2,
   meta: () => ISIC_META,
   listPairs(cfg, split) {
@@ -50,9 +52,7 @@ export const isicLoader: DatasetDefinition = {
     return listIsicLayout(cfg.data.root, split);
   },
   maskLut: () => binaryThresholdLut(),
-};
-
-registerDataset(isicLoader);
+});
 
 export const selfTest: SelfTest = {
   'lists the official layout'() {
@@ -64,10 +64,10 @@ export const selfTest: SelfTest = {
       fs.writeFileSync(path.join(root, 'ISIC2018_Task1_Training_GroundTruth', id + '_segmentation.png'), '');
     }
     const cfg = parseSchema({ data: { name: 'isic', root } });
-    const pairs = isicLoader.listPairs(cfg, 'train') as PairRef[];
+    const pairs = isicLoader.listPairs(cfg, 'train', {}) as PairRef[];
     assert.deepEqual(pairs.map((p) => p.id), ['ISIC_0000000', 'ISIC_0000001']);
-    assert.throws(() => isicLoader.listPairs(cfg, 'val'), /Validation_Input not found/);
-    assert.throws(() => isicLoader.listPairs(parseSchema({ data: { name: 'isic', root: root + '/x' } }), 'train'), /x not found: download ISIC 2018/);
+    assert.throws(() => isicLoader.listPairs(cfg, 'val', {}), /Validation_Input not found/);
+    assert.throws(() => isicLoader.listPairs(parseSchema({ data: { name: 'isic', root: root + '/x' } }), 'train', {}), /x not found: download ISIC 2018/);
     fs.rmSync(root, { recursive: true });
   },
   'threshold at 128'() {

@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
+import { z } from 'zod';
 import type { Config } from '../utils/config';
 import { parseSchema } from '../utils/config';
 import { UserError } from '../utils/errors';
@@ -25,8 +26,23 @@ const GENERATOR_VERSION = 1;
 const GEN_SEED = 20180; // the data set is fixed; training seeds must not change it
 const MARKER = 'synthetic.json';
 
+// The synthetic loader's own key of `data:` (config/resolve.ts checks it when it is chosen):
+// data.synthetic, what to generate.
+const options = z.object({
+  synthetic: z
+    .object({
+      kind: z.enum(['lesion', 'multiclass']).default('lesion'),
+      train: z.number().finite().int().positive().default(240),
+      val: z.number().finite().int().positive().default(60),
+      image_size: z.number().finite().int().positive().default(128),
+    })
+    .strict()
+    .default({}),
+});
+type SyntheticOptions = z.infer<typeof options>;
+
 type Kind = 'lesion' | 'multiclass';
-export interface SyntheticSpec { kind: Kind; train: number; val: number; image_size: number }
+export type SyntheticSpec = SyntheticOptions['synthetic'];
 
 /** Smooth random field in [-1, 1]: bilinear interpolation of a random grid with `cells` cells per side. */
 function valueNoise(rng: Rng, s: number, cells: number): Float32Array {
@@ -172,10 +188,6 @@ export function generateSample(kind: Kind, split: 'train' | 'val', index: number
   return { image: bytes, mask };
 }
 
-function specOf(cfg: Config): SyntheticSpec {
-  const { kind, train, val, image_size } = cfg.data.synthetic;
-  return { kind, train, val, image_size };
-}
 
 async function writeDataset(dir: string, spec: SyntheticSpec): Promise<void> {
   const s = spec.image_size;
@@ -204,9 +216,10 @@ async function writeDataset(dir: string, spec: SyntheticSpec): Promise<void> {
 const ready = new Map<string, Promise<void>>();
 
 /** Makes sure data.root holds the synthetic dataset described by the config (generating it once). */
-export function ensureSynthetic(cfg: Config): Promise<void> {
+export function ensureSynthetic(cfg: Config, o: SyntheticOptions): Promise<void> {
   const root = path.resolve(cfg.data.root);
-  const spec = specOf(cfg);
+  const { kind, train, val, image_size } = o.synthetic;
+  const spec = { kind, train, val, image_size };
   const key = root + JSON.stringify(spec);
   if (!ready.has(key)) ready.set(key, ensure(root, spec).catch((e) => { ready.delete(key); throw e; }));
   return ready.get(key)!;
@@ -236,21 +249,20 @@ async function ensure(root: string, spec: SyntheticSpec): Promise<void> {
   }
 }
 
-export const syntheticLoader: DatasetDefinition = {
+export const syntheticLoader: DatasetDefinition<typeof options> = registerDataset({
   name: 'synthetic',
-  numClasses: (cfg) => syntheticMeta(cfg.data.synthetic.kind).classes.length,
-  meta: (cfg) => syntheticMeta(cfg.data.synthetic.kind),
-  async listPairs(cfg, split) {
-    await ensureSynthetic(cfg);
+  options,
+  numClasses: (_cfg, o) => syntheticMeta(o.synthetic.kind).classes.length,
+  meta: (_cfg, o) => syntheticMeta(o.synthetic.kind),
+  async listPairs(cfg, split, o) {
+    await ensureSynthetic(cfg, o);
     // The generator writes train and val; a test split reuses val, and says so: a test
     // score that is the validation score must not pass for a held-out one.
     if (split === 'test') warning(`warning: synthetic data has no test split; split 'test' reads the val images of ${cfg.data.root}`);
     return listIsicLayout(path.resolve(cfg.data.root), split === 'test' ? 'val' : split);
   },
-  maskLut: (cfg) => (cfg.data.synthetic.kind === 'lesion' ? binaryThresholdLut() : identityLut(cfg)),
-};
-
-registerDataset(syntheticLoader);
+  maskLut: (cfg, o) => (o.synthetic.kind === 'lesion' ? binaryThresholdLut() : identityLut(cfg)),
+});
 
 export const selfTest: SelfTest = {
   'generation is deterministic and masks are exact'() {
@@ -267,13 +279,14 @@ export const selfTest: SelfTest = {
   },
   async 'writes the ISIC layout once, atomically'() {
     const root = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'synth-')), 'ds');
-    const cfg = parseSchema({ data: { name: 'synthetic', root, synthetic: { train: 6, val: 3, image_size: 32 } } });
-    const pairs = (await syntheticLoader.listPairs(cfg, 'train')) as PairRef[];
+    const cfg = parseSchema({ data: { name: 'synthetic', root } });
+    const o = options.parse({ synthetic: { train: 6, val: 3, image_size: 32 } });
+    const pairs = (await syntheticLoader.listPairs(cfg, 'train', o)) as PairRef[];
     assert.equal(pairs.length, 6);
-    assert.equal(((await syntheticLoader.listPairs(cfg, 'val')) as PairRef[]).length, 3);
+    assert.equal(((await syntheticLoader.listPairs(cfg, 'val', o)) as PairRef[]).length, 3);
     assert.deepEqual(fs.readdirSync(path.dirname(root)), ['ds']); // no tmp folder left
     const t = fs.statSync(pairs[0].image).mtimeMs;
-    await syntheticLoader.listPairs(cfg, 'train');
+    await syntheticLoader.listPairs(cfg, 'train', o);
     assert.equal(fs.statSync(pairs[0].image).mtimeMs, t);
     fs.rmSync(path.dirname(root), { recursive: true });
   },

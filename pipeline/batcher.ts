@@ -16,7 +16,7 @@ import type { LabelMask, MaskRules } from './decode';
 import { SamplePool } from './pool';
 import { loadSample, SampleJob, SampleResult } from './sample';
 import { maskLutFor } from '../loaders/registry';
-import type { PairRef } from '../loaders/registry';
+import type { PairRef, ResolvedDataset } from '../loaders/registry';
 
 export interface Batch {
   images: Float32Array; // N*H*W*3, NHWC, normalised as data.normalize says (normaliseImage)
@@ -61,12 +61,13 @@ export class BatchLoader {
   private readonly norm: Normalisation;
   private pool: SamplePool | null = null;
 
-  constructor(private readonly cfg: Config, private readonly pairs: PairRef[], private readonly opts: { train: boolean; threads?: boolean; fullMasks?: boolean }) {
+  /** `opts.dataset`: the run's (config/resolve.ts resolveRun); derived from cfg when absent. */
+  constructor(private readonly cfg: Config, private readonly pairs: PairRef[], private readonly opts: { train: boolean; threads?: boolean; fullMasks?: boolean; dataset?: ResolvedDataset }) {
     const d = cfg.data;
     if (!pairs.length) throw new UserError(`dataset '${d.name}' at ${d.root}: no image/mask pairs to load`);
     if (opts.train && pairs.length < cfg.training.batch_size)
       throw new UserError(`training split has ${pairs.length} pairs, fewer than training.batch_size ${cfg.training.batch_size}`);
-    this.rules = { lut: maskLutFor(cfg), numClasses: d.num_classes, ignoreIndex: d.ignore_index };
+    this.rules = { lut: maskLutFor(cfg, opts.dataset), numClasses: d.num_classes, ignoreIndex: d.ignore_index };
     const crop = opts.train ? cfg.training.augmentations.crop : undefined;
     [this.outH, this.outW] = crop ? crop.size : d.size;
     this.norm = normalisationFor(d);

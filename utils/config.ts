@@ -75,15 +75,9 @@ const ModelSchema = z
   })
   .passthrough();
 
-const SyntheticSchema = z
-  .object({
-    kind: z.enum(['lesion', 'multiclass']).default('lesion'),
-    train: z.number().finite().int().positive().default(240),
-    val: z.number().finite().int().positive().default(60),
-    image_size: z.number().finite().int().positive().default(128),
-  })
-  .strict();
-
+// The keys every dataset has; the chosen dataset's own keys (loaders/<name>.ts `options`,
+// e.g. the folder loader's images_dir) sit beside them in `data:` and are checked against its
+// schema in config/resolve.ts, so a typo is named as for any key.
 const DataSchema = z
   .object({
     name: z.string().default('synthetic'),
@@ -103,12 +97,6 @@ const DataSchema = z
     // pixels and channels) instead of data.mean/std, so a sequence shot brighter or darker
     // than any training image reaches the network at the same level (CamVid's do).
     normalize: z.enum(['dataset', 'image']).default('dataset'),
-    // `folder` loader: images and masks matched by file stem.
-    images_dir: z.string().optional(),
-    masks_dir: z.string().optional(),
-    mask_suffix: z.string().default(''),
-    value_map: z.record(z.string(), z.number().finite().int()).optional(),
-    synthetic: SyntheticSchema.default({}),
     // Cap on pairs per split (0 = all); handy for quick runs.
     limit: z.number().finite().int().min(0).default(0),
     // Leave-group-out validation for grouped data (video sequences, patients): the group of a
@@ -121,7 +109,10 @@ const DataSchema = z
       .default(null),
     holdout_groups: z.array(z.string()).default([]),
   })
-  .strict();
+  .passthrough();
+
+/** The `data:` keys every dataset has; the rest belong to the chosen dataset's schema. */
+export const COMMON_DATA_KEYS: readonly string[] = Object.keys(DataSchema.shape);
 
 // The keys every loss, optimizer and schedule has; the named part's own keys (declared
 // in training/losses/<name>.ts, training/optimizers/<name>.ts, training/schedules/<name>.ts)
@@ -326,7 +317,7 @@ export function applySet(obj: Record<string, any>, assignment: string): void {
 
 /**
  * The config checked by the schema alone: every common key typed and defaulted; the keys of
- * the named model, loss, optimizer and schedule are left for config/resolve.ts, which knows
+ * the named model, dataset, loss, optimizer and schedule are left for config/resolve.ts, which knows
  * the registries (this file sits below them).
  */
 export function parseSchema(raw: unknown, source = 'config'): Config {

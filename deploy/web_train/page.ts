@@ -27,7 +27,8 @@ import { applyWeights, snapshotWeights } from '../../storage/checkpoint';
 import type { NamedTensor } from '../../storage/format';
 import { modelFiles } from '../../storage/model_files';
 import { portableModel } from '../../engine/portable';
-import { datasetMeta, PairRef } from '../../loaders/registry';
+import { datasetMeta, PairRef, resolveDataset } from '../../loaders/registry';
+import type { FolderOptions } from '../../loaders/folder';
 import { exportMetadata } from '../export_model';
 import { registerWasmGradKernels } from '../../backends/wasm_kernels';
 import { registerWasmCopies } from '../../backends/wasm_copies';
@@ -249,7 +250,7 @@ function start(): void {
   function splitOf(cfg: Config, files: Checkpoint['files']): Split {
     const valFraction = Number($<HTMLInputElement>('val-fraction').value);
     return pairAndSplit(files.filter((f) => f.kind === 'image').map((f) => f.path), files.filter((f) => f.kind === 'mask').map((f) => f.path), {
-      maskSuffix: cfg.data.mask_suffix, valFraction, seed: cfg.training.seed, trainSplit: cfg.data.train_split, valSplit: cfg.data.val_split,
+      maskSuffix: (resolveDataset(cfg).options as FolderOptions).mask_suffix, valFraction, seed: cfg.training.seed, trainSplit: cfg.data.train_split, valSplit: cfg.data.val_split,
     });
   }
 

@@ -155,6 +155,8 @@ export function tinyConfig(dir: string, over: Record<string, any> = {}): Record<
   for (const [k, v] of Object.entries(over)) {
     base[k] = v !== null && typeof v === 'object' && !Array.isArray(v) && typeof base[k] === 'object' ? { ...base[k], ...v } : v;
   }
+  // data.synthetic is the synthetic dataset's own option: another dataset refuses it.
+  if (base.data?.name !== 'synthetic' && over.data?.synthetic === undefined) delete base.data.synthetic;
   return base;
 }
 
