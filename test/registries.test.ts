@@ -1,5 +1,5 @@
 // One file adds a part of each pluggable kind (a loss with a parameter, an optimizer, a
-// schedule, an encoder with a pretrained-weights source): here each is written to a
+// schedule, an encoder with a pretrained-weights source, a dataset with an option): here each is written to a
 // temporary file that registers itself, then used from a config (parse and build). A
 // misspelt name or an unknown option of each kind is one line at parse time naming the key.
 import { test } from 'node:test';
@@ -15,6 +15,9 @@ import { createOptimizer } from '../training/optimizers';
 import { lrAt } from '../training/lr_schedule';
 import { getModel } from '../models/registry';
 import { pretrainedWeights } from '../models/encoders/index';
+import { datasetMeta, listSplit } from '../loaders/registry';
+import { Batch, BatchLoader } from '../pipeline/batcher';
+import sharp from 'sharp';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'registries-'));
 const lib = (m: string) => JSON.stringify(require.resolve(m));
@@ -78,6 +81,29 @@ registerEncoder({
   pretrained: { toy: async (prefix) => [{ name: prefix + '_c0/bias', shape: [4], values: new Float32Array([1, 2, 3, 4]) }] },
 });`);
 
+addPart('listed', `
+const fs = require('node:fs');
+const path = require('node:path');
+const { registerDataset, identityLut } = require(${lib('../loaders/registry')});
+// Pairs listed in a text file under data.root, one "image mask" line each; mask value
+// data.foreground is class 1.
+registerDataset({
+  name: 'listed',
+  options: z.object({ list: z.string().default('{split}.txt'), foreground: z.number().int().min(1).max(255).default(255) }),
+  numClasses: 2,
+  meta: () => ({ classes: ['background', 'thing'], palette: [[0, 0, 0], [255, 0, 0]] }),
+  listPairs(cfg, split, o) {
+    const lines = fs.readFileSync(path.join(cfg.data.root, o.list.replace('{split}', split)), 'utf8').trim().split('\\n');
+    return lines.map((l) => l.split(' ')).map(([image, mask]) => ({ id: path.parse(image).name, image: path.join(cfg.data.root, image), mask: path.join(cfg.data.root, mask) }));
+  },
+  maskLut(cfg, o) {
+    const lut = identityLut(cfg);
+    lut[1] = -1;
+    lut[o.foreground] = 1;
+    return lut;
+  },
+});`);
+
 const near = (a: number, b: number, tol = 1e-5) => assert.ok(Math.abs(a - b) < tol, `${a} vs ${b}`);
 
 test('a loss with a parameter, from its own file, is used from a config', () => {
@@ -117,6 +143,32 @@ test('an encoder with a pretrained source, from its own file, is used from a con
   assert.throws(() => pretrainedWeights({ encoder: 'resnet18' }, 'toy'), /^UserError: model\.encoder_weights: 'toy' weights exist for encoder tiny only, not for encoder 'resnet18'/);
 });
 
+test('a dataset with an option, from its own file, is used from a config', async () => {
+  const root = path.join(dir, 'listed');
+  fs.mkdirSync(root);
+  const lines = [];
+  for (const id of ['a', 'b']) {
+    const mask = Buffer.alloc(8 * 8, 0).fill(200, 0, 32); // top half: value 200
+    await sharp(Buffer.alloc(8 * 8 * 3, 90), { raw: { width: 8, height: 8, channels: 3 } }).png().toFile(path.join(root, `${id}.png`));
+    await sharp(mask, { raw: { width: 8, height: 8, channels: 1 } }).toColourspace('b-w').png().toFile(path.join(root, `${id}_m.png`));
+    lines.push(`${id}.png ${id}_m.png`);
+  }
+  fs.writeFileSync(path.join(root, 'pairs_train.txt'), lines.join('\n'));
+  const cfg = parseConfig({ data: { name: 'listed', root, list: 'pairs_{split}.txt', foreground: 200, size: [8, 8] }, training: { batch_size: 2, workers: 1 } });
+  assert.deepEqual([cfg.data.list, cfg.data.foreground], ['pairs_{split}.txt', 200]);
+  const r = resolveRun(cfg);
+  assert.deepEqual([r.dataset.definition.name, r.dataset.options], ['listed', { list: 'pairs_{split}.txt', foreground: 200 }]);
+  assert.deepEqual(datasetMeta(cfg, r.dataset).classes, ['background', 'thing']);
+  const pairs = await listSplit(cfg, 'train', r.dataset);
+  assert.deepEqual(pairs.map((p) => p.id), ['a', 'b']);
+  const batches: Batch[] = [];
+  for await (const b of new BatchLoader(cfg, pairs, { train: false, threads: false, dataset: r.dataset }).batches(0)) batches.push(b);
+  assert.deepEqual([batches.length, batches[0].masks.filter((v) => v === 1).length, batches[0].masks.filter((v) => v === 0).length], [1, 64, 64]); // 200 is class 1
+  // Its default (foreground 255) reads 200 as no class: the option is what the loader used.
+  const byDefault = parseConfig({ data: { name: 'listed', root, list: 'pairs_{split}.txt', size: [8, 8] }, training: { batch_size: 2, workers: 1 } });
+  await assert.rejects(async () => { for await (const b of new BatchLoader(byDefault, pairs, { train: false, threads: false }).batches(0)) void b; }, /a_m\.png: mask value 200 /);
+});
+
 test('a misspelt name or an unknown option of each kind is one line at parse time naming the key', () => {
   const cases: [Record<string, unknown>, RegExp][] = [
     [{ training: { loss: { name: 'bce+tverksy' } } }, /^x\.yaml: key 'training\.loss\.name' has "bce\+tverksy"; 'tverksy' is not a registered loss; registered: .*tversky/],
@@ -127,6 +179,10 @@ test('a misspelt name or an unknown option of each kind is one line at parse tim
     [{ training: { lr_schedule: { name: 'halfing' } } }, /^x\.yaml: key 'training\.lr_schedule\.name' has "halfing"; 'halfing' is not a registered schedule; registered: .*halving/],
     [{ training: { lr_schedule: { name: 'halving', evry: 3 } } }, /^x\.yaml: unknown key 'training\.lr_schedule\.evry' \(check the spelling; schedule 'halving' takes every,/],
     [{ model: { name: 'fpn', encoder: 'tinny' } }, /^x\.yaml: key 'model\.encoder' has "tinny"; not a registered encoder; registered: .*tiny/],
+    [{ data: { name: 'lsited' } }, /^x\.yaml: key 'data\.name' has "lsited"; is not a registered dataset; registered: .*listed/],
+    [{ data: { name: 'listed', foregruond: 200 } }, /^x\.yaml: unknown key 'data\.foregruond' \(dataset 'listed' has no such option: check the spelling; its options: list, foreground\)$/],
+    [{ data: { name: 'listed', foreground: 0 } }, /^x\.yaml: key 'data\.foreground' has 0; Number must be greater than or equal to 1$/],
+    [{ data: { name: 'listed', images_dir: 'img' } }, /^x\.yaml: unknown key 'data\.images_dir' \(dataset 'listed' has no such option, dataset 'folder' has: remove it or set it to null; its options: list, foreground\)$/],
   ];
   for (const [raw, re] of cases) {
     assert.throws(() => parseConfig(raw, 'x.yaml'), (e: Error) => {
@@ -145,6 +201,9 @@ test('a key of another part of the kind (configs saved before each part owned it
     { name: 'adam', lr: 1e-3, weight_decay: 0, lr_mult: {}, beta1: 0.9, beta2: 0.999, epsilon: 1e-7 },
     { name: 'cosine', warmup_iters: 0, warmup_ratio: 0.1, min_lr: 0 },
   ]);
+  // A saved config held every dataset's defaults: another dataset's key is dropped at its default (refused otherwise).
+  const data = parseConfig({ data: { name: 'isic', mask_suffix: '', synthetic: { kind: 'lesion', train: 240, val: 60, image_size: 128 } } }).data;
+  assert.deepEqual(['mask_suffix' in data, 'synthetic' in data], [false, false]);
 });
 
 process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
