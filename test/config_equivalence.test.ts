@@ -31,7 +31,7 @@ export function sortedJson(v: unknown): string {
  * A snapshot with its data section less the keys that only datasets other than its own
  * own (e.g. the folder loader's data.mask_suffix in the demo's): its loader never read them.
  */
-function withoutOtherDatasetsKeys(snap: { config: { data: Record<string, unknown> } }): typeof snap {
+function withoutOtherDatasetsKeys<T extends { config: { data: Record<string, unknown> } }>(snap: T): T {
   const data = { ...snap.config.data };
   const mine = Object.keys(getDataset(String(data.name)).options.shape);
   const others = registeredDatasets().flatMap((n) => Object.keys(getDataset(n).options.shape)).filter((k) => !mine.includes(k) && !COMMON_DATA_KEYS.includes(k));
@@ -61,7 +61,7 @@ for (const file of fs.readdirSync(configs).filter((f) => f.endsWith('.yaml')).so
 for (const file of fs.readdirSync(configs).filter((f) => f.endsWith('.yaml')).sort()) {
   const name = path.basename(file, '.yaml');
   test(`configs/${file}: resolveRun's parts hold the snapshot's options`, () => {
-    const { config: snap, derived } = withoutOtherDatasetsKeys(JSON.parse(fs.readFileSync(path.join(snapshots, `${name}.json`), 'utf8'))) as any;
+    const { config: snap, derived } = withoutOtherDatasetsKeys(JSON.parse(fs.readFileSync(path.join(snapshots, `${name}.json`), 'utf8')));
     const r = resolveRun(loadConfig(path.join(configs, file)));
     const pick = (section: Record<string, unknown>, keys: string[]) => Object.fromEntries(keys.filter((k) => section[k] !== undefined).map((k) => [k, section[k]]));
     const own = (section: Record<string, unknown>, common: readonly string[]) => pick(section, Object.keys(section).filter((k) => !common.includes(k)));
