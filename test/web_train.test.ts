@@ -2,7 +2,8 @@
 // a generated dataset picked through the folder inputs, a few steps on wasm with the loss
 // falling and the curve drawn, a stop that saves to IndexedDB and a reload that resumes from
 // it, the downloaded export scored by Node's evaluate (the page's val metrics within 1e-4),
-// and the same run in `node dist/train.js` on wasm giving the page's losses.
+// and the same run in `node dist/train.js` on wasm giving the page's losses; webgl (SwiftShader)
+// picked in the page's Backend choice giving wasm's losses.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -23,6 +24,9 @@ const ROOT = path.resolve(__dirname, '..', '..');
 
 /** Parity: page (wasm, browser) and Node (wasm, one thread) losses agree to this, relative (measured: identical). */
 const PARITY_TOLERANCE = 1e-6;
+/** webgl (SwiftShader's float32 shaders) against wasm, relative: the first step's loss, and every step's of 4 (measured: at most 6e-7). */
+const WEBGL_FIRST_STEP_TOLERANCE = 1e-4;
+const WEBGL_TOLERANCE = 1e-3;
 
 /** `n` pairs of 32x32 PNGs: a bright disc on a dark, textured background; masks 0/255. */
 function writePairs(imagesDir: string, masksDir: string, n: number, offset = 0): void {
@@ -245,6 +249,57 @@ describe('the browser training page in headless Chromium', () => {
     t.diagnostic(`largest relative loss difference page/node over ${node.length} steps: ${worst.toExponential(2)}`);
     for (let i = 0; i < node.length; i++) assert.ok(Math.abs(node[i] - web.losses[i]) <= PARITY_TOLERANCE * Math.abs(node[i]), `step ${i + 1}: page ${web.losses[i]}, node ${node[i]}`);
     assert.deepEqual(problems, []);
+  });
+
+  // Chromium's WebGL2 on SwiftShader (ANGLE over its CPU Vulkan; without --disable-gpu):
+  // picked in the page's Backend choice, the same run as on wasm, step for step.
+  test('on webgl (SwiftShader) picked in the Backend choice, the page trains and its losses follow wasm\'s', { skip }, async (t) => {
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--use-gl=angle', '--use-angle=swiftshader', '--enable-unsafe-swiftshader', '--no-sandbox', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      await page.goto(url);
+      await page.waitForFunction(() => (window as any).semsegTrain?.ready || (window as any).semsegTrain?.error, null, { timeout: 60_000 });
+      assert.equal((await state(page)).backend, 'wasm');
+      await page.selectOption('#backend', 'webgl');
+      await page.waitForFunction(() => (window as any).semsegTrain.backend || (window as any).semsegTrain.error, null, { timeout: 60_000 });
+      assert.equal((await state(page)).backend, 'webgl');
+      assert.equal(await page.textContent('#backend-info'), 'backend: webgl');
+      const data = path.join(tmp, 'gl');
+      writePairs(path.join(data, 'images'), path.join(data, 'masks'), 5);
+      await page.setInputFiles('#images', path.join(data, 'images'));
+      await page.setInputFiles('#masks', path.join(data, 'masks'));
+      await page.fill('#val-fraction', '0.2');
+      const run = async (config: string): Promise<Api> => {
+        await page.fill('#config', config);
+        await page.dispatchEvent('#config', 'input');
+        await page.click('#train');
+        await page.waitForFunction(() => ['done', 'error'].includes((window as any).semsegTrain.state), null, { timeout: 60_000 });
+        const s = await state(page);
+        assert.equal(s.error, null);
+        return s;
+      };
+      const config = CONFIG(2).replace('augmentations: { hflip: { p: 0.5 }, vflip: { p: 0.5 } }', 'augmentations: {}');
+      const gl = await run(config);
+      assert.equal(gl.backend, 'webgl');
+      // The same run on wasm (another config text: the finished webgl run would be resumed).
+      await page.selectOption('#backend', 'wasm');
+      await page.waitForFunction(() => (window as any).semsegTrain.backend === 'wasm', null, { timeout: 60_000 });
+      const wasm = await run(`${config}# on wasm\n`);
+      const rel = gl.losses.map((l, i) => Math.abs(l - wasm.losses[i]) / Math.abs(wasm.losses[i]));
+      t.diagnostic(`webgl losses ${gl.losses.map((l) => l.toFixed(6)).join(' ')}; wasm ${wasm.losses.map((l) => l.toFixed(6)).join(' ')}; relative differences ${rel.map((r) => r.toExponential(1)).join(' ')}; ${gl.msPerStep?.toFixed(0)} ms/step on webgl, ${wasm.msPerStep?.toFixed(0)} on wasm`);
+      assert.equal(gl.losses.length, 4);
+      assert.ok(gl.losses.every(Number.isFinite) && gl.losses[3] < gl.losses[0], String(gl.losses));
+      assert.ok(rel[0] <= WEBGL_FIRST_STEP_TOLERANCE, `step 1: webgl ${gl.losses[0]}, wasm ${wasm.losses[0]}`);
+      assert.ok(Math.max(...rel) <= WEBGL_TOLERANCE, `largest relative difference ${Math.max(...rel)}`);
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
   });
 
   // Chromium's WebGPU on SwiftShader (CPU Vulkan; it offers that adapter, not Mesa's lavapipe):

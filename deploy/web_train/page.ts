@@ -158,10 +158,12 @@ function start(): void {
     if (!(e instanceof UserError)) console.error(e); // a user's mistake is the status line; a bug gets its stack
     $<HTMLButtonElement>('train').disabled = false;
     $<HTMLButtonElement>('stop').disabled = true;
+    $<HTMLSelectElement>('backend').disabled = false;
   };
 
   async function pickBackend(): Promise<string> {
-    const want = params.get('backend') || ($<HTMLSelectElement>('backend').value !== 'auto' ? $<HTMLSelectElement>('backend').value : '');
+    // ?backend= only sets the choice's first value (start), so the choice can change it later.
+    const want = $<HTMLSelectElement>('backend').value !== 'auto' ? $<HTMLSelectElement>('backend').value : '';
     const order = want ? [want] : [...BACKEND_ORDER];
     const skipped: string[] = [];
     for (const name of order) {
@@ -368,6 +370,7 @@ function start(): void {
   async function train(): Promise<void> {
     stopRequested = false;
     $<HTMLButtonElement>('train').disabled = true;
+    $<HTMLSelectElement>('backend').disabled = true; // a run stays on the backend it started on
     $<HTMLButtonElement>('stop').disabled = false;
     api.state = 'training';
     api.error = null;
@@ -442,6 +445,7 @@ function start(): void {
       $<HTMLInputElement>('segment-file').disabled = false;
     } finally {
       step.dispose();
+      $<HTMLSelectElement>('backend').disabled = false;
       $<HTMLButtonElement>('train').disabled = false;
       $<HTMLButtonElement>('stop').disabled = true;
     }
@@ -514,6 +518,11 @@ function start(): void {
   $<HTMLInputElement>('images').addEventListener('change', (e) => { picked.images = Array.from((e.target as HTMLInputElement).files ?? []); restoredFiles = null; describeData(); });
   $<HTMLInputElement>('masks').addEventListener('change', (e) => { picked.masks = Array.from((e.target as HTMLInputElement).files ?? []); restoredFiles = null; describeData(); });
   $('val-fraction').addEventListener('input', describeData);
+  // A new choice starts that backend now; the model's tensors move to it when next used.
+  $('backend').addEventListener('change', () => {
+    api.backend = null;
+    pickBackend().then((b) => { api.backend = b; }, fail);
+  });
   $('train').addEventListener('click', () => train().catch(fail));
   $('stop').addEventListener('click', () => { stopRequested = true; setStatus('stopping after this step…'); });
   $('download').addEventListener('click', async () => {
