@@ -1,7 +1,8 @@
 // The browser training page (`tfjs-semseg web-train`, deploy/web_train/) in headless Chromium:
 // a generated dataset picked through the folder inputs, a few steps on wasm with the loss
 // falling and the curve drawn, a stop that saves to IndexedDB and a reload that resumes from
-// it, the downloaded export scored by Node's evaluate (the page's val metrics within 1e-4),
+// it, the downloaded export scored by Node's evaluate (the page's val metrics within 1e-4) and
+// run by `npx predict` (its mask of an image the page segmented, as the page segmented it),
 // and the same run in `node dist/train.js` on wasm giving the page's losses; webgl (SwiftShader)
 // picked in the page's Backend choice giving wasm's losses.
 import { after, before, describe, test } from 'node:test';
@@ -12,7 +13,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium, BrowserContext, Page } from 'playwright-core';
-import { encode } from 'fast-png';
+import { decode, encode } from 'fast-png';
 import { webTrainBundle } from '../deploy/web_train/bundle';
 import { writeWebTrain } from '../deploy/web_train/files';
 import { evaluate } from '../api';
@@ -61,7 +62,10 @@ training:
 checkpoint: { best_metric: val.dice }
 `;
 
-type Api = { ready: boolean; state: string; step: number; totalSteps: number; losses: number[]; val: { step: number; metrics: Record<string, number> }[]; valIds: string[]; restored: boolean; error: string | null; backend: string; msPerStep: number | null };
+/** predict (Node, wasm) against the page's segmentation of the same image: pixels on the threshold may flip (measured: 0). */
+const SEGMENT_PIXELS_TOLERANCE = 0.01;
+
+type Api = { segmented: { width: number; height: number; classes: number[] } | null; ready: boolean; state: string; step: number; totalSteps: number; losses: number[]; val: { step: number; metrics: Record<string, number> }[]; valIds: string[]; restored: boolean; error: string | null; backend: string; msPerStep: number | null };
 const state = (page: Page): Promise<Api> => page.evaluate(() => (window as any).semsegTrain);
 
 describe('the browser training page in headless Chromium', () => {
@@ -114,7 +118,7 @@ describe('the browser training page in headless Chromium', () => {
     return page;
   }
 
-  test('trains on picked folders, stops into IndexedDB, resumes after a reload, and its download scores the same in Node', { skip }, async (t) => {
+  test('trains on picked folders, stops into IndexedDB, resumes after a reload, and its download scores and predicts the same in Node', { skip }, async (t) => {
     assert.ok(HAVE_CHROMIUM, `chromium not installed at ${CHROMIUM} (required when CI is set)`);
     const data = path.join(tmp, 'data');
     writePairs(path.join(data, 'images'), path.join(data, 'masks'), 8);
@@ -202,6 +206,26 @@ describe('the browser training page in headless Chromium', () => {
     // The trained model segments a new image in the page, as the deploy page does.
     await page.setInputFiles('#segment-file', path.join(data, 'images', 'p0.png'));
     await page.waitForFunction(() => (document.getElementById('segment-out') as HTMLCanvasElement).width === 32, null, { timeout: 30_000 });
+    const segmented = (await state(page)).segmented!;
+    // `npx predict` on the download: one mask per image, at its size, binary as 0/255 (predict's
+    // format for a binary model); p0's the page's segmentation of it.
+    const inputs = path.join(tmp, 'predict-in');
+    fs.mkdirSync(inputs);
+    for (const id of new Set([...done.valIds, 'p0'])) fs.copyFileSync(path.join(data, 'images', `${id}.png`), path.join(inputs, `${id}.png`));
+    const predicted = path.join(tmp, 'predict-out');
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'dist', 'predict.js'), '--config', path.join(dl, 'config.yaml'), '--checkpoint', path.join(dl, 'model.json'), '--input', inputs, '--output', predicted, '--backend', 'wasm'], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const ids = fs.readdirSync(inputs).map((f) => f.replace(/\.png$/, '')).sort();
+    assert.deepEqual(fs.readdirSync(predicted).filter((f) => !f.endsWith('_overlay.png')).sort(), ids.map((id) => `${id}.png`));
+    for (const id of ids) {
+      const m = decode(fs.readFileSync(path.join(predicted, `${id}.png`)));
+      assert.deepEqual([m.width, m.height, m.channels], [32, 32, 1], id);
+      assert.ok([...m.data].every((v) => v === 0 || v === 255), `${id}: values ${[...new Set(m.data)]}`);
+      if (id !== 'p0') continue;
+      const differ = [...m.data].filter((v, i) => v !== 255 * segmented.classes[i]).length;
+      t.diagnostic(`p0: predict's mask and the page's segmentation differ at ${differ} of ${m.data.length} pixels; ${[...m.data].filter((v) => v === 255).length} foreground`);
+      assert.ok(differ <= SEGMENT_PIXELS_TOLERANCE * m.data.length, `${differ} pixels differ`);
+    }
     assert.deepEqual(problems, []);
   });
 

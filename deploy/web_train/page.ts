@@ -141,6 +141,7 @@ function start(): void {
     ready: false, backend: null as string | null, state: 'idle', step: 0, totalSteps: 0, epoch: 0,
     losses: [] as number[], val: [] as { step: number; metrics: Record<string, number> }[], valIds: [] as string[],
     restored: false, error: null as string | null, msPerStep: null as number | null, saves: 0,
+    segmented: null as { width: number; height: number; classes: number[] } | null, // the last segmented image's class ids
   });
   let picked: { images: File[]; masks: File[] } = { images: [], masks: [] };
   let restoredFiles: Checkpoint['files'] | null = null;
@@ -492,6 +493,7 @@ function start(): void {
     const probs = tf.tidy(() => predictProbs(model, tf.tensor4d(x, [1, img.height, img.width, 3])));
     const { classes } = await probsToMask(probs, img.width, img.height, { threshold: cfg.training.threshold });
     probs.dispose();
+    api.segmented = { width: img.width, height: img.height, classes: Array.from(classes) };
     const o = overlayRgb(img.data, img.width, img.height, classes, null, { binary: isBinary(cfg), palette: datasetMeta(cfg).palette, ignoreIndex: cfg.data.ignore_index });
     const c = $<HTMLCanvasElement>('segment-out');
     c.width = o.width;
