@@ -65,7 +65,7 @@ checkpoint: { best_metric: val.dice }
 /** predict (Node, wasm) against the page's segmentation of the same image: pixels on the threshold may flip (measured: 0). */
 const SEGMENT_PIXELS_TOLERANCE = 0.01;
 
-type Api = { segmented: { width: number; height: number; classes: number[] } | null; ready: boolean; state: string; step: number; totalSteps: number; losses: number[]; val: { step: number; metrics: Record<string, number> }[]; valIds: string[]; restored: boolean; error: string | null; backend: string; msPerStep: number | null };
+type Api = { encoderWeights: string | null; segmented: { width: number; height: number; classes: number[] } | null; ready: boolean; state: string; step: number; totalSteps: number; losses: number[]; val: { step: number; metrics: Record<string, number> }[]; valIds: string[]; restored: boolean; error: string | null; backend: string; msPerStep: number | null };
 const state = (page: Page): Promise<Api> => page.evaluate(() => (window as any).semsegTrain);
 
 describe('the browser training page in headless Chromium', () => {
@@ -83,9 +83,9 @@ describe('the browser training page in headless Chromium', () => {
     writeWebTrain(out, await webTrainBundle());
     const types: Record<string, string> = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm' };
     server = http.createServer((req, res) => {
-      const name = path.basename(new URL(req.url ?? '/', 'http://x').pathname) || 'index.html';
+      const name = new URL(req.url ?? '/', 'http://x').pathname.slice(1) || 'index.html';
       const file = path.join(out, name);
-      if (!fs.existsSync(file)) return void res.writeHead(404).end();
+      if (!file.startsWith(out + path.sep) || !fs.existsSync(file) || !fs.statSync(file).isFile()) return void res.writeHead(404).end();
       res.writeHead(200, { 'content-type': types[path.extname(name)] ?? 'application/octet-stream' }).end(fs.readFileSync(file));
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -272,6 +272,40 @@ describe('the browser training page in headless Chromium', () => {
     const worst = Math.max(...node.map((l, i) => Math.abs(l - web.losses[i]) / Math.abs(l)));
     t.diagnostic(`largest relative loss difference page/node over ${node.length} steps: ${worst.toExponential(2)}`);
     for (let i = 0; i < node.length; i++) assert.ok(Math.abs(node[i] - web.losses[i]) <= PARITY_TOLERANCE * Math.abs(node[i]), `step ${i + 1}: page ${web.losses[i]}, node ${node[i]}`);
+    assert.deepEqual(problems, []);
+  });
+
+  test('model.encoder_weights: imagenet loads the weights fetched from beside the page, as `node dist/train.js` loads them', { skip }, async (t) => {
+    const data = path.join(tmp, 'imagenet');
+    writePairs(path.join(data, 'images', 'train'), path.join(data, 'masks', 'train'), 2);
+    writePairs(path.join(data, 'images', 'val'), path.join(data, 'masks', 'val'), 1, 2);
+    const config = CONFIG(1).replace('model: { name: unet, base: 4, depth: 2 }', 'model: { name: deeplabv3plus, encoder: mobilenet_v2, encoder_weights: imagenet, aspp_channels: 16 }').replace('augmentations: { hflip: { p: 0.5 }, vflip: { p: 0.5 } }', 'augmentations: {}');
+    const page = await open();
+    await page.setInputFiles('#images', path.join(data, 'images'));
+    await page.setInputFiles('#masks', path.join(data, 'masks'));
+    await page.fill('#config', config);
+    await page.dispatchEvent('#config', 'input');
+    assert.equal(await page.textContent('#data-info'), '3 pairs: 2 train, 1 val (from the train/val sub-folders)');
+    await page.click('#train');
+    await page.waitForFunction(() => ['done', 'error'].includes((window as any).semsegTrain.state), null, { timeout: 60_000 });
+    const web = await state(page);
+    assert.equal(web.error, null);
+    assert.equal(web.losses.length, 1);
+
+    const cfg = path.join(tmp, 'imagenet.yaml');
+    fs.writeFileSync(cfg, config);
+    const sets = [`data.name=folder`, `data.root=${data}`, 'data.images_dir=images', 'data.masks_dir=masks', 'training.workers=1', `checkpoint.ckpt_root=${path.join(tmp, 'ck-in')}`, `results.root=${path.join(tmp, 'res-in')}`];
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'dist', 'train.js'), '--config', cfg, '--backend', 'wasm', ...sets.flatMap((x) => ['--set', x])], {
+      encoding: 'utf8', env: { ...process.env, SEMSEG_WASM_THREADS: '1' }, timeout: 120_000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    // The same log line: the same weights matched by name, the same ones left to their initialisation.
+    const line = `${r.stdout}\n${r.stderr}`.split('\n').find((l) => l.includes('model.encoder_weights imagenet:'));
+    assert.ok(web.encoderWeights && line?.endsWith(web.encoderWeights), `page: ${web.encoderWeights}; node: ${line}`);
+    const node = JSON.parse(fs.readFileSync(path.join(tmp, 'res-in', 'webtest', 'history.jsonl'), 'utf8').trim().split('\n').find((l) => JSON.parse(l).split === 'train')!).loss as number;
+    const rel = Math.abs(node - web.losses[0]) / Math.abs(node);
+    t.diagnostic(`step 1 loss: page ${web.losses[0]}, node ${node} (relative ${rel.toExponential(2)}); ${web.encoderWeights}`);
+    assert.ok(rel <= 1e-5, `page ${web.losses[0]}, node ${node}`);
     assert.deepEqual(problems, []);
   });
 

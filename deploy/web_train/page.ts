@@ -21,6 +21,8 @@ import { lrAt } from '../../training/lr_schedule';
 import { BatchLoader, normaliseImage } from '../../pipeline/batcher';
 import { makeTrainStep } from '../../engine/train_step';
 import { validate } from '../../engine/validation';
+import { loadEncoderWeights } from '../../engine/resume';
+import { isPretrainedSource } from '../../models/encoders/index';
 import { predictProbs, probsToMask, denormalize } from '../../engine/inference';
 import { overlayRgb } from '../../report/overlay';
 import { applyWeights, snapshotWeights } from '../../storage/checkpoint';
@@ -67,6 +69,10 @@ checkpoint: { best_metric: val.dice }
  */
 export function withPageData(raw: Record<string, any>, imagesDir: string, masksDir: string): Record<string, any> {
   if ('extends' in raw) throw new UserError(`config.yaml: key 'extends' names files the page cannot read; paste the composed config instead`);
+  // Pretrained sources (imagenet) are fetched from beside the page; a path names a file the page cannot read.
+  const enc = raw.model?.encoder_weights;
+  if (typeof enc === 'string' && !isPretrainedSource(enc)) throw new UserError(`config.yaml: model.encoder_weights '${enc}' is a path the page cannot read; use imagenet or leave it out`);
+  if (raw.checkpoint?.weights) throw new UserError(`config.yaml: checkpoint.weights names files the page cannot read; leave it out`);
   const data = { ...(raw.data ?? {}) };
   data.name = 'folder';
   data.root = data.root ?? '.';
@@ -84,6 +90,9 @@ export const selfTest: SelfTest = {
     const cfg = parseConfig(withPageData(parseYamlText(DEFAULT_CONFIG, 'config.yaml'), 'images', 'masks'), 'config.yaml');
     assert.deepEqual([cfg.data.name, cfg.data.images_dir, cfg.data.masks_dir, cfg.training.workers], ['folder', 'images', 'masks', 1]);
     assert.throws(() => withPageData({ extends: 'a.yaml' }, 'i', 'm'), /key 'extends'/);
+    assert.throws(() => withPageData({ model: { encoder_weights: 'runs/x/best' } }, 'i', 'm'), /^UserError: config\.yaml: model\.encoder_weights 'runs\/x\/best' is a path the page cannot read; use imagenet or leave it out$/);
+    assert.doesNotThrow(() => withPageData({ model: { encoder_weights: 'imagenet' } }, 'i', 'm'));
+    assert.throws(() => withPageData({ checkpoint: { weights: 'w' } }, 'i', 'm'), /checkpoint\.weights names files the page cannot read/);
     assert.throws(() => parseConfig(withPageData({ training: { epohcs: 2 } }, 'i', 'm'), 'config.yaml'), (e: Error) => e instanceof UserError && /^config\.yaml: unknown key 'training\.epohcs'/.test(e.message));
   },
 };
@@ -141,6 +150,7 @@ function start(): void {
     ready: false, backend: null as string | null, state: 'idle', step: 0, totalSteps: 0, epoch: 0,
     losses: [] as number[], val: [] as { step: number; metrics: Record<string, number> }[], valIds: [] as string[],
     restored: false, error: null as string | null, msPerStep: null as number | null, saves: 0,
+    encoderWeights: null as string | null, // model.encoder_weights's log line, as train's
     segmented: null as { width: number; height: number; classes: number[] } | null, // the last segmented image's class ids
   });
   let picked: { images: File[]; masks: File[] } = { images: [], masks: [] };
@@ -398,6 +408,8 @@ function start(): void {
       api.step = 0;
       api.losses = [];
       api.val = [];
+      // As train's fresh start (engine/resume.ts): imagenet's files are fetched from beside the page.
+      await loadEncoderWeights(parts, model, (line) => { api.encoderWeights = line; $('ckpt-info').textContent = line; });
     }
     current?.model.dispose();
     current = { cfg, model, split };
