@@ -134,6 +134,17 @@ describe('the browser training page in headless Chromium', () => {
     await page.fill('#config', CONFIG(4).replace('epochs: 4', 'epohcs: 4'));
     await page.dispatchEvent('#config', 'input');
     assert.match((await page.textContent('#config-error')) ?? '', /^config\.yaml: unknown key 'training\.epohcs'/);
+    // `extends:` pasted is one line; picked with its base, the composed config fills the text area.
+    await page.fill('#config', `extends: base.yaml\n${CONFIG(4)}`);
+    await page.dispatchEvent('#config', 'input');
+    assert.equal(await page.textContent('#config-error'), "config.yaml: key 'extends' names files the page cannot read; load the config and the files it extends together with the file picker");
+    const bases = path.join(tmp, 'configs');
+    fs.mkdirSync(bases);
+    fs.writeFileSync(path.join(bases, 'base.yaml'), 'model: { name: fpn, encoder: resnet18, pyramid_channels: 16, segmentation_channels: 8 }\ntraining: { loss: { name: dice }, optimizer: { name: sgd, lr: 0.1 } }\n');
+    fs.writeFileSync(path.join(bases, 'child.yaml'), 'extends: base.yaml\nname: child\ndata: { num_classes: 2, size: [32, 32] }\ntraining: { optimizer: { name: adam, lr: 0.01 } }\n');
+    await page.setInputFiles('#config-file', [path.join(bases, 'child.yaml'), path.join(bases, 'base.yaml')]);
+    await page.waitForFunction(() => (document.getElementById('config') as HTMLTextAreaElement).value.startsWith('# child.yaml'), null, { timeout: 10_000 });
+    assert.equal(await page.textContent('#config-error'), 'ok: fpn, dice, adam, poly');
 
     await page.setInputFiles('#images', path.join(data, 'images'));
     await page.fill('#val-fraction', '0.25');

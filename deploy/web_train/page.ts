@@ -41,6 +41,7 @@ import { watchDevice } from '../../backends/webgpu_errors';
 import { UserError } from '../../utils/errors';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { pairAndSplit, Split } from './data';
+import { composePicked } from './config_pick';
 import { decodeImage, setFiles } from './browser_decode';
 
 /** The config the page starts with: the demo recipe on the folder loader, small enough for a laptop. */
@@ -68,7 +69,7 @@ checkpoint: { best_metric: val.dice }
  * picked folders' names go into the downloadable config.yaml, data.root left for the user.
  */
 export function withPageData(raw: Record<string, any>, imagesDir: string, masksDir: string): Record<string, any> {
-  if ('extends' in raw) throw new UserError(`config.yaml: key 'extends' names files the page cannot read; paste the composed config instead`);
+  if ('extends' in raw) throw new UserError(`config.yaml: key 'extends' names files the page cannot read; load the config and the files it extends together with the file picker`);
   // Pretrained sources (imagenet) are fetched from beside the page; a path names a file the page cannot read.
   const enc = raw.model?.encoder_weights;
   if (typeof enc === 'string' && !isPretrainedSource(enc)) throw new UserError(`config.yaml: model.encoder_weights '${enc}' is a path the page cannot read; use imagenet or leave it out`);
@@ -220,7 +221,6 @@ function start(): void {
     const imagesDir = (picked.images[0]?.webkitRelativePath || restoredFiles?.find((f) => f.kind === 'image')?.path || 'images').split('/')[0];
     const masksDir = (picked.masks[0]?.webkitRelativePath || restoredFiles?.find((f) => f.kind === 'mask')?.path || 'masks').split('/')[0];
     const cfg = parseConfig(withPageData(raw, imagesDir, masksDir), 'config.yaml');
-    $('config-error').textContent = '';
     return { cfg, text };
   }
 
@@ -524,9 +524,15 @@ function start(): void {
   $<HTMLTextAreaElement>('config').value = DEFAULT_CONFIG;
   $('config').addEventListener('input', () => { checkConfigLive(); describeData(); });
   $<HTMLInputElement>('config-file').addEventListener('change', async (e) => {
-    const f = (e.target as HTMLInputElement).files?.[0];
-    if (f) $<HTMLTextAreaElement>('config').value = await f.text();
-    checkConfigLive();
+    const files = Array.from((e.target as HTMLInputElement).files ?? []);
+    try {
+      // The config with the files it extends, composed: the text area holds what trains.
+      if (files.length) $<HTMLTextAreaElement>('config').value = composePicked(await Promise.all(files.map(async (f) => ({ name: f.name, text: await f.text() }))));
+      checkConfigLive();
+    } catch (err) {
+      $('config-error').textContent = (err as Error).message;
+      $('config-error').className = 'error';
+    }
     describeData();
   });
   $<HTMLInputElement>('images').addEventListener('change', (e) => { picked.images = Array.from((e.target as HTMLInputElement).files ?? []); restoredFiles = null; describeData(); });
