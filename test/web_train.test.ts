@@ -297,6 +297,13 @@ describe('the browser training page in headless Chromium', () => {
     await page.fill('#config', config);
     await page.dispatchEvent('#config', 'input');
     assert.equal(await page.textContent('#data-info'), '3 pairs: 2 train, 1 val (from the train/val sub-folders)');
+    // A page folder without the weights: one line saying which file and how to get it.
+    await page.route('**/weights/mobilenet_v2_imagenet/model.json', (r) => r.fulfill({ status: 404 }));
+    await page.click('#train');
+    await page.waitForFunction(() => (window as any).semsegTrain.state === 'error', null, { timeout: 60_000 });
+    assert.match((await page.textContent('#status')) ?? '', /^model\.encoder_weights: 'imagenet' fetches http:\/\/127\.0\.0\.1:\d+\/weights\/mobilenet_v2_imagenet\/model\.json, which failed \(HTTP 404\): write the page again with `tfjs-semseg web-train`, which puts weights\/mobilenet_v2_imagenet\/model\.json beside it$/);
+    await page.unroute('**/weights/mobilenet_v2_imagenet/model.json');
+    problems.splice(0, problems.length, ...problems.filter((p) => !/status of 404/.test(p))); // the browser's own note on that 404
     await page.click('#train');
     await page.waitForFunction(() => ['done', 'error'].includes((window as any).semsegTrain.state), null, { timeout: 60_000 });
     const web = await state(page);

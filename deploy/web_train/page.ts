@@ -409,7 +409,10 @@ function start(): void {
       api.losses = [];
       api.val = [];
       // As train's fresh start (engine/resume.ts): imagenet's files are fetched from beside the page.
-      await loadEncoderWeights(parts, model, (line) => { api.encoderWeights = line; $('ckpt-info').textContent = line; });
+      await loadEncoderWeights(parts, model, (line) => { api.encoderWeights = line; $('ckpt-info').textContent = line; }).catch((e) => {
+        model.dispose(); // not yet the page's current model
+        throw e;
+      });
     }
     current?.model.dispose();
     current = { cfg, model, split };
