@@ -3,8 +3,9 @@
 // falling and the curve drawn, a stop that saves to IndexedDB and a reload that resumes from
 // it, the downloaded export scored by Node's evaluate (the page's val metrics within 1e-4) and
 // run by `npx predict` (its mask of an image the page segmented, as the page segmented it),
-// and the same run in `node dist/train.js` on wasm giving the page's losses; webgl (SwiftShader)
-// picked in the page's Backend choice giving wasm's losses.
+// and the same run in `node dist/train.js` on wasm giving the page's losses (also from
+// encoder_weights: imagenet, fetched from beside the page); webgl (SwiftShader) picked in the
+// page's Backend choice giving wasm's losses; a config picked with the file it extends.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
