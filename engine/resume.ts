@@ -97,6 +97,25 @@ export function freshMeta(cfg: Config): CheckpointMeta {
  * Loads what the run starts from into `model` and `optimizer`; returns the run's state,
  * fitted to the current epoch shape. `warn` gets the line when resume is not bit-exact.
  */
+/**
+ * `model.encoder_weights` into a fresh model: a pretrained source's weights (imagenet) or a
+ * checkpoint's, loaded into the layers of the same name; logs what was loaded. Also the
+ * browser training page's path (deploy/web_train/page.ts), which takes pretrained sources only.
+ */
+export async function loadEncoderWeights(parts: Resolved, model: tf.LayersModel, log: (s: string) => void): Promise<void> {
+  const encoder = parts.cfg.model.encoder_weights;
+  if (!encoder) return;
+  const source = (await pretrainedWeights(parts.model.options, encoder)) ?? (await loadWeightsFrom(encoder)).weights;
+  const r = applyMatchingWeights(model, source, encoder);
+  const layers = (names: string[]) => [...new Set(names.map((n) => n.split('/')[0]))];
+  const kept = layers(r.kept);
+  log(
+    `model.encoder_weights ${encoder}: loaded ${r.loaded} of ${model.weights.length} weights (${r.loadedValues} values); ` +
+      (kept.length ? `${kept.length} layers start from their initialisation (${kept.slice(0, 4).join(', ')}${kept.length > 4 ? ', ...' : ''})` : 'every layer loaded') +
+      (r.ignored ? `; ${r.ignored} weights of the source have no counterpart and were not used` : ''),
+  );
+}
+
 export async function startState(
   parts: Resolved, model: tf.LayersModel, optimizer: TrainOptimizer, dirs: RunDirs, opts: StartOptions, shape: EpochShape,
   log: (s: string) => void, warn: (s: string) => void = log,
@@ -125,18 +144,7 @@ export async function startState(
     Object.assign(meta, shape, { config: cfg });
     return meta;
   }
-  const encoder = cfg.model.encoder_weights;
-  if (encoder) {
-    const source = (await pretrainedWeights(parts.model.options, encoder)) ?? (await loadWeightsFrom(encoder)).weights;
-    const r = applyMatchingWeights(model, source, encoder);
-    const layers = (names: string[]) => [...new Set(names.map((n) => n.split('/')[0]))];
-    const kept = layers(r.kept);
-    log(
-      `model.encoder_weights ${encoder}: loaded ${r.loaded} of ${model.weights.length} weights (${r.loadedValues} values); ` +
-        (kept.length ? `${kept.length} layers start from their initialisation (${kept.slice(0, 4).join(', ')}${kept.length > 4 ? ', ...' : ''})` : 'every layer loaded') +
-        (r.ignored ? `; ${r.ignored} weights of the source have no counterpart and were not used` : ''),
-    );
-  }
+  await loadEncoderWeights(parts, model, log);
   const weights = opts.weights ?? cfg.checkpoint.weights;
   if (weights) {
     applyWeights(model, (await loadWeightsFrom(weights)).weights, weights);

@@ -1,8 +1,11 @@
 // The browser training page (`tfjs-semseg web-train`, deploy/web_train/) in headless Chromium:
 // a generated dataset picked through the folder inputs, a few steps on wasm with the loss
 // falling and the curve drawn, a stop that saves to IndexedDB and a reload that resumes from
-// it, the downloaded export scored by Node's evaluate (the page's val metrics within 1e-4),
-// and the same run in `node dist/train.js` on wasm giving the page's losses.
+// it, the downloaded export scored by Node's evaluate (the page's val metrics within 1e-4) and
+// run by `npx predict` (its mask of an image the page segmented, as the page segmented it),
+// and the same run in `node dist/train.js` on wasm giving the page's losses (also from
+// encoder_weights: imagenet, fetched from beside the page); webgl (SwiftShader) picked in the
+// page's Backend choice giving wasm's losses; a config picked with the file it extends.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -11,7 +14,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium, BrowserContext, Page } from 'playwright-core';
-import { encode } from 'fast-png';
+import { decode, encode } from 'fast-png';
 import { webTrainBundle } from '../deploy/web_train/bundle';
 import { writeWebTrain } from '../deploy/web_train/files';
 import { evaluate } from '../api';
@@ -23,6 +26,9 @@ const ROOT = path.resolve(__dirname, '..', '..');
 
 /** Parity: page (wasm, browser) and Node (wasm, one thread) losses agree to this, relative (measured: identical). */
 const PARITY_TOLERANCE = 1e-6;
+/** webgl (SwiftShader's float32 shaders) against wasm, relative: the first step's loss, and every step's of 4 (measured: at most 6e-7). */
+const WEBGL_FIRST_STEP_TOLERANCE = 1e-4;
+const WEBGL_TOLERANCE = 1e-3;
 
 /** `n` pairs of 32x32 PNGs: a bright disc on a dark, textured background; masks 0/255. */
 function writePairs(imagesDir: string, masksDir: string, n: number, offset = 0): void {
@@ -57,7 +63,10 @@ training:
 checkpoint: { best_metric: val.dice }
 `;
 
-type Api = { ready: boolean; state: string; step: number; totalSteps: number; losses: number[]; val: { step: number; metrics: Record<string, number> }[]; valIds: string[]; restored: boolean; error: string | null; backend: string; msPerStep: number | null };
+/** predict (Node, wasm) against the page's segmentation of the same image: pixels on the threshold may flip (measured: 0). */
+const SEGMENT_PIXELS_TOLERANCE = 0.01;
+
+type Api = { encoderWeights: string | null; segmented: { width: number; height: number; classes: number[] } | null; ready: boolean; state: string; step: number; totalSteps: number; losses: number[]; val: { step: number; metrics: Record<string, number> }[]; valIds: string[]; restored: boolean; error: string | null; backend: string; msPerStep: number | null };
 const state = (page: Page): Promise<Api> => page.evaluate(() => (window as any).semsegTrain);
 
 describe('the browser training page in headless Chromium', () => {
@@ -75,9 +84,9 @@ describe('the browser training page in headless Chromium', () => {
     writeWebTrain(out, await webTrainBundle());
     const types: Record<string, string> = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm' };
     server = http.createServer((req, res) => {
-      const name = path.basename(new URL(req.url ?? '/', 'http://x').pathname) || 'index.html';
+      const name = new URL(req.url ?? '/', 'http://x').pathname.slice(1) || 'index.html';
       const file = path.join(out, name);
-      if (!fs.existsSync(file)) return void res.writeHead(404).end();
+      if (!file.startsWith(out + path.sep) || !fs.existsSync(file) || !fs.statSync(file).isFile()) return void res.writeHead(404).end();
       res.writeHead(200, { 'content-type': types[path.extname(name)] ?? 'application/octet-stream' }).end(fs.readFileSync(file));
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -110,7 +119,7 @@ describe('the browser training page in headless Chromium', () => {
     return page;
   }
 
-  test('trains on picked folders, stops into IndexedDB, resumes after a reload, and its download scores the same in Node', { skip }, async (t) => {
+  test('trains on picked folders, stops into IndexedDB, resumes after a reload, and its download scores and predicts the same in Node', { skip }, async (t) => {
     assert.ok(HAVE_CHROMIUM, `chromium not installed at ${CHROMIUM} (required when CI is set)`);
     const data = path.join(tmp, 'data');
     writePairs(path.join(data, 'images'), path.join(data, 'masks'), 8);
@@ -126,6 +135,17 @@ describe('the browser training page in headless Chromium', () => {
     await page.fill('#config', CONFIG(4).replace('epochs: 4', 'epohcs: 4'));
     await page.dispatchEvent('#config', 'input');
     assert.match((await page.textContent('#config-error')) ?? '', /^config\.yaml: unknown key 'training\.epohcs'/);
+    // `extends:` pasted is one line; picked with its base, the composed config fills the text area.
+    await page.fill('#config', `extends: base.yaml\n${CONFIG(4)}`);
+    await page.dispatchEvent('#config', 'input');
+    assert.equal(await page.textContent('#config-error'), "config.yaml: key 'extends' names files the page cannot read; load the config and the files it extends together with the file picker");
+    const bases = path.join(tmp, 'configs');
+    fs.mkdirSync(bases);
+    fs.writeFileSync(path.join(bases, 'base.yaml'), 'model: { name: fpn, encoder: resnet18, pyramid_channels: 16, segmentation_channels: 8 }\ntraining: { loss: { name: dice }, optimizer: { name: sgd, lr: 0.1 } }\n');
+    fs.writeFileSync(path.join(bases, 'child.yaml'), 'extends: base.yaml\nname: child\ndata: { num_classes: 2, size: [32, 32] }\ntraining: { optimizer: { name: adam, lr: 0.01 } }\n');
+    await page.setInputFiles('#config-file', [path.join(bases, 'child.yaml'), path.join(bases, 'base.yaml')]);
+    await page.waitForFunction(() => (document.getElementById('config') as HTMLTextAreaElement).value.startsWith('# child.yaml'), null, { timeout: 10_000 });
+    assert.equal(await page.textContent('#config-error'), 'ok: fpn, dice, adam, poly');
 
     await page.setInputFiles('#images', path.join(data, 'images'));
     await page.fill('#val-fraction', '0.25');
@@ -198,6 +218,26 @@ describe('the browser training page in headless Chromium', () => {
     // The trained model segments a new image in the page, as the deploy page does.
     await page.setInputFiles('#segment-file', path.join(data, 'images', 'p0.png'));
     await page.waitForFunction(() => (document.getElementById('segment-out') as HTMLCanvasElement).width === 32, null, { timeout: 30_000 });
+    const segmented = (await state(page)).segmented!;
+    // `npx predict` on the download: one mask per image, at its size, binary as 0/255 (predict's
+    // format for a binary model); p0's the page's segmentation of it.
+    const inputs = path.join(tmp, 'predict-in');
+    fs.mkdirSync(inputs);
+    for (const id of new Set([...done.valIds, 'p0'])) fs.copyFileSync(path.join(data, 'images', `${id}.png`), path.join(inputs, `${id}.png`));
+    const predicted = path.join(tmp, 'predict-out');
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'dist', 'predict.js'), '--config', path.join(dl, 'config.yaml'), '--checkpoint', path.join(dl, 'model.json'), '--input', inputs, '--output', predicted, '--backend', 'wasm'], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const ids = fs.readdirSync(inputs).map((f) => f.replace(/\.png$/, '')).sort();
+    assert.deepEqual(fs.readdirSync(predicted).filter((f) => !f.endsWith('_overlay.png')).sort(), ids.map((id) => `${id}.png`));
+    for (const id of ids) {
+      const m = decode(fs.readFileSync(path.join(predicted, `${id}.png`)));
+      assert.deepEqual([m.width, m.height, m.channels], [32, 32, 1], id);
+      assert.ok([...m.data].every((v) => v === 0 || v === 255), `${id}: values ${[...new Set(m.data)]}`);
+      if (id !== 'p0') continue;
+      const differ = [...m.data].filter((v, i) => v !== 255 * segmented.classes[i]).length;
+      t.diagnostic(`p0: predict's mask and the page's segmentation differ at ${differ} of ${m.data.length} pixels; ${[...m.data].filter((v) => v === 255).length} foreground`);
+      assert.ok(differ <= SEGMENT_PIXELS_TOLERANCE * m.data.length, `${differ} pixels differ`);
+    }
     assert.deepEqual(problems, []);
   });
 
@@ -245,6 +285,98 @@ describe('the browser training page in headless Chromium', () => {
     t.diagnostic(`largest relative loss difference page/node over ${node.length} steps: ${worst.toExponential(2)}`);
     for (let i = 0; i < node.length; i++) assert.ok(Math.abs(node[i] - web.losses[i]) <= PARITY_TOLERANCE * Math.abs(node[i]), `step ${i + 1}: page ${web.losses[i]}, node ${node[i]}`);
     assert.deepEqual(problems, []);
+  });
+
+  test('model.encoder_weights: imagenet loads the weights fetched from beside the page, as `node dist/train.js` loads them', { skip }, async (t) => {
+    const data = path.join(tmp, 'imagenet');
+    writePairs(path.join(data, 'images', 'train'), path.join(data, 'masks', 'train'), 2);
+    writePairs(path.join(data, 'images', 'val'), path.join(data, 'masks', 'val'), 1, 2);
+    const config = CONFIG(1).replace('model: { name: unet, base: 4, depth: 2 }', 'model: { name: deeplabv3plus, encoder: mobilenet_v2, encoder_weights: imagenet, aspp_channels: 16 }').replace('augmentations: { hflip: { p: 0.5 }, vflip: { p: 0.5 } }', 'augmentations: {}');
+    const page = await open();
+    await page.setInputFiles('#images', path.join(data, 'images'));
+    await page.setInputFiles('#masks', path.join(data, 'masks'));
+    await page.fill('#config', config);
+    await page.dispatchEvent('#config', 'input');
+    assert.equal(await page.textContent('#data-info'), '3 pairs: 2 train, 1 val (from the train/val sub-folders)');
+    // A page folder without the weights: one line saying which file and how to get it.
+    await page.route('**/weights/mobilenet_v2_imagenet/model.json', (r) => r.fulfill({ status: 404 }));
+    await page.click('#train');
+    await page.waitForFunction(() => (window as any).semsegTrain.state === 'error', null, { timeout: 60_000 });
+    assert.match((await page.textContent('#status')) ?? '', /^model\.encoder_weights: 'imagenet' fetches http:\/\/127\.0\.0\.1:\d+\/weights\/mobilenet_v2_imagenet\/model\.json, which failed \(HTTP 404\): write the page again with `tfjs-semseg web-train`, which puts weights\/mobilenet_v2_imagenet\/model\.json beside it$/);
+    await page.unroute('**/weights/mobilenet_v2_imagenet/model.json');
+    problems.splice(0, problems.length, ...problems.filter((p) => !/status of 404/.test(p))); // the browser's own note on that 404
+    await page.click('#train');
+    await page.waitForFunction(() => ['done', 'error'].includes((window as any).semsegTrain.state), null, { timeout: 60_000 });
+    const web = await state(page);
+    assert.equal(web.error, null);
+    assert.equal(web.losses.length, 1);
+
+    const cfg = path.join(tmp, 'imagenet.yaml');
+    fs.writeFileSync(cfg, config);
+    const sets = [`data.name=folder`, `data.root=${data}`, 'data.images_dir=images', 'data.masks_dir=masks', 'training.workers=1', `checkpoint.ckpt_root=${path.join(tmp, 'ck-in')}`, `results.root=${path.join(tmp, 'res-in')}`];
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'dist', 'train.js'), '--config', cfg, '--backend', 'wasm', ...sets.flatMap((x) => ['--set', x])], {
+      encoding: 'utf8', env: { ...process.env, SEMSEG_WASM_THREADS: '1' }, timeout: 120_000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    // The same log line: the same weights matched by name, the same ones left to their initialisation.
+    const line = `${r.stdout}\n${r.stderr}`.split('\n').find((l) => l.includes('model.encoder_weights imagenet:'));
+    assert.ok(web.encoderWeights && line?.endsWith(web.encoderWeights), `page: ${web.encoderWeights}; node: ${line}`);
+    const node = JSON.parse(fs.readFileSync(path.join(tmp, 'res-in', 'webtest', 'history.jsonl'), 'utf8').trim().split('\n').find((l) => JSON.parse(l).split === 'train')!).loss as number;
+    const rel = Math.abs(node - web.losses[0]) / Math.abs(node);
+    t.diagnostic(`step 1 loss: page ${web.losses[0]}, node ${node} (relative ${rel.toExponential(2)}); ${web.encoderWeights}`);
+    assert.ok(rel <= 1e-5, `page ${web.losses[0]}, node ${node}`);
+    assert.deepEqual(problems, []);
+  });
+
+  // Chromium's WebGL2 on SwiftShader (ANGLE over its CPU Vulkan; without --disable-gpu):
+  // picked in the page's Backend choice, the same run as on wasm, step for step.
+  test('on webgl (SwiftShader) picked in the Backend choice, the page trains and its losses follow wasm\'s', { skip }, async (t) => {
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--use-gl=angle', '--use-angle=swiftshader', '--enable-unsafe-swiftshader', '--no-sandbox', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      await page.goto(url);
+      await page.waitForFunction(() => (window as any).semsegTrain?.ready || (window as any).semsegTrain?.error, null, { timeout: 60_000 });
+      assert.equal((await state(page)).backend, 'wasm');
+      await page.selectOption('#backend', 'webgl');
+      await page.waitForFunction(() => (window as any).semsegTrain.backend || (window as any).semsegTrain.error, null, { timeout: 60_000 });
+      assert.equal((await state(page)).backend, 'webgl');
+      assert.equal(await page.textContent('#backend-info'), 'backend: webgl');
+      const data = path.join(tmp, 'gl');
+      writePairs(path.join(data, 'images'), path.join(data, 'masks'), 5);
+      await page.setInputFiles('#images', path.join(data, 'images'));
+      await page.setInputFiles('#masks', path.join(data, 'masks'));
+      await page.fill('#val-fraction', '0.2');
+      const run = async (config: string): Promise<Api> => {
+        await page.fill('#config', config);
+        await page.dispatchEvent('#config', 'input');
+        await page.click('#train');
+        await page.waitForFunction(() => ['done', 'error'].includes((window as any).semsegTrain.state), null, { timeout: 60_000 });
+        const s = await state(page);
+        assert.equal(s.error, null);
+        return s;
+      };
+      const config = CONFIG(2).replace('augmentations: { hflip: { p: 0.5 }, vflip: { p: 0.5 } }', 'augmentations: {}');
+      const gl = await run(config);
+      assert.equal(gl.backend, 'webgl');
+      // The same run on wasm (another config text: the finished webgl run would be resumed).
+      await page.selectOption('#backend', 'wasm');
+      await page.waitForFunction(() => (window as any).semsegTrain.backend === 'wasm', null, { timeout: 60_000 });
+      const wasm = await run(`${config}# on wasm\n`);
+      const rel = gl.losses.map((l, i) => Math.abs(l - wasm.losses[i]) / Math.abs(wasm.losses[i]));
+      t.diagnostic(`webgl losses ${gl.losses.map((l) => l.toFixed(6)).join(' ')}; wasm ${wasm.losses.map((l) => l.toFixed(6)).join(' ')}; relative differences ${rel.map((r) => r.toExponential(1)).join(' ')}; ${gl.msPerStep?.toFixed(0)} ms/step on webgl, ${wasm.msPerStep?.toFixed(0)} on wasm`);
+      assert.equal(gl.losses.length, 4);
+      assert.ok(gl.losses.every(Number.isFinite) && gl.losses[3] < gl.losses[0], String(gl.losses));
+      assert.ok(rel[0] <= WEBGL_FIRST_STEP_TOLERANCE, `step 1: webgl ${gl.losses[0]}, wasm ${wasm.losses[0]}`);
+      assert.ok(Math.max(...rel) <= WEBGL_TOLERANCE, `largest relative difference ${Math.max(...rel)}`);
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
   });
 
   // Chromium's WebGPU on SwiftShader (CPU Vulkan; it offers that adapter, not Mesa's lavapipe):

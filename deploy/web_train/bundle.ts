@@ -4,6 +4,8 @@
 // the browser, not rewritten. What differs in the page is swapped at bundle time, each for
 // a reason:
 //   - pipeline/decode.ts -> browser_decode.ts: files come from the browser, not a path;
+//   - utils/package_files.ts -> browser_package_files.ts: the package's data files (ImageNet
+//     weights) are fetched from beside the page, where web-train copies them;
 //   - utils/package_root.ts -> the name and version, read now (the export's metadata);
 //   - registry_entries.ts -> a static import of every registry entry file, listed now from
 //     the same folders Node reads at run time (utils/folder_registry.ts);
@@ -58,6 +60,7 @@ export async function buildWebTrain(outfile = BUNDLE_FILE): Promise<BundleResult
         if (!a.path.startsWith('.')) return undefined;
         const target = path.resolve(a.resolveDir, a.path);
         if (target === src('pipeline/decode')) return { path: path.join(here, 'browser_decode.ts') };
+        if (target === src('utils/package_files')) return { path: path.join(here, 'browser_package_files.ts') };
         if (target === src('utils/package_root')) return { path: 'package_root', namespace: 'generated' };
         return undefined;
       });
@@ -119,7 +122,7 @@ export const selfTest: SelfTest = {
     assert.ok(r.entries >= 20, `${r.entries} entries`);
     assert.ok(r.bytes > 100_000, `${r.bytes} bytes`);
     // The training path itself imports nothing Node-only (what does is stubbed, and not called).
-    for (const m of ['engine/train_step.ts', 'pipeline/transforms.ts', 'pipeline/batcher.ts', 'pipeline/sample.ts', 'pipeline/mask_values.ts', 'training/losses.ts', 'training/metrics.ts', 'engine/inference.ts', 'deploy/web_train/page.ts', 'deploy/web_train/data.ts', 'deploy/web_train/browser_decode.ts']) {
+    for (const m of ['engine/train_step.ts', 'pipeline/transforms.ts', 'pipeline/batcher.ts', 'pipeline/sample.ts', 'pipeline/mask_values.ts', 'training/losses.ts', 'training/metrics.ts', 'engine/inference.ts', 'deploy/web_train/page.ts', 'deploy/web_train/data.ts', 'deploy/web_train/browser_decode.ts', 'deploy/web_train/browser_package_files.ts', 'models/encoders/imagenet.ts']) {
       assert.equal(r.nodeOnlyImporters[m], undefined, `${m} imports ${r.nodeOnlyImporters[m]}`);
     }
     fs.rmSync(path.dirname(out), { recursive: true });

@@ -1,6 +1,8 @@
 // The files of the browser training page, as `npx tfjs-semseg web-train --output DIR` writes
 // them: index.html, the bundled script (built by `npm run build`, see bundle.ts) and
-// tfjs-backend-wasm's binaries, so the folder works offline from any static server.
+// tfjs-backend-wasm's binaries, and the package's data files the page fetches (the ImageNet
+// weights of `model.encoder_weights: imagenet`, with their licence), so the folder works
+// offline from any static server.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -8,6 +10,7 @@ import { UserError } from '../../utils/errors';
 import { packageRoot } from '../../utils/package_root';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { browserBundles } from '../web_app';
+import { IMAGENET_DIR } from '../../models/encoders/imagenet';
 
 /** The built script's name: dist/web_train/<this> (bundle.ts writes it), and in the page folder. */
 export const BUNDLE_NAME = 'web_train.bundle.js';
@@ -19,6 +22,8 @@ export function webTrainFiles(bundle = path.join(packageRoot(), 'dist', 'web_tra
     { name: BUNDLE_NAME, data: fs.readFileSync(bundle) },
     // The wasm backend finds its binaries beside the page (setWasmPaths('./')).
     ...browserBundles().filter((b) => b.name.endsWith('.wasm')).map((b) => ({ name: b.name, data: fs.readFileSync(b.file) })),
+    // At the same paths as in the package: utils/package_files.ts's browser side fetches them there.
+    ...fs.readdirSync(path.join(packageRoot(), IMAGENET_DIR)).sort().map((f) => ({ name: `${IMAGENET_DIR}/${f}`, data: fs.readFileSync(path.join(packageRoot(), IMAGENET_DIR, f)) })),
   ];
 }
 
@@ -28,14 +33,17 @@ export function webTrainFiles(bundle = path.join(packageRoot(), 'dist', 'web_tra
  */
 export function writeWebTrain(dir: string, bundle?: string): { name: string; bytes: number }[] {
   const files = webTrainFiles(bundle);
-  const ours = new Set(files.map((f) => f.name));
+  const ours = new Set(files.map((f) => f.name.split('/')[0])); // weights/ is ours as a whole
   if (fs.existsSync(dir)) {
     if (!fs.statSync(dir).isDirectory()) throw new UserError(`--output ${dir}: exists and is a file; expected a folder for the page`);
     const other = fs.readdirSync(dir).filter((n) => !ours.has(n));
     if (other.length) throw new UserError(`--output ${dir}: holds '${other[0]}'${other.length > 1 ? ` (+${other.length - 1} more)` : ''}, which the page did not write; choose an empty or new folder`);
   }
   fs.mkdirSync(dir, { recursive: true });
-  for (const f of files) fs.writeFileSync(path.join(dir, f.name), f.data);
+  for (const f of files) {
+    fs.mkdirSync(path.dirname(path.join(dir, f.name)), { recursive: true });
+    fs.writeFileSync(path.join(dir, f.name), f.data);
+  }
   return files.map((f) => ({ name: f.name, bytes: f.data.length }));
 }
 
@@ -46,7 +54,8 @@ export const selfTest: SelfTest = {
     fs.writeFileSync(bundle, '/* bundle */');
     const out = path.join(dir, 'page');
     const names = writeWebTrain(out, bundle).map((f) => f.name);
-    for (const n of ['index.html', BUNDLE_NAME, 'tfjs-backend-wasm-simd.wasm']) assert.ok(names.includes(n), n);
+    for (const n of ['index.html', BUNDLE_NAME, 'tfjs-backend-wasm-simd.wasm', `${IMAGENET_DIR}/weights.bin`, `${IMAGENET_DIR}/LICENSE`]) assert.ok(names.includes(n), n);
+    assert.ok(fs.existsSync(path.join(out, IMAGENET_DIR, 'model.json')));
     assert.match(fs.readFileSync(path.join(out, 'index.html'), 'utf8'), new RegExp(`src="${BUNDLE_NAME}"`));
     writeWebTrain(out, bundle);
     fs.writeFileSync(path.join(out, 'notes.txt'), 'mine');

@@ -21,6 +21,8 @@ import { lrAt } from '../../training/lr_schedule';
 import { BatchLoader, normaliseImage } from '../../pipeline/batcher';
 import { makeTrainStep } from '../../engine/train_step';
 import { validate } from '../../engine/validation';
+import { loadEncoderWeights } from '../../engine/resume';
+import { isPretrainedSource } from '../../models/encoders/index';
 import { predictProbs, probsToMask, denormalize } from '../../engine/inference';
 import { overlayRgb } from '../../report/overlay';
 import { applyWeights, snapshotWeights } from '../../storage/checkpoint';
@@ -40,6 +42,7 @@ import { watchDevice } from '../../backends/webgpu_errors';
 import { UserError } from '../../utils/errors';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { pairAndSplit, Split } from './data';
+import { composePicked } from './config_pick';
 import { decodeImage, setFiles } from './browser_decode';
 
 /** The config the page starts with: the demo recipe on the folder loader, small enough for a laptop. */
@@ -67,7 +70,11 @@ checkpoint: { best_metric: val.dice }
  * picked folders' names go into the downloadable config.yaml, data.root left for the user.
  */
 export function withPageData(raw: Record<string, any>, imagesDir: string, masksDir: string): Record<string, any> {
-  if ('extends' in raw) throw new UserError(`config.yaml: key 'extends' names files the page cannot read; paste the composed config instead`);
+  if ('extends' in raw) throw new UserError(`config.yaml: key 'extends' names files the page cannot read; load the config and the files it extends together with the file picker`);
+  // Pretrained sources (imagenet) are fetched from beside the page; a path names a file the page cannot read.
+  const enc = raw.model?.encoder_weights;
+  if (typeof enc === 'string' && !isPretrainedSource(enc)) throw new UserError(`config.yaml: model.encoder_weights '${enc}' is a path the page cannot read; use imagenet or leave it out`);
+  if (raw.checkpoint?.weights) throw new UserError(`config.yaml: checkpoint.weights names files the page cannot read; leave it out`);
   const data = { ...(raw.data ?? {}) };
   data.name = 'folder';
   data.root = data.root ?? '.';
@@ -85,6 +92,9 @@ export const selfTest: SelfTest = {
     const cfg = parseConfig(withPageData(parseYamlText(DEFAULT_CONFIG, 'config.yaml'), 'images', 'masks'), 'config.yaml');
     assert.deepEqual([cfg.data.name, cfg.data.images_dir, cfg.data.masks_dir, cfg.training.workers], ['folder', 'images', 'masks', 1]);
     assert.throws(() => withPageData({ extends: 'a.yaml' }, 'i', 'm'), /key 'extends'/);
+    assert.throws(() => withPageData({ model: { encoder_weights: 'runs/x/best' } }, 'i', 'm'), /^UserError: config\.yaml: model\.encoder_weights 'runs\/x\/best' is a path the page cannot read; use imagenet or leave it out$/);
+    assert.doesNotThrow(() => withPageData({ model: { encoder_weights: 'imagenet' } }, 'i', 'm'));
+    assert.throws(() => withPageData({ checkpoint: { weights: 'w' } }, 'i', 'm'), /checkpoint\.weights names files the page cannot read/);
     assert.throws(() => parseConfig(withPageData({ training: { epohcs: 2 } }, 'i', 'm'), 'config.yaml'), (e: Error) => e instanceof UserError && /^config\.yaml: unknown key 'training\.epohcs'/.test(e.message));
   },
 };
@@ -142,6 +152,8 @@ function start(): void {
     ready: false, backend: null as string | null, state: 'idle', step: 0, totalSteps: 0, epoch: 0,
     losses: [] as number[], val: [] as { step: number; metrics: Record<string, number> }[], valIds: [] as string[],
     restored: false, error: null as string | null, msPerStep: null as number | null, saves: 0,
+    encoderWeights: null as string | null, // model.encoder_weights's log line, as train's
+    segmented: null as { width: number; height: number; classes: number[] } | null, // the last segmented image's class ids
   });
   let picked: { images: File[]; masks: File[] } = { images: [], masks: [] };
   let restoredFiles: Checkpoint['files'] | null = null;
@@ -159,10 +171,12 @@ function start(): void {
     if (!(e instanceof UserError)) console.error(e); // a user's mistake is the status line; a bug gets its stack
     $<HTMLButtonElement>('train').disabled = false;
     $<HTMLButtonElement>('stop').disabled = true;
+    $<HTMLSelectElement>('backend').disabled = false;
   };
 
   async function pickBackend(): Promise<string> {
-    const want = params.get('backend') || ($<HTMLSelectElement>('backend').value !== 'auto' ? $<HTMLSelectElement>('backend').value : '');
+    // ?backend= only sets the choice's first value (start), so the choice can change it later.
+    const want = $<HTMLSelectElement>('backend').value !== 'auto' ? $<HTMLSelectElement>('backend').value : '';
     const order = want ? [want] : [...BACKEND_ORDER];
     const skipped: string[] = [];
     for (const name of order) {
@@ -208,7 +222,6 @@ function start(): void {
     const imagesDir = (picked.images[0]?.webkitRelativePath || restoredFiles?.find((f) => f.kind === 'image')?.path || 'images').split('/')[0];
     const masksDir = (picked.masks[0]?.webkitRelativePath || restoredFiles?.find((f) => f.kind === 'mask')?.path || 'masks').split('/')[0];
     const cfg = parseConfig(withPageData(raw, imagesDir, masksDir), 'config.yaml');
-    $('config-error').textContent = '';
     return { cfg, text };
   }
 
@@ -369,6 +382,7 @@ function start(): void {
   async function train(): Promise<void> {
     stopRequested = false;
     $<HTMLButtonElement>('train').disabled = true;
+    $<HTMLSelectElement>('backend').disabled = true; // a run stays on the backend it started on
     $<HTMLButtonElement>('stop').disabled = false;
     api.state = 'training';
     api.error = null;
@@ -395,6 +409,11 @@ function start(): void {
       api.step = 0;
       api.losses = [];
       api.val = [];
+      // As train's fresh start (engine/resume.ts): imagenet's files are fetched from beside the page.
+      await loadEncoderWeights(parts, model, (line) => { api.encoderWeights = line; $('ckpt-info').textContent = line; }).catch((e) => {
+        model.dispose(); // not yet the page's current model
+        throw e;
+      });
     }
     current?.model.dispose();
     current = { cfg, model, split };
@@ -443,6 +462,7 @@ function start(): void {
       $<HTMLInputElement>('segment-file').disabled = false;
     } finally {
       step.dispose();
+      $<HTMLSelectElement>('backend').disabled = false;
       $<HTMLButtonElement>('train').disabled = false;
       $<HTMLButtonElement>('stop').disabled = true;
     }
@@ -489,6 +509,7 @@ function start(): void {
     const probs = tf.tidy(() => predictProbs(model, tf.tensor4d(x, [1, img.height, img.width, 3])));
     const { classes } = await probsToMask(probs, img.width, img.height, { threshold: cfg.training.threshold });
     probs.dispose();
+    api.segmented = { width: img.width, height: img.height, classes: Array.from(classes) };
     const o = overlayRgb(img.data, img.width, img.height, classes, null, { binary: isBinary(cfg), palette: datasetMeta(cfg).palette, ignoreIndex: cfg.data.ignore_index });
     const c = $<HTMLCanvasElement>('segment-out');
     c.width = o.width;
@@ -507,14 +528,25 @@ function start(): void {
   $<HTMLTextAreaElement>('config').value = DEFAULT_CONFIG;
   $('config').addEventListener('input', () => { checkConfigLive(); describeData(); });
   $<HTMLInputElement>('config-file').addEventListener('change', async (e) => {
-    const f = (e.target as HTMLInputElement).files?.[0];
-    if (f) $<HTMLTextAreaElement>('config').value = await f.text();
-    checkConfigLive();
+    const files = Array.from((e.target as HTMLInputElement).files ?? []);
+    try {
+      // The config with the files it extends, composed: the text area holds what trains.
+      if (files.length) $<HTMLTextAreaElement>('config').value = composePicked(await Promise.all(files.map(async (f) => ({ name: f.name, text: await f.text() }))));
+      checkConfigLive();
+    } catch (err) {
+      $('config-error').textContent = (err as Error).message;
+      $('config-error').className = 'error';
+    }
     describeData();
   });
   $<HTMLInputElement>('images').addEventListener('change', (e) => { picked.images = Array.from((e.target as HTMLInputElement).files ?? []); restoredFiles = null; describeData(); });
   $<HTMLInputElement>('masks').addEventListener('change', (e) => { picked.masks = Array.from((e.target as HTMLInputElement).files ?? []); restoredFiles = null; describeData(); });
   $('val-fraction').addEventListener('input', describeData);
+  // A new choice starts that backend now; the model's tensors move to it when next used.
+  $('backend').addEventListener('change', () => {
+    api.backend = null;
+    pickBackend().then((b) => { api.backend = b; }, fail);
+  });
   $('train').addEventListener('click', () => train().catch(fail));
   $('stop').addEventListener('click', () => { stopRequested = true; setStatus('stopping after this step…'); });
   $('download').addEventListener('click', async () => {

@@ -11,11 +11,8 @@
 // follows; only the names differ (Keras `block_k` is torchvision's features[k + 1]).
 import * as tf from '../../backends/tf';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
-import { packageRoot } from '../../utils/package_root';
+import { readPackageFile } from '../../utils/package_files';
 import type { NamedTensor } from '../../storage/format';
-import { UserError } from '../../utils/errors';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 
 /** This project's weight name for a Keras MobileNetV2 weight name; null for the parts not used (last 1x1 conv, head). */
@@ -33,27 +30,22 @@ export function kerasToEncoderName(keras: string, prefix: string): string | null
   return `${block}_${part}${suffix}/${weight}`;
 }
 
+/** The weights' folder inside the package (and beside the training page). */
+export const IMAGENET_DIR = 'weights/mobilenet_v2_imagenet';
+
 interface KerasModelFiles { modelTopology: object; weightsManifest: { weights: tf.io.WeightsManifestEntry[] }[] }
 
 /** nsfwjs's Keras MobileNetV2 as tfjs model artifacts (topology, weight specs, weight bytes). */
 export async function kerasMobileNetV2Artifacts(): Promise<tf.io.ModelArtifacts & { weightSpecs: tf.io.WeightsManifestEntry[]; weightData: ArrayBuffer }> {
-  const dir = path.join(packageRoot(), 'weights', 'mobilenet_v2_imagenet');
-  const read = (f: string) => guardRead(path.join(dir, f));
-  const json = JSON.parse(read('model.json').toString('utf8')) as KerasModelFiles;
-  const all = read('weights.bin');
+  // Read through the package-file seam: from the package in Node, fetched beside the training page in a browser.
+  const read = (f: string) => readPackageFile(`${IMAGENET_DIR}/${f}`, "model.encoder_weights: 'imagenet'");
+  const json = JSON.parse(new TextDecoder().decode(await read('model.json'))) as KerasModelFiles;
+  const all = await read('weights.bin');
   return {
     modelTopology: json.modelTopology,
     weightSpecs: json.weightsManifest.flatMap((g) => g.weights),
-    weightData: all.buffer.slice(all.byteOffset, all.byteOffset + all.length) as ArrayBuffer,
+    weightData: all.buffer.slice(all.byteOffset, all.byteOffset + all.byteLength) as ArrayBuffer,
   };
-}
-
-function guardRead(file: string): Buffer {
-  try {
-    return fs.readFileSync(file);
-  } catch {
-    throw new UserError(`model.encoder_weights: 'imagenet' reads ${file}, which is missing: reinstall tfjs-semseg`);
-  }
 }
 
 /** ImageNet weights named for the mobilenet_v2 encoder built with `prefix` (the models use 'enc'). */

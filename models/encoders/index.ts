@@ -70,14 +70,19 @@ export const encoderOption = z.string().superRefine((name, ctx) => {
   if (!known.includes(name)) ctx.addIssue({ code: z.ZodIssueCode.custom, message: `not a registered encoder; registered: ${known.join(', ')}` });
 });
 
+/** Whether `model.encoder_weights` names a pretrained source of some registered encoder (e.g. imagenet), not a path. */
+export function isPretrainedSource(source: string): boolean {
+  return registeredEncoders().some((n) => getEncoder(n).pretrained?.[source]);
+}
+
 /**
  * The weights of `model.encoder_weights` when it names a pretrained source of some
  * registered encoder (e.g. imagenet), else null (it is a path). A source the model's
  * encoder lacks is a UserError naming the encoders that have it.
  */
 export function pretrainedWeights(model: Record<string, unknown>, source: string, prefix = 'enc'): Promise<NamedTensor[]> | null {
+  if (!isPretrainedSource(source)) return null;
   const having = registeredEncoders().filter((n) => getEncoder(n).pretrained?.[source]);
-  if (!having.length) return null;
   const encoder = model.encoder;
   const load = typeof encoder === 'string' && registeredEncoders().includes(encoder) ? getEncoder(encoder).pretrained?.[source] : undefined;
   if (!load) {
@@ -134,6 +139,7 @@ export const selfTest: SelfTest = {
   },
   'pretrained weights are asked of the encoder entry; a path is none of them'() {
     assert.equal(pretrainedWeights({ encoder: 'resnet18' }, 'ckpts/run'), null);
+    assert.deepEqual([isPretrainedSource('imagenet'), isPretrainedSource('ckpts/run')], [true, false]);
     assert.throws(() => pretrainedWeights({ encoder: 'resnet18' }, 'imagenet'), /^UserError: model\.encoder_weights: 'imagenet' weights exist for encoder mobilenet_v2 only, not for encoder 'resnet18'/);
     assert.throws(() => pretrainedWeights({}, 'imagenet'), /not for this model \(it has no model\.encoder\)/);
     assert.equal(typeof getEncoder('mobilenet_v2').pretrained?.imagenet, 'function');
