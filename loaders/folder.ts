@@ -82,7 +82,13 @@ export const folderLoader: DatasetDefinition<typeof options> = registerDataset({
     if (!fs.existsSync(maskDir)) throw new UserError(`${maskDir} not found: expected the masks there (data.masks_dir)`);
     const masks = keyed(maskDir, IMAGE_EXTS.map((e) => mask_suffix + e));
     // With an empty suffix, `keyed` strips just the extension: the stem.
-    return matchPairs(keyed(imageDir, IMAGE_EXTS), masks, {
+    let images = keyed(imageDir, IMAGE_EXTS);
+    // One folder holding both: the suffix is what tells a mask from an image.
+    if (path.resolve(imageDir) === path.resolve(maskDir)) {
+      if (!mask_suffix) throw new UserError(`data.images_dir and data.masks_dir are the same folder (${imageDir}): set data.mask_suffix (e.g. _mask) so a mask, <stem><suffix>.png, is told from its image`);
+      images = new Map([...images].filter(([k]) => !k.toLowerCase().endsWith(mask_suffix.toLowerCase())));
+    }
+    return matchPairs(images, masks, {
       imageDir, maskDir, imagePattern: `*{${IMAGE_EXTS.join(',')}}`, maskPattern: `<stem>${mask_suffix}.png`,
     });
   },
@@ -109,6 +115,14 @@ export const selfTest: SelfTest = {
     fs.rmSync(path.join(root, 'lab/train'), { recursive: true });
     fs.writeFileSync(path.join(root, 'img/b.jpg'), '');
     fs.writeFileSync(path.join(root, 'lab/b_mask.png'), '');
+    // One folder of pairs: a.jpg beside a_mask.png; without a suffix it cannot be told apart.
+    fs.mkdirSync(path.join(root, 'both/train'), { recursive: true });
+    fs.writeFileSync(path.join(root, 'both/train/c.jpg'), '');
+    fs.writeFileSync(path.join(root, 'both/train/c_mask.png'), '');
+    const same = options.parse({ images_dir: 'both', masks_dir: 'both', mask_suffix: '_mask' });
+    assert.deepEqual((folderLoader.listPairs(cfg, 'train', same) as PairRef[]).map((x) => [x.id, path.basename(x.image), path.basename(x.mask!)]), [['c', 'c.jpg', 'c_mask.png']]);
+    assert.throws(() => folderLoader.listPairs(cfg, 'train', { ...same, mask_suffix: '' }), /same folder .*set data\.mask_suffix/);
+    fs.rmSync(path.join(root, 'both'), { recursive: true });
     const warn = console.warn;
     const warned: string[] = [];
     console.warn = (s: string) => warned.push(s);
