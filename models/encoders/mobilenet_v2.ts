@@ -43,7 +43,7 @@ function blocks(outputStride: 16 | 32): { index: number; stage: number; cin: num
 export const mobilenetV2: EncoderDefinition = registerEncoder({
   name: 'mobilenet_v2',
   channels: CHANNELS,
-  // Keras's ImageNet weights, carried by an npm package (imagenet.ts).
+  // Keras's ImageNet weights, shipped in weights/mobilenet_v2_imagenet/ (imagenet.ts).
   pretrained: { imagenet: imagenetMobileNetV2 },
   build(x: T, o: EncoderOptions): Features {
     const p = o.prefix;
