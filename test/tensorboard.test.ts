@@ -37,6 +37,9 @@ test('TensorFlow reads the event files: history values, per-class IoU, overlays;
     new EventWriter(tb).write({ step: ghost, values: [{ tag: 'train/loss', scalar: 99 }] });
     await train({ ...cfg, training: { ...cfg.training, epochs: 2 } }, { quiet: true, resume: true });
 
+    // TensorBoard names a run by its folder under --logdir: the event files sit in results/<name>/ itself.
+    assert.ok(fs.readdirSync(tb).some((f) => f.startsWith('events.out.tfevents.')), `no event file directly in ${tb}`);
+    assert.deepEqual(fs.readdirSync(tb, { withFileTypes: true }).filter((e) => e.isDirectory() && fs.readdirSync(path.join(tb, e.name)).some((f) => f.startsWith('events.out.tfevents.'))).map((e) => e.name), [], 'event files in a sub-folder (TensorBoard would name the run <name>/<sub>)');
     const rows = readBack(tb);
     assert.ok(rows.some((r) => r.file_version === 'brain.Event:2'));
     const values = rows.filter((r) => r.tag !== undefined);
