@@ -9,7 +9,7 @@ import { applyWeights, checkpointExists, CheckpointMeta, loadCheckpoint, NamedTe
 import { runDirs } from './run_dirs';
 import { portableModel } from './portable';
 import { resolveComplete } from '../storage/atomic_dir';
-import { MODEL_JSON_MAX_BYTES, readBoundedFile, readExportedWeights } from '../storage/model_files';
+import { MODEL_JSON_MAX_BYTES, readBoundedFile, readExportedWeights, WEIGHTS_MAX_BYTES } from '../storage/model_files';
 import fs from 'node:fs';
 import assert from 'node:assert/strict';
 import { runIfMain, SelfTest } from '../utils/self_test';
@@ -252,7 +252,7 @@ export async function loadNetwork(parts: Resolved, checkpoint: string): Promise<
   const onnx = onnxModelFile(checkpoint);
   if (!onnx) return loadModel(parts, checkpoint);
   const cfg = parts.cfg;
-  const bytes = fs.readFileSync(onnx);
+  const bytes = readBoundedFile(onnx, WEIGHTS_MAX_BYTES); // protobuf's own ceiling is 2 GiB
   // Without its metadata the input size, normalisation and classes would be guesses from the config.
   if (!onnxExportMetadata(onnx, bytes)) throw new UserError(`${onnx}: no 'tfjs_semseg' metadata (input size, normalisation, classes); run an ONNX export of this project (npx export-model --format onnx)`);
   // Its crops and pads are fixed at the exported size: an input at another scale cannot run.

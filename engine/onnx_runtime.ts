@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import * as tf from '../backends/tf';
 import { resolveComplete } from '../storage/atomic_dir';
+import { readBoundedFile, WEIGHTS_MAX_BYTES } from '../storage/model_files';
 import { decodeFields } from '../utils/protobuf';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
@@ -21,6 +22,9 @@ export const ONNX_METADATA_KEY = 'tfjs_semseg';
 const INPUT = 'image', OUTPUT = 'logits';
 /** `skip` leaves out the CUDA provider download of its postinstall (hundreds of MB; fails offline). */
 export const ORT_INSTALL = 'npm install onnxruntime-node --onnxruntime-node-install=skip';
+
+/** An .onnx file's bytes, bounded as exported weights are (protobuf's own ceiling is 2 GiB). */
+const readOnnx = (file: string): Buffer => readBoundedFile(file, WEIGHTS_MAX_BYTES);
 
 /** The .onnx file `source` names: the file itself, or model.onnx in an export folder without a TF.js model.json; else null. */
 export function onnxModelFile(source: string): string | null {
@@ -45,7 +49,7 @@ export function onnxMetadataProps(bytes: Uint8Array): Record<string, string> {
 }
 
 /** The export metadata recorded in an .onnx file (as model.json's userDefinedMetadata); null where it has none. Throws a one-line UserError naming the file when it is not a readable ONNX model. */
-export function onnxExportMetadata(file: string, bytes: Uint8Array = fs.readFileSync(file)): Record<string, unknown> | null {
+export function onnxExportMetadata(file: string, bytes: Uint8Array = readOnnx(file)): Record<string, unknown> | null {
   let props: Record<string, string>;
   try {
     props = onnxMetadataProps(bytes);
@@ -104,7 +108,7 @@ export function ortThreads(): number {
 export async function openOnnx(file: string, opts: { size?: readonly [number, number]; threads?: number; bytes?: Uint8Array } = {}): Promise<Runtime> {
   const ort = loadOrt(file);
   const threads = opts.threads ?? ortThreads();
-  const bytes = opts.bytes ?? fs.readFileSync(file);
+  const bytes = opts.bytes ?? readOnnx(file);
   let session: OrtSession;
   try {
     // One image batch at a time: the cores go to the kernels (intra-op), not to parallel branches.
