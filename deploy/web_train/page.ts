@@ -116,6 +116,21 @@ interface Checkpoint {
   savedAt: number;
 }
 
+/** Draws an RGB overlay (report/overlay.ts) on `c`, sized to it; returns `c`. */
+function drawRgb(c: HTMLCanvasElement, o: { width: number; height: number; data: Uint8Array }): HTMLCanvasElement {
+  c.width = o.width;
+  c.height = o.height;
+  const img = new ImageData(o.width, o.height);
+  for (let p = 0, q = 0; q < o.data.length; p += 4, q += 3) {
+    img.data[p] = o.data[q];
+    img.data[p + 1] = o.data[q + 1];
+    img.data[p + 2] = o.data[q + 2];
+    img.data[p + 3] = 255;
+  }
+  c.getContext('2d')!.putImageData(img, 0, 0);
+  return c;
+}
+
 const DB = 'tfjs-semseg-web-train';
 const STORE = 'runs';
 const KEY = 'current';
@@ -339,18 +354,8 @@ function start(): void {
         one.dispose();
         const rgb = denormalize(b.images, i, b.h, b.w, cfg.data.mean, cfg.data.std);
         const o = overlayRgb(rgb, b.w, b.h, classes, b.masks.subarray(i * b.h * b.w, (i + 1) * b.h * b.w), { binary: isBinary(cfg), palette: meta.palette, ignoreIndex: cfg.data.ignore_index });
-        const c = document.createElement('canvas');
-        c.width = o.width;
-        c.height = o.height;
+        const c = drawRgb(document.createElement('canvas'), o);
         c.title = b.ids[i];
-        const img = new ImageData(o.width, o.height);
-        for (let p = 0, q = 0; q < o.data.length; p += 4, q += 3) {
-          img.data[p] = o.data[q];
-          img.data[p + 1] = o.data[q + 1];
-          img.data[p + 2] = o.data[q + 2];
-          img.data[p + 3] = 255;
-        }
-        c.getContext('2d')!.putImageData(img, 0, 0);
         box.append(c);
       }
       probs.dispose();
@@ -511,17 +516,7 @@ function start(): void {
     probs.dispose();
     api.segmented = { width: img.width, height: img.height, classes: Array.from(classes) };
     const o = overlayRgb(img.data, img.width, img.height, classes, null, { binary: isBinary(cfg), palette: datasetMeta(cfg).palette, ignoreIndex: cfg.data.ignore_index });
-    const c = $<HTMLCanvasElement>('segment-out');
-    c.width = o.width;
-    c.height = o.height;
-    const id = new ImageData(o.width, o.height);
-    for (let p = 0, q = 0; q < o.data.length; p += 4, q += 3) {
-      id.data[p] = o.data[q];
-      id.data[p + 1] = o.data[q + 1];
-      id.data[p + 2] = o.data[q + 2];
-      id.data[p + 3] = 255;
-    }
-    c.getContext('2d')!.putImageData(id, 0, 0);
+    drawRgb($<HTMLCanvasElement>('segment-out'), o);
   }
 
   // ---- wiring ----
