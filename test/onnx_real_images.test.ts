@@ -146,7 +146,7 @@ before(async () => {
 });
 
 after(() => {
-  console.log(`ONNX Runtime vs TF.js on real val images, max |logit difference|: ${JSON.stringify(worst)}; logit mean, deviation: ${JSON.stringify(spread)}; mask pixels flipped at near-ties: ${JSON.stringify(nearTies)}`);
+  if (!MISSING.length) console.log(`ONNX Runtime vs TF.js on real val images, max |logit difference|: ${JSON.stringify(worst)}; logit mean, deviation: ${JSON.stringify(spread)}; mask pixels flipped at near-ties: ${JSON.stringify(nearTies)}`);
   for (const c of cases.values()) c.logits?.dispose();
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
@@ -154,7 +154,7 @@ after(() => {
 for (const name of MODELS) {
   for (const kind of Object.keys(DATASETS) as Kind[]) {
     const key = `${name}/${kind}`;
-    test(`${key} on ${IMAGES} real ${DATASETS[kind].name} val images: onnx.checker accepts the export; logits within ${TOLERANCE}, masks identical off near-ties`, async () => {
+    test(`${key} on ${IMAGES} real ${DATASETS[kind].name} val images: onnx.checker accepts the export; logits within ${TOLERANCE}, masks identical off near-ties`, { skip: SKIP }, async () => {
       const c = cases.get(key)!;
       assert.equal(c.error, undefined, `preparing, saving or exporting failed: ${c.error}`);
       const r = results.get(key)!;
