@@ -122,7 +122,7 @@ export const selfTest: SelfTest = {
     assert.ok(r.entries >= 20, `${r.entries} entries`);
     assert.ok(r.bytes > 100_000, `${r.bytes} bytes`);
     // The training path itself imports nothing Node-only (what does is stubbed, and not called).
-    for (const m of ['engine/train_step.ts', 'pipeline/transforms.ts', 'pipeline/batcher.ts', 'pipeline/sample.ts', 'pipeline/mask_values.ts', 'training/losses.ts', 'training/metrics.ts', 'engine/inference.ts', 'deploy/web_train/page.ts', 'deploy/web_train/data.ts', 'deploy/web_train/browser_decode.ts', 'deploy/web_train/browser_package_files.ts', 'models/encoders/imagenet.ts']) {
+    for (const m of ['engine/train_step.ts', 'pipeline/transforms.ts', 'pipeline/batcher.ts', 'pipeline/sample.ts', 'pipeline/mask_values.ts', 'training/losses.ts', 'training/metrics.ts', 'engine/inference.ts', 'deploy/web_train/page.ts', 'deploy/web_train/data.ts', 'deploy/web_train/browser_decode.ts', 'deploy/web_train/browser_package_files.ts', 'deploy/web_train/browser_store.ts', 'models/encoders/imagenet.ts']) {
       assert.equal(r.nodeOnlyImporters[m], undefined, `${m} imports ${r.nodeOnlyImporters[m]}`);
     }
     fs.rmSync(path.dirname(out), { recursive: true });

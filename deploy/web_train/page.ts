@@ -3,7 +3,7 @@
 // the model from the registry, makeTrainStep, the losses, optimizers and schedules, the
 // BatchLoader with its paired augmentation, validation by engine/validation.ts, the export's
 // metadata and file layout. This file only wires the page: picking folders, the backend,
-// progress, curves, overlays, IndexedDB checkpoints and downloads. Tested in headless
+// progress, curves, overlays, checkpoints (browser_store.ts) and downloads. Tested in headless
 // Chromium by test/web_train.test.ts; the self-test here checks the pieces that run in Node.
 import * as tf from '../../backends/tf';
 import '@tensorflow/tfjs-backend-wasm';
@@ -16,7 +16,7 @@ import { Config, dumpConfig, isBinary } from '../../utils/config';
 import { parseYamlText } from '../../utils/config_files';
 import { getModel } from '../../models/registry';
 import { buildLoss } from '../../training/losses';
-import { createOptimizer, OptimizerState } from '../../training/optimizers';
+import { createOptimizer } from '../../training/optimizers';
 import { lrAt } from '../../training/lr_schedule';
 import { BatchLoader, normaliseImage } from '../../pipeline/batcher';
 import { makeTrainStep } from '../../engine/train_step';
@@ -26,7 +26,6 @@ import { isPretrainedSource } from '../../models/encoders/index';
 import { predictProbs, probsToMask, denormalize } from '../../engine/inference';
 import { overlayRgb } from '../../report/overlay';
 import { applyWeights, snapshotWeights } from '../../storage/checkpoint';
-import type { NamedTensor } from '../../storage/format';
 import { modelFiles } from '../../storage/model_files';
 import { portableModel } from '../../engine/portable';
 import { datasetMeta, PairRef, resolveDataset } from '../../loaders/registry';
@@ -44,6 +43,7 @@ import { runIfMain, SelfTest } from '../../utils/self_test';
 import { pairAndSplit, Split } from './data';
 import { composePicked } from './config_pick';
 import { decodeImage, setFiles } from './browser_decode';
+import { BrowserCheckpoint, forgetCheckpoint, getCheckpoint, putCheckpoint } from './browser_store';
 
 /** The config the page starts with: the demo recipe on the folder loader, small enough for a laptop. */
 export const DEFAULT_CONFIG = `# The same schema as npx train's configs (configs/*.yaml); data.name, root and folders come from the page.
@@ -103,18 +103,6 @@ runIfMain(module, selfTest);
 
 // ---- The page (browser only) ----
 
-interface Checkpoint {
-  configText: string;
-  valFraction: number;
-  step: number;
-  epoch: number;
-  weights: NamedTensor[];
-  optimizer: OptimizerState;
-  losses: number[];
-  val: { step: number; metrics: Record<string, number> }[];
-  files: { path: string; blob: Blob; kind: 'image' | 'mask' }[];
-  savedAt: number;
-}
 
 /** Draws an RGB overlay (report/overlay.ts) on `c`, sized to it; returns `c`. */
 function drawRgb(c: HTMLCanvasElement, o: { width: number; height: number; data: Uint8Array }): HTMLCanvasElement {
@@ -131,34 +119,6 @@ function drawRgb(c: HTMLCanvasElement, o: { width: number; height: number; data:
   return c;
 }
 
-const DB = 'tfjs-semseg-web-train';
-const STORE = 'runs';
-const KEY = 'current';
-
-function idb(): Promise<IDBDatabase> {
-  return new Promise((resolve, reject) => {
-    const r = indexedDB.open(DB, 1);
-    r.onupgradeneeded = () => r.result.createObjectStore(STORE);
-    r.onsuccess = () => resolve(r.result);
-    r.onerror = () => reject(r.error);
-  });
-}
-
-async function idbDo<T>(mode: IDBTransactionMode, f: (s: IDBObjectStore) => IDBRequest<T>): Promise<T> {
-  const db = await idb();
-  try {
-    return await new Promise<T>((resolve, reject) => {
-      const tx = db.transaction(STORE, mode);
-      const req = f(tx.objectStore(STORE));
-      tx.oncomplete = () => resolve(req.result);
-      tx.onerror = () => reject(tx.error);
-      tx.onabort = () => reject(tx.error ?? new Error('IndexedDB transaction aborted'));
-    });
-  } finally {
-    db.close();
-  }
-}
-
 function start(): void {
   const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
   const params = new URLSearchParams(location.search);
@@ -171,7 +131,7 @@ function start(): void {
     segmented: null as { width: number; height: number; classes: number[] } | null, // the last segmented image's class ids
   });
   let picked: { images: File[]; masks: File[] } = { images: [], masks: [] };
-  let restoredFiles: Checkpoint['files'] | null = null;
+  let restoredFiles: BrowserCheckpoint['files'] | null = null;
   let stopRequested = false;
   let current: { cfg: Config; model: tf.LayersModel; split: Split } | null = null;
 
@@ -251,7 +211,7 @@ function start(): void {
     }
   }
 
-  function fileList(): Checkpoint['files'] {
+  function fileList(): BrowserCheckpoint['files'] {
     if (picked.images.length || picked.masks.length) {
       return [...picked.images.map((f) => ({ path: f.webkitRelativePath || f.name, blob: f as Blob, kind: 'image' as const })), ...picked.masks.map((f) => ({ path: f.webkitRelativePath || f.name, blob: f as Blob, kind: 'mask' as const }))];
     }
@@ -275,7 +235,7 @@ function start(): void {
     }
   }
 
-  function splitOf(cfg: Config, files: Checkpoint['files']): Split {
+  function splitOf(cfg: Config, files: BrowserCheckpoint['files']): Split {
     const valFraction = Number($<HTMLInputElement>('val-fraction').value);
     return pairAndSplit(files.filter((f) => f.kind === 'image').map((f) => f.path), files.filter((f) => f.kind === 'mask').map((f) => f.path), {
       maskSuffix: (resolveDataset(cfg).options as FolderOptions).mask_suffix, valFraction, seed: cfg.training.seed, trainSplit: cfg.data.train_split, valSplit: cfg.data.val_split,
@@ -364,23 +324,14 @@ function start(): void {
 
   // ---- checkpoints ----
   async function save(cfgText: string, model: tf.LayersModel, optimizer: ReturnType<typeof createOptimizer>): Promise<void> {
-    const ck: Checkpoint = {
+    const ck: BrowserCheckpoint = {
       configText: cfgText, valFraction: Number($<HTMLInputElement>('val-fraction').value), step: api.step, epoch: api.epoch,
       weights: (await snapshotWeights(model)).map(({ name, shape, values }) => ({ name, shape, values })),
       optimizer: await optimizer.getState(), losses: api.losses, val: api.val, files: fileList(), savedAt: Date.now(),
     };
-    // One record in one transaction: weights, optimizer state and step never disagree after a crash.
-    await idbDo('readwrite', (s) => s.put(ck, KEY));
+    await putCheckpoint(ck);
     api.saves++;
     $('ckpt-info').textContent = `checkpoint saved in this browser at step ${api.step} (${new Date(ck.savedAt).toLocaleTimeString()})`;
-  }
-
-  async function restore(): Promise<Checkpoint | null> {
-    try {
-      return ((await idbDo('readonly', (s) => s.get(KEY))) as Checkpoint | undefined) ?? null;
-    } catch {
-      return null;
-    }
   }
 
   // ---- training ----
@@ -397,7 +348,7 @@ function start(): void {
     const split = splitOf(cfg, files);
     api.valIds = split.val.map((p) => p.id);
     const t = cfg.training;
-    const saved = await restore();
+    const saved = await getCheckpoint();
     const resume = saved && saved.configText === text && saved.step > 0 ? saved : null;
     const parts = resolveRun(cfg);
     const model = getModel(parts.model);
@@ -552,13 +503,13 @@ function start(): void {
     }
   });
   $('segment-file').addEventListener('change', (e) => { const f = (e.target as HTMLInputElement).files?.[0]; if (f) segment(f).catch(fail); });
-  $('forget').addEventListener('click', async () => { await idbDo('readwrite', (s) => s.delete(KEY)); location.reload(); });
+  $('forget').addEventListener('click', async () => { await forgetCheckpoint(); location.reload(); });
   (window as any).semsegTrainExport = exportFiles; // tests compare the download with this
 
   (async () => {
     if (params.get('backend')) $<HTMLSelectElement>('backend').value = params.get('backend')!;
     api.backend = await pickBackend();
-    const saved = await restore();
+    const saved = await getCheckpoint();
     if (saved) {
       $<HTMLTextAreaElement>('config').value = saved.configText;
       $<HTMLInputElement>('val-fraction').value = String(saved.valFraction);
