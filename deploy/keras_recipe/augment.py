@@ -89,6 +89,16 @@ def plan_to_affine(p):
     return x1 - x0, x2 - x0, x0, y1 - y0, y2 - y0, y0
 
 
+def _edge_clamped(s, n):
+    """Floor index and fraction of source coordinates `s` on an axis of `n` pixels, held at the edges (fraction 0 there)."""
+    i0 = np.floor(s).astype(int)
+    f = s - i0
+    out = (i0 < 0) | (i0 >= n - 1)
+    f[out] = 0
+    i0 = np.clip(i0, 0, n - 1)
+    return i0, f
+
+
 def warp_affine(image, mask, a, out_w, out_h, ignore):
     """warpAffine, vectorised: bilinear (edges clamped) for the image, nearest for the mask."""
     h, w = mask.shape
@@ -99,20 +109,8 @@ def warp_affine(image, mask, a, out_w, out_h, ignore):
     inside = (nx >= 0) & (ny >= 0) & (nx < w) & (ny < h)
     out_mask = np.full((out_h, out_w), ignore, mask.dtype)
     out_mask[inside] = mask[ny[inside], nx[inside]]
-    x0, y0 = np.floor(sx).astype(int), np.floor(sy).astype(int)
-    fx, fy = sx - x0, sy - y0
-    lo = x0 < 0
-    fx[lo] = 0
-    x0[lo] = 0
-    hi = x0 >= w - 1
-    fx[hi] = 0
-    x0[hi] = w - 1
-    lo = y0 < 0
-    fy[lo] = 0
-    y0[lo] = 0
-    hi = y0 >= h - 1
-    fy[hi] = 0
-    y0[hi] = h - 1
+    x0, fx = _edge_clamped(sx, w)
+    y0, fy = _edge_clamped(sy, h)
     x1 = np.where(fx > 0, x0 + 1, x0)
     y1 = np.where(fy > 0, y0 + 1, y0)
     img = image.astype(np.float64)

@@ -11,7 +11,7 @@ import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import assert from 'node:assert/strict';
 import yaml from 'js-yaml';
 import './registry_entries';
-import { parseConfig, resolveRun } from '../../config/resolve';
+import { parseConfig, Resolved, resolveRun } from '../../config/resolve';
 import { Config, dumpConfig, isBinary } from '../../utils/config';
 import { parseYamlText } from '../../utils/config_files';
 import { getModel } from '../../models/registry';
@@ -133,7 +133,7 @@ function start(): void {
   let picked: { images: File[]; masks: File[] } = { images: [], masks: [] };
   let restoredFiles: BrowserCheckpoint['files'] | null = null;
   let stopRequested = false;
-  let current: { cfg: Config; model: tf.LayersModel; split: Split } | null = null;
+  let current: { cfg: Config; parts: Resolved; model: tf.LayersModel; split: Split } | null = null;
 
   const setStatus = (text: string, isError = false) => {
     $('status').textContent = text;
@@ -372,7 +372,7 @@ function start(): void {
       });
     }
     current?.model.dispose();
-    current = { cfg, model, split };
+    current = { cfg, parts, model, split };
     const step = makeTrainStep(model, buildLoss(parts.loss), optimizer, t.seed);
     const loader = new BatchLoader(cfg, split.train, { train: true, threads: false });
     const spe = loader.stepsPerEpoch;
@@ -438,8 +438,8 @@ function start(): void {
   /** The export `npx export-model` writes (model.json with its metadata, weight shards) and the run's config.yaml. */
   async function exportFiles(): Promise<{ name: string; data: Uint8Array }[]> {
     if (!current) throw new UserError('train (or resume) first: there is no model yet');
-    const { cfg, model } = current;
-    const portable = await portableModel(model, cfg.data.size, resolveRun(cfg).model.definition);
+    const { cfg, parts, model } = current;
+    const portable = await portableModel(model, cfg.data.size, parts.model.definition);
     let artifacts!: tf.io.ModelArtifacts;
     await portable.save(tf.io.withSaveHandler(async (a) => {
       artifacts = a;
@@ -520,9 +520,11 @@ function start(): void {
       api.val = saved.val;
       api.restored = true;
       const { cfg } = readConfig();
-      const spe = Math.floor(splitOf(cfg, saved.files).train.length / cfg.training.batch_size);
+      const split = splitOf(cfg, saved.files);
+      const spe = Math.floor(split.train.length / cfg.training.batch_size);
       api.totalSteps = cfg.training.iterations ?? cfg.training.epochs * spe;
-      current = { cfg, model: getModel(resolveRun(cfg).model), split: splitOf(cfg, saved.files) };
+      const parts = resolveRun(cfg);
+      current = { cfg, parts, model: getModel(parts.model), split };
       applyWeights(current.model, saved.weights, 'the browser checkpoint');
       $<HTMLButtonElement>('download').disabled = false;
       $<HTMLInputElement>('segment-file').disabled = false;
