@@ -15,7 +15,7 @@ import { runIfMain, SelfTest } from '../utils/self_test';
 import { runDirs } from './run_dirs';
 import { fsUserError, guardFsSync, StoppedBySignal } from '../utils/errors';
 import { writeFileReplacing } from '../utils/file_out';
-import { pidAlive } from '../storage/atomic_dir';
+import { pidAlive } from '../utils/file_out';
 import { catchSignals } from './stop';
 
 export interface ResultsOptions {

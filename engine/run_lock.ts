@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
-import { pidAlive } from '../storage/atomic_dir';
+import { pidAlive } from '../utils/file_out';
 
 export const LOCK_FILE = '.train.lock';
 

@@ -33,7 +33,7 @@ import assert from 'node:assert/strict';
 import { initBackend } from '../backends';
 import { DeviceError } from '../backends/webgpu_errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
-import { writeFileReplacing } from '../utils/file_out';
+import { clearStaleReplacements, writeFileReplacing } from '../utils/file_out';
 import { quietWarning, warning } from '../utils/warnings';
 
 export interface TrainOptions {
@@ -163,10 +163,14 @@ async function trainLocked(parts: Resolved, opts: TrainOptions): Promise<TrainOu
   const warn = opts.quiet ? quietWarning : warning; // a library call's receiver gets them either way
   const meta = await startState(parts, model, optimizer, dirs, opts, { stepsPerEpoch, trainPairs: trainPairs.length }, note, warn);
 
-  guardFsSync({ what: 'run config', setting: 'checkpoint.ckpt_root' }, () => writeFileReplacing(path.join(dirs.ckpt, 'config.yaml'), dumpConfig(cfg))); // folder made by train()
+  guardFsSync({ what: 'run config', setting: 'checkpoint.ckpt_root' }, () => {
+    clearStaleReplacements(dirs.ckpt); // half-written copies from a run killed mid-write
+    writeFileReplacing(path.join(dirs.ckpt, 'config.yaml'), dumpConfig(cfg)); // folder made by train()
+  });
   const history = new History(dirs.history);
   guardFsSync({ what: 'results', setting: 'results.root' }, () => {
     fs.mkdirSync(dirs.results, { recursive: true });
+    clearStaleReplacements(dirs.results);
     writeFileReplacing(path.join(dirs.results, 'config.yaml'), dumpConfig(cfg));
     history.reset(opts.resume ? meta.step : null);
   });

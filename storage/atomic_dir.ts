@@ -17,6 +17,7 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fsUserError, UserError } from '../utils/errors';
+import { pidAlive } from '../utils/file_out';
 import { runIfMain, SelfTest } from '../utils/self_test';
 
 export const MARKER = 'complete.json';
@@ -91,16 +92,6 @@ export class DirWriter {
     const marker: Marker = { version: MARKER_VERSION, files: this.files };
     await writeDurable(path.join(this.dir, MARKER), Buffer.from(JSON.stringify(marker, null, 1)));
     await fsyncDir(this.dir);
-  }
-}
-
-/** Whether a process with this pid exists (EPERM: it does, owned by another user). */
-export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

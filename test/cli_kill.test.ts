@@ -2,6 +2,7 @@
 // (SIGKILL) would: the run exits cleanly where it can, and checkpoints/<name>/last is
 // loadable after every kind of stop, with a step that never goes backwards.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
@@ -111,6 +112,9 @@ test('SIGKILL at random moments never loses last/ nor moves it backwards', { tim
     prev = step;
   }
   t.diagnostic(`seed ${seed}; kill delay -> saved step: ${kills.join(' ')}`);
+  // A kill mid-way through writing config.yaml leaves its temporary: plant one (a dead pid's) so the clean-up is always checked.
+  const deadPid = spawnSync(process.execPath, ['-e', '0']).pid!;
+  fs.writeFileSync(path.join(path.dirname(last), `.config.yaml.tmp-${deadPid}-c7a0ac86`), 'half');
   // And the killed run still resumes and completes (ending two steps further on).
   const r = await start('train', ['--config', config, '--resume', '--set', `training.iterations=${prev + 2}`]).done;
   assertOk(r);

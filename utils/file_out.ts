@@ -5,6 +5,7 @@
 // fails) and is renamed over the target, which replaces a link itself, not what it
 // points at; a reader never sees half a file. Appends open with O_NOFOLLOW.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -29,6 +30,40 @@ export function writeFileReplacing(file: string, data: string | Uint8Array): voi
     fs.rmSync(tmp, { force: true });
     throw named(err, file, tmp);
   }
+}
+
+/** Whether a process with this pid exists (EPERM: it does, owned by another user). */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+const REPLACING_TMP = /^\..+\.tmp-(\d+)-[0-9a-f]{8}$/;
+
+/**
+ * Removes the temporaries `writeFileReplacing` left in `dir` when its process was killed
+ * mid-write (SIGKILL, power loss): their pid is gone. Our own pid cannot have one in flight
+ * (the write is synchronous), so a match with it is from a dead process whose pid came back.
+ */
+export function clearStaleReplacements(dir: string): string[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const n of names) {
+    const m = REPLACING_TMP.exec(n);
+    if (!m || (Number(m[1]) !== process.pid && pidAlive(Number(m[1])))) continue;
+    fs.rmSync(path.join(dir, n), { force: true });
+    removed.push(n);
+  }
+  return removed;
 }
 
 const NOFOLLOW = fs.constants.O_NOFOLLOW ?? 0; // absent on Windows, where links need privileges to make
@@ -80,6 +115,20 @@ export const selfTest: SelfTest = {
       assert.deepEqual(fs.readdirSync(dir).filter((n) => n.includes('.tmp-')), [], 'no temporary left');
       // A failed write names the file, not the temporary.
       assert.throws(() => writeFileReplacing(path.join(dir, 'nope', 'x.json'), '{}'), (e: NodeJS.ErrnoException) => e.code === 'ENOENT' && e.path === path.join(dir, 'nope', 'x.json'));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  },
+  'temporaries of killed writers are cleared; a live writer\'s and other files stay'() {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'file-out-'));
+    try {
+      const dead = spawnSync(process.execPath, ['-e', '0']).pid!; // exited: its pid is free
+      const deadTmp = `.config.yaml.tmp-${dead}-c7a0ac86`;
+      const liveTmp = `.config.yaml.tmp-${process.ppid}-0badf00d`; // our parent is alive
+      for (const n of [deadTmp, liveTmp, 'config.yaml', '.config.yaml.tmp-notes']) fs.writeFileSync(path.join(dir, n), 'x');
+      assert.deepEqual(clearStaleReplacements(dir), pidAlive(dead) ? [] : [deadTmp]);
+      assert.deepEqual(fs.readdirSync(dir).sort(), [liveTmp, '.config.yaml.tmp-notes', 'config.yaml', ...(pidAlive(dead) ? [deadTmp] : [])].sort());
+      assert.deepEqual(clearStaleReplacements(path.join(dir, 'absent')), []);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
