@@ -328,6 +328,47 @@ describe('the browser training page in headless Chromium', () => {
     assert.deepEqual(problems, []);
   });
 
+  test('one folder holding images and masks (no mask folder picked) pairs by data.mask_suffix and trains as Node\'s folder loader reads that folder', { skip }, async (t) => {
+    const data = path.join(tmp, 'onefolder');
+    writePairs(path.join(data, 'all'), path.join(data, 'm'), 4);
+    for (const f of fs.readdirSync(path.join(data, 'm'))) fs.renameSync(path.join(data, 'm', f), path.join(data, 'all', f.replace('.png', '_mask.png')));
+    const config = `${CONFIG(1).replace('augmentations: { hflip: { p: 0.5 }, vflip: { p: 0.5 } }', 'augmentations: {}')}# one folder\n`;
+    const page = await open();
+    await page.setInputFiles('#images', path.join(data, 'all'));
+    await page.fill('#val-fraction', '0.25');
+    await page.fill('#config', config);
+    await page.dispatchEvent('#config', 'input');
+    assert.equal(await page.textContent('#data-info'), 'no mask folder picked, so all must hold the masks too: set data.mask_suffix (e.g. _mask) so a mask, <stem><suffix>.png, is told from its image');
+    const withSuffix = config.replace('data: { num_classes: 2,', 'data: { mask_suffix: _mask, num_classes: 2,');
+    await page.fill('#config', withSuffix);
+    await page.dispatchEvent('#config', 'input');
+    assert.equal(await page.textContent('#data-info'), '4 pairs: 3 train, 1 val (by fraction)');
+    await page.click('#train');
+    await page.waitForFunction(() => ['done', 'error'].includes((window as any).semsegTrain.state), null, { timeout: 60_000 });
+    const web = await state(page);
+    assert.equal(web.error, null);
+    assert.equal(web.losses.length, 1);
+    // Node, reading the same folder as images_dir and masks_dir, on the page's training pairs.
+    fs.mkdirSync(path.join(data, 'node', 'train'), { recursive: true });
+    for (const f of fs.readdirSync(path.join(data, 'all'))) {
+      if (!web.valIds.includes(f.replace(/(_mask)?\.png$/, ''))) fs.copyFileSync(path.join(data, 'all', f), path.join(data, 'node', 'train', f));
+    }
+    fs.mkdirSync(path.join(data, 'node', 'val'));
+    for (const id of web.valIds) for (const f of [`${id}.png`, `${id}_mask.png`]) fs.copyFileSync(path.join(data, 'all', f), path.join(data, 'node', 'val', f));
+    const cfg = path.join(tmp, 'onefolder.yaml');
+    fs.writeFileSync(cfg, withSuffix);
+    const sets = [`data.name=folder`, `data.root=${data}`, 'data.images_dir=node', 'data.masks_dir=node', 'training.workers=1', `checkpoint.ckpt_root=${path.join(tmp, 'ck-one')}`, `results.root=${path.join(tmp, 'res-one')}`];
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'dist', 'train.js'), '--config', cfg, '--backend', 'wasm', ...sets.flatMap((x) => ['--set', x])], {
+      encoding: 'utf8', env: { ...process.env, SEMSEG_WASM_THREADS: '1' }, timeout: 120_000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /3 training pairs \(train\), 1 validation pairs \(val\)/);
+    const node = JSON.parse(fs.readFileSync(path.join(tmp, 'res-one', 'webtest', 'history.jsonl'), 'utf8').trim().split('\n').find((l) => JSON.parse(l).split === 'train')!).loss as number;
+    t.diagnostic(`step 1 loss: page ${web.losses[0]}, node ${node}`);
+    assert.ok(Math.abs(node - web.losses[0]) <= PARITY_TOLERANCE * Math.abs(node), `page ${web.losses[0]}, node ${node}`);
+    assert.deepEqual(problems, []);
+  });
+
   // Chromium's WebGL2 on SwiftShader (ANGLE over its CPU Vulkan; without --disable-gpu):
   // picked in the page's Backend choice, the same run as on wasm, step for step.
   test('on webgl (SwiftShader) picked in the Backend choice, the page trains and its losses follow wasm\'s', { skip }, async (t) => {

@@ -41,9 +41,20 @@ export interface Split { train: PairRef[]; val: PairRef[]; from: 'folders' | 'fr
  * Pairs the picked images and masks by stem (mask name: `<stem><maskSuffix>.<ext>`) and
  * splits them. With sub-folders named `trainSplit` and `valSplit` in both picks, those are
  * the splits; otherwise `valFraction` of the pairs (at least one when > 0), drawn by `seed`.
+ * No masks picked (or the image folder picked twice): one folder holds both, told apart by
+ * the suffix, as the folder loader does when data.images_dir and data.masks_dir are equal.
  */
 export function pairAndSplit(images: string[], masks: string[], o: { maskSuffix: string; valFraction: number; seed: number; trainSplit: string; valSplit: string }): Split {
   const imageFolder = images[0]?.split('/')[0] ?? 'images';
+  const oneFolder = masks.length === 0 || masks[0].split('/')[0] === imageFolder;
+  if (oneFolder) {
+    if (!o.maskSuffix) throw new UserError(`no mask folder picked, so ${imageFolder} must hold the masks too: set data.mask_suffix (e.g. _mask) so a mask, <stem><suffix>.png, is told from its image`);
+    const suffix = o.maskSuffix.toLowerCase();
+    const isMask = (p: string) => IMAGE_EXTS.some((e) => p.toLowerCase().endsWith(suffix + e.toLowerCase()));
+    const all = [...new Set([...images, ...masks])];
+    masks = all.filter(isMask);
+    images = all.filter((p) => !isMask(p));
+  }
   const maskFolder = masks[0]?.split('/')[0] ?? 'masks';
   const subs = (ps: string[]) => new Set(ps.map(subOf));
   const pair = (sub: string | null) => {
@@ -80,6 +91,13 @@ export const selfTest: SelfTest = {
     assert.throws(() => pairAndSplit([...imgs, 'im/e.png'], msks, o), (e: Error) => e instanceof UserError && /^1 image\(s\) without a mask in ma \(expected <stem>_m\.png\): e\.png$/.test(e.message));
     assert.throws(() => pairAndSplit(imgs, [...msks, 'ma/z_m.png'], o), /1 mask\(s\) without an image in im .*z_m\.png/);
     assert.throws(() => pairAndSplit(['im/a.png'], ['ma/a_m.png'], { ...o, valFraction: 0.5 }), /leave none to train on/);
+    // One folder of pairs: no mask folder picked, or the same one picked twice.
+    const both = ['all/a.png', 'all/a_m.png', 'all/b.jpg', 'all/b_m.png', 'all/c.png', 'all/c_m.png', 'all/d.png', 'all/d_m.png'];
+    const one = pairAndSplit(both, [], o);
+    assert.deepEqual([...one.train, ...one.val].map((p) => [p.id, p.image, p.mask]).sort(), [['a', 'all/a.png', 'all/a_m.png'], ['b', 'all/b.jpg', 'all/b_m.png'], ['c', 'all/c.png', 'all/c_m.png'], ['d', 'all/d.png', 'all/d_m.png']]);
+    assert.deepEqual(pairAndSplit(both, both, o), one);
+    assert.throws(() => pairAndSplit(both, [], { ...o, maskSuffix: '' }), (e: Error) => e instanceof UserError && /^no mask folder picked, so all must hold the masks too: set data\.mask_suffix/.test(e.message));
+    assert.throws(() => pairAndSplit([...both, 'all/e.png'], [], o), /1 image\(s\) without a mask in all .*e\.png/);
     const byFolder = pairAndSplit(['im/train/a.png', 'im/val/b.png'], ['ma/train/a_m.png', 'ma/val/b_m.png'], o);
     assert.deepEqual([byFolder.from, byFolder.train[0].id, byFolder.val[0].id], ['folders', 'a', 'b']);
   },

@@ -195,7 +195,8 @@ function start(): void {
     const text = $<HTMLTextAreaElement>('config').value;
     const raw = parseYamlText(text, 'config.yaml');
     const imagesDir = (picked.images[0]?.webkitRelativePath || restoredFiles?.find((f) => f.kind === 'image')?.path || 'images').split('/')[0];
-    const masksDir = (picked.masks[0]?.webkitRelativePath || restoredFiles?.find((f) => f.kind === 'mask')?.path || 'masks').split('/')[0];
+    // No mask folder: the image folder holds both (data.mask_suffix tells them apart), as Node's folder loader reads it.
+    const masksDir = (picked.masks[0]?.webkitRelativePath || restoredFiles?.find((f) => f.kind === 'mask')?.path || imagesDir).split('/')[0];
     const cfg = parseConfig(withPageData(raw, imagesDir, masksDir), 'config.yaml');
     return { cfg, text };
   }
@@ -221,8 +222,8 @@ function start(): void {
   function describeData(): void {
     try {
       const files = fileList();
-      if (!files.some((f) => f.kind === 'image') || !files.some((f) => f.kind === 'mask')) {
-        $('data-info').textContent = 'pick an image folder and a mask folder';
+      if (!files.some((f) => f.kind === 'image')) {
+        $('data-info').textContent = 'pick an image folder and a mask folder, or one folder holding both';
         return;
       }
       const { cfg } = readConfig();
