@@ -328,6 +328,36 @@ describe('the browser training page in headless Chromium', () => {
     assert.deepEqual(problems, []);
   });
 
+  test('the recipe form shows the YAML\'s settings and edits the YAML, which the schema checks as any text', { skip }, async () => {
+    const page = await open();
+    await page.fill('#config', CONFIG(4));
+    await page.dispatchEvent('#config', 'input');
+    const value = (id: string) => page.inputValue(`#form-${id}`);
+    assert.deepEqual(await Promise.all(['model-name', 'data-size', 'training-epochs', 'training-loss-name', 'training-optimizer-lr'].map(value)), ['unet', '32x32', '4', 'bce+dice', '0.01']);
+    assert.ok((await page.$$eval('#form-model-name option', (os) => os.map((o) => (o as HTMLOptionElement).value))).includes('deeplabv3plus'));
+    await page.selectOption('#form-model-name', 'fpn');
+    await page.fill('#form-training-epochs', '2');
+    await page.dispatchEvent('#form-training-epochs', 'change');
+    await page.selectOption('#form-training-optimizer-name', 'sgd');
+    await page.selectOption('#form-training-lr_schedule-name', 'step');
+    const text = await page.inputValue('#config');
+    assert.match(text, /model:\n {2}name: fpn\n/);
+    assert.doesNotMatch(text, /base: 4/, "unet's own keys went with unet");
+    assert.match(text, /epochs: 2\n/);
+    assert.match(text, /optimizer: \{name: sgd, lr: 0\.01\}/);
+    assert.equal(await page.textContent('#config-error'), 'ok: fpn, bce+dice, sgd, step');
+    // A value the field cannot take is one line naming it; the YAML is left as it was.
+    await page.fill('#form-data-size', '64');
+    await page.dispatchEvent('#form-data-size', 'change');
+    assert.equal(await page.textContent('#config-error'), "Input size (H x W) (data.size): '64' is not a size such as 64x64 (height x width)");
+    assert.equal(await page.inputValue('#config'), text);
+    // The schema's own checks apply to what the form writes.
+    await page.fill('#form-data-num_classes', '0');
+    await page.dispatchEvent('#form-data-num_classes', 'change');
+    assert.match((await page.textContent('#config-error')) ?? '', /^config\.yaml: key 'data\.num_classes' /);
+    assert.deepEqual(problems, []);
+  });
+
   test('one folder holding images and masks (no mask folder picked) pairs by data.mask_suffix and trains as Node\'s folder loader reads that folder', { skip }, async (t) => {
     const data = path.join(tmp, 'onefolder');
     writePairs(path.join(data, 'all'), path.join(data, 'm'), 4);
