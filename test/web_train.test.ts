@@ -5,7 +5,8 @@
 // run by `npx predict` (its mask of an image the page segmented, as the page segmented it),
 // and the same run in `node dist/train.js` on wasm giving the page's losses (also from
 // encoder_weights: imagenet, fetched from beside the page); webgl (SwiftShader) picked in the
-// page's Backend choice giving wasm's losses; a config picked with the file it extends.
+// page's Backend choice giving wasm's losses; a config picked with the file it extends; the
+// recipe form editing the YAML; one folder holding images and masks, as Node reads it.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -117,6 +118,19 @@ describe('the browser training page in headless Chromium', () => {
     await page.goto(url);
     await page.waitForFunction(() => (window as any).semsegTrain?.ready || (window as any).semsegTrain?.error, null, { timeout: 60_000 });
     return page;
+  }
+
+  /** `node dist/train.js` on wasm (one thread, as the page's) with `config` over `data`'s folders: its process and training losses. */
+  function trainInNode(tag: string, config: string, data: string, imagesDir: string, masksDir: string) {
+    const cfg = path.join(tmp, `${tag}.yaml`);
+    fs.writeFileSync(cfg, config);
+    const sets = [`data.name=folder`, `data.root=${data}`, `data.images_dir=${imagesDir}`, `data.masks_dir=${masksDir}`, 'training.workers=1', `checkpoint.ckpt_root=${path.join(tmp, `ck-${tag}`)}`, `results.root=${path.join(tmp, `res-${tag}`)}`];
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'dist', 'train.js'), '--config', cfg, '--backend', 'wasm', ...sets.flatMap((x) => ['--set', x])], {
+      encoding: 'utf8', env: { ...process.env, SEMSEG_WASM_THREADS: '1' }, timeout: 120_000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const rows = fs.readFileSync(path.join(tmp, `res-${tag}`, 'webtest', 'history.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((row) => row.split === 'train');
+    return { run: r, losses: rows.map((row) => row.loss as number) };
   }
 
   test('trains on picked folders, stops into IndexedDB, resumes after a reload, and its download scores and predicts the same in Node', { skip }, async (t) => {
@@ -271,15 +285,7 @@ describe('the browser training page in headless Chromium', () => {
     const web = await state(page);
     assert.equal(web.error, null);
 
-    const cfg = path.join(tmp, 'parity.yaml');
-    fs.writeFileSync(cfg, CONFIG(2));
-    const sets = [`data.name=folder`, `data.root=${data}`, 'data.images_dir=images', 'data.masks_dir=masks', 'training.workers=1', `checkpoint.ckpt_root=${path.join(tmp, 'ck')}`, `results.root=${path.join(tmp, 'res')}`];
-    const r = spawnSync(process.execPath, [path.join(ROOT, 'dist', 'train.js'), '--config', cfg, '--backend', 'wasm', '--quiet', ...sets.flatMap((s) => ['--set', s])], {
-      encoding: 'utf8', env: { ...process.env, SEMSEG_WASM_THREADS: '1' }, timeout: 120_000,
-    });
-    assert.equal(r.status, 0, r.stderr);
-    const rows = fs.readFileSync(path.join(tmp, 'res', 'webtest', 'history.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((row) => row.split === 'train');
-    const node = rows.map((row) => row.loss as number);
+    const node = trainInNode('parity', CONFIG(2), data, 'images', 'masks').losses;
     assert.equal(node.length, web.losses.length);
     const worst = Math.max(...node.map((l, i) => Math.abs(l - web.losses[i]) / Math.abs(l)));
     t.diagnostic(`largest relative loss difference page/node over ${node.length} steps: ${worst.toExponential(2)}`);
@@ -311,17 +317,10 @@ describe('the browser training page in headless Chromium', () => {
     assert.equal(web.error, null);
     assert.equal(web.losses.length, 1);
 
-    const cfg = path.join(tmp, 'imagenet.yaml');
-    fs.writeFileSync(cfg, config);
-    const sets = [`data.name=folder`, `data.root=${data}`, 'data.images_dir=images', 'data.masks_dir=masks', 'training.workers=1', `checkpoint.ckpt_root=${path.join(tmp, 'ck-in')}`, `results.root=${path.join(tmp, 'res-in')}`];
-    const r = spawnSync(process.execPath, [path.join(ROOT, 'dist', 'train.js'), '--config', cfg, '--backend', 'wasm', ...sets.flatMap((x) => ['--set', x])], {
-      encoding: 'utf8', env: { ...process.env, SEMSEG_WASM_THREADS: '1' }, timeout: 120_000,
-    });
-    assert.equal(r.status, 0, r.stderr);
+    const { run: r, losses: [node] } = trainInNode('imagenet', config, data, 'images', 'masks');
     // The same log line: the same weights matched by name, the same ones left to their initialisation.
     const line = `${r.stdout}\n${r.stderr}`.split('\n').find((l) => l.includes('model.encoder_weights imagenet:'));
     assert.ok(web.encoderWeights && line?.endsWith(web.encoderWeights), `page: ${web.encoderWeights}; node: ${line}`);
-    const node = JSON.parse(fs.readFileSync(path.join(tmp, 'res-in', 'webtest', 'history.jsonl'), 'utf8').trim().split('\n').find((l) => JSON.parse(l).split === 'train')!).loss as number;
     const rel = Math.abs(node - web.losses[0]) / Math.abs(node);
     t.diagnostic(`step 1 loss: page ${web.losses[0]}, node ${node} (relative ${rel.toExponential(2)}); ${web.encoderWeights}`);
     assert.ok(rel <= 1e-5, `page ${web.losses[0]}, node ${node}`);
@@ -385,15 +384,8 @@ describe('the browser training page in headless Chromium', () => {
     }
     fs.mkdirSync(path.join(data, 'node', 'val'));
     for (const id of web.valIds) for (const f of [`${id}.png`, `${id}_mask.png`]) fs.copyFileSync(path.join(data, 'all', f), path.join(data, 'node', 'val', f));
-    const cfg = path.join(tmp, 'onefolder.yaml');
-    fs.writeFileSync(cfg, withSuffix);
-    const sets = [`data.name=folder`, `data.root=${data}`, 'data.images_dir=node', 'data.masks_dir=node', 'training.workers=1', `checkpoint.ckpt_root=${path.join(tmp, 'ck-one')}`, `results.root=${path.join(tmp, 'res-one')}`];
-    const r = spawnSync(process.execPath, [path.join(ROOT, 'dist', 'train.js'), '--config', cfg, '--backend', 'wasm', ...sets.flatMap((x) => ['--set', x])], {
-      encoding: 'utf8', env: { ...process.env, SEMSEG_WASM_THREADS: '1' }, timeout: 120_000,
-    });
-    assert.equal(r.status, 0, r.stderr);
+    const { run: r, losses: [node] } = trainInNode('onefolder', withSuffix, data, 'node', 'node');
     assert.match(r.stderr, /3 training pairs \(train\), 1 validation pairs \(val\)/);
-    const node = JSON.parse(fs.readFileSync(path.join(tmp, 'res-one', 'webtest', 'history.jsonl'), 'utf8').trim().split('\n').find((l) => JSON.parse(l).split === 'train')!).loss as number;
     t.diagnostic(`step 1 loss: page ${web.losses[0]}, node ${node}`);
     assert.ok(Math.abs(node - web.losses[0]) <= PARITY_TOLERANCE * Math.abs(node), `page ${web.losses[0]}, node ${node}`);
     assert.deepEqual(problems, []);
