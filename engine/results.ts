@@ -14,8 +14,7 @@ import { datasetMeta, listSplit, PairRef, ResolvedDataset } from '../loaders/reg
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { runDirs } from './run_dirs';
 import { fsUserError, guardFsSync, StoppedBySignal } from '../utils/errors';
-import { writeFileReplacing } from '../utils/file_out';
-import { pidAlive } from '../utils/file_out';
+import { pidAlive, writeFileReplacing } from '../utils/file_out';
 import { catchSignals } from './stop';
 
 export interface ResultsOptions {

@@ -3,7 +3,8 @@
 // folder cannot make a fixed name such as metrics.json overwrite its target elsewhere.
 // A whole file goes to a fresh temporary name beside it (O_EXCL: a link of that name
 // fails) and is renamed over the target, which replaces a link itself, not what it
-// points at; a reader never sees half a file. Appends open with O_NOFOLLOW.
+// points at; a reader never sees half a file. Appends open with O_NOFOLLOW. A process
+// killed mid-write leaves its temporary; the next run clears those whose pid is gone.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
