@@ -95,8 +95,10 @@ export function inferBytes(m: ResolvedModel, s: Shape): number {
   return BASE_BYTES + s.batch * forwardFloatsPerSample(m, s.height, s.width) * INFER_BYTES + paramCount(m) * 4;
 }
 
+export interface MemoryLimit { bytes: number; what: string }
+
 /** The ceiling for this backend: the wasm heap, else the machine's memory. */
-export function memoryLimit(backend: string): { bytes: number; what: string } {
+export function memoryLimit(backend: string): MemoryLimit {
   if (backend === 'wasm') return { bytes: WASM_HEAP_LIMIT, what: 'the wasm heap limit of 4 GiB' };
   return { bytes: os.totalmem(), what: `this machine's ${gib(os.totalmem())} of memory` };
 }
@@ -112,14 +114,14 @@ export function trainShape(cfg: Config): Shape {
 /**
  * Throws a one-line UserError when a training step cannot fit under the backend's
  * ceiling; returns the estimate. Native (tensorflow) backends are only warned about:
- * their memory is the GPU's or the machine's, not a fixed heap.
+ * their memory is the GPU's or the machine's, not a fixed heap. `limit` null: no ceiling
+ * is known (a GPU behind a browser, which does not say how much memory it has).
  */
-export function checkTrainMemory(parts: Resolved, backend: string, warn: (s: string) => void = warning): number {
+export function checkTrainMemory(parts: Resolved, backend: string, warn: (s: string) => void = warning, limit: MemoryLimit | null = memoryLimit(backend)): number {
   const { cfg, model: m } = parts; // resolved once: the search for a batch that fits asks for it per candidate
   const s = trainShape(cfg);
   const need = trainStepBytes(m, s);
-  const limit = memoryLimit(backend);
-  if (need <= limit.bytes) return need;
+  if (!limit || need <= limit.bytes) return need;
   const sizeKey = cfg.training.augmentations.crop ? 'training.augmentations.crop.size' : 'data.size';
   const fit = Math.max(0, largestBatch(m, s, limit.bytes, trainStepBytes));
   const advice = fit > 1 ? `lower training.batch_size to ${fit} or less` : fit === 1 ? 'lower training.batch_size to 1' : 'batch_size 1 does not fit either';
@@ -137,8 +139,9 @@ export function checkInferMemory(parts: Resolved, backend: string, batch: number
   const scale = Math.max(...cfg.evaluation.scales);
   const s = { batch, height: Math.ceil(cfg.data.size[0] * scale), width: Math.ceil(cfg.data.size[1] * scale) };
   const need = inferBytes(m, s);
+  if (backend !== 'wasm') return need; // only the wasm heap is a hard ceiling
   const limit = memoryLimit(backend);
-  if (backend === 'wasm' && need > limit.bytes) {
+  if (need > limit.bytes) {
     throw new UserError(
       `${what} at data.size [${cfg.data.size.join(', ')}] x evaluation.scales ${scale}, batch ${batch}, ${modelSize(m)} ` +
         `needs about ${gib(need)}, over ${limit.what}: lower data.size, evaluation.scales or ${widthKey(m)}`,

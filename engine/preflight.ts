@@ -10,7 +10,7 @@ import { parseConfig, Resolved, resolveRun } from '../config/resolve';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { metricNames } from './evaluator';
-import { checkInferMemory, checkTrainMemory } from './memory';
+import { checkInferMemory, checkTrainMemory, MemoryLimit } from './memory';
 import { warning } from '../utils/warnings';
 
 export type Warn = (line: string) => void;
@@ -62,8 +62,10 @@ export function checkIgnoreIndex(cfg: Config): void {
 }
 
 /** More loader workers than cores only costs memory (each decodes its own batch) and time. */
-export function checkWorkers(cfg: Config, warn: Warn, cores = os.availableParallelism?.() ?? os.cpus().length): void {
+export function checkWorkers(cfg: Config, warn: Warn, cores?: number): void {
   const n = cfg.training.workers;
+  if (n <= 2) return; // never too many, and the cores are not asked for (a browser has no os)
+  cores ??= os.availableParallelism?.() ?? os.cpus().length;
   if (n > Math.max(2, 2 * cores)) {
     warn(`warning: training.workers ${n} is far more than the ${cores} cores here: each worker holds its own images, so memory grows and loading gets slower; ${cores} is enough`);
   }
@@ -81,6 +83,8 @@ export interface TrainPreflight {
   /** tf.getBackend(): 'wasm', 'tensorflow', 'cpu'. */
   backend: string;
   warn?: Warn;
+  /** The step's memory ceiling: by default memoryLimit(backend); null where none is known (a GPU behind a browser). */
+  memoryLimit?: MemoryLimit | null;
 }
 
 /** Everything train checks before building the model; throws the first problem as one line. */
@@ -94,7 +98,7 @@ export function preflightTrain(parts: Resolved, o: TrainPreflight): void {
   checkBestMetric(cfg);
   checkAugmentations(cfg, warn);
   checkWorkers(cfg, warn);
-  checkTrainMemory(parts, o.backend, warn);
+  checkTrainMemory(parts, o.backend, warn, o.memoryLimit);
   // Validation runs at data.size with the training batch size.
   checkInferMemory(parts, o.backend, cfg.training.batch_size, 'validation');
 }

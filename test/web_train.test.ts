@@ -6,7 +6,8 @@
 // and the same run in `node dist/train.js` on wasm giving the page's losses (also from
 // encoder_weights: imagenet, fetched from beside the page); webgl (SwiftShader) picked in the
 // page's Backend choice giving wasm's losses; a config picked with the file it extends; the
-// recipe form editing the YAML; one folder holding images and masks, as Node reads it.
+// recipe form editing the YAML; one folder holding images and masks, as Node reads it; Node's
+// checks before the first step refusing in the page with Node's own lines.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -19,6 +20,10 @@ import { decode, encode } from 'fast-png';
 import { webTrainBundle } from '../deploy/web_train/bundle';
 import { writeWebTrain } from '../deploy/web_train/files';
 import { evaluate } from '../api';
+import yaml from 'js-yaml';
+import { parseConfig, resolveRun } from '../config/resolve';
+import { preflightTrain } from '../engine/preflight';
+import { withPageData } from '../deploy/web_train/page';
 
 const CHROMIUM = process.env.REPORT_TEST_CHROMIUM ?? '/usr/bin/chromium';
 const HAVE_CHROMIUM = fs.existsSync(CHROMIUM);
@@ -354,6 +359,37 @@ describe('the browser training page in headless Chromium', () => {
     await page.fill('#form-data-num_classes', '0');
     await page.dispatchEvent('#form-data-num_classes', 'change');
     assert.match((await page.textContent('#config-error')) ?? '', /^config\.yaml: key 'data\.num_classes' /);
+    assert.deepEqual(problems, []);
+  });
+
+  test('Node\'s checks before the first step run in the page, with the same one-line refusals', { skip }, async () => {
+    const data = path.join(tmp, 'preflight');
+    writePairs(path.join(data, 'images'), path.join(data, 'masks'), 4);
+    const page = await open();
+    await page.setInputFiles('#images', path.join(data, 'images'));
+    await page.setInputFiles('#masks', path.join(data, 'masks'));
+    /** What `preflightTrain` says in Node for this config on wasm, as the page reads it. */
+    const nodeSays = (config: string) => {
+      try {
+        preflightTrain(resolveRun(parseConfig(withPageData(yaml.load(config) as Record<string, unknown>, 'images', 'masks'), 'config.yaml')), { backend: 'wasm', warn: () => undefined });
+      } catch (e) {
+        return (e as Error).message;
+      }
+      return 'accepted';
+    };
+    for (const config of [
+      CONFIG(1).replace('best_metric: val.dice', 'best_metric: val.dcie'),
+      CONFIG(1).replace('size: [32, 32]', 'size: [2048, 2048]').replace('batch_size: 2', 'batch_size: 16'),
+      CONFIG(1).replace('value_map: { "255": 1 } }', 'value_map: { "255": 1 }, ignore_index: 1 }'),
+    ]) {
+      await page.fill('#config', config);
+      await page.dispatchEvent('#config', 'input');
+      await page.click('#train');
+      await page.waitForFunction(() => (window as any).semsegTrain.state === 'error', null, { timeout: 60_000 });
+      const expected = nodeSays(config);
+      assert.notEqual(expected, 'accepted');
+      assert.equal(await page.textContent('#status'), expected);
+    }
     assert.deepEqual(problems, []);
   });
 

@@ -21,6 +21,7 @@ import { lrAt } from '../../training/lr_schedule';
 import { BatchLoader, normaliseImage } from '../../pipeline/batcher';
 import { makeTrainStep } from '../../engine/train_step';
 import { validate } from '../../engine/validation';
+import { preflightTrain } from '../../engine/preflight';
 import { loadEncoderWeights } from '../../engine/resume';
 import { isPretrainedSource } from '../../models/encoders/index';
 import { predictProbs, probsToMask, denormalize } from '../../engine/inference';
@@ -127,7 +128,7 @@ function start(): void {
   const api = ((window as any).semsegTrain = {
     ready: false, backend: null as string | null, state: 'idle', step: 0, totalSteps: 0, epoch: 0,
     losses: [] as number[], val: [] as { step: number; metrics: Record<string, number> }[], valIds: [] as string[],
-    restored: false, error: null as string | null, msPerStep: null as number | null, saves: 0,
+    restored: false, error: null as string | null, msPerStep: null as number | null, saves: 0, warnings: [] as string[],
     encoderWeights: null as string | null, // model.encoder_weights's log line, as train's
     segmented: null as { width: number; height: number; classes: number[] } | null, // the last segmented image's class ids
   });
@@ -398,6 +399,11 @@ function start(): void {
     const saved = await getCheckpoint();
     const resume = saved && saved.configText === text && saved.step > 0 ? saved : null;
     const parts = resolveRun(cfg);
+    // Node's checks before the first step (engine/preflight.ts): the same one-line refusals and
+    // warnings. The memory ceiling is the wasm heap; a browser does not say how much a GPU has.
+    api.warnings = [];
+    preflightTrain(parts, { backend: api.backend!, warn: (line) => api.warnings.push(line), memoryLimit: api.backend === 'wasm' ? undefined : null });
+    $('warnings').textContent = api.warnings.join('\n');
     const model = getModel(parts.model);
     const optimizer = createOptimizer(parts.optimizer);
     let epoch = 0;
