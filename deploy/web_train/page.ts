@@ -402,8 +402,9 @@ function start(): void {
     // Node's checks before the first step (engine/preflight.ts): the same one-line refusals and
     // warnings. The memory ceiling is the wasm heap; a browser does not say how much a GPU has.
     api.warnings = [];
-    preflightTrain(parts, { backend: api.backend!, warn: (line) => api.warnings.push(line), memoryLimit: api.backend === 'wasm' ? undefined : null });
-    $('warnings').textContent = api.warnings.join('\n');
+    const warn = (line: string) => { api.warnings.push(line); $('warnings').textContent = api.warnings.join('\n'); };
+    $('warnings').textContent = '';
+    preflightTrain(parts, { backend: api.backend!, warn, memoryLimit: api.backend === 'wasm' ? undefined : null });
     const model = getModel(parts.model);
     const optimizer = createOptimizer(parts.optimizer);
     let epoch = 0;
