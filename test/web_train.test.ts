@@ -368,10 +368,10 @@ describe('the browser training page in headless Chromium', () => {
     const page = await open();
     await page.setInputFiles('#images', path.join(data, 'images'));
     await page.setInputFiles('#masks', path.join(data, 'masks'));
-    /** What `preflightTrain` says in Node for this config on wasm, as the page reads it. */
-    const nodeSays = (config: string) => {
+    /** What `preflightTrain` says in Node for this config on wasm, as the page reads it: its refusal, or 'accepted' and its warnings. */
+    const nodeSays = (config: string, warnings: string[] = []) => {
       try {
-        preflightTrain(resolveRun(parseConfig(withPageData(yaml.load(config) as Record<string, unknown>, 'images', 'masks'), 'config.yaml')), { backend: 'wasm', warn: () => undefined });
+        preflightTrain(resolveRun(parseConfig(withPageData(yaml.load(config) as Record<string, unknown>, 'images', 'masks'), 'config.yaml')), { backend: 'wasm', warn: (l) => warnings.push(l) });
       } catch (e) {
         return (e as Error).message;
       }
@@ -390,6 +390,17 @@ describe('the browser training page in headless Chromium', () => {
       assert.notEqual(expected, 'accepted');
       assert.equal(await page.textContent('#status'), expected);
     }
+    // A warning (a crop larger than the images) is shown, and the run goes on.
+    const cropped = CONFIG(1).replace('augmentations: { hflip: { p: 0.5 }, vflip: { p: 0.5 } }', 'augmentations: { crop: { size: [48, 48] } }');
+    const warnings: string[] = [];
+    assert.equal(nodeSays(cropped, warnings), 'accepted');
+    assert.equal(warnings.length, 1);
+    await page.fill('#config', cropped);
+    await page.dispatchEvent('#config', 'input');
+    await page.click('#train');
+    await page.waitForFunction(() => ['done', 'error'].includes((window as any).semsegTrain.state), null, { timeout: 60_000 });
+    assert.equal((await state(page)).error, null);
+    assert.equal(await page.textContent('#warnings'), warnings[0]);
     assert.deepEqual(problems, []);
   });
 
