@@ -43,7 +43,7 @@ import { UserError } from '../../utils/errors';
 import { runIfMain, SelfTest } from '../../utils/self_test';
 import { pairAndSplit, Split } from './data';
 import { composePicked } from './config_pick';
-import { applyField, formValues, recipeFields } from './recipe_form';
+import { mountRecipeForm } from './recipe_form';
 import { decodeImage, setFiles } from './browser_decode';
 import { BrowserCheckpoint, forgetCheckpoint, getCheckpoint, putCheckpoint } from './browser_store';
 
@@ -203,49 +203,11 @@ function start(): void {
     return { cfg, text };
   }
 
-  // ---- the recipe form: each field an edit of the YAML, which stays what trains ----
-  const fields = recipeFields();
-  const fieldId = (key: string) => `form-${key.replace(/\./g, '-')}`;
-  function buildForm(): void {
-    const box = $('recipe-form');
-    for (const f of fields) {
-      const label = document.createElement('label');
-      label.textContent = f.label;
-      label.htmlFor = fieldId(f.key);
-      let input: HTMLInputElement | HTMLSelectElement;
-      if (f.kind === 'choice') {
-        input = document.createElement('select');
-        for (const c of f.choices!) input.add(new Option(c, c));
-      } else {
-        input = document.createElement('input');
-        input.type = f.kind === 'integer' || f.kind === 'number' ? 'number' : 'text';
-        if (f.kind === 'number') input.step = 'any';
-        if (f.choices) {
-          const list = document.createElement('datalist');
-          list.id = `${fieldId(f.key)}-choices`;
-          for (const c of f.choices) list.append(new Option(c, c));
-          box.append(list);
-          input.setAttribute('list', list.id);
-        }
-      }
-      input.id = fieldId(f.key);
-      input.addEventListener('change', () => {
-        try {
-          $<HTMLTextAreaElement>('config').value = applyField($<HTMLTextAreaElement>('config').value, f, input.value);
-          checkConfigLive();
-          describeData();
-        } catch (e) {
-          $('config-error').textContent = (e as Error).message;
-          $('config-error').className = 'error';
-        }
-      });
-      box.append(label, input);
-    }
-  }
-  function showForm(cfg: Config): void {
-    const values = formValues(cfg, fields);
-    for (const f of fields) $<HTMLInputElement>(fieldId(f.key)).value = values[f.key];
-  }
+  // The recipe form: each change an edit of the YAML, which stays what trains.
+  const showForm = mountRecipeForm($('recipe-form'), {
+    get: () => $<HTMLTextAreaElement>('config').value,
+    set: (text) => { $<HTMLTextAreaElement>('config').value = text; checkConfigLive(); describeData(); },
+  }, (message) => { $('config-error').textContent = message; $('config-error').className = 'error'; });
 
   function checkConfigLive(): void {
     try {
@@ -525,7 +487,6 @@ function start(): void {
   }
 
   // ---- wiring ----
-  buildForm();
   $<HTMLTextAreaElement>('config').value = DEFAULT_CONFIG;
   $('config').addEventListener('input', () => { checkConfigLive(); describeData(); });
   $<HTMLInputElement>('config-file').addEventListener('change', async (e) => {

@@ -1,8 +1,8 @@
 // The training page's recipe form: the settings a user changes most (model, classes, size,
 // epochs, batch, loss, optimizer, learning rate, schedule, seed), each an edit of the YAML
 // config, which stays the one text that trains, is saved and is downloaded. Choices come from
-// the registries, so a part added as one file appears here too. Pure functions on the raw
-// config: self-tested in Node, wired by page.ts.
+// the registries, so a part added as one file appears here too. The edits are pure functions
+// on the config text, self-tested in Node; mountRecipeForm builds the fields in the page.
 import assert from 'node:assert/strict';
 import yaml from 'js-yaml';
 import { Config } from '../../utils/config';
@@ -95,6 +95,52 @@ export function applyField(text: string, f: FormField, value: string): string {
   }
   o[last] = v;
   return yaml.dump(raw, { flowLevel: 2, lineWidth: 120, noRefs: true });
+}
+
+/**
+ * Builds the form in `box` (browser only): a choice, number or text field per setting, each
+ * change written into the config text through `text` (a value it cannot take goes to
+ * `onError`, the text unchanged). Returns `show`, which fills the fields from a validated config.
+ */
+export function mountRecipeForm(box: HTMLElement, text: { get(): string; set(text: string): void }, onError: (message: string) => void): (cfg: Config) => void {
+  const fields = recipeFields();
+  const fieldId = (key: string) => `form-${key.replace(/\./g, '-')}`;
+  for (const f of fields) {
+    const label = document.createElement('label');
+    label.textContent = f.label;
+    label.htmlFor = fieldId(f.key);
+    let input: HTMLInputElement | HTMLSelectElement;
+    if (f.kind === 'choice') {
+      input = document.createElement('select');
+      for (const c of f.choices!) input.add(new Option(c, c));
+    } else {
+      input = document.createElement('input');
+      input.type = f.kind === 'integer' || f.kind === 'number' ? 'number' : 'text';
+      if (f.kind === 'number') input.step = 'any';
+      if (f.choices) {
+        const list = document.createElement('datalist');
+        list.id = `${fieldId(f.key)}-choices`;
+        for (const c of f.choices) list.append(new Option(c, c));
+        box.append(list);
+        input.setAttribute('list', list.id);
+      }
+    }
+    input.id = fieldId(f.key);
+    input.addEventListener('change', () => {
+      let next: string;
+      try {
+        next = applyField(text.get(), f, input.value);
+      } catch (e) {
+        return onError((e as Error).message);
+      }
+      text.set(next);
+    });
+    box.append(label, input);
+  }
+  return (cfg) => {
+    const values = formValues(cfg, fields);
+    for (const f of fields) (box.querySelector(`#${fieldId(f.key)}`) as HTMLInputElement).value = values[f.key];
+  };
 }
 
 export const selfTest: SelfTest = {
