@@ -5,11 +5,12 @@ import path from 'node:path';
 import assert from 'node:assert/strict';
 import { Config, isBinary } from '../utils/config';
 import { guardFsSync, UserError } from '../utils/errors';
+import { clearStaleReplacements } from '../utils/file_out';
 import { datasetMeta, ResolvedDataset, resolveDataset } from '../loaders/registry';
 import type { Rgb } from '../utils/dataset_utils';
 import { defaultCheckpoint, loadNetwork, useCheckpointDefinition } from '../engine/model_io';
 import { isRuntime, Network } from '../engine/inference';
-import { listImages, planOutputs, predictFile, predictMask, PredictOptions } from '../engine/predictor';
+import { listImages, outputNames, planOutputs, predictFile, predictMask, PredictOptions } from '../engine/predictor';
 import { preflightInference } from '../engine/preflight';
 import { resolveRun } from '../config/resolve';
 import { runIfMain, SelfTest } from '../utils/self_test';
@@ -117,7 +118,13 @@ async function run(config: ConfigSource, o: PredictApiOptions): Promise<Predicti
     const { config: cfg } = seg;
     // Refused before anything is written.
     const plan = o.output ? planOutputs(o.input, files, o.output, isBinary(cfg), o.overwrite) : files.map((file) => ({ file, stem: '' }));
-    if (o.output) guardFsSync({ what: 'predictions', kept: 'nothing was written', setting: '--output' }, () => fs.mkdirSync(o.output!, { recursive: true }));
+    if (o.output) {
+      guardFsSync({ what: 'predictions', kept: 'nothing was written', setting: '--output' }, () => {
+        fs.mkdirSync(o.output!, { recursive: true });
+        // Half-written outputs of a predict killed mid-write (its temporaries), and only those.
+        clearStaleReplacements(o.output!, new Set(plan.flatMap((p) => outputNames(p.stem, isBinary(cfg)))));
+      });
+    }
     log(`predicting ${files.length} image(s) with ${seg.checkpoint}${isRuntime(seg.model) ? ` (${seg.model.description})` : ''}`);
     const out: Prediction[] = [];
     for (const { file, stem } of plan) {

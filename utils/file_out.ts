@@ -43,14 +43,15 @@ export function pidAlive(pid: number): boolean {
   }
 }
 
-const REPLACING_TMP = /^\..+\.tmp-(\d+)-[0-9a-f]{8}$/;
+const REPLACING_TMP = /^\.(.+)\.tmp-(\d+)-[0-9a-f]{8}$/;
 
 /**
  * Removes the temporaries `writeFileReplacing` left in `dir` when its process was killed
  * mid-write (SIGKILL, power loss): their pid is gone. Our own pid cannot have one in flight
  * (the write is synchronous), so a match with it is from a dead process whose pid came back.
+ * With `targets`, only temporaries of those file names (a folder the user shares with us).
  */
-export function clearStaleReplacements(dir: string): string[] {
+export function clearStaleReplacements(dir: string, targets?: ReadonlySet<string>): string[] {
   let names: string[];
   try {
     names = fs.readdirSync(dir);
@@ -60,7 +61,7 @@ export function clearStaleReplacements(dir: string): string[] {
   const removed: string[] = [];
   for (const n of names) {
     const m = REPLACING_TMP.exec(n);
-    if (!m || (Number(m[1]) !== process.pid && pidAlive(Number(m[1])))) continue;
+    if (!m || (targets && !targets.has(m[1])) || (Number(m[2]) !== process.pid && pidAlive(Number(m[2])))) continue;
     fs.rmSync(path.join(dir, n), { force: true });
     removed.push(n);
   }
@@ -130,6 +131,12 @@ export const selfTest: SelfTest = {
       assert.deepEqual(clearStaleReplacements(dir), pidAlive(dead) ? [] : [deadTmp]);
       assert.deepEqual(fs.readdirSync(dir).sort(), [liveTmp, '.config.yaml.tmp-notes', 'config.yaml', ...(pidAlive(dead) ? [deadTmp] : [])].sort());
       assert.deepEqual(clearStaleReplacements(path.join(dir, 'absent')), []);
+      // Limited to named targets: another file's temporary stays.
+      const other = `.notes.txt.tmp-${dead}-c7a0ac86`;
+      fs.writeFileSync(path.join(dir, deadTmp), 'x');
+      fs.writeFileSync(path.join(dir, other), 'x');
+      if (!pidAlive(dead)) assert.deepEqual(clearStaleReplacements(dir, new Set(['config.yaml'])), [deadTmp]);
+      assert.ok(fs.existsSync(path.join(dir, other)));
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
