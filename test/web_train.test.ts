@@ -55,6 +55,23 @@ function writePairs(imagesDir: string, masksDir: string, n: number, offset = 0):
   }
 }
 
+/** `n` pairs of 512x512 PNGs of noise (incompressible: 0.8 MB an image), masks a square. */
+function writeNoisyPairs(imagesDir: string, masksDir: string, n: number): number {
+  fs.mkdirSync(imagesDir, { recursive: true });
+  fs.mkdirSync(masksDir, { recursive: true });
+  const W = 512;
+  let seed = 12345, bytes = 0;
+  for (let k = 0; k < n; k++) {
+    const img = new Uint8Array(W * W * 3).map(() => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 24));
+    const m = new Uint8Array(W * W).map((_, i) => (Math.abs((i % W) - 256) < 100 && Math.abs(Math.floor(i / W) - 256) < 100 ? 255 : 0));
+    for (const [file, data] of [[path.join(imagesDir, `n${k}.png`), encode({ width: W, height: W, data: img, channels: 3, depth: 8 })], [path.join(masksDir, `n${k}.png`), encode({ width: W, height: W, data: m, channels: 1, depth: 8 })]] as const) {
+      fs.writeFileSync(file, data);
+      bytes += data.length;
+    }
+  }
+  return bytes;
+}
+
 const CONFIG = (epochs: number) => `name: webtest
 model: { name: unet, base: 4, depth: 2 }
 data: { num_classes: 2, size: [32, 32], value_map: { "255": 1 } }
@@ -436,6 +453,58 @@ describe('the browser training page in headless Chromium', () => {
     t.diagnostic(`step 1 loss: page ${web.losses[0]}, node ${node}`);
     assert.ok(Math.abs(node - web.losses[0]) <= PARITY_TOLERANCE * Math.abs(node), `page ${web.losses[0]}, node ${node}`);
     assert.deepEqual(problems, []);
+  });
+
+  test('where the browser\'s storage cannot hold the picked files, the checkpoint keeps the model; after a reload the same folders picked again resume it', { skip }, async () => {
+    const data = path.join(tmp, 'quota');
+    const bytes = writeNoisyPairs(path.join(data, 'images'), path.join(data, 'masks'), 4);
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      // A quota of 1 MB for the page's origin: the model's checkpoint fits, the 3 MB of images do not.
+      const origin = new URL(url).origin;
+      await (await page.context().newCDPSession(page)).send('Storage.overrideQuotaForOrigin', { origin, quotaSize: 1_000_000 });
+      assert.ok(bytes > 2_000_000, `${bytes} bytes of files`);
+      const ready = async () => page.waitForFunction(() => (window as any).semsegTrain?.ready || (window as any).semsegTrain?.error, null, { timeout: 60_000 });
+      const pick = async () => {
+        await page.setInputFiles('#images', path.join(data, 'images'));
+        await page.setInputFiles('#masks', path.join(data, 'masks'));
+      };
+      await page.goto(url);
+      await ready();
+      await pick();
+      await page.fill('#val-fraction', '0.25');
+      const config = CONFIG(3).replace('augmentations: { hflip: { p: 0.5 }, vflip: { p: 0.5 } }', 'augmentations: {}');
+      await page.fill('#config', config);
+      await page.dispatchEvent('#config', 'input');
+      await page.click('#train');
+      await page.waitForFunction(() => (window as any).semsegTrain.saves >= 1 || (window as any).semsegTrain.error, null, { timeout: 60_000 });
+      await page.click('#stop');
+      await page.waitForFunction(() => ['stopped', 'done', 'error'].includes((window as any).semsegTrain.state), null, { timeout: 60_000 });
+      const stopped = await state(page);
+      assert.equal(stopped.error, null);
+      assert.equal((stopped as Api & { filesKept: boolean }).filesKept, false);
+      assert.match((await page.textContent('#ckpt-info')) ?? '', new RegExp(`^checkpoint saved in this browser at step ${stopped.step} \\(.+\\); its 8 files did not fit in this browser's storage: after a reload, pick the same folders again to resume$`));
+      await page.reload();
+      await ready();
+      const restored = await state(page);
+      assert.ok(restored.restored && restored.step === stopped.step, JSON.stringify(restored));
+      assert.match((await page.textContent('#status')) ?? '', new RegExp(`^found a checkpoint from .+ at step ${stopped.step}; its 8 files did not fit in this browser's storage: pick the same folders again, then Train resumes it \\(Forget starts over\\)$`));
+      assert.equal(await page.textContent('#data-info'), 'pick an image folder and a mask folder, or one folder holding both');
+      await pick();
+      await page.click('#train');
+      await page.waitForFunction(() => ['done', 'error'].includes((window as any).semsegTrain.state), null, { timeout: 60_000 });
+      const done = await state(page);
+      assert.equal(done.error, null);
+      assert.equal(done.step, done.totalSteps);
+      assert.deepEqual(done.losses.slice(0, stopped.losses.length), stopped.losses, 'resumed, not restarted');
+      assert.equal(await page.textContent('#warnings'), '', 'the same files: no warning');
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
   });
 
   // Chromium's WebGL2 on SwiftShader (ANGLE over its CPU Vulkan; without --disable-gpu):

@@ -45,7 +45,7 @@ import { pairAndSplit, Split } from './data';
 import { composePicked } from './config_pick';
 import { mountRecipeForm } from './recipe_form';
 import { decodeImage, setFiles } from './browser_decode';
-import { BrowserCheckpoint, forgetCheckpoint, getCheckpoint, putCheckpoint } from './browser_store';
+import { filesSignature, forgetCheckpoint, getCheckpoint, PickedFile, putCheckpoint } from './browser_store';
 
 /** The config the page starts with: the demo recipe on the folder loader, small enough for a laptop. */
 export const DEFAULT_CONFIG = `# The same schema as npx train's configs (configs/*.yaml); data.name, root and folders come from the page.
@@ -128,14 +128,14 @@ function start(): void {
   const api = ((window as any).semsegTrain = {
     ready: false, backend: null as string | null, state: 'idle', step: 0, totalSteps: 0, epoch: 0,
     losses: [] as number[], val: [] as { step: number; metrics: Record<string, number> }[], valIds: [] as string[],
-    restored: false, error: null as string | null, msPerStep: null as number | null, saves: 0, warnings: [] as string[],
+    restored: false, error: null as string | null, msPerStep: null as number | null, saves: 0, warnings: [] as string[], filesKept: null as boolean | null,
     encoderWeights: null as string | null, // model.encoder_weights's log line, as train's
     segmented: null as { width: number; height: number; classes: number[] } | null, // the last segmented image's class ids
   });
   let picked: { images: File[]; masks: File[] } = { images: [], masks: [] };
-  let restoredFiles: BrowserCheckpoint['files'] | null = null;
+  let restoredFiles: PickedFile[] | null = null;
   let stopRequested = false;
-  let current: { cfg: Config; parts: Resolved; model: tf.LayersModel; split: Split } | null = null;
+  let current: { cfg: Config; parts: Resolved; model: tf.LayersModel } | null = null;
 
   const setStatus = (text: string, isError = false) => {
     $('status').textContent = text;
@@ -221,7 +221,7 @@ function start(): void {
     }
   }
 
-  function fileList(): BrowserCheckpoint['files'] {
+  function fileList(): PickedFile[] {
     if (picked.images.length || picked.masks.length) {
       return [...picked.images.map((f) => ({ path: f.webkitRelativePath || f.name, blob: f as Blob, kind: 'image' as const })), ...picked.masks.map((f) => ({ path: f.webkitRelativePath || f.name, blob: f as Blob, kind: 'mask' as const }))];
     }
@@ -245,7 +245,7 @@ function start(): void {
     }
   }
 
-  function splitOf(cfg: Config, files: BrowserCheckpoint['files']): Split {
+  function splitOf(cfg: Config, files: PickedFile[]): Split {
     const valFraction = Number($<HTMLInputElement>('val-fraction').value);
     return pairAndSplit(files.filter((f) => f.kind === 'image').map((f) => f.path), files.filter((f) => f.kind === 'mask').map((f) => f.path), {
       maskSuffix: (resolveDataset(cfg).options as FolderOptions).mask_suffix, valFraction, seed: cfg.training.seed, trainSplit: cfg.data.train_split, valSplit: cfg.data.val_split,
@@ -334,14 +334,17 @@ function start(): void {
 
   // ---- checkpoints ----
   async function save(cfgText: string, model: tf.LayersModel, optimizer: ReturnType<typeof createOptimizer>): Promise<void> {
-    const ck: BrowserCheckpoint = {
+    const files = fileList();
+    const savedAt = Date.now();
+    const kept = await putCheckpoint({
       configText: cfgText, valFraction: Number($<HTMLInputElement>('val-fraction').value), step: api.step, epoch: api.epoch,
       weights: (await snapshotWeights(model)).map(({ name, shape, values }) => ({ name, shape, values })),
-      optimizer: await optimizer.getState(), losses: api.losses, val: api.val, files: fileList(), savedAt: Date.now(),
-    };
-    await putCheckpoint(ck);
+      optimizer: await optimizer.getState(), losses: api.losses, val: api.val, savedAt,
+    }, files);
     api.saves++;
-    $('ckpt-info').textContent = `checkpoint saved in this browser at step ${api.step} (${new Date(ck.savedAt).toLocaleTimeString()})`;
+    api.filesKept = kept;
+    $('ckpt-info').textContent = `checkpoint saved in this browser at step ${api.step} (${new Date(savedAt).toLocaleTimeString()})` +
+      (kept ? '' : `; its ${files.length} files did not fit in this browser's storage: after a reload, pick the same folders again to resume`);
   }
 
   // ---- training ----
@@ -367,6 +370,9 @@ function start(): void {
     const warn = (line: string) => { api.warnings.push(line); $('warnings').textContent = api.warnings.join('\n'); };
     $('warnings').textContent = '';
     preflightTrain(parts, { backend: api.backend!, warn, memoryLimit: api.backend === 'wasm' ? undefined : null });
+    if (resume && filesSignature(files) !== resume.filesSignature) {
+      warn(`warning: the picked files are not those the checkpoint trained on (${resume.fileCount} files then, ${files.length} now, or their names or sizes differ); resuming on these`);
+    }
     const model = getModel(parts.model);
     const optimizer = createOptimizer(parts.optimizer);
     let epoch = 0;
@@ -388,7 +394,7 @@ function start(): void {
       });
     }
     current?.model.dispose();
-    current = { cfg, parts, model, split };
+    current = { cfg, parts, model };
     const step = makeTrainStep(model, buildLoss(parts.loss), optimizer, t.seed);
     const loader = new BatchLoader(cfg, split.train, { train: true, threads: false });
     const spe = loader.stepsPerEpoch;
@@ -529,22 +535,26 @@ function start(): void {
     if (saved) {
       $<HTMLTextAreaElement>('config').value = saved.configText;
       $<HTMLInputElement>('val-fraction').value = String(saved.valFraction);
-      restoredFiles = saved.files;
+      restoredFiles = saved.files; // null where the storage could not keep them
       api.step = saved.step;
       api.epoch = saved.epoch;
       api.losses = saved.losses;
       api.val = saved.val;
       api.restored = true;
       const { cfg } = readConfig();
-      const split = splitOf(cfg, saved.files);
-      const spe = Math.floor(split.train.length / cfg.training.batch_size);
-      api.totalSteps = cfg.training.iterations ?? cfg.training.epochs * spe;
+      if (saved.files) {
+        const spe = Math.floor(splitOf(cfg, saved.files).train.length / cfg.training.batch_size);
+        api.totalSteps = cfg.training.iterations ?? cfg.training.epochs * spe;
+      }
       const parts = resolveRun(cfg);
-      current = { cfg, parts, model: getModel(parts.model), split };
+      current = { cfg, parts, model: getModel(parts.model) };
       applyWeights(current.model, saved.weights, 'the browser checkpoint');
       $<HTMLButtonElement>('download').disabled = false;
       $<HTMLInputElement>('segment-file').disabled = false;
-      setStatus(`found a checkpoint from ${new Date(saved.savedAt).toLocaleString()} at step ${saved.step} with its ${saved.files.length} files: Train resumes it (Forget starts over)`);
+      const when = `found a checkpoint from ${new Date(saved.savedAt).toLocaleString()} at step ${saved.step}`;
+      setStatus(saved.files
+        ? `${when} with its ${saved.files.length} files: Train resumes it (Forget starts over)`
+        : `${when}; its ${saved.fileCount} files did not fit in this browser's storage: pick the same folders again, then Train resumes it (Forget starts over)`);
       progress();
       drawCurves();
     } else {
