@@ -101,8 +101,9 @@ export async function getCheckpoint(): Promise<BrowserCheckpoint | null> {
   try {
     const ck = (await idbDo('readonly', (s) => s.get(KEY))) as BrowserCheckpoint | undefined;
     if (!ck) return null;
+    if (Array.isArray(ck.files)) return { ...ck, fileCount: ck.files.length }; // an earlier page's record, its files inside
     const stored = (await idbDo('readonly', (s) => s.get(FILES_KEY))) as { signature: string; files: PickedFile[] } | undefined;
-    return { ...ck, files: stored?.signature === ck.filesSignature ? stored.files : null };
+    return { ...ck, files: stored && stored.signature === ck.filesSignature ? stored.files : null };
   } catch {
     return null;
   }

@@ -45,7 +45,8 @@ export interface Split { train: PairRef[]; val: PairRef[]; from: 'folders' | 'fr
  * the suffix, as the folder loader does when data.images_dir and data.masks_dir are equal.
  */
 export function pairAndSplit(images: string[], masks: string[], o: { maskSuffix: string; valFraction: number; seed: number; trainSplit: string; valSplit: string }): Split {
-  const imageFolder = images[0]?.split('/')[0] ?? 'images';
+  if (!images.length) throw new UserError('no images picked: pick an image folder and a mask folder, or one folder holding both (told apart by data.mask_suffix)');
+  const imageFolder = images[0].split('/')[0];
   const oneFolder = masks.length === 0 || masks[0].split('/')[0] === imageFolder;
   if (oneFolder) {
     if (!o.maskSuffix) throw new UserError(`no mask folder picked, so ${imageFolder} must hold the masks too: set data.mask_suffix (e.g. _mask) so a mask, <stem><suffix>.png, is told from its image`);
@@ -98,6 +99,7 @@ export const selfTest: SelfTest = {
     assert.deepEqual(pairAndSplit(both, both, o), one);
     assert.throws(() => pairAndSplit(both, [], { ...o, maskSuffix: '' }), (e: Error) => e instanceof UserError && /^no mask folder picked, so all must hold the masks too: set data\.mask_suffix/.test(e.message));
     assert.throws(() => pairAndSplit([...both, 'all/e.png'], [], o), /1 image\(s\) without a mask in all .*e\.png/);
+    assert.throws(() => pairAndSplit([], [], o), (e: Error) => e instanceof UserError && /^no images picked: /.test(e.message));
     const byFolder = pairAndSplit(['im/train/a.png', 'im/val/b.png'], ['ma/train/a_m.png', 'ma/val/b_m.png'], o);
     assert.deepEqual([byFolder.from, byFolder.train[0].id, byFolder.val[0].id], ['folders', 'a', 'b']);
   },

@@ -370,7 +370,7 @@ function start(): void {
     const warn = (line: string) => { api.warnings.push(line); $('warnings').textContent = api.warnings.join('\n'); };
     $('warnings').textContent = '';
     preflightTrain(parts, { backend: api.backend!, warn, memoryLimit: api.backend === 'wasm' ? undefined : null });
-    if (resume && filesSignature(files) !== resume.filesSignature) {
+    if (resume?.filesSignature && filesSignature(files) !== resume.filesSignature) {
       warn(`warning: the picked files are not those the checkpoint trained on (${resume.fileCount} files then, ${files.length} now, or their names or sizes differ); resuming on these`);
     }
     const model = getModel(parts.model);
