@@ -7,7 +7,9 @@
 // encoder_weights: imagenet, fetched from beside the page); webgl (SwiftShader) picked in the
 // page's Backend choice giving wasm's losses; a config picked with the file it extends; the
 // recipe form editing the YAML; one folder holding images and masks, as Node reads it; Node's
-// checks before the first step refusing in the page with Node's own lines.
+// checks before the first step refusing in the page with Node's own lines; a storage quota too
+// small for the picked files (set through CDP) keeping the model, resumed after the folders are
+// picked again.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
