@@ -10,7 +10,7 @@ import { Config, isBinary } from '../utils/config';
 import { BinaryImageStats, ConfusionMatrix, ThresholdSweep, formatMetricsTable } from '../training/metrics';
 import { denormalize, Flip, Network, networkProbs, probsToMask } from './inference';
 import { decodeImage } from '../pipeline/decode';
-import { colorizePng, overlayPng } from '../report/overlay';
+import { colorizePng, overlayRgb, rgbPng } from '../report/overlay';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { FsContext, guardFsSync } from '../utils/errors';
 import { writeFileReplacing } from '../utils/file_out';
@@ -36,8 +36,8 @@ export interface EvalResult {
   bestThreshold?: { threshold: number; dice: number; iou: number };
   table: string;
   images: number;
-  /** Overlays (prediction and ground truth) of the first `keepOverlays` images. */
-  overlays?: { id: string; png: Uint8Array; width: number; height: number }[];
+  /** Overlays (prediction and ground truth) of the first `keepOverlays` images: RGB pixels (HWC), for TensorBoard and the training page. */
+  overlays?: { id: string; rgb: Uint8Array; width: number; height: number }[];
 }
 
 export interface EvalOptions {
@@ -120,13 +120,13 @@ export async function evaluateSplit(model: Network, cfg: Config, pairs: PairRef[
       const score: ImageScore = { id: batch.ids[i], ...s };
       const keep = index < (opts.keepOverlays ?? 0);
       // One overlay (one decode of the picture) serves both the kept list and the written file.
-      const overlay = keep || opts.outDir ? await overlayPng(await displayRgb(index, i), gw, gh, pred, gt, { binary, palette: meta.palette, ignoreIndex: ignore }) : null;
-      if (keep) overlays.push({ id: batch.ids[i], png: overlay!, width: gw, height: gh });
+      const overlay = keep || opts.outDir ? overlayRgb(await displayRgb(index, i), gw, gh, pred, gt, { binary, palette: meta.palette, ignoreIndex: ignore }) : null;
+      if (keep) overlays.push({ id: batch.ids[i], rgb: overlay!.data, width: overlay!.width, height: overlay!.height });
       if (opts.outDir) {
         const safe = batch.ids[i].replace(/[^\w.-]+/g, '_');
         const colour = await colorizePng(pred, gw, gh, meta.palette, ignore);
         const out = opts.outDir;
-        writeFileReplacing(path.join(out, 'overlays', `${safe}.png`), overlay!);
+        writeFileReplacing(path.join(out, 'overlays', `${safe}.png`), await rgbPng(overlay!));
         writeFileReplacing(path.join(out, 'predictions', `${safe}.png`), colour);
         score.overlay = `overlays/${safe}.png`;
       }
@@ -230,16 +230,15 @@ export const selfTest: SelfTest = {
   },
   async 'overlays show the image itself under either normalisation (per-image statistics cannot be undone)'() {
     const { fixtureConfig, redChannelModel, tmpDir, writeIsic } = await fixtures();
-    const sharp = (await import('sharp')).default;
     const dir = tmpDir('evalnorm');
     await writeIsic(path.join(dir, 'isic'), 'Validation', ['ISIC_1', 'ISIC_2'], 16, 12);
     const model = redChannelModel();
-    const pixels: Buffer[][] = [];
+    const pixels: Uint8Array[][] = [];
     for (const normalize of ['dataset', 'image']) {
       const cfg = fixtureConfig(dir, { data: { name: 'isic', root: path.join(dir, 'isic'), size: [12, 16], normalize } });
       // Threshold 1: nothing predicted under either, so only the picture under the outlines could differ.
       const res = await evaluateSplit(model, cfg, await listSplit(cfg, 'val'), { threshold: 1, keepOverlays: 2 });
-      pixels.push(await Promise.all(res.overlays!.map((o) => sharp(o.png).raw().toBuffer())));
+      pixels.push(res.overlays!.map((o) => o.rgb));
     }
     for (const [i, a] of pixels[0].entries()) {
       const b = pixels[1][i];

@@ -13,6 +13,7 @@ import type { EvalResult } from './evaluator';
 import { EventWriter, EVENT_FILE_PREFIX, eventStep, readRecords, SummaryValue, truncateEvents } from '../utils/tfevents';
 import { guardFsSync } from '../utils/errors';
 import { refuseLinkedFolder } from '../utils/file_out';
+import { rgbPng } from '../report/overlay';
 import { runIfMain, SelfTest } from '../utils/self_test';
 
 /** Validation overlays per validation in the log: enough to watch, few enough to stay small. */
@@ -44,22 +45,23 @@ export class RunBoard {
     if (values.length) this.write(row.step, values);
   }
 
-  /** A validation: its metrics, per-class IoU and the overlays it kept. */
-  validation(step: number, res: EvalResult): void {
+  /** A validation: its metrics, per-class IoU and the overlays it kept (PNG-encoded here, as summaries hold them). */
+  async validation(step: number, res: EvalResult): Promise<void> {
+    const images = await Promise.all((res.overlays ?? []).map(async (o) => ({ png: await rgbPng({ data: o.rgb, width: o.width, height: o.height }), width: o.width, height: o.height, channels: 3 })));
     this.write(step, [
       ...Object.entries(res.metrics).map(([k, v]) => ({ tag: `val/${k}`, scalar: v })),
       ...res.perClass.map((c) => ({ tag: `val_iou/${c.name}`, scalar: Number.isFinite(c.iou) ? c.iou : 0 })),
-      ...(res.overlays ?? []).map((o, i) => ({ tag: `val_images/${i}_${o.id}`, image: { png: o.png, width: o.width, height: o.height, channels: 3 } })),
+      ...images.map((image, i) => ({ tag: `val_images/${i}_${res.overlays![i].id}`, image })),
     ]);
   }
 }
 
 export const selfTest: SelfTest = {
-  'a fresh run empties the folder; a resumed one keeps the steps up to its checkpoint'() {
+  async 'a fresh run empties the folder; a resumed one keeps the steps up to its checkpoint'() {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'board-'));
     const a = new RunBoard(dir, null);
     for (const step of [10, 20, 30]) a.train({ epoch: 0, step, split: 'train', loss: 1 / step, lr: 0.1 });
-    a.validation(30, { metrics: { mIoU: 0.5 }, perClass: [{ name: 'bg', iou: 0.4, dice: 0.5, acc: 0.6 }], confusion: [[1]], perImage: [], table: '', images: 0 });
+    await a.validation(30, { metrics: { mIoU: 0.5 }, perClass: [{ name: 'bg', iou: 0.4, dice: 0.5, acc: 0.6 }], confusion: [[1]], perImage: [], table: '', images: 0 });
     const b = new RunBoard(dir, 20); // resumed from step 20: 30 will come again
     b.train({ epoch: 0, step: 30, split: 'train', loss: 0.5 });
     const steps = fs.readdirSync(dir).sort().flatMap((n) => readRecords(fs.readFileSync(path.join(dir, n))).map(eventStep));

@@ -325,7 +325,7 @@ async function endOfEpoch(run: Run, epochDone: boolean, timeUp: boolean): Promis
   if ((epochDone && meta.epoch % cfg.training.val_interval === 0) || finished) {
     const res = await validate(run.model, cfg, run.valPairs, BOARD_IMAGES, run.parts.dataset);
     run.history.append({ epoch: meta.epoch, step: meta.step, split: 'val', ...res.metrics });
-    run.board.validation(meta.step, res);
+    await run.board.validation(meta.step, res);
     run.log(res.table);
     const value = metricValue(cfg.checkpoint.best_metric, res);
     if (improves(value, meta.bestMetric)) {

@@ -134,7 +134,8 @@ function sideBySide(a: Uint8Array, b: Uint8Array, w: number, h: number): { data:
   return { data, width };
 }
 
-function rawToPng(data: Uint8Array, width: number, height: number): Promise<Buffer> {
+/** PNG of RGB pixels (HWC, uint8), as overlayRgb returns them. */
+export function rgbPng({ data, width, height }: { data: Uint8Array; width: number; height: number }): Promise<Buffer> {
   return sharp(Buffer.from(data.buffer, data.byteOffset, data.byteLength), { raw: { width, height, channels: 3 } })
     .png({ compressionLevel: 6 })
     .toBuffer();
@@ -155,8 +156,7 @@ export async function overlayPng(
   gt: Uint8Array | null,
   opts: OverlayOptions,
 ): Promise<Buffer> {
-  const o = overlayRgb(image, w, h, pred, gt, opts);
-  return rawToPng(o.data, o.width, o.height);
+  return rgbPng(overlayRgb(image, w, h, pred, gt, opts));
 }
 
 /** overlayPng's pixels (RGB, HWC), before PNG encoding: the browser training page draws them on a canvas. */

@@ -24,7 +24,7 @@ import { validate } from '../../engine/validation';
 import { preflightTrain } from '../../engine/preflight';
 import { loadEncoderWeights } from '../../engine/resume';
 import { isPretrainedSource } from '../../models/encoders/index';
-import { predictProbs, probsToMask, denormalize } from '../../engine/inference';
+import { predictProbs, probsToMask } from '../../engine/inference';
 import { overlayRgb } from '../../report/overlay';
 import { applyWeights, snapshotWeights } from '../../storage/checkpoint';
 import { modelFiles } from '../../storage/model_files';
@@ -304,32 +304,16 @@ function start(): void {
   // ---- validation and overlays ----
   async function runValidation(cfg: Config, model: tf.LayersModel, val: PairRef[]): Promise<void> {
     if (!val.length) return;
-    const res = await validate(model, cfg, val, 0);
+    // The first four overlays come from the same pass as the metrics (engine/evaluator.ts).
+    const res = await validate(model, cfg, val, 4);
     api.val.push({ step: api.step, metrics: res.metrics });
     const rows = Object.entries(res.metrics).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(' · ');
     $('val-info').textContent = `val at step ${api.step} (${res.images} images): ${rows}`;
-    await drawOverlays(cfg, model, val.slice(0, 4));
-  }
-
-  async function drawOverlays(cfg: Config, model: tf.LayersModel, pairs: PairRef[]): Promise<void> {
-    const box = $('overlays');
-    box.textContent = '';
-    const loader = new BatchLoader(cfg, pairs, { train: false, threads: false });
-    const meta = datasetMeta(cfg);
-    for await (const b of loader.batches(0)) {
-      const probs = tf.tidy(() => predictProbs(model, tf.tensor4d(b.images, [b.n, b.h, b.w, 3])));
-      for (let i = 0; i < b.n; i++) {
-        const one = probs.slice([i, 0, 0, 0], [1, -1, -1, -1]);
-        const { classes } = await probsToMask(one as tf.Tensor4D, b.w, b.h, { threshold: cfg.training.threshold });
-        one.dispose();
-        const rgb = denormalize(b.images, i, b.h, b.w, cfg.data.mean, cfg.data.std);
-        const o = overlayRgb(rgb, b.w, b.h, classes, b.masks.subarray(i * b.h * b.w, (i + 1) * b.h * b.w), { binary: isBinary(cfg), palette: meta.palette, ignoreIndex: cfg.data.ignore_index });
-        const c = drawRgb(document.createElement('canvas'), o);
-        c.title = b.ids[i];
-        box.append(c);
-      }
-      probs.dispose();
-    }
+    $('overlays').replaceChildren(...(res.overlays ?? []).map((o) => {
+      const c = drawRgb(document.createElement('canvas'), { width: o.width, height: o.height, data: o.rgb });
+      c.title = o.id;
+      return c;
+    }));
   }
 
   // ---- checkpoints ----
