@@ -9,7 +9,7 @@ import sharp from 'sharp';
 import { UserError } from '../utils/errors';
 import { runIfMain, SelfTest } from '../utils/self_test';
 import { checkPixels, isPng, MAX_PIXELS, readPngMask } from './png';
-import { applyLut, checkMaskValues, mapMask, resizeNearest, resizeNearestAny } from './mask_values';
+import { mapMask, pairMask, resizeNearest } from './mask_values';
 
 // In mask_values.ts so that the browser bundle (deploy/web_train) reads masks by the same rules.
 export { applyLut, checkMaskValues, mapMask, resizeNearest } from './mask_values';
@@ -18,10 +18,8 @@ export { MAX_PIXELS };
 import type { MaskLut, PairRef } from '../loaders/registry';
 
 export interface RgbImage { data: Uint8Array; width: number; height: number } // HWC, 3 channels
-export interface LabelMask { data: Uint8Array; width: number; height: number }
-
-export type { MaskRules } from './mask_values';
-import type { MaskRules } from './mask_values';
+export type { LabelMask, MaskRules } from './mask_values';
+import type { LabelMask, MaskRules } from './mask_values';
 
 // Keep libvips from caching decoded files: every sample is read once per epoch, so a
 // cache only grows memory.
@@ -182,19 +180,7 @@ export async function readMaskValues(file: string, buf?: Buffer): Promise<{ valu
 export async function decodePair(pair: PairRef, rules: MaskRules, size: readonly [number, number], full = false): Promise<{ image: RgbImage; mask: LabelMask; fullMask?: LabelMask }> {
   const [ibuf, mbuf] = await Promise.all([readFile(pair.image), readFile(pair.mask)]);
   const [image, raw] = await Promise.all([decodeImage(pair.image, size, ibuf), readMaskValues(pair.mask, mbuf)]);
-  if (raw.width !== image.srcWidth || raw.height !== image.srcHeight) {
-    const turned = (o: number) => (o !== 1 ? ` (upright, by its EXIF orientation ${o})` : '');
-    throw new UserError(
-      `image ${pair.image} is ${image.srcWidth}x${image.srcHeight}${turned(image.orientation)} but its mask ${pair.mask} is ${raw.width}x${raw.height}${turned(raw.orientation)}; they must be the same size`,
-    );
-  }
-  // Check every source value, but map only the (usually smaller) resized mask.
-  checkMaskValues(raw.values, rules, pair.mask);
-  const [h, w] = size;
-  const small = raw.width === w && raw.height === h ? raw.values : resizeNearestAny(raw.values, raw.width, raw.height, w, h, raw.values instanceof Uint16Array ? new Uint16Array(w * h) : new Uint8Array(w * h));
-  const data = applyLut(small, rules.lut);
-  const fullMask = full ? (small === raw.values ? { data, width: w, height: h } : { data: applyLut(raw.values, rules.lut), width: raw.width, height: raw.height }) : undefined;
-  return { image: { data: image.data, width: image.width, height: image.height }, mask: { data, width: size[1], height: size[0] }, fullMask };
+  return { image: { data: image.data, width: image.width, height: image.height }, ...pairMask(pair, image, raw, rules, size, full) };
 }
 
 /**

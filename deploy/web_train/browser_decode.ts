@@ -9,14 +9,13 @@ import assert from 'node:assert/strict';
 import type { PairRef } from '../../loaders/registry';
 import { UserError } from '../../utils/errors';
 import { runIfMain, SelfTest } from '../../utils/self_test';
-import { applyLut, checkMaskValues, MaskRules, resizeNearestAny } from '../../pipeline/mask_values';
+import { LabelMask, MaskRules, pairMask } from '../../pipeline/mask_values';
 import { checkPixels, isPng, MAX_PIXELS, readPngMask } from '../../pipeline/png';
 
 export { applyLut, checkMaskValues, mapMask, resizeNearest } from '../../pipeline/mask_values';
-export type { MaskRules };
+export type { LabelMask, MaskRules };
 export { MAX_PIXELS };
 export interface RgbImage { data: Uint8Array; width: number; height: number }
-export interface LabelMask { data: Uint8Array; width: number; height: number }
 
 /** The picked files by the name pairs use (their path inside the picked folder). */
 const files = new Map<string, Blob>();
@@ -75,14 +74,7 @@ export async function readMaskValues(name: string, bytes?: Uint8Array): Promise<
 /** decode.ts's decodePair, on the picked files. */
 export async function decodePair(pair: PairRef, rules: MaskRules, size: readonly [number, number], full = false): Promise<{ image: RgbImage; mask: LabelMask; fullMask?: LabelMask }> {
   const [image, raw] = await Promise.all([decodeImage(pair.image, size), readMaskValues(pair.mask)]);
-  if (raw.width !== image.srcWidth || raw.height !== image.srcHeight)
-    throw new UserError(`image ${pair.image} is ${image.srcWidth}x${image.srcHeight} but its mask ${pair.mask} is ${raw.width}x${raw.height}; they must be the same size`);
-  checkMaskValues(raw.values, rules, pair.mask);
-  const [h, w] = size;
-  const small = raw.width === w && raw.height === h ? raw.values : resizeNearestAny(raw.values, raw.width, raw.height, w, h, raw.values instanceof Uint16Array ? new Uint16Array(w * h) : new Uint8Array(w * h));
-  const data = applyLut(small, rules.lut);
-  const fullMask = full ? (small === raw.values ? { data, width: w, height: h } : { data: applyLut(raw.values, rules.lut), width: raw.width, height: raw.height }) : undefined;
-  return { image: { data: image.data, width: image.width, height: image.height }, mask: { data, width: w, height: h }, fullMask };
+  return { image: { data: image.data, width: image.width, height: image.height }, ...pairMask(pair, image, raw, rules, size, full) };
 }
 
 export const selfTest: SelfTest = {
