@@ -94,10 +94,6 @@ export function freshMeta(cfg: Config): CheckpointMeta {
 }
 
 /**
- * Loads what the run starts from into `model` and `optimizer`; returns the run's state,
- * fitted to the current epoch shape. `warn` gets the line when resume is not bit-exact.
- */
-/**
  * `model.encoder_weights` into a fresh model: a pretrained source's weights (imagenet) or a
  * checkpoint's, loaded into the layers of the same name; logs what was loaded. Also the
  * browser training page's path (deploy/web_train/page.ts), which takes pretrained sources only.
@@ -116,6 +112,10 @@ export async function loadEncoderWeights(parts: Resolved, model: tf.LayersModel,
   );
 }
 
+/**
+ * Loads what the run starts from into `model` and `optimizer`; returns the run's state,
+ * fitted to the current epoch shape. `warn` gets the line when resume is not bit-exact.
+ */
 export async function startState(
   parts: Resolved, model: tf.LayersModel, optimizer: TrainOptimizer, dirs: RunDirs, opts: StartOptions, shape: EpochShape,
   log: (s: string) => void, warn: (s: string) => void = log,
