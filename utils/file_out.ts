@@ -52,16 +52,18 @@ const REPLACING_TMP = /^\.(.+)\.tmp-(\d+)-[0-9a-f]{8}$/;
  * With `targets`, only temporaries of those file names (a folder the user shares with us).
  */
 export function clearStaleReplacements(dir: string, targets?: ReadonlySet<string>): string[] {
-  let names: string[];
+  let entries: fs.Dirent[];
   try {
-    names = fs.readdirSync(dir);
+    entries = fs.readdirSync(dir, { withFileTypes: true });
   } catch {
     return [];
   }
   const removed: string[] = [];
-  for (const n of names) {
+  for (const e of entries) {
+    const n = e.name;
     const m = REPLACING_TMP.exec(n);
-    if (!m || (targets && !targets.has(m[1])) || (Number(m[2]) !== process.pid && pidAlive(Number(m[2])))) continue;
+    // Only files (or links) of that name are ours: the writer never makes a folder.
+    if (!m || e.isDirectory() || (targets && !targets.has(m[1])) || (Number(m[2]) !== process.pid && pidAlive(Number(m[2])))) continue;
     fs.rmSync(path.join(dir, n), { force: true });
     removed.push(n);
   }
@@ -137,6 +139,10 @@ export const selfTest: SelfTest = {
       fs.writeFileSync(path.join(dir, other), 'x');
       if (!pidAlive(dead)) assert.deepEqual(clearStaleReplacements(dir, new Set(['config.yaml'])), [deadTmp]);
       assert.ok(fs.existsSync(path.join(dir, other)));
+      // A folder of that shape is not a temporary of ours: left alone, no error.
+      fs.mkdirSync(path.join(dir, `.x.png.tmp-${dead}-c7a0ac86`));
+      assert.ok(!clearStaleReplacements(dir).includes(`.x.png.tmp-${dead}-c7a0ac86`));
+      assert.ok(fs.existsSync(path.join(dir, `.x.png.tmp-${dead}-c7a0ac86`)));
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
